@@ -1,0 +1,73 @@
+/* miser core: status codes, thread-local error messages, dtypes, version.
+ * Every library function that can fail returns a miser_status and leaves a
+ * one-line human-readable message retrievable with miser_error_message(). */
+#ifndef MISER_CORE_H
+#define MISER_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MISER_VERSION_STRING "0.1.0"
+
+typedef enum miser_status {
+    MISER_OK = 0,
+    MISER_ERR_NOMEM,       /* an allocation failed (or was made to fail) */
+    MISER_ERR_IO,          /* open/read/mmap/write failed */
+    MISER_ERR_FORMAT,      /* a file's content is malformed or lies about itself */
+    MISER_ERR_INVALID,     /* a caller passed an invalid argument */
+    MISER_ERR_UNSUPPORTED, /* valid, but not something miser implements */
+    MISER_ERR_RANGE,       /* a value is outside what the model/config allows */
+    MISER_ERR_INTERNAL     /* a broken invariant inside miser */
+} miser_status;
+
+/* Static name of a status ("out of memory", ...). Never NULL. */
+const char *miser_status_str(miser_status st);
+
+/* Record `st` with a printf-style message for the calling thread and return
+ * `st`, so callers can write `return miser_error_set(MISER_ERR_IO, ...)`. */
+miser_status miser_error_set(miser_status st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Prefix the current message with "prefix: " (adds context while unwinding). */
+miser_status miser_error_prefix(miser_status st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* The calling thread's last message; "" when none. Valid until the next set. */
+const char *miser_error_message(void);
+void miser_error_clear(void);
+
+/* Element types of tensors. Q8_0 is ggml's block format: blocks of 32 values,
+ * each an f16 scale followed by 32 int8 (34 bytes per block). */
+typedef enum miser_dtype {
+    MISER_DTYPE_F32 = 0,
+    MISER_DTYPE_F16,
+    MISER_DTYPE_BF16,
+    MISER_DTYPE_Q8_0,
+    MISER_DTYPE_I32,
+    MISER_DTYPE_COUNT
+} miser_dtype;
+
+#define MISER_Q8_0_BLOCK 32
+#define MISER_Q8_0_BYTES 34
+
+const char *miser_dtype_name(miser_dtype dt);
+/* Parse "f32"/"F32"/"float32", "f16", "bf16", "q8_0", "i32". Returns 0 on success. */
+int miser_dtype_parse(const char *s, miser_dtype *out);
+/* Bytes needed for n elements (n a multiple of 32 for Q8_0); 0 on overflow. */
+size_t miser_dtype_bytes(miser_dtype dt, uint64_t n);
+
+float miser_f16_to_f32(uint16_t h);
+uint16_t miser_f32_to_f16(float f);   /* round to nearest even */
+float miser_bf16_to_f32(uint16_t h);
+uint16_t miser_f32_to_bf16(float f);  /* round to nearest even, NaN kept NaN */
+
+/* Convert n elements starting at element `start` of a dtype array to f32.
+ * For Q8_0, start and n must be multiples of 32. */
+void miser_to_f32(miser_dtype dt, const void *src, uint64_t start, uint64_t n, float *dst);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
