@@ -359,7 +359,7 @@ static miser_status write_config(const char *dir, const miser_gpt2_config *c, co
     if (!path) return MISER_ERR_NOMEM;
     memcpy(path, dir, n);
     memcpy(path + n, "/config.json", 13);
-    char inner[32], eos[48], text[1024];
+    char inner[32], eos[96], text[1024];
     if (c->n_inner == 4 * c->n_embd) snprintf(inner, sizeof inner, "null");
     else snprintf(inner, sizeof inner, "%lld", (long long)c->n_inner);
     eos[0] = 0;
