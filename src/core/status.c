@@ -38,9 +38,11 @@ miser_status miser_error_prefix(miser_status st, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    snprintf(old, sizeof old, "%s", g_msg);
+    size_t ol = strnlen(g_msg, sizeof old - 1);
+    memcpy(old, g_msg, ol);
+    old[ol] = 0;
     if (old[0])
-        snprintf(g_msg, sizeof g_msg, "%s: %s", prefix, old);
+        snprintf(g_msg, sizeof g_msg, "%.250s: %.700s", prefix, old);
     else
         snprintf(g_msg, sizeof g_msg, "%s: %s", prefix, miser_status_str(st));
     return st;

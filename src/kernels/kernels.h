@@ -1,0 +1,82 @@
+/* Kernel interface. Every kernel has a scalar reference (ref.c), always
+ * compiled; SIMD versions (*_avx2.c) are chosen at run time from CPU
+ * detection (dispatch.c), and MISER_KERNELS=ref or miser_kernels_select("ref")
+ * forces the reference path.
+ *
+ * Threading: kernels take (ith, nth) and process their share of the work;
+ * the executor calls them from every thread of the pool (ggml style). A
+ * kernel must not allocate. */
+#ifndef MISER_KERNELS_H
+#define MISER_KERNELS_H
+
+#include "miser/core.h"
+
+/* y[m, n] = act(sum_k x[m*ldx + k] * W(k, n) + bias[n]) for m < M, n < N.
+ * W(k, n) is element k*wsk + n*wsn of `w` (dtype wdt). For Q8_0 one of wsk,
+ * wsn is 1, the other a multiple of 32: blocks run along the stored rows. */
+typedef struct miser_linear_args {
+    int64_t M, N, K;
+    const float *x;
+    int64_t ldx;
+    const void *w;
+    miser_dtype wdt;
+    int64_t wsk, wsn;
+    const void *bias; /* N elements of bdt, or NULL */
+    miser_dtype bdt;
+    float *y;
+    int64_t ldy;
+    int act; /* MISER_ACT_NONE / MISER_ACT_GELU */
+} miser_linear_args;
+
+/* Causal attention over a KV cache: for t < T, h < H,
+ *   out[t, h, :] = softmax_s<=S-T+t(scale * q[t,h,:] . k[s,h,:]) . v[s,h,:]
+ * q[t, h, d] = q[t*q_row + h*D + d]; likewise k, v (f32 or f16 via kvdt), out.
+ * scratch: at least S floats per thread (scratch + ith * S). */
+typedef struct miser_attention_args {
+    int64_t T, S, H, D;
+    const float *q;
+    int64_t q_row;
+    const void *k, *v;
+    miser_dtype kvdt;
+    int64_t k_row, v_row;
+    float *out;
+    int64_t o_row;
+    float scale;
+    float *scratch;
+} miser_attention_args;
+
+typedef struct miser_kernels {
+    const char *name;
+    void (*linear)(const miser_linear_args *a, int ith, int nth);
+    void (*attention)(const miser_attention_args *a, int ith, int nth);
+    /* rows x C, contiguous; gamma/beta of dtype pdt */
+    void (*layernorm)(float *y, const float *x, const void *gamma, const void *beta, miser_dtype pdt, int64_t rows,
+                      int64_t C, float eps, int ith, int nth);
+    void (*gelu)(float *y, const float *x, int64_t n, int ith, int nth);
+    /* y = a + b, all n contiguous */
+    void (*add)(float *y, const float *a, const float *b, int64_t n, int ith, int nth);
+    /* rows x n contiguous; row r sees its first valid[r] entries (the rest
+     * become 0); valid == NULL means all n. scale applied before exp. */
+    void (*softmax)(float *y, const float *x, int64_t rows, int64_t n, float scale, const int64_t *valid_base,
+                    int64_t valid_step_rows, int ith, int nth);
+} miser_kernels;
+
+/* The best kernels for this CPU (or the reference when forced). */
+const miser_kernels *miser_kernels_get(void);
+const miser_kernels *miser_kernels_ref(void);
+/* "auto", "ref", or a SIMD set's name; returns 0 on success. */
+int miser_kernels_select(const char *name);
+/* Names of the kernel sets this CPU can run, for --help and reports. */
+const char *miser_kernels_available(void);
+
+/* Load element i of a dtype array as f32 (reference helper, not fast). */
+float miser_load_elem(miser_dtype dt, const void *p, int64_t i);
+
+/* Split [0, n) among nth threads: this thread's [*lo, *hi). */
+static inline void miser_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
+{
+    *lo = n * ith / nth;
+    *hi = n * (ith + 1) / nth;
+}
+
+#endif

@@ -1,0 +1,135 @@
+/* The pass registry and named pipelines. Each pass records what it did to
+ * the graph (node/einsum/constant counts and bytes) and what it cost (time,
+ * RssAnon, allocator bytes), which `miser inspect` prints. */
+#include "miser/alloc.h"
+#include "miser/passes.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static const miser_pass_info g_passes[] = {
+    {"dce", "dead-code elimination; releases unreferenced materialised constants", miser_pass_dce},
+    {"plan_memory", "liveness-based offsets in one activation arena, in-place reuse", miser_pass_plan_memory},
+};
+
+static const struct {
+    const char *name, *passes;
+} g_pipelines[] = {
+    {"default", "dce,plan_memory"},
+    {"naive", "dce,plan_memory"},
+    {"none", "plan_memory"},
+};
+
+const miser_pass_info *miser_passes_all(int *n)
+{
+    *n = (int)(sizeof g_passes / sizeof g_passes[0]);
+    return g_passes;
+}
+
+const miser_pass_info *miser_pass_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof g_passes / sizeof g_passes[0]; i++)
+        if (!strcmp(g_passes[i].name, name)) return &g_passes[i];
+    return NULL;
+}
+
+const char *miser_pipeline_passes(const char *pipeline)
+{
+    for (size_t i = 0; i < sizeof g_pipelines / sizeof g_pipelines[0]; i++)
+        if (!strcmp(g_pipelines[i].name, pipeline)) return g_pipelines[i].passes;
+    return NULL;
+}
+
+static int64_t rss_anon_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "RssAnon: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return (int64_t)kb * 1024;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int listed(const char *list, const char *name, size_t len)
+{
+    if (!list) return 0;
+    const char *p = list;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == len && !strncmp(p, name, len)) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+miser_status miser_passes_run_pipeline(miser_graph *g, const char *pipeline, const char *disabled,
+                                       miser_pass_record *records, int max_records, int *n_records)
+{
+    const char *list = miser_pipeline_passes(pipeline ? pipeline : "default");
+    if (!list)
+        return miser_error_set(MISER_ERR_INVALID, "unknown pipeline '%s' (known: default, naive, none)", pipeline);
+    /* validate the disabled names first, so typos are errors, not no-ops */
+    for (const char *p = disabled; p && *p;) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        char nm[64];
+        snprintf(nm, sizeof nm, "%.*s", (int)l, p);
+        if (l && !miser_pass_find(nm)) return miser_error_set(MISER_ERR_INVALID, "unknown pass '%s'", nm);
+        if (!e) break;
+        p = e + 1;
+    }
+    miser_pass_options opt = {.naive = !strcmp(pipeline ? pipeline : "default", "naive"), .in_place = 1};
+    int nr = 0;
+    if (n_records) *n_records = 0;
+    if (records && max_records > 0) {
+        memset(&records[0], 0, sizeof records[0]);
+        snprintf(records[0].name, sizeof records[0].name, "(built)");
+        records[0].stats = miser_graph_get_stats(g);
+        nr = 1;
+    }
+    const char *p = list;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        char nm[64];
+        snprintf(nm, sizeof nm, "%.*s", (int)l, p);
+        p = e ? e + 1 : p + l;
+        if (listed(disabled, nm, l)) continue;
+        const miser_pass_info *pi = miser_pass_find(nm);
+        if (!pi) return miser_error_set(MISER_ERR_INTERNAL, "pipeline names unknown pass '%s'", nm);
+        int64_t anon0 = records ? rss_anon_bytes() : 0;
+        miser_mem_stats h0 = miser_mem_total();
+        miser_mem_reset_peaks();
+        double t0 = now_s();
+        miser_status st = pi->run(g, &opt);
+        double t1 = now_s();
+        if (st) return miser_error_prefix(st, "pass %s", nm);
+        if (records && nr < max_records) {
+            miser_pass_record *r = &records[nr++];
+            memset(r, 0, sizeof *r);
+            snprintf(r->name, sizeof r->name, "%.31s", nm);
+            r->seconds = t1 - t0;
+            miser_mem_stats h1 = miser_mem_total();
+            r->heap_delta = (int64_t)h1.current - (int64_t)h0.current;
+            r->heap_peak = h1.peak > h0.current ? h1.peak - h0.current : 0;
+            r->rss_anon_delta = rss_anon_bytes() - anon0;
+            r->stats = miser_graph_get_stats(g);
+        }
+        miser_status vs = miser_graph_verify(g);
+        if (vs) return miser_error_prefix(vs, "after pass %s", nm);
+    }
+    if (n_records) *n_records = nr;
+    return MISER_OK;
+}

@@ -1,0 +1,33 @@
+/* Runtime internals shared by plan, session and generation code. */
+#ifndef MISER_RUNTIME_INTERNAL_H
+#define MISER_RUNTIME_INTERNAL_H
+
+#include "kernels/generic.h"
+#include "kernels/kernels.h"
+#include "miser/runtime.h"
+#include "threadpool.h"
+
+struct miser_plan {
+    miser_graph g;
+    const miser_model *model;
+    miser_gpt2_config cfg;
+    int64_t max_batch, max_context;
+    int all_logits;
+    int32_t output;        /* node id of the OUTPUT node */
+    double compile_s;
+};
+
+struct miser_session {
+    const miser_plan *p;
+    const miser_kernels *k;
+    miser_threadpool *pool;
+    int64_t capacity, past;
+    int kv_f16;
+    void **kcache, **vcache;   /* per layer [capacity, H, D] */
+    char *arena;
+    int32_t *ids, *positions;  /* [max_batch] */
+    float *scratch;            /* attention rows: threads x capacity */
+    miser_tview *views;        /* per node, resolved each step */
+};
+
+#endif
