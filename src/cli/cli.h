@@ -35,4 +35,18 @@ void miser_cli_error(const char *cmd, const char *fmt, ...) __attribute__((forma
 /* Map a library status to an exit code. */
 int miser_cli_exit_for_status(int status);
 
+/* Whole stdin (binary-safe) into a miser_malloc'd buffer, NUL-terminated.
+ * NULL on failure, with the error printed under `cmd`. */
+char *miser_cli_read_stdin(const char *cmd, size_t *len);
+/* fflush + ferror check of stdout; prints the error. */
+int miser_cli_finish_stdout(const char *cmd);
+/* 1 when s[0..n) is strict UTF-8 (shortest form, no surrogates). */
+int miser_cli_utf8_valid(const unsigned char *s, size_t n);
+/* Write s as a JSON string literal; invalid UTF-8 becomes U+FFFD and
+ * *valid (may be NULL) is cleared. */
+void miser_cli_json_string(FILE *f, const unsigned char *s, size_t n, int *valid);
+/* Parse a whole decimal integer / float option value; 0 on success. */
+int miser_cli_parse_i64(const char *s, long long lo, long long hi, long long *out);
+int miser_cli_parse_f32(const char *s, float lo, float hi, float *out);
+
 #endif

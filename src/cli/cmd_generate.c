@@ -1,0 +1,258 @@
+/* `miser generate`: load a checkpoint, compile it, and stream generated text. */
+#include "cli.h"
+#include "miser/alloc.h"
+#include "miser/model.h"
+#include "miser/runtime.h"
+#include "miser/tokenizer.h"
+#include "kernels/kernels.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: miser generate --model DIR [--prompt TEXT] [options]\n"
+            "\n"
+            "Generate text with a GPT-2 checkpoint (a Hugging Face directory with config.json and\n"
+            "model.safetensors). Without --prompt the prompt is read from stdin, verbatim.\n"
+            "Tokens stream to stdout as they are made.\n"
+            "\n"
+            "options:\n"
+            "  --model DIR            checkpoint directory (required)\n"
+            "  --prompt TEXT          the prompt (UTF-8)\n"
+            "  --max-new-tokens N     stop after N new tokens (default 50 unless --max-length)\n"
+            "  --max-length N         stop when prompt + generated reach N tokens (Keras' max_length)\n"
+            "  --temperature F        0 = greedy (default); > 0 samples\n"
+            "  --top-k N              sample among the N most likely tokens\n"
+            "  --top-p P              sample within the smallest set with probability >= P\n"
+            "  --seed N               random seed for sampling (default 0)\n"
+            "  --ignore-eos           keep going past <|endoftext|>\n"
+            "  --special-as-text      treat \"<|endoftext|>\" in the prompt as plain text\n"
+            "  --threads N            worker threads (default 1)\n"
+            "  --pipeline NAME        compiler pipeline: default, naive, none\n"
+            "  --disable-pass LIST    comma-separated passes to skip (see `miser inspect --help`)\n"
+            "  --max-batch N          most prompt tokens per step (default 64)\n"
+            "  --kv-f16               keep the KV cache in f16\n"
+            "  --kernels NAME         auto (default), ref (force the scalar reference), avx2\n"
+            "  --json                 print one JSON object instead of streaming text\n"
+            "  -h, --help             this help\n"
+            "\n"
+            "exit codes: 0 ok, 1 failure, 2 bad options, 3 bad model or prompt (invalid UTF-8,\n"
+            "            too long for the context).\n");
+}
+
+typedef struct {
+    const miser_tokenizer *tok;
+    int stream;
+} stream_ctx;
+
+static int on_token(void *user, int32_t token)
+{
+    stream_ctx *c = user;
+    if (!c->stream) return 0;
+    size_t len;
+    const char *b = miser_tokenizer_token_bytes(c->tok, token, &len);
+    if (b) fwrite(b, 1, len, stdout);
+    fflush(stdout);
+    return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void json_ids(FILE *f, const int32_t *ids, int64_t n)
+{
+    fputc('[', f);
+    for (int64_t i = 0; i < n; i++) fprintf(f, "%s%d", i ? "," : "", ids[i]);
+    fputc(']', f);
+}
+
+static int cmd_generate(int argc, char **argv)
+{
+    const char *cmd = "generate";
+    const char *model_dir = NULL, *prompt = NULL, *pipeline = "default", *disable = NULL, *kernels = NULL;
+    long long max_new = -1, max_len = 0, top_k = 0, seed = 0, threads = 1, max_batch = 64;
+    float temperature = 0, top_p = 1;
+    int json = 0, ignore_eos = 0, special_text = 0, kv_f16 = 0;
+    enum { O_MAXNEW = 256, O_MAXLEN, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_IGNEOS, O_SPECIAL, O_THREADS, O_PIPE, O_DIS,
+           O_BATCH, O_KV16, O_KERN, O_JSON };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
+        {"max-new-tokens", required_argument, 0, O_MAXNEW}, {"max-length", required_argument, 0, O_MAXLEN},
+        {"temperature", required_argument, 0, O_TEMP}, {"top-k", required_argument, 0, O_TOPK},
+        {"top-p", required_argument, 0, O_TOPP}, {"seed", required_argument, 0, O_SEED},
+        {"ignore-eos", no_argument, 0, O_IGNEOS}, {"special-as-text", no_argument, 0, O_SPECIAL},
+        {"threads", required_argument, 0, O_THREADS}, {"pipeline", required_argument, 0, O_PIPE},
+        {"disable-pass", required_argument, 0, O_DIS}, {"max-batch", required_argument, 0, O_BATCH},
+        {"kv-f16", no_argument, 0, O_KV16}, {"kernels", required_argument, 0, O_KERN},
+        {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    optind = 1;
+    opterr = 0;
+    int c, li = -1;
+    while ((c = getopt_long(argc, argv, ":hm:p:", opts, &li)) != -1) {
+        int bad = 0;
+        if (c != O_MAXNEW && c < 256) li = -1;
+        switch (c) {
+        case 'h': usage(stdout); return MISER_EXIT_OK;
+        case 'm': model_dir = optarg; break;
+        case 'p': prompt = optarg; break;
+        case O_MAXNEW: bad = miser_cli_parse_i64(optarg, 0, 1 << 30, &max_new); break;
+        case O_MAXLEN: bad = miser_cli_parse_i64(optarg, 1, 1 << 30, &max_len); break;
+        case O_TEMP: bad = miser_cli_parse_f32(optarg, 0, 100, &temperature); break;
+        case O_TOPK: bad = miser_cli_parse_i64(optarg, 0, 1 << 30, &top_k); break;
+        case O_TOPP: bad = miser_cli_parse_f32(optarg, 0, 1, &top_p); break;
+        case O_SEED: bad = miser_cli_parse_i64(optarg, 0, INT64_MAX, &seed); break;
+        case O_IGNEOS: ignore_eos = 1; break;
+        case O_SPECIAL: special_text = 1; break;
+        case O_THREADS: bad = miser_cli_parse_i64(optarg, 1, 256, &threads); break;
+        case O_PIPE: pipeline = optarg; break;
+        case O_DIS: disable = optarg; break;
+        case O_BATCH: bad = miser_cli_parse_i64(optarg, 1, 1 << 20, &max_batch); break;
+        case O_KV16: kv_f16 = 1; break;
+        case O_KERN: kernels = optarg; break;
+        case O_JSON: json = 1; break;
+        case ':': miser_cli_error(cmd, "option %s needs a value", argv[optind - 1]); return MISER_EXIT_USAGE;
+        default: miser_cli_error(cmd, "unknown option '%s' (see --help)", argv[optind - 1]); return MISER_EXIT_USAGE;
+        }
+        if (bad) {
+            miser_cli_error(cmd, "invalid value '%s' for --%s", optarg, li >= 0 ? opts[li].name : "?");
+            return MISER_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        miser_cli_error(cmd, "unexpected argument '%s' (use --prompt TEXT)", argv[optind]);
+        return MISER_EXIT_USAGE;
+    }
+    if (!model_dir) {
+        miser_cli_error(cmd, "--model DIR is required (see --help)");
+        return MISER_EXIT_USAGE;
+    }
+    if (kernels && miser_kernels_select(kernels)) {
+        miser_cli_error(cmd, "unknown or unsupported kernel set '%s' (available: %s)", kernels, miser_kernels_available());
+        return MISER_EXIT_USAGE;
+    }
+    if (!miser_pipeline_passes(pipeline)) {
+        miser_cli_error(cmd, "unknown pipeline '%s' (default, naive, none)", pipeline);
+        return MISER_EXIT_USAGE;
+    }
+    char *stdin_buf = NULL;
+    size_t plen;
+    if (!prompt) {
+        stdin_buf = miser_cli_read_stdin(cmd, &plen);
+        if (!stdin_buf) return MISER_EXIT_FAIL;
+        prompt = stdin_buf;
+    } else plen = strlen(prompt);
+    int rc = MISER_EXIT_OK;
+    miser_model *model = NULL;
+    miser_tokenizer *tok = NULL;
+    miser_plan *plan = NULL;
+    miser_session *sess = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    miser_generate_result res = {0};
+    miser_status st;
+    if (!miser_cli_utf8_valid((const unsigned char *)prompt, plen)) {
+        miser_cli_error(cmd, "the prompt is not valid UTF-8");
+        rc = MISER_EXIT_DATA;
+        goto out;
+    }
+    double t0 = now_s();
+    if ((st = miser_model_open(model_dir, &model)) || (st = miser_tokenizer_open(model_dir, &tok))) {
+        miser_cli_error(cmd, "%s", miser_error_message());
+        rc = miser_cli_exit_for_status(st);
+        goto out;
+    }
+    double t1 = now_s();
+    const miser_gpt2_config *cfg = miser_model_config(model);
+    if ((st = miser_tokenizer_encode(tok, prompt, plen, special_text ? MISER_TOKENIZE_SPECIAL_AS_TEXT : 0, &ids, &n_ids))) {
+        miser_cli_error(cmd, "%s", miser_error_message());
+        rc = miser_cli_exit_for_status(st);
+        goto out;
+    }
+    if (n_ids == 0) {
+        miser_cli_error(cmd, "the prompt is empty: give at least one token of text");
+        rc = MISER_EXIT_DATA;
+        goto out;
+    }
+    if ((int64_t)n_ids > cfg->n_ctx) {
+        miser_cli_error(cmd, "the prompt has %zu tokens, more than the model's context of %lld", n_ids,
+                        (long long)cfg->n_ctx);
+        rc = MISER_EXIT_DATA;
+        goto out;
+    }
+    for (size_t i = 0; i < n_ids; i++)
+        if (ids[i] >= cfg->n_vocab) {
+            miser_cli_error(cmd, "prompt token %d is outside the model's vocabulary of %lld", ids[i],
+                            (long long)cfg->n_vocab);
+            rc = MISER_EXIT_DATA;
+            goto out;
+        }
+    if (max_new < 0) max_new = max_len ? 0 : 50;
+    int64_t want_ctx = (int64_t)n_ids + (max_new ? max_new : cfg->n_ctx);
+    if (max_len && max_len < want_ctx) want_ctx = max_len > (long long)n_ids ? max_len : (long long)n_ids;
+    if (want_ctx > cfg->n_ctx) want_ctx = cfg->n_ctx;
+    miser_compile_options co = {.pipeline = pipeline, .disable = disable, .max_batch = max_batch};
+    if ((st = miser_plan_compile(model, &co, &plan))) {
+        miser_cli_error(cmd, "%s", miser_error_message());
+        rc = miser_cli_exit_for_status(st);
+        goto out;
+    }
+    miser_session_options so = {.capacity = want_ctx, .threads = (int)threads, .kv_f16 = kv_f16};
+    if ((st = miser_session_create(plan, &so, &sess))) {
+        miser_cli_error(cmd, "%s", miser_error_message());
+        rc = miser_cli_exit_for_status(st);
+        goto out;
+    }
+    miser_generate_options go = {.max_new_tokens = max_new, .max_length = max_len, .temperature = temperature,
+                                 .top_k = (int)top_k, .top_p = top_p, .seed = (uint64_t)seed,
+                                 .stop_at_eos = !ignore_eos, .eos_token = cfg->eos_token_id};
+    stream_ctx sc = {tok, !json};
+    if ((st = miser_generate(sess, ids, (int64_t)n_ids, &go, on_token, &sc, &res))) {
+        if (!json) fputc('\n', stdout);
+        miser_cli_error(cmd, "%s", miser_error_message());
+        rc = miser_cli_exit_for_status(st);
+        goto out;
+    }
+    if (json) {
+        char *text = NULL;
+        size_t tlen = 0;
+        if ((st = miser_tokenizer_decode(tok, res.ids, (size_t)res.n, &text, &tlen))) {
+            miser_cli_error(cmd, "%s", miser_error_message());
+            rc = MISER_EXIT_FAIL;
+            goto out;
+        }
+        printf("{\"prompt_ids\":");
+        json_ids(stdout, ids, (int64_t)n_ids);
+        printf(",\"generated_ids\":");
+        json_ids(stdout, res.ids, res.n);
+        printf(",\"text\":");
+        miser_cli_json_string(stdout, (const unsigned char *)text, tlen, NULL);
+        printf(",\"stop_reason\":\"%s\",\"timings\":{\"load_s\":%.6f,\"compile_s\":%.6f,\"prefill_s\":%.6f,"
+               "\"decode_s\":%.6f,\"ttft_s\":%.6f,\"decode_tok_s\":%.3f},\"threads\":%lld,\"kernels\":\"%s\","
+               "\"pipeline\":\"%s\"}\n",
+               res.stop_reason, t1 - t0, miser_plan_compile_seconds(plan), res.prefill_s, res.decode_s, res.prefill_s,
+               res.n > 1 && res.decode_s > 0 ? (double)(res.n - 1) / res.decode_s : 0.0, threads,
+               miser_kernels_get()->name, pipeline);
+        miser_free(text);
+    } else
+        fputc('\n', stdout);
+    rc = miser_cli_finish_stdout(cmd);
+out:
+    miser_free(res.ids);
+    miser_free(ids);
+    miser_session_free(sess);
+    miser_plan_free(plan);
+    miser_tokenizer_free(tok);
+    miser_model_free(model);
+    miser_free(stdin_buf);
+    return rc;
+}
+
+MISER_CLI_COMMAND(generate, "generate", "generate text with a GPT-2 checkpoint", cmd_generate)
