@@ -1,0 +1,560 @@
+/* Report writers shared by the in-process and out-of-process paths:
+ * terminal table, JSON (schema "miser-profile" v1), CSV, Markdown, SVG.
+ * JSON is written by hand (streaming, no allocation); files are written to a
+ * temporary in the same directory and renamed, never left half-written. */
+#include "internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int miser_report_format_parse(const char *s, miser_report_format *out)
+{
+    static const struct { const char *n; miser_report_format f; } t[] = {
+        {"table", MISER_REPORT_TABLE}, {"text", MISER_REPORT_TABLE}, {"json", MISER_REPORT_JSON},
+        {"csv", MISER_REPORT_CSV},     {"md", MISER_REPORT_MARKDOWN}, {"markdown", MISER_REPORT_MARKDOWN},
+        {"svg", MISER_REPORT_SVG}};
+    for (size_t i = 0; s && i < sizeof t / sizeof t[0]; i++)
+        if (!strcmp(s, t[i].n)) {
+            *out = t[i].f;
+            return 0;
+        }
+    return -1;
+}
+
+static double mb(int64_t kb) { return kb < 0 ? NAN : (double)kb / 1024.0; }
+
+/* ---------- JSON ---------- */
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+            else fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+static void json_i(FILE *f, int64_t v)
+{
+    if (v < 0) fputs("null", f);
+    else fprintf(f, "%lld", (long long)v);
+}
+
+static void json_d(FILE *f, double v)
+{
+    if (isnan(v) || isinf(v)) fputs("null", f);
+    else fprintf(f, "%.6f", v);
+}
+
+static void json_metrics(FILE *f, const miser_profile_metrics *m)
+{
+    fprintf(f, "  \"metrics\": {\n    \"study\": {");
+    const char *sn[] = {"model_loading_mb", "compilation_mb", "peak_ram_mb", "peak_swap_mb", "total_growth_mb",
+                        "first_inference_s", "second_inference_s", "speedup", "throughput_tok_s"};
+    double sv[] = {m->model_loading_mb, m->compilation_mb, m->peak_ram_mb, m->peak_swap_mb, m->total_growth_mb,
+                   m->first_inference_s, m->second_inference_s, m->speedup, m->throughput_tok_s};
+    for (size_t i = 0; i < 9; i++) {
+        fprintf(f, "%s\"%s\": ", i ? ", " : "", sn[i]);
+        json_d(f, sv[i]);
+    }
+    fprintf(f, ", \"peak_ram_source\": ");
+    json_str(f, m->peak_ram_source);
+    fprintf(f, "},\n    \"corrected\": {");
+    const char *cn[] = {"peak_rss_mb", "peak_growth_mb", "peak_sampled_mb", "model_loading_anon_mb",
+                        "model_loading_file_mb", "compilation_anon_mb", "compilation_file_mb", "compile_peak_mb",
+                        "total_growth_anon_mb", "tokens", "ttft_s", "decode_tok_s", "second_decode_tok_s",
+                        "throughput_tokens_s"};
+    double cv[] = {m->peak_rss_mb, m->peak_growth_mb, m->peak_sampled_mb, m->model_loading_anon_mb,
+                   m->model_loading_file_mb, m->compilation_anon_mb, m->compilation_file_mb, m->compile_peak_mb,
+                   m->total_growth_anon_mb, m->tokens, m->ttft_s, m->decode_tok_s, m->second_decode_tok_s,
+                   m->throughput_tokens_s};
+    for (size_t i = 0; i < sizeof cn / sizeof cn[0]; i++) {
+        fprintf(f, "%s\"%s\": ", i ? ", " : "", cn[i]);
+        json_d(f, cv[i]);
+    }
+    fprintf(f, ", \"peaks_exact\": %s}\n  }", m->peaks_exact ? "true" : "false");
+}
+
+static void write_json(const miser_profile *p, FILE *f)
+{
+    miser_profile_metrics m;
+    miser_profile_metrics_compute(p, &m);
+    fprintf(f, "{\n  \"schema\": \"%s\",\n  \"version\": %d,\n  \"tool\": \"miser %s\",\n", MISER_PROFILE_SCHEMA,
+            MISER_PROFILE_SCHEMA_VERSION, MISER_VERSION_STRING);
+    fprintf(f, "  \"mode\": ");
+    json_str(f, p->mode);
+    fprintf(f, ",\n  \"label\": ");
+    json_str(f, p->label);
+    fprintf(f, ",\n  \"started_unix\": %.3f,\n  \"kernel\": ", p->started_unix);
+    json_str(f, p->kernel);
+    fprintf(f, ",\n  \"peak_method\": ");
+    json_str(f, p->peak_method);
+    fprintf(f, ",\n  \"sample_interval_ms\": ");
+    if (p->sample_interval_ms > 0) json_d(f, p->sample_interval_ms);
+    else fputs("null", f);
+    fprintf(f, ",\n  \"exit\": {\"exited\": %s, \"code\": %d, \"signaled\": %s, \"signal\": %d},\n",
+            p->exit.exited ? "true" : "false", p->exit.code, p->exit.signaled ? "true" : "false", p->exit.signal);
+    fprintf(f, "  \"stages\": [");
+    for (size_t i = 0; i < p->nstages; i++) {
+        const miser_stage_record *s = &p->stages[i];
+        fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
+        json_str(f, s->name);
+        fprintf(f, ", \"description\": ");
+        json_str(f, s->description);
+        fprintf(f, ", \"implicit\": %s, \"t_s\": %.6f, \"cpu_s\": %.6f,\n     \"rss_kb\": ", s->implicit ? "true" : "false",
+                s->t_s, s->cpu_s);
+        json_i(f, s->rss_kb);
+        fputs(", \"anon_kb\": ", f); json_i(f, s->anon_kb);
+        fputs(", \"file_kb\": ", f); json_i(f, s->file_kb);
+        fputs(", \"shmem_kb\": ", f); json_i(f, s->shmem_kb);
+        fputs(", \"swap_kb\": ", f); json_i(f, s->swap_kb);
+        fputs(", \"pss_kb\": ", f); json_i(f, s->pss_kb);
+        fputs(",\n     \"peak_rss_kb\": ", f); json_i(f, s->peak_rss_kb);
+        fprintf(f, ", \"peak_exact\": %s, \"peak_sampled_kb\": ", s->peak_exact ? "true" : "false");
+        json_i(f, s->peak_sampled_kb);
+        fputs(", \"peak_swap_kb\": ", f); json_i(f, s->peak_swap_kb);
+        fprintf(f, ", \"minflt\": %llu, \"majflt\": %llu, \"nprocs\": %d, \"gpu_kb\": ", (unsigned long long)s->minflt,
+                (unsigned long long)s->majflt, s->nprocs);
+        json_i(f, s->gpu_kb);
+        if (s->has_alloc) {
+            fputs(",\n     \"alloc\": {", f);
+            for (int c = 0; c <= MISER_MEM_COUNT; c++) {
+                const miser_mem_stats *a = c < MISER_MEM_COUNT ? &s->alloc[c] : &s->alloc_total;
+                fprintf(f, "%s\"%s\": {\"current\": %llu, \"peak\": %llu, \"allocs\": %llu, \"mapped\": %llu}", c ? ", " : "",
+                        c < MISER_MEM_COUNT ? miser_mem_category_name((miser_mem_category)c) : "total",
+                        (unsigned long long)a->current, (unsigned long long)a->peak, (unsigned long long)a->allocs,
+                        (unsigned long long)a->mapped);
+            }
+            fputc('}', f);
+        }
+        fputs(",\n     \"data\": {", f);
+        for (size_t k = 0; k < s->nkv; k++) {
+            if (k) fputs(", ", f);
+            json_str(f, s->kv[k].key);
+            fputs(": ", f);
+            json_str(f, s->kv[k].value);
+        }
+        fputs("}}", f);
+    }
+    fprintf(f, "\n  ],\n  \"timeline\": {\"columns\": [\"t_s\", \"rss_kb\", \"anon_kb\", \"file_kb\", \"swap_kb\", "
+               "\"gpu_kb\"], \"dropped\": %zu, \"rows\": [",
+            p->dropped_samples);
+    for (size_t i = 0; i < p->nsamples; i++) {
+        const miser_sample *s = &p->samples[i];
+        fprintf(f, "%s\n    [%.6f, ", i ? "," : "", s->t_s);
+        json_i(f, s->rss_kb); fputs(", ", f);
+        json_i(f, s->anon_kb); fputs(", ", f);
+        json_i(f, s->file_kb); fputs(", ", f);
+        json_i(f, s->swap_kb); fputs(", ", f);
+        json_i(f, s->gpu_kb); fputc(']', f);
+    }
+    fprintf(f, "%s]},\n  \"warnings\": [", p->nsamples ? "\n  " : "");
+    for (size_t i = 0; i < p->nwarnings; i++) {
+        if (i) fputs(", ", f);
+        json_str(f, p->warnings[i]);
+    }
+    fputs("],\n", f);
+    json_metrics(f, &m);
+    fputs("\n}\n", f);
+}
+
+/* ---------- CSV ---------- */
+
+static void csv_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; s && *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static void csv_i(FILE *f, int64_t v)
+{
+    if (v >= 0) fprintf(f, "%lld", (long long)v);
+}
+
+static void write_csv(const miser_profile *p, FILE *f)
+{
+    fputs("stage,implicit,t_s,cpu_s,rss_kb,anon_kb,file_kb,shmem_kb,swap_kb,pss_kb,peak_rss_kb,peak_exact,"
+          "peak_sampled_kb,peak_swap_kb,minflt,majflt,nprocs,gpu_kb,description\n",
+          f);
+    for (size_t i = 0; i < p->nstages; i++) {
+        const miser_stage_record *s = &p->stages[i];
+        csv_str(f, s->name);
+        fprintf(f, ",%d,%.6f,%.6f,", s->implicit, s->t_s, s->cpu_s);
+        int64_t v[] = {s->rss_kb, s->anon_kb, s->file_kb, s->shmem_kb, s->swap_kb, s->pss_kb, s->peak_rss_kb};
+        for (size_t k = 0; k < 7; k++) csv_i(f, v[k]), fputc(',', f);
+        fprintf(f, "%d,", s->peak_exact);
+        csv_i(f, s->peak_sampled_kb);
+        fputc(',', f);
+        csv_i(f, s->peak_swap_kb);
+        fprintf(f, ",%llu,%llu,%d,", (unsigned long long)s->minflt, (unsigned long long)s->majflt, s->nprocs);
+        csv_i(f, s->gpu_kb);
+        fputc(',', f);
+        csv_str(f, s->description);
+        fputc('\n', f);
+    }
+}
+
+/* ---------- terminal table and Markdown ---------- */
+
+static void fmt_num(char *b, size_t n, double v, const char *fmt)
+{
+    if (isnan(v) || isinf(v)) snprintf(b, n, "-");
+    else snprintf(b, n, fmt, v);
+}
+
+miser_status miser_profile_write_stage_line(const miser_stage_record *s, FILE *f)
+{
+    double rss = s->rss_kb >= 0 ? (double)s->rss_kb / 1024 : 0, swap = s->swap_kb >= 0 ? (double)s->swap_kb / 1024 : 0;
+    if (fprintf(f, "[STAGE] %s: %.2f MB (swap: %.2f MB) - %s\n", s->name, rss, swap, s->description) < 0)
+        return miser_error_set(MISER_ERR_IO, "report: write failed");
+    return MISER_OK;
+}
+
+typedef struct {
+    const char *name, *fmt, *note;
+    double v;
+} mrow;
+
+static size_t study_rows(const miser_profile_metrics *m, mrow *r)
+{
+    mrow t[] = {{"model_loading_mb", "%.2f", "rss(1)-rss(0)", m->model_loading_mb},
+                {"compilation_mb", "%.2f", "rss(3)-rss(2)", m->compilation_mb},
+                {"peak_ram_mb", "%.2f", "max polled rss - rss(0)", m->peak_ram_mb},
+                {"peak_swap_mb", "%.2f", "max swap seen", m->peak_swap_mb},
+                {"total_growth_mb", "%.2f", "rss(5)-rss(0)", m->total_growth_mb},
+                {"first_inference_s", "%.3f", "t(3)-t(2) or seconds=", m->first_inference_s},
+                {"second_inference_s", "%.3f", "t(4)-t(3) or seconds=", m->second_inference_s},
+                {"speedup", "%.2f", "first/second", m->speedup},
+                {"throughput_tok_s", "%.2f", "words of text= / first", m->throughput_tok_s}};
+    memcpy(r, t, sizeof t);
+    return sizeof t / sizeof t[0];
+}
+
+static size_t corrected_rows(const miser_profile_metrics *m, mrow *r)
+{
+    mrow t[] = {{"peak_rss_mb", "%.2f", "whole-run peak (max of interval peaks)", m->peak_rss_mb},
+                {"peak_growth_mb", "%.2f", "peak_rss - rss(0)", m->peak_growth_mb},
+                {"peak_sampled_mb", "%.2f", "max sampled rss (what a poller sees)", m->peak_sampled_mb},
+                {"model_loading_anon_mb", "%.2f", "allocations while loading", m->model_loading_anon_mb},
+                {"model_loading_file_mb", "%.2f", "file-backed (mmapped weights)", m->model_loading_file_mb},
+                {"compilation_anon_mb", "%.2f", "anon(3)-anon(2)", m->compilation_anon_mb},
+                {"compilation_file_mb", "%.2f", "file(3)-file(2)", m->compilation_file_mb},
+                {"compile_peak_mb", "%.2f", "peak within 2->3 - rss(2)", m->compile_peak_mb},
+                {"total_growth_anon_mb", "%.2f", "anon(5)-anon(0)", m->total_growth_anon_mb},
+                {"tokens", "%.0f", "generated tokens (tokens=)", m->tokens},
+                {"ttft_s", "%.3f", "time to first token (ttft_s=)", m->ttft_s},
+                {"decode_tok_s", "%.2f", "(tokens-1)/(first-ttft)", m->decode_tok_s},
+                {"second_decode_tok_s", "%.2f", "tokens(4)/second", m->second_decode_tok_s},
+                {"throughput_tokens_s", "%.2f", "tokens/first", m->throughput_tokens_s}};
+    memcpy(r, t, sizeof t);
+    return sizeof t / sizeof t[0];
+}
+
+static void exit_line(const miser_profile *p, char *b, size_t n)
+{
+    if (p->exit.signaled) snprintf(b, n, "killed by signal %d (%s)", p->exit.signal, strsignal(p->exit.signal));
+    else if (p->exit.exited) snprintf(b, n, "exited with code %d", p->exit.code);
+    else snprintf(b, n, "in-process");
+}
+
+static void write_table(const miser_profile *p, FILE *f)
+{
+    miser_profile_metrics m;
+    miser_profile_metrics_compute(p, &m);
+    char ex[96];
+    exit_line(p, ex, sizeof ex);
+    fprintf(f, "miser profile: %s\n", p->label);
+    fprintf(f, "peaks: %s; sampler: ", p->peak_method);
+    if (p->sample_interval_ms > 0) fprintf(f, "%g ms (%zu samples)", p->sample_interval_ms, p->nsamples);
+    else fputs("off", f);
+    fprintf(f, "; %s\n\n", ex);
+    for (size_t i = 0; i < p->nstages; i++)
+        if (!p->stages[i].implicit) miser_profile_write_stage_line(&p->stages[i], f);
+    fprintf(f, "\n%-22s %8s %8s %9s %9s %9s %8s %9s %5s %9s %8s\n", "stage", "t s", "cpu s", "RSS MB", "anon MB",
+            "file MB", "swap MB", "peak MB", "exact", "sampled", "faults");
+    for (size_t i = 0; i < p->nstages; i++) {
+        const miser_stage_record *s = &p->stages[i];
+        char c[8][24];
+        fmt_num(c[0], 24, mb(s->rss_kb), "%.2f");
+        fmt_num(c[1], 24, mb(s->anon_kb), "%.2f");
+        fmt_num(c[2], 24, mb(s->file_kb), "%.2f");
+        fmt_num(c[3], 24, mb(s->swap_kb), "%.2f");
+        fmt_num(c[4], 24, mb(s->peak_rss_kb), "%.2f");
+        fmt_num(c[5], 24, mb(s->peak_sampled_kb), "%.2f");
+        fprintf(f, "%-22s %8.3f %8.3f %9s %9s %9s %8s %9s %5s %9s %8llu\n", s->name, s->t_s, s->cpu_s, c[0], c[1], c[2],
+                c[3], c[4], s->peak_exact ? "yes" : "no", c[5], (unsigned long long)(s->minflt + s->majflt));
+    }
+    mrow r[16];
+    size_t n = study_rows(&m, r);
+    fprintf(f, "\nstudy metrics (its definitions, for comparison with published tables):\n");
+    for (size_t i = 0; i < n; i++) {
+        char b[32];
+        fmt_num(b, sizeof b, r[i].v, r[i].fmt);
+        fprintf(f, "  %-22s %12s   %s\n", r[i].name, b, r[i].note);
+    }
+    n = corrected_rows(&m, r);
+    fprintf(f, "corrected (%s peaks):\n", m.peaks_exact ? "exact" : "not all exact");
+    for (size_t i = 0; i < n; i++) {
+        char b[32];
+        fmt_num(b, sizeof b, r[i].v, r[i].fmt);
+        fprintf(f, "  %-22s %12s   %s\n", r[i].name, b, r[i].note);
+    }
+    for (size_t i = 0; i < p->nwarnings; i++) fprintf(f, "warning: %s\n", p->warnings[i]);
+}
+
+static void md_text(FILE *f, const char *s)
+{
+    for (; s && *s; s++) {
+        if (*s == '|') fputs("\\|", f);
+        else if (*s == '\n') fputc(' ', f);
+        else fputc(*s, f);
+    }
+}
+
+static void write_md(const miser_profile *p, FILE *f)
+{
+    miser_profile_metrics m;
+    miser_profile_metrics_compute(p, &m);
+    char ex[96];
+    exit_line(p, ex, sizeof ex);
+    fputs("# miser profile: `", f);
+    md_text(f, p->label);
+    fprintf(f, "`\n\nPeaks: %s. Sampler: ", p->peak_method);
+    if (p->sample_interval_ms > 0) fprintf(f, "%g ms (%zu samples). ", p->sample_interval_ms, p->nsamples);
+    else fputs("off. ", f);
+    fprintf(f, "Command %s. MB = MiB.\n\n## Study metrics\n\n", ex);
+    mrow r[16];
+    size_t n = study_rows(&m, r);
+    for (size_t i = 0; i < n; i++) fprintf(f, "| %s ", r[i].name);
+    fputs("|\n", f);
+    for (size_t i = 0; i < n; i++) fputs("|---:", f);
+    fputs("|\n", f);
+    for (size_t i = 0; i < n; i++) {
+        char b[32];
+        fmt_num(b, sizeof b, r[i].v, r[i].fmt);
+        fprintf(f, "| %s ", b);
+    }
+    fputs("|\n\n## Corrected figures\n\n| metric | value | meaning |\n|---|---:|---|\n", f);
+    n = corrected_rows(&m, r);
+    for (size_t i = 0; i < n; i++) {
+        char b[32];
+        fmt_num(b, sizeof b, r[i].v, r[i].fmt);
+        fprintf(f, "| %s | %s | %s |\n", r[i].name, b, r[i].note);
+    }
+    fputs("\n## Stages\n\n| stage | t s | RSS MB | anon MB | file MB | swap MB | peak MB | exact | sampled peak MB | "
+          "description |\n|---|---:|---:|---:|---:|---:|---:|---|---:|---|\n",
+          f);
+    for (size_t i = 0; i < p->nstages; i++) {
+        const miser_stage_record *s = &p->stages[i];
+        char c[6][24];
+        fmt_num(c[0], 24, mb(s->rss_kb), "%.2f");
+        fmt_num(c[1], 24, mb(s->anon_kb), "%.2f");
+        fmt_num(c[2], 24, mb(s->file_kb), "%.2f");
+        fmt_num(c[3], 24, mb(s->swap_kb), "%.2f");
+        fmt_num(c[4], 24, mb(s->peak_rss_kb), "%.2f");
+        fmt_num(c[5], 24, mb(s->peak_sampled_kb), "%.2f");
+        fprintf(f, "| %s | %.3f | %s | %s | %s | %s | %s | %s | %s | ", s->name, s->t_s, c[0], c[1], c[2], c[3], c[4],
+                s->peak_exact ? "yes" : "no", c[5]);
+        md_text(f, s->description);
+        fputs(" |\n", f);
+    }
+    if (p->nwarnings) fputs("\n## Warnings\n\n", f);
+    for (size_t i = 0; i < p->nwarnings; i++) {
+        fputs("- ", f);
+        md_text(f, p->warnings[i]);
+        fputc('\n', f);
+    }
+}
+
+/* ---------- SVG ---------- */
+
+static void xml_text(FILE *f, const char *s)
+{
+    for (; s && *s; s++) {
+        switch (*s) {
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '&': fputs("&amp;", f); break;
+        case '"': fputs("&quot;", f); break;
+        default:
+            if ((unsigned char)*s >= 0x20 || *s == '\t') fputc(*s, f);
+        }
+    }
+}
+
+static double nice_step(double range, int ticks)
+{
+    double raw = range / ticks, p = pow(10, floor(log10(raw))), r = raw / p;
+    return (r < 1.5 ? 1 : r < 3 ? 2 : r < 7 ? 5 : 10) * p;
+}
+
+static void write_svg(const miser_profile *p, FILE *f)
+{
+    const double W = 960, H = 440, L = 70, R = 20, T = 50, B = 60;
+    double pw = W - L - R, ph = H - T - B;
+    double tmax = 0, ymax = 0;
+    for (size_t i = 0; i < p->nstages; i++) {
+        const miser_stage_record *s = &p->stages[i];
+        if (s->t_s > tmax) tmax = s->t_s;
+        if (mb(s->peak_rss_kb) > ymax) ymax = mb(s->peak_rss_kb);
+        if (mb(s->rss_kb) > ymax) ymax = mb(s->rss_kb);
+    }
+    for (size_t i = 0; i < p->nsamples; i++) {
+        if (p->samples[i].t_s > tmax) tmax = p->samples[i].t_s;
+        if (mb(p->samples[i].rss_kb) > ymax) ymax = mb(p->samples[i].rss_kb);
+    }
+    if (tmax <= 0) tmax = 1;
+    if (ymax <= 0) ymax = 1;
+    double ystep = nice_step(ymax, 6);
+    ymax = ceil(ymax * 1.05 / ystep) * ystep;
+    double tstep = nice_step(tmax, 8);
+#define X(t) (L + (t) / tmax * pw)
+#define Y(v) (T + ph - (v) / ymax * ph)
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+               "font-family=\"sans-serif\" font-size=\"11\">\n",
+            W, H, W, H);
+    fputs("<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n<text x=\"10\" y=\"18\" font-size=\"14\" "
+          "font-weight=\"bold\">",
+          f);
+    xml_text(f, p->label);
+    fprintf(f, "</text>\n<text x=\"10\" y=\"34\" fill=\"#555\">peaks: %s; sampler: ", p->peak_method);
+    if (p->sample_interval_ms > 0) fprintf(f, "%g ms", p->sample_interval_ms);
+    else fputs("off", f);
+    fputs("; dashed lines: exact peak of each interval</text>\n", f);
+    /* Stage bands: interval (previous mark, mark] is labelled with the mark. */
+    static const char *band[] = {"#eef3fb", "#fbf3e6"};
+    double prev = 0;
+    for (size_t i = 0; i < p->nstages; i++) {
+        const miser_stage_record *s = &p->stages[i];
+        double x0 = X(prev), x1 = X(s->t_s);
+        fprintf(f, "<g><title>");
+        xml_text(f, s->name);
+        fprintf(f, ": %.3f-%.3f s, RSS %.2f MB, peak %.2f MB%s", prev, s->t_s, s->rss_kb >= 0 ? mb(s->rss_kb) : 0,
+                s->peak_rss_kb >= 0 ? mb(s->peak_rss_kb) : 0, s->peak_exact ? " (exact)" : " (sampled)");
+        if (s->description[0]) fputs(" - ", f), xml_text(f, s->description);
+        fprintf(f, "</title><rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"/>", x0, T,
+                x1 - x0 > 0 ? x1 - x0 : 0.5, ph, band[i % 2]);
+        fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"#999\" stroke-width=\"0.8\"/>", x1, T,
+                x1, T + ph);
+        fprintf(f, "<text transform=\"translate(%.2f,%.2f) rotate(-90)\" text-anchor=\"end\" fill=\"#333\">", x1 - 3, T + 4);
+        xml_text(f, s->name);
+        fputs("</text>", f);
+        if (s->peak_rss_kb >= 0)
+            fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"#c0392b\" stroke-width=\"1.5\" "
+                       "stroke-dasharray=\"5,3\"/>",
+                    x0, Y(mb(s->peak_rss_kb)), x1, Y(mb(s->peak_rss_kb)));
+        fputs("</g>\n", f);
+        prev = s->t_s;
+    }
+    /* Axes and grid. */
+    for (double v = 0; v <= ymax + 1e-9; v += ystep)
+        fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"#ddd\"/><text x=\"%.2f\" y=\"%.2f\" "
+                   "text-anchor=\"end\">%g</text>\n",
+                L, Y(v), L + pw, Y(v), L - 5, Y(v) + 4, v);
+    for (double t = 0; t <= tmax + 1e-9; t += tstep)
+        fprintf(f, "<text x=\"%.2f\" y=\"%.2f\" text-anchor=\"middle\">%g</text>\n", X(t), T + ph + 15, t);
+    fprintf(f, "<text x=\"%.2f\" y=\"%.2f\" text-anchor=\"middle\">seconds</text>\n", L + pw / 2, H - 22);
+    fprintf(f, "<text transform=\"translate(16,%.2f) rotate(-90)\" text-anchor=\"middle\">MB (MiB)</text>\n", T + ph / 2);
+    fprintf(f, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"none\" stroke=\"#333\"/>\n", L, T, pw, ph);
+    /* Series: from samples when there are any, else through the marks. */
+    static const struct { const char *name, *color; size_t off; } ser[] = {
+        {"RSS", "#222222", offsetof(miser_sample, rss_kb)},
+        {"anon", "#2471a3", offsetof(miser_sample, anon_kb)},
+        {"file", "#d68910", offsetof(miser_sample, file_kb)},
+        {"swap", "#8e44ad", offsetof(miser_sample, swap_kb)}};
+    for (size_t k = 0; k < 4; k++) {
+        int started = 0;
+        size_t n = p->nsamples ? p->nsamples : p->nstages;
+        for (size_t i = 0; i < n; i++) {
+            double t;
+            int64_t v;
+            if (p->nsamples) {
+                t = p->samples[i].t_s;
+                v = *(const int64_t *)((const char *)&p->samples[i] + ser[k].off);
+            } else {
+                const miser_stage_record *s = &p->stages[i];
+                t = s->t_s;
+                v = k == 0 ? s->rss_kb : k == 1 ? s->anon_kb : k == 2 ? s->file_kb : s->swap_kb;
+            }
+            if (v < 0) continue;
+            if (!started) fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.4\" points=\"", ser[k].color);
+            fprintf(f, "%s%.2f,%.2f", started ? " " : "", X(t), Y(mb(v)));
+            started = 1;
+        }
+        if (started) fputs("\"/>\n", f);
+        fprintf(f, "<rect x=\"%.2f\" y=\"%.2f\" width=\"12\" height=\"3\" fill=\"%s\"/><text x=\"%.2f\" y=\"%.2f\">%s</text>\n",
+                L + k * 80.0, H - 12, ser[k].color, L + k * 80.0 + 16, H - 8, ser[k].name);
+    }
+    fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"#c0392b\" stroke-width=\"1.5\" "
+               "stroke-dasharray=\"5,3\"/><text x=\"%.2f\" y=\"%.2f\">interval peak</text>\n",
+            L + 320, H - 10.5, L + 340, H - 10.5, L + 344, H - 8);
+    fputs("</svg>\n", f);
+#undef X
+#undef Y
+}
+
+miser_status miser_profile_write(const miser_profile *p, miser_report_format fmt, FILE *f)
+{
+    if (!p || !f) return miser_error_set(MISER_ERR_INVALID, "report: NULL argument");
+    clearerr(f);
+    switch (fmt) {
+    case MISER_REPORT_TABLE: write_table(p, f); break;
+    case MISER_REPORT_JSON: write_json(p, f); break;
+    case MISER_REPORT_CSV: write_csv(p, f); break;
+    case MISER_REPORT_MARKDOWN: write_md(p, f); break;
+    case MISER_REPORT_SVG: write_svg(p, f); break;
+    default: return miser_error_set(MISER_ERR_INVALID, "report: unknown format %d", (int)fmt);
+    }
+    if (fflush(f) || ferror(f)) return miser_error_set(MISER_ERR_IO, "report: write failed: %s", strerror(errno));
+    return MISER_OK;
+}
+
+miser_status miser_profile_write_file(const miser_profile *p, miser_report_format fmt, const char *path)
+{
+    if (!p || !path || !*path) return miser_error_set(MISER_ERR_INVALID, "report: no path");
+    size_t n = strlen(path) + 16;
+    char *tmp = miser_malloc(MISER_MEM_PROFILER, n);
+    if (!tmp) return miser_error_set(MISER_ERR_NOMEM, "report: out of memory");
+    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        miser_status st = miser_error_set(MISER_ERR_IO, "%s: cannot create a temporary file: %s", path, strerror(errno));
+        miser_free(tmp);
+        return st;
+    }
+    fchmod(fd, 0644);
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        unlink(tmp);
+        miser_free(tmp);
+        return miser_error_set(MISER_ERR_IO, "%s: %s", path, strerror(errno));
+    }
+    miser_status st = miser_profile_write(p, fmt, f);
+    if (st == MISER_OK && fsync(fileno(f))) st = miser_error_set(MISER_ERR_IO, "%s: fsync: %s", path, strerror(errno));
+    if (fclose(f) && st == MISER_OK) st = miser_error_set(MISER_ERR_IO, "%s: close: %s", path, strerror(errno));
+    if (st == MISER_OK && rename(tmp, path)) st = miser_error_set(MISER_ERR_IO, "%s: rename: %s", path, strerror(errno));
+    if (st != MISER_OK) {
+        unlink(tmp);
+        miser_error_prefix(st, "%s", path);
+    }
+    miser_free(tmp);
+    return st;
+}

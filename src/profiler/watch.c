@@ -1,0 +1,690 @@
+/* Out-of-process profiling: run a command, watch it and every descendant,
+ * take stage marks from a marker pipe, from the study's "[STAGE]" stdout
+ * lines and from the clock; exact peaks come from each process's VmHWM,
+ * reset through /proc/PID/clear_refs at every mark. */
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct {
+    pid_t pid;
+    int sfd, statfd;
+    int seen;
+} tproc;
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    int overflow;
+} linebuf;
+
+typedef struct {
+    const miser_watch_options *o;
+    miser_profile *prof;
+    pid_t self, child;
+    tproc *procs;
+    size_t nprocs, capprocs;
+    int children_files; /* /proc/PID/task/PID/children exists */
+    double t0, last_scan;
+    long ticks;
+    /* Per-interval state. */
+    int64_t int_max_rss, int_max_swap, prev_rss, prev_swap;
+    int64_t exited_peak_kb;    /* ru_maxrss of processes reaped in this interval */
+    int interval_inexact;      /* a reset failed for a process in the tree */
+    int warned_reset;
+    /* Totals of reaped processes. */
+    double dead_cpu_s;
+    uint64_t dead_minflt, dead_majflt;
+    int child_done, child_status;
+    linebuf out_lb, mk_lb;
+} watch;
+
+static volatile sig_atomic_t g_fwd_pid;
+static void forward_signal(int sig)
+{
+    if (g_fwd_pid > 0) kill((pid_t)g_fwd_pid, sig);
+}
+
+static void warn(watch *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn(watch *w, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    prof_warn(w->prof, "%s", buf);
+    if (w->o->on_warning) w->o->on_warning(buf, w->o->ctx);
+}
+
+static tproc *find_proc(watch *w, pid_t pid)
+{
+    for (size_t i = 0; i < w->nprocs; i++)
+        if (w->procs[i].pid == pid) return &w->procs[i];
+    return NULL;
+}
+
+static void add_proc(watch *w, pid_t pid)
+{
+    tproc *t = find_proc(w, pid);
+    if (t) {
+        t->seen = 1;
+        return;
+    }
+    if (w->nprocs == w->capprocs) {
+        size_t nc = w->capprocs ? w->capprocs * 2 : 16;
+        tproc *n = miser_realloc(MISER_MEM_PROFILER, w->procs, nc * sizeof *n);
+        if (!n) return;
+        w->procs = n;
+        w->capprocs = nc;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    int sfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (sfd < 0) return;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int statfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (statfd < 0) {
+        close(sfd);
+        return;
+    }
+    /* A process that joins the tree after the last mark has a high-water
+     * mark covering only its own life, which lies inside this interval. */
+    w->procs[w->nprocs++] = (tproc){pid, sfd, statfd, 1};
+}
+
+static void drop_unseen(watch *w)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < w->nprocs; i++) {
+        if (w->procs[i].seen) w->procs[j++] = w->procs[i];
+        else {
+            close(w->procs[i].sfd);
+            close(w->procs[i].statfd);
+        }
+    }
+    w->nprocs = j;
+}
+
+/* Children of pid through the children file of its main thread. */
+static int read_children(pid_t pid, pid_t *out, int max)
+{
+    char path[80], buf[8192];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    if (proc_read_file(path, buf, sizeof buf) < 0) return -1;
+    int n = 0;
+    for (char *s = buf; *s && n < max;) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s) break;
+        out[n++] = (pid_t)v;
+        s = end;
+    }
+    return n;
+}
+
+/* Full scan of /proc/N/stat ppid links: finds children of any thread. */
+static void scan_all(watch *w)
+{
+    DIR *d = opendir("/proc");
+    if (!d) return;
+    size_t cap = 1024, n = 0;
+    pid_t *pid = miser_malloc(MISER_MEM_PROFILER, cap * sizeof *pid);
+    pid_t *ppid = miser_malloc(MISER_MEM_PROFILER, cap * sizeof *ppid);
+    struct dirent *e;
+    while (pid && ppid && (e = readdir(d))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        char path[300], buf[1024];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        miser_proc_stat st;
+        if (proc_read_file(path, buf, sizeof buf) < 0 || miser_proc_parse_stat(buf, &st)) continue;
+        if (n == cap) {
+            cap *= 2;
+            pid_t *a = miser_realloc(MISER_MEM_PROFILER, pid, cap * sizeof *pid);
+            if (!a) break;
+            pid = a;
+            pid_t *b = miser_realloc(MISER_MEM_PROFILER, ppid, cap * sizeof *ppid);
+            if (!b) break;
+            ppid = b;
+        }
+        pid[n] = st.pid;
+        ppid[n] = st.ppid;
+        n++;
+    }
+    closedir(d);
+    if (pid && ppid) {
+        /* Fixed point: anything whose parent is self or already in the tree. */
+        int changed = 1;
+        while (changed) {
+            changed = 0;
+            for (size_t i = 0; i < n; i++) {
+                tproc *t = find_proc(w, pid[i]), *pp = find_proc(w, ppid[i]);
+                if (pid[i] == w->self || (t && t->seen)) continue;
+                if (ppid[i] == w->self || (pp && pp->seen)) {
+                    add_proc(w, pid[i]);
+                    t = find_proc(w, pid[i]);
+                    if (t && t->seen) changed = 1;
+                }
+            }
+        }
+    }
+    miser_free(pid);
+    miser_free(ppid);
+}
+
+static void discover(watch *w, int full)
+{
+    for (size_t i = 0; i < w->nprocs; i++) w->procs[i].seen = 0;
+    if (full || !w->children_files) {
+        scan_all(w);
+    } else {
+        pid_t kids[512];
+        int n = read_children(w->self, kids, 512);
+        for (int i = 0; i < n; i++) add_proc(w, kids[i]);
+        /* BFS over the list as it grows. */
+        for (size_t i = 0; i < w->nprocs; i++) {
+            if (!w->procs[i].seen) continue;
+            n = read_children(w->procs[i].pid, kids, 512);
+            for (int k = 0; k < n; k++) add_proc(w, kids[k]);
+        }
+    }
+    drop_unseen(w);
+}
+
+typedef struct {
+    int64_t rss, anon, file, shmem, swap, hwm;
+    int n;
+} tree_mem;
+
+static void read_tree_mem(watch *w, tree_mem *m, int64_t *hwm_each)
+{
+    memset(m, 0, sizeof *m);
+    int have_anon = 1, have_swap = 1, have_shmem = 1;
+    for (size_t i = 0; i < w->nprocs; i++) {
+        char buf[4096];
+        miser_proc_status st;
+        if (hwm_each) hwm_each[i] = -1;
+        if (proc_pread(w->procs[i].sfd, buf, sizeof buf) < 0 || miser_proc_parse_status(buf, &st)) continue;
+        m->rss += st.rss_kb;
+        m->hwm += st.hwm_kb > 0 ? st.hwm_kb : st.rss_kb;
+        if (hwm_each) hwm_each[i] = st.hwm_kb;
+        if (st.anon_kb < 0 || st.file_kb < 0) have_anon = 0;
+        else {
+            m->anon += st.anon_kb;
+            m->file += st.file_kb;
+        }
+        if (st.shmem_kb < 0) have_shmem = 0;
+        else m->shmem += st.shmem_kb;
+        if (st.swap_kb < 0) have_swap = 0;
+        else m->swap += st.swap_kb;
+        m->n++;
+    }
+    if (!have_anon) m->anon = m->file = -1;
+    if (!have_shmem) m->shmem = -1;
+    if (!have_swap) m->swap = -1;
+}
+
+static int64_t tree_gpu(watch *w)
+{
+    if (!w->o->gpu) return -1;
+    pid_t pids[256];
+    size_t n = 0;
+    for (size_t i = 0; i < w->nprocs && n < 256; i++) pids[n++] = w->procs[i].pid;
+    return nvml_used_kb_for_pids(pids, n);
+}
+
+static void sample(watch *w)
+{
+    if (prof_now() - w->last_scan > 0.1) {
+        discover(w, 1);
+        w->last_scan = prof_now();
+    } else discover(w, 0);
+    tree_mem m;
+    read_tree_mem(w, &m, NULL);
+    if (m.n == 0) return;
+    miser_sample s = {prof_now() - w->t0, m.rss, m.anon, m.file, m.swap, tree_gpu(w)};
+    prof_add_sample(w->prof, &s);
+    if (m.rss > w->int_max_rss) w->int_max_rss = m.rss;
+    if (m.swap > w->int_max_swap) w->int_max_swap = m.swap;
+}
+
+static void reap(watch *w)
+{
+    for (;;) {
+        int status;
+        struct rusage ru;
+        pid_t r = wait4(-1, &status, WNOHANG, &ru);
+        if (r <= 0) break;
+        if (!WIFEXITED(status) && !WIFSIGNALED(status)) continue;
+        /* ru_maxrss: the peak since the last reset at a mark (bounded below by
+         * the forked image before exec, which is the watcher's own size). */
+        w->exited_peak_kb += ru.ru_maxrss;
+        w->dead_cpu_s += (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+                         ru.ru_stime.tv_usec * 1e-6;
+        w->dead_minflt += (uint64_t)ru.ru_minflt;
+        w->dead_majflt += (uint64_t)ru.ru_majflt;
+        tproc *t = find_proc(w, r);
+        if (t) t->seen = 0, drop_unseen(w);
+        if (r == w->child) {
+            w->child_done = 1;
+            w->child_status = status;
+            g_fwd_pid = 0;
+        }
+    }
+}
+
+static void take_mark(watch *w, const char *name, const char *desc, const miser_kv *kv, size_t nkv, int implicit)
+{
+    discover(w, 1);
+    w->last_scan = prof_now();
+    int64_t *hwm = miser_calloc(MISER_MEM_PROFILER, w->nprocs + 1, sizeof *hwm);
+    tree_mem m;
+    read_tree_mem(w, &m, hwm);
+    double cpu = w->dead_cpu_s;
+    uint64_t minflt = w->dead_minflt, majflt = w->dead_majflt;
+    long tck = w->ticks > 0 ? w->ticks : 100;
+    int64_t pss = w->o->pss ? 0 : -1;
+    for (size_t i = 0; i < w->nprocs; i++) {
+        char buf[2048];
+        miser_proc_stat st;
+        if (proc_pread(w->procs[i].statfd, buf, sizeof buf) >= 0 && miser_proc_parse_stat(buf, &st) == MISER_OK) {
+            cpu += (double)(st.utime + st.stime + st.cutime + st.cstime) / (double)tck;
+            minflt += st.minflt + st.cminflt;
+            majflt += st.majflt + st.cmajflt;
+        }
+        if (w->o->pss) {
+            char path[64], sb[4096];
+            miser_proc_pss ps;
+            snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)w->procs[i].pid);
+            if (proc_read_file(path, sb, sizeof sb) >= 0 && miser_proc_parse_smaps_rollup(sb, &ps) == MISER_OK)
+                pss += ps.pss_kb;
+        }
+    }
+    miser_stage_record *s = prof_add_stage(w->prof, name, desc);
+    if (!s) {
+        warn(w, "out of memory recording stage '%s'", name);
+        miser_free(hwm);
+        return;
+    }
+    s->implicit = implicit;
+    s->t_s = prof_now() - w->t0;
+    s->cpu_s = cpu;
+    s->nprocs = m.n;
+    if (m.n > 0) {
+        s->rss_kb = m.rss;
+        s->anon_kb = m.anon;
+        s->file_kb = m.file;
+        s->shmem_kb = m.shmem;
+        s->swap_kb = m.swap;
+        s->pss_kb = pss;
+    }
+    s->minflt = minflt;
+    s->majflt = majflt;
+    s->gpu_kb = tree_gpu(w);
+    int64_t cur_rss = m.n > 0 ? m.rss : 0, cur_swap = m.n > 0 && m.swap > 0 ? m.swap : 0;
+    int64_t smax = w->o->sample_interval_ms > 0 ? (w->int_max_rss > cur_rss ? w->int_max_rss : cur_rss) : -1;
+    s->peak_sampled_kb = smax;
+    int64_t sw = w->int_max_swap > cur_swap ? w->int_max_swap : cur_swap;
+    s->peak_swap_kb = sw > w->prev_swap ? sw : w->prev_swap;
+    int64_t exact = m.hwm + w->exited_peak_kb;
+    if (!w->o->no_hwm_reset && !w->interval_inexact) {
+        s->peak_rss_kb = exact;
+        s->peak_exact = 1;
+    } else {
+        int64_t pk = cur_rss > w->prev_rss ? cur_rss : w->prev_rss;
+        if (smax > pk) pk = smax;
+        s->peak_rss_kb = pk;
+    }
+    for (size_t i = 0; i < nkv; i++)
+        if (prof_stage_set_kv(s, kv[i].key, kv[i].value)) warn(w, "out of memory storing marker data");
+    /* Reset for the next interval. */
+    w->interval_inexact = 0;
+    w->exited_peak_kb = 0;
+    w->int_max_rss = cur_rss;
+    w->int_max_swap = cur_swap;
+    w->prev_rss = cur_rss;
+    w->prev_swap = cur_swap;
+    if (!w->o->no_hwm_reset)
+        for (size_t i = 0; i < w->nprocs; i++) {
+            int err = proc_reset_hwm(w->procs[i].pid);
+            if (err && err != ESRCH && err != ENOENT) {
+                w->interval_inexact = 1;
+                if (!w->warned_reset) {
+                    warn(w, "clear_refs refused for pid %d (%s): peaks are sampled, not exact", (int)w->procs[i].pid,
+                         strerror(err));
+                    snprintf(w->prof->peak_method, sizeof w->prof->peak_method, "%s",
+                             w->o->sample_interval_ms > 0 ? "sampled" : "marks-only");
+                }
+                w->warned_reset = 1;
+            }
+        }
+    miser_free(hwm);
+}
+
+static int lb_push(linebuf *lb, char c)
+{
+    if (lb->len + 1 >= lb->cap) {
+        lb->overflow = 1;
+        return 0;
+    }
+    lb->buf[lb->len++] = c;
+    return 1;
+}
+
+static void handle_marker_line(watch *w, char *line)
+{
+    size_t len = strlen(line);
+    while (len && (line[len - 1] == '\r' || line[len - 1] == ' ')) line[--len] = 0;
+    if (!len) return;
+    char *scratch = miser_malloc(MISER_MEM_PROFILER, len + 1);
+    if (!scratch) return;
+    const char *name, *desc;
+    miser_kv kv[32];
+    size_t nkv;
+    if (miser_marker_parse(line, scratch, &name, &desc, kv, 32, &nkv) == MISER_OK)
+        take_mark(w, name, desc, kv, nkv, 0);
+    else
+        warn(w, "malformed marker skipped: %s (line: %.60s)", miser_error_message(), line);
+    miser_free(scratch);
+}
+
+static void handle_stdout_line(watch *w, const char *line)
+{
+    char name[MISER_STAGE_NAME_MAX], desc[1024];
+    double rss, swap;
+    if (!miser_marker_parse_stage_line(line, name, desc, sizeof desc, &rss, &swap)) {
+        if (!strncmp(line, "[STAGE]", 7)) warn(w, "malformed [STAGE] line skipped: %.80s", line);
+        return;
+    }
+    char a[32], b[32];
+    snprintf(a, sizeof a, "%.2f", rss);
+    snprintf(b, sizeof b, "%.2f", swap);
+    miser_kv kv[2] = {{"reported_rss_mb", a}, {"reported_swap_mb", b}};
+    take_mark(w, name, desc, kv, 2, 0);
+}
+
+/* Read what is there; 1 at EOF or error. */
+static int pump(watch *w, int fd, int is_stdout)
+{
+    char buf[65536];
+    ssize_t r = read(fd, buf, sizeof buf);
+    if (r < 0) return errno == EINTR || errno == EAGAIN ? 0 : 1;
+    if (r == 0) return 1;
+    if (is_stdout) {
+        for (ssize_t off = 0; off < r;) {
+            ssize_t k = write(w->o->stdout_fd, buf + off, (size_t)(r - off));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) break;
+            off += k;
+        }
+    }
+    linebuf *lb = is_stdout ? &w->out_lb : &w->mk_lb;
+    for (ssize_t i = 0; i < r; i++) {
+        if (buf[i] != '\n') {
+            lb_push(lb, buf[i]);
+            continue;
+        }
+        lb->buf[lb->len] = 0;
+        if (lb->overflow) {
+            if (!is_stdout) warn(w, "marker line longer than %zu bytes skipped", lb->cap - 1);
+        } else if (is_stdout)
+            handle_stdout_line(w, lb->buf);
+        else
+            handle_marker_line(w, lb->buf);
+        lb->len = 0;
+        lb->overflow = 0;
+    }
+    return 0;
+}
+
+static void finish_lines(watch *w)
+{
+    if (w->mk_lb.len && !w->mk_lb.overflow) {
+        w->mk_lb.buf[w->mk_lb.len] = 0;
+        handle_marker_line(w, w->mk_lb.buf);
+    }
+    if (w->out_lb.len && !w->out_lb.overflow) {
+        w->out_lb.buf[w->out_lb.len] = 0;
+        handle_stdout_line(w, w->out_lb.buf);
+    }
+    w->mk_lb.len = w->out_lb.len = 0;
+}
+
+static char *join_argv(char *const argv[])
+{
+    size_t n = 1;
+    for (int i = 0; argv[i]; i++) n += strlen(argv[i]) + 3;
+    char *s = miser_malloc(MISER_MEM_PROFILER, n);
+    if (!s) return NULL;
+    s[0] = 0;
+    for (int i = 0; argv[i]; i++) {
+        if (i) strcat(s, " ");
+        int q = strchr(argv[i], ' ') != NULL || !argv[i][0];
+        if (q) strcat(s, "'");
+        strcat(s, argv[i]);
+        if (q) strcat(s, "'");
+    }
+    return s;
+}
+
+static int cmp_marks(const void *a, const void *b)
+{
+    double x = (*(const miser_time_mark *const *)a)->at_s, y = (*(const miser_time_mark *const *)b)->at_s;
+    return x < y ? -1 : x > y;
+}
+
+miser_status miser_profile_command(const miser_watch_options *opts, char *const argv[], miser_profile **out)
+{
+    if (!opts || !argv || !argv[0] || !out) return miser_error_set(MISER_ERR_INVALID, "profile: no command");
+    *out = NULL;
+    watch W;
+    memset(&W, 0, sizeof W);
+    watch *w = &W;
+    w->o = opts;
+    w->self = getpid();
+    w->ticks = sysconf(_SC_CLK_TCK);
+    char *label = join_argv(argv);
+    if (!label) return miser_error_set(MISER_ERR_NOMEM, "profile: out of memory");
+    w->prof = prof_new("command", label);
+    miser_free(label);
+    w->out_lb.cap = 16384;
+    w->mk_lb.cap = 65536;
+    w->out_lb.buf = miser_malloc(MISER_MEM_PROFILER, w->out_lb.cap);
+    w->mk_lb.buf = miser_malloc(MISER_MEM_PROFILER, w->mk_lb.cap);
+    const miser_time_mark **tm = miser_calloc(MISER_MEM_PROFILER, opts->ntime_marks + 1, sizeof *tm);
+    if (!w->prof || !w->out_lb.buf || !w->mk_lb.buf || !tm) {
+        miser_profile_free(w->prof);
+        miser_free(w->out_lb.buf);
+        miser_free(w->mk_lb.buf);
+        miser_free(tm);
+        return miser_error_set(MISER_ERR_NOMEM, "profile: out of memory");
+    }
+    for (size_t i = 0; i < opts->ntime_marks; i++) tm[i] = &opts->time_marks[i];
+    qsort(tm, opts->ntime_marks, sizeof *tm, cmp_marks);
+    if (opts->max_samples) w->prof->max_samples = opts->max_samples;
+    w->prof->sample_interval_ms = opts->sample_interval_ms > 0 ? opts->sample_interval_ms : 0;
+    if (opts->no_hwm_reset) {
+        snprintf(w->prof->peak_method, sizeof w->prof->peak_method, "%s",
+                 opts->sample_interval_ms > 0 ? "sampled" : "marks-only");
+        prof_warn(w->prof, "high-water-mark reset disabled: peaks are sampled, not exact");
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)w->self, (int)w->self);
+    w->children_files = access(path, R_OK) == 0;
+
+    int mk[2] = {-1, -1}, so[2] = {-1, -1}, ex[2] = {-1, -1};
+    miser_status rc = MISER_OK;
+    if ((opts->marker_pipe && pipe2(mk, O_CLOEXEC)) || (opts->stdout_markers && pipe2(so, O_CLOEXEC)) ||
+        pipe2(ex, O_CLOEXEC)) {
+        rc = miser_error_set(MISER_ERR_IO, "profile: pipe: %s", strerror(errno));
+        goto fail;
+    }
+    int old_subreaper = 0;
+    prctl(PR_GET_CHILD_SUBREAPER, &old_subreaper);
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    fflush(NULL);
+    w->t0 = prof_now();
+    pid_t pid = fork();
+    if (pid < 0) {
+        rc = miser_error_set(MISER_ERR_IO, "profile: fork: %s", strerror(errno));
+        prctl(PR_SET_CHILD_SUBREAPER, old_subreaper);
+        goto fail;
+    }
+    if (pid == 0) {
+        /* Child: only async-signal-safe calls until exec. */
+        if (mk[1] >= 0) {
+            int fd = fcntl(mk[1], F_DUPFD, 3); /* a copy without O_CLOEXEC */
+            char num[16];
+            int k = 0, v = fd;
+            char tmp[16];
+            do tmp[k++] = (char)('0' + v % 10), v /= 10;
+            while (v);
+            for (int i = 0; i < k; i++) num[i] = tmp[k - 1 - i];
+            num[k] = 0;
+            setenv(MISER_MARKER_ENV, num, 1);
+        }
+        if (so[1] >= 0) dup2(so[1], 1);
+        execvp(argv[0], argv);
+        int e = errno;
+        ssize_t wr = write(ex[1], &e, sizeof e);
+        (void)wr;
+        _exit(127);
+    }
+    w->child = pid;
+    close(ex[1]);
+    ex[1] = -1;
+    if (mk[1] >= 0) close(mk[1]), mk[1] = -1;
+    if (so[1] >= 0) close(so[1]), so[1] = -1;
+    int exec_errno = 0;
+    ssize_t er = read(ex[0], &exec_errno, sizeof exec_errno);
+    close(ex[0]);
+    ex[0] = -1;
+    if (er == (ssize_t)sizeof exec_errno) {
+        int st;
+        waitpid(pid, &st, 0);
+        prctl(PR_SET_CHILD_SUBREAPER, old_subreaper);
+        rc = miser_error_set(MISER_ERR_IO, "cannot run '%s': %s", argv[0], strerror(exec_errno));
+        goto fail;
+    }
+    /* The exec happened: the child's clock starts here. */
+    struct sigaction ign = {0}, fwd = {0}, old_int, old_quit, old_term, old_hup;
+    ign.sa_handler = SIG_IGN;
+    fwd.sa_handler = forward_signal;
+    g_fwd_pid = pid;
+    sigaction(SIGINT, &ign, &old_int);
+    sigaction(SIGQUIT, &ign, &old_quit);
+    sigaction(SIGTERM, &fwd, &old_term);
+    sigaction(SIGHUP, &fwd, &old_hup);
+
+    if (!opts->no_hwm_reset) {
+        int err = proc_reset_hwm(pid);
+        if (err && err != ESRCH && err != ENOENT) {
+            w->interval_inexact = 1;
+            w->warned_reset = 1;
+            warn(w, "clear_refs refused for pid %d (%s): peaks are sampled, not exact", (int)pid, strerror(err));
+            snprintf(w->prof->peak_method, sizeof w->prof->peak_method, "%s",
+                     opts->sample_interval_ms > 0 ? "sampled" : "marks-only");
+        }
+    }
+    discover(w, 0);
+    {
+        tree_mem m;
+        read_tree_mem(w, &m, NULL);
+        w->prev_rss = w->int_max_rss = m.rss;
+        w->prev_swap = w->int_max_swap = m.swap > 0 ? m.swap : 0;
+    }
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    double iv = opts->sample_interval_ms > 0 ? opts->sample_interval_ms * 1e-3 : 0;
+    double next_sample = iv > 0 ? iv : 1e300;
+    size_t next_tm = 0;
+    double child_exit_at = -1;
+    for (;;) {
+        double now = prof_now() - w->t0;
+        if (iv > 0 && now >= next_sample) {
+            sample(w);
+            next_sample += iv;
+            if (next_sample < now) next_sample = now + iv; /* fell behind: skip, do not burst */
+        }
+        while (next_tm < opts->ntime_marks && now >= tm[next_tm]->at_s && !w->child_done) {
+            take_mark(w, tm[next_tm]->name, tm[next_tm]->description, NULL, 0, 0);
+            next_tm++;
+        }
+        reap(w);
+        if (w->child_done) {
+            if (child_exit_at < 0) child_exit_at = now;
+            /* Drain the pipes for a short while: descendants may hold them open. */
+            if ((mk[0] < 0 && so[0] < 0) || now - child_exit_at > 0.2) break;
+        }
+        struct pollfd pf[3];
+        int np = 0;
+        if (mk[0] >= 0) pf[np++] = (struct pollfd){mk[0], POLLIN, 0};
+        if (so[0] >= 0) pf[np++] = (struct pollfd){so[0], POLLIN, 0};
+        if (pidfd >= 0 && !w->child_done) pf[np++] = (struct pollfd){pidfd, POLLIN, 0};
+        double wait = 0.05;
+        if (iv > 0 && next_sample - now < wait) wait = next_sample - now;
+        if (next_tm < opts->ntime_marks && tm[next_tm]->at_s - now < wait) wait = tm[next_tm]->at_s - now;
+        if (pidfd < 0 && wait > 0.01) wait = 0.01;
+        int ms = wait <= 0 ? 0 : (int)(wait * 1000 + 0.999);
+        int pr = poll(pf, (nfds_t)np, ms);
+        if (pr <= 0) continue;
+        for (int i = 0; i < np; i++) {
+            if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            if (pf[i].fd == mk[0] && pump(w, mk[0], 0)) close(mk[0]), mk[0] = -1;
+            else if (pf[i].fd == so[0] && pump(w, so[0], 1)) close(so[0]), so[0] = -1;
+        }
+    }
+    finish_lines(w);
+    if (pidfd >= 0) close(pidfd);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGQUIT, &old_quit, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGHUP, &old_hup, NULL);
+    g_fwd_pid = 0;
+    prctl(PR_SET_CHILD_SUBREAPER, old_subreaper);
+
+    int st = w->child_status;
+    if (WIFSIGNALED(st)) {
+        w->prof->exit.signaled = 1;
+        w->prof->exit.signal = WTERMSIG(st);
+        warn(w, "command killed by signal %d (%s); the profile so far is kept", WTERMSIG(st), strsignal(WTERMSIG(st)));
+    } else {
+        w->prof->exit.exited = 1;
+        w->prof->exit.code = WEXITSTATUS(st);
+    }
+    take_mark(w, "exit", w->prof->exit.signaled ? "command killed by a signal" : "command exited", NULL, 0, 1);
+    if (w->nprocs) warn(w, "%zu descendant process(es) still running when the command exited", w->nprocs);
+    for (size_t i = 0; i < w->nprocs; i++) close(w->procs[i].sfd), close(w->procs[i].statfd);
+    if (mk[0] >= 0) close(mk[0]);
+    if (so[0] >= 0) close(so[0]);
+    miser_free(w->procs);
+    miser_free(w->out_lb.buf);
+    miser_free(w->mk_lb.buf);
+    miser_free(tm);
+    *out = w->prof;
+    return MISER_OK;
+
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (mk[i] >= 0) close(mk[i]);
+        if (so[i] >= 0) close(so[i]);
+        if (ex[i] >= 0) close(ex[i]);
+    }
+    miser_profile_free(w->prof);
+    miser_free(w->out_lb.buf);
+    miser_free(w->mk_lb.buf);
+    miser_free(tm);
+    return rc;
+}
