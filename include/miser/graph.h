@@ -115,6 +115,7 @@ typedef struct miser_graph {
     uint64_t materialized_bytes;     /* bytes of constants the compiler created */
     /* GPT-2 facts the executor needs */
     int64_t n_layer, n_head, head_dim;
+    miser_status last_error;         /* status of the last failed constructor */
 } miser_graph;
 
 miser_status miser_graph_init(miser_graph *g, int64_t t_max, int64_t s_max);

@@ -38,7 +38,10 @@ int32_t miser_graph_add(miser_graph *g, const miser_node *n)
     if (g->n_nodes == g->cap_nodes) {
         int32_t cap = g->cap_nodes ? g->cap_nodes * 2 : 256;
         miser_node *nn = miser_realloc(MISER_MEM_COMPILE, g->nodes, (size_t)cap * sizeof *nn);
-        if (!nn) return -1;
+        if (!nn) {
+            g->last_error = MISER_ERR_NOMEM;
+            return -1;
+        }
         g->nodes = nn;
         g->cap_nodes = cap;
     }
@@ -53,7 +56,10 @@ int32_t miser_graph_add_storage(miser_graph *g, const void *base, uint64_t bytes
     if (g->n_storage == g->cap_storage) {
         int32_t cap = g->cap_storage ? g->cap_storage * 2 : 64;
         miser_storage *ns = miser_realloc(MISER_MEM_COMPILE, g->storage, (size_t)cap * sizeof *ns);
-        if (!ns) return -1;
+        if (!ns) {
+            g->last_error = MISER_ERR_NOMEM;
+            return -1;
+        }
         g->storage = ns;
         g->cap_storage = cap;
     }
@@ -346,7 +352,9 @@ static int32_t add_infer(miser_graph *g, miser_node *n)
 {
     int32_t id = miser_graph_add(g, n);
     if (id < 0) return -1;
-    if (miser_graph_infer(g, id)) {
+    miser_status st = miser_graph_infer(g, id);
+    if (st) {
+        g->last_error = st;
         g->n_nodes--;
         return -1;
     }

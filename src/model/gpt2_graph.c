@@ -26,7 +26,8 @@ static miser_status need(const miser_model *m, const char *name, const miser_ten
 
 #define TRY_ID(x)                                                                                                      \
     do {                                                                                                               \
-        if ((x) < 0) return miser_error_prefix(MISER_ERR_INVALID, "building GPT-2 graph");                             \
+        if ((x) < 0)                                                                                                   \
+            return miser_error_prefix(g->last_error ? g->last_error : MISER_ERR_INTERNAL, "building GPT-2 graph");    \
     } while (0)
 
 static int32_t cst(miser_graph *g, const miser_model *m, const char *name, miser_status *st)
