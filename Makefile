@@ -1,5 +1,6 @@
 # miser — GNU make front door.
 #   make                 library (static + shared) and the miser binary
+#   make run             the study's benchmark (`miser bench`) on its built-in default
 #   make test            unit/integration suite, then the same under ASan+UBSan, then short fuzz runs
 #   make test-unit       the suite once, optimised build
 #   make test-sanitize   the suite under AddressSanitizer + UndefinedBehaviorSanitizer
@@ -43,7 +44,7 @@ BIN    := $(BUILD)/miser
 TESTS  := $(BUILD)/miser-tests
 BENCH  := $(BUILD)/miser-bench
 
-.PHONY: all test test-unit test-sanitize fuzz bench peers install clean sanitize
+.PHONY: run all test test-unit test-sanitize fuzz bench peers install clean sanitize
 all: $(STATIC) $(SHARED) $(BIN)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
@@ -102,6 +103,11 @@ fuzz:
 	    $(BUILD)/fuzz/$$n-corpus $$seeds 2>$(BUILD)/fuzz/$$n.log || { tail -40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
 	  tail -1 $(BUILD)/fuzz/$$n.log; \
 	done
+
+# The main job on its built-in default: the study's benchmark on a synthetic
+# GPT-2-medium-shaped checkpoint (created once in the cache directory).
+run: all
+	$(BIN) bench $(RUN_ARGS)
 
 bench: $(BENCH) $(BIN)
 	$(BENCH) $(BENCH_ARGS)
