@@ -34,6 +34,9 @@ extern "C" {
 #define MISER_STAGE_NAME_MAX 64
 /* Environment variable that tells a child which descriptor takes markers. */
 #define MISER_MARKER_ENV "MISER_MARKER_FD"
+/* Descriptor on which the watcher writes one byte per marker that carried
+ * ack=1, after its snapshot: helpers wait for it so marks are synchronous. */
+#define MISER_MARKER_ACK_ENV "MISER_MARKER_ACK_FD"
 
 /* ---- /proc parsing (exposed for tests and for tools that read /proc) ---- */
 

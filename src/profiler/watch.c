@@ -49,6 +49,7 @@ typedef struct {
     double dead_cpu_s;
     uint64_t dead_minflt, dead_majflt;
     int child_done, child_status;
+    int ack_fd;                /* write end of the acknowledgement pipe, or -1 */
     linebuf out_lb, mk_lb;
 } watch;
 
@@ -340,7 +341,10 @@ static void take_mark(watch *w, const char *name, const char *desc, const miser_
     int64_t sw = w->int_max_swap > cur_swap ? w->int_max_swap : cur_swap;
     s->peak_swap_kb = sw > w->prev_swap ? sw : w->prev_swap;
     int64_t exact = m.hwm + w->exited_peak_kb;
-    if (!w->o->no_hwm_reset && !w->interval_inexact) {
+    if (m.n == 0 && w->exited_peak_kb == 0) {
+        /* Nothing left to read and nothing reaped: the peak is unknown. */
+        s->peak_rss_kb = smax;
+    } else if (!w->o->no_hwm_reset && !w->interval_inexact) {
         s->peak_rss_kb = exact;
         s->peak_exact = 1;
     } else {
@@ -394,9 +398,22 @@ static void handle_marker_line(watch *w, char *line)
     const char *name, *desc;
     miser_kv kv[32];
     size_t nkv;
-    if (miser_marker_parse(line, scratch, &name, &desc, kv, 32, &nkv) == MISER_OK)
+    if (miser_marker_parse(line, scratch, &name, &desc, kv, 32, &nkv) == MISER_OK) {
+        /* ack=1 asks for one byte on the acknowledgement pipe once the
+         * snapshot is taken, so a child can wait for it (synchronous marks). */
+        int ack = 0;
+        for (size_t i = 0; i < nkv; i++)
+            if (!strcmp(kv[i].key, "ack")) {
+                ack = 1;
+                kv[i] = kv[--nkv];
+                break;
+            }
         take_mark(w, name, desc, kv, nkv, 0);
-    else
+        if (ack && w->ack_fd >= 0) {
+            ssize_t r = write(w->ack_fd, "\n", 1);
+            (void)r; /* a full or closed pipe: the reader is gone or not reading */
+        }
+    } else
         warn(w, "malformed marker skipped: %s (line: %.60s)", miser_error_message(), line);
     miser_free(scratch);
 }
@@ -525,12 +542,35 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
     snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)w->self, (int)w->self);
     w->children_files = access(path, R_OK) == 0;
 
-    int mk[2] = {-1, -1}, so[2] = {-1, -1}, ex[2] = {-1, -1};
+    int mk[2] = {-1, -1}, so[2] = {-1, -1}, ex[2] = {-1, -1}, ak[2] = {-1, -1};
+    char **envp = NULL, env_mk[48], env_ak[48];
+    w->ack_fd = -1;
     miser_status rc = MISER_OK;
-    if ((opts->marker_pipe && pipe2(mk, O_CLOEXEC)) || (opts->stdout_markers && pipe2(so, O_CLOEXEC)) ||
-        pipe2(ex, O_CLOEXEC)) {
+    if ((opts->marker_pipe && (pipe2(mk, O_CLOEXEC) || pipe2(ak, O_CLOEXEC))) ||
+        (opts->stdout_markers && pipe2(so, O_CLOEXEC)) || pipe2(ex, O_CLOEXEC)) {
         rc = miser_error_set(MISER_ERR_IO, "profile: pipe: %s", strerror(errno));
         goto fail;
+    }
+    /* The child's environment, built before fork (the child may only make
+     * async-signal-safe calls): ours plus the two marker descriptors. */
+    extern char **environ;
+    size_t nenv = 0;
+    while (environ[nenv]) nenv++;
+    envp = miser_calloc(MISER_MEM_PROFILER, nenv + 3, sizeof *envp);
+    if (!envp) {
+        rc = miser_error_set(MISER_ERR_NOMEM, "profile: out of memory");
+        goto fail;
+    }
+    size_t ne = 0;
+    for (size_t i = 0; i < nenv; i++)
+        if (strncmp(environ[i], MISER_MARKER_ENV "=", sizeof MISER_MARKER_ENV) &&
+            strncmp(environ[i], MISER_MARKER_ACK_ENV "=", sizeof MISER_MARKER_ACK_ENV))
+            envp[ne++] = environ[i];
+    if (mk[1] >= 0) {
+        snprintf(env_mk, sizeof env_mk, "%s=%d", MISER_MARKER_ENV, mk[1]);
+        snprintf(env_ak, sizeof env_ak, "%s=%d", MISER_MARKER_ACK_ENV, ak[0]);
+        envp[ne++] = env_mk;
+        envp[ne++] = env_ak;
     }
     int old_subreaper = 0;
     prctl(PR_GET_CHILD_SUBREAPER, &old_subreaper);
@@ -546,18 +586,11 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
     if (pid == 0) {
         /* Child: only async-signal-safe calls until exec. */
         if (mk[1] >= 0) {
-            int fd = fcntl(mk[1], F_DUPFD, 3); /* a copy without O_CLOEXEC */
-            char num[16];
-            int k = 0, v = fd;
-            char tmp[16];
-            do tmp[k++] = (char)('0' + v % 10), v /= 10;
-            while (v);
-            for (int i = 0; i < k; i++) num[i] = tmp[k - 1 - i];
-            num[k] = 0;
-            setenv(MISER_MARKER_ENV, num, 1);
+            fcntl(mk[1], F_SETFD, 0); /* these two survive the exec */
+            fcntl(ak[0], F_SETFD, 0);
         }
         if (so[1] >= 0) dup2(so[1], 1);
-        execvp(argv[0], argv);
+        execvpe(argv[0], argv, envp);
         int e = errno;
         ssize_t wr = write(ex[1], &e, sizeof e);
         (void)wr;
@@ -567,6 +600,11 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
     close(ex[1]);
     ex[1] = -1;
     if (mk[1] >= 0) close(mk[1]), mk[1] = -1;
+    if (ak[0] >= 0) close(ak[0]), ak[0] = -1;
+    if (ak[1] >= 0) {
+        fcntl(ak[1], F_SETFL, O_NONBLOCK);
+        w->ack_fd = ak[1];
+    }
     if (so[1] >= 0) close(so[1]), so[1] = -1;
     int exec_errno = 0;
     ssize_t er = read(ex[0], &exec_errno, sizeof exec_errno);
@@ -580,12 +618,13 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
         goto fail;
     }
     /* The exec happened: the child's clock starts here. */
-    struct sigaction ign = {0}, fwd = {0}, old_int, old_quit, old_term, old_hup;
+    struct sigaction ign = {0}, fwd = {0}, old_int, old_quit, old_term, old_hup, old_pipe;
     ign.sa_handler = SIG_IGN;
     fwd.sa_handler = forward_signal;
     g_fwd_pid = pid;
     sigaction(SIGINT, &ign, &old_int);
     sigaction(SIGQUIT, &ign, &old_quit);
+    sigaction(SIGPIPE, &ign, &old_pipe); /* a closed stdout or ack pipe must not kill the watcher */
     sigaction(SIGTERM, &fwd, &old_term);
     sigaction(SIGHUP, &fwd, &old_hup);
 
@@ -650,6 +689,7 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
     if (pidfd >= 0) close(pidfd);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGQUIT, &old_quit, NULL);
+    sigaction(SIGPIPE, &old_pipe, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     sigaction(SIGHUP, &old_hup, NULL);
     g_fwd_pid = 0;
@@ -669,10 +709,12 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
     for (size_t i = 0; i < w->nprocs; i++) close(w->procs[i].sfd), close(w->procs[i].statfd);
     if (mk[0] >= 0) close(mk[0]);
     if (so[0] >= 0) close(so[0]);
+    if (ak[1] >= 0) close(ak[1]);
     miser_free(w->procs);
     miser_free(w->out_lb.buf);
     miser_free(w->mk_lb.buf);
     miser_free(tm);
+    miser_free(envp);
     *out = w->prof;
     return MISER_OK;
 
@@ -681,10 +723,12 @@ fail:
         if (mk[i] >= 0) close(mk[i]);
         if (so[i] >= 0) close(so[i]);
         if (ex[i] >= 0) close(ex[i]);
+        if (ak[i] >= 0) close(ak[i]);
     }
     miser_profile_free(w->prof);
     miser_free(w->out_lb.buf);
     miser_free(w->mk_lb.buf);
     miser_free(tm);
+    miser_free(envp);
     return rc;
 }
