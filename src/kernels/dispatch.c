@@ -6,18 +6,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* SIMD sets are weak so a build without them still links. */
-const miser_kernels *miser_kernels_avx2(void) __attribute__((weak));
+/* The AVX2 set lives in kernels_avx2.c (compiled with SIMD flags). It is
+ * referenced directly, not weakly: a weak reference would not pull its
+ * object out of the static library. It is only called after the CPU checks
+ * below, so the binary still runs on CPUs without AVX2. */
+#if defined(__x86_64__) || defined(__i386__)
+#define MISER_HAVE_AVX2_SET 1
+const miser_kernels *miser_kernels_avx2(void);
+#else
+#define MISER_HAVE_AVX2_SET 0
+#endif
 
 static const miser_kernels *g_selected;
 
 static const miser_kernels *best(void)
 {
-    if (miser_kernels_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c")) {
-        const miser_kernels *k = miser_kernels_avx2();
-        if (k) return k;
-    }
+#if MISER_HAVE_AVX2_SET
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return miser_kernels_avx2();
+#endif
     return miser_kernels_ref();
 }
 
@@ -34,7 +42,7 @@ int miser_kernels_select(const char *name)
 {
     if (!strcmp(name, "auto")) g_selected = best();
     else if (!strcmp(name, "ref")) g_selected = miser_kernels_ref();
-    else if (!strcmp(name, "avx2") && best() != miser_kernels_ref() && miser_kernels_avx2) g_selected = miser_kernels_avx2();
+    else if (!strcmp(name, "avx2") && best() != miser_kernels_ref()) g_selected = best();
     else return -1;
     return 0;
 }

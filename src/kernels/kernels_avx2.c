@@ -1,0 +1,583 @@
+/* AVX2/FMA/F16C kernels behind the kernel interface (kernels.h). Compiled
+ * with -mavx2 -mfma -mf16c (the Makefile's rule for *_avx2.c); dispatch.c
+ * calls miser_kernels_avx2() only after __builtin_cpu_supports checks, so the
+ * binary stays portable.
+ *
+ * linear reads the weights in the layout they are stored in, never a
+ * transposed or widened copy; f16/bf16/q8_0 are converted in registers:
+ *   wsn == 1 (Conv1D [K, N] rows): M < 4 streams rows of W into an L1-resident
+ *     y row (4 rows of W per pass, 4 sequential streams); M >= 4 runs a 6x16
+ *     register-tiled micro-kernel over K blocks of 256 (the 16-column strip
+ *     of a K block, 16 KB of f32, stays in L1 while every 6-row block of x
+ *     passes over it).
+ *   wsk == 1 (rows of W contiguous along K, e.g. the tied wte for logits):
+ *     dot products, tiles of 3 rows of x by 4 rows of W.
+ * Threads split N (in units of 32 columns for wsn == 1, so a q8_0 block never
+ * straddles two threads): in decode every thread streams its own slice of W.
+ * Any other stride pattern falls back to the reference kernel.
+ *
+ * Accuracy (tests/test_kernels.c checks these against ref.c): linear and
+ * attention accumulate in f32 (the reference in f64): relative error grows
+ * like K * 2^-24. exp is a Cephes-style polynomial (<= 2 ulp on the range it
+ * is used); GELU = x / (1 + exp(-2u)), u = sqrt(2/pi)(x + 0.044715 x^3), the
+ * tanh form rewritten so it never cancels: relative error <= ~1e-6. */
+#include "kernels.h"
+#include "miser/graph.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define AI static inline __attribute__((always_inline))
+
+/* ---- element loads ---- */
+
+AI __m256 load8(miser_dtype dt, const void *p, int64_t i)
+{
+    if (dt == MISER_DTYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
+    if (dt == MISER_DTYPE_BF16)
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i))), 16));
+    return _mm256_loadu_ps((const float *)p + i);
+}
+
+AI __m256 load8_q8(const int8_t *q, __m256 scale)
+{
+    __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q)));
+    return _mm256_mul_ps(v, scale);
+}
+
+AI float f16s(const void *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+AI float hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AI float hmax(__m256 v)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* ---- exp and GELU ---- */
+
+AI __m256 exp8(__m256 x)
+{
+    /* exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2/2; Cephes' expf
+     * polynomial. Clamped so 2^n stays a normal float. */
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+AI __m256 gelu8(__m256 x)
+{
+    /* 0.5 x (1 + tanh u) == x * sigmoid(2u) == x / (1 + exp(-2u)) */
+    __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+    __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f), _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), x3, x));
+    __m256 e = exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+/* GELU of the last n < 8 values through the same vector formula, so a
+ * result never depends on where a thread's range happens to end. */
+static void gelu_tail(float *y, const float *x, int64_t n)
+{
+    float buf[8] = {0};
+    memcpy(buf, x, sizeof(float) * (size_t)n);
+    _mm256_storeu_ps(buf, gelu8(_mm256_loadu_ps(buf)));
+    memcpy(y, buf, sizeof(float) * (size_t)n);
+}
+
+/* ---- linear ---- */
+
+/* bias and activation over y[m0..m1) x [n0..n1) */
+static void linear_epilogue(const miser_linear_args *a, int64_t n0, int64_t n1)
+{
+    if (!a->bias && a->act != MISER_ACT_GELU) return;
+    int gelu = a->act == MISER_ACT_GELU;
+    for (int64_t m = 0; m < a->M; m++) {
+        float *y = a->y + m * a->ldy;
+        int64_t n = n0;
+        for (; n + 8 <= n1; n += 8) {
+            __m256 v = _mm256_loadu_ps(y + n);
+            if (a->bias) v = _mm256_add_ps(v, load8(a->bdt, a->bias, n));
+            if (gelu) v = gelu8(v);
+            _mm256_storeu_ps(y + n, v);
+        }
+        for (int64_t j = n; j < n1; j++) y[j] += a->bias ? miser_load_elem(a->bdt, a->bias, j) : 0.0f;
+        if (gelu && n < n1) gelu_tail(y + n, y + n, n1 - n);
+    }
+}
+
+/* y[m, n] = sum_k x[m, k] W(k, n), scalar, for column tails */
+static void linear_scalar_cols(const miser_linear_args *a, int64_t n0, int64_t n1)
+{
+    for (int64_t m = 0; m < a->M; m++) {
+        const float *x = a->x + m * a->ldx;
+        for (int64_t n = n0; n < n1; n++) {
+            float acc = 0;
+            for (int64_t k = 0; k < a->K; k++) acc += x[k] * miser_load_elem(a->wdt, a->w, k * a->wsk + n * a->wsn);
+            a->y[m * a->ldy + n] = acc;
+        }
+    }
+}
+
+/* q8_0 address of element e: block e/32, value e%32 */
+AI const int8_t *q8_at(const void *w, int64_t e, float *scale)
+{
+    const uint8_t *b = (const uint8_t *)w + (e / MISER_Q8_0_BLOCK) * MISER_Q8_0_BYTES;
+    *scale = f16s(b);
+    return (const int8_t *)(b + 2) + e % MISER_Q8_0_BLOCK;
+}
+
+/* wsn == 1, M small: y[m, n0..n1) streamed row by row of W.
+ *   y[n] += x[k] W[k, n] + x[k+1] W[k+1, n] + x[k+2] W[k+2, n] + x[k+3] W[k+3, n] */
+AI void gemv_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_t n1)
+{
+    const int64_t K = a->K, wsk = a->wsk;
+    int q8 = dt == MISER_DTYPE_Q8_0;
+    int64_t step = q8 ? 32 : 8;
+    int64_t nv = n0 + (n1 - n0) / step * step; /* vector part [n0, nv) */
+    for (int64_t m = 0; m < a->M; m++) {
+        const float *x = a->x + m * a->ldx;
+        float *y = a->y + m * a->ldy;
+        for (int64_t n = n0; n < nv; n++) y[n] = 0.0f;
+        int64_t k = 0;
+        for (; k + 4 <= K; k += 4) {
+            if (q8) {
+                for (int64_t n = n0; n < nv; n += 32) {
+                    __m256 c[4];
+                    const int8_t *q[4];
+                    for (int j = 0; j < 4; j++) {
+                        float s;
+                        q[j] = q8_at(a->w, (k + j) * wsk + n, &s);
+                        c[j] = _mm256_set1_ps(s * x[k + j]);
+                    }
+                    for (int v = 0; v < 4; v++) {
+                        __m256 acc = _mm256_loadu_ps(y + n + 8 * v);
+                        for (int j = 0; j < 4; j++)
+                            acc = _mm256_fmadd_ps(c[j], _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                            _mm_loadl_epi64((const __m128i *)(q[j] + 8 * v)))),
+                                                  acc);
+                        _mm256_storeu_ps(y + n + 8 * v, acc);
+                    }
+                }
+            } else {
+                __m256 x0 = _mm256_set1_ps(x[k]), x1 = _mm256_set1_ps(x[k + 1]), x2 = _mm256_set1_ps(x[k + 2]),
+                       x3 = _mm256_set1_ps(x[k + 3]);
+                int64_t r0 = k * wsk, r1 = r0 + wsk, r2 = r1 + wsk, r3 = r2 + wsk;
+                for (int64_t n = n0; n < nv; n += 8) {
+                    __m256 acc = _mm256_loadu_ps(y + n);
+                    acc = _mm256_fmadd_ps(x0, load8(dt, a->w, r0 + n), acc);
+                    acc = _mm256_fmadd_ps(x1, load8(dt, a->w, r1 + n), acc);
+                    acc = _mm256_fmadd_ps(x2, load8(dt, a->w, r2 + n), acc);
+                    acc = _mm256_fmadd_ps(x3, load8(dt, a->w, r3 + n), acc);
+                    _mm256_storeu_ps(y + n, acc);
+                }
+            }
+        }
+        for (; k < K; k++) {
+            if (q8) {
+                for (int64_t n = n0; n < nv; n += 32) {
+                    float s;
+                    const int8_t *q = q8_at(a->w, k * wsk + n, &s);
+                    __m256 c = _mm256_set1_ps(s * x[k]);
+                    for (int v = 0; v < 4; v++)
+                        _mm256_storeu_ps(y + n + 8 * v,
+                                         _mm256_fmadd_ps(c, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                                _mm_loadl_epi64((const __m128i *)(q + 8 * v)))),
+                                                         _mm256_loadu_ps(y + n + 8 * v)));
+                }
+            } else {
+                __m256 x0 = _mm256_set1_ps(x[k]);
+                for (int64_t n = n0; n < nv; n += 8)
+                    _mm256_storeu_ps(y + n, _mm256_fmadd_ps(x0, load8(dt, a->w, k * wsk + n), _mm256_loadu_ps(y + n)));
+            }
+        }
+    }
+    if (nv < n1) linear_scalar_cols(a, nv, n1);
+}
+
+/* 16 columns of W row k starting at column n (n % 16 == 0 for q8_0) */
+AI void load16(miser_dtype dt, const void *w, int64_t e, __m256 *w0, __m256 *w1)
+{
+    if (dt == MISER_DTYPE_Q8_0) {
+        float s;
+        const int8_t *q = q8_at(w, e, &s);
+        __m256 sc = _mm256_set1_ps(s);
+        *w0 = load8_q8(q, sc);
+        *w1 = load8_q8(q + 8, sc);
+    } else {
+        *w0 = load8(dt, w, e);
+        *w1 = load8(dt, w, e + 8);
+    }
+}
+
+/* y[m..m+MR, n..n+16) (+)= x[m.., k0..k1) W[k0..k1, n..n+16) */
+AI void micro_rows(miser_dtype dt, const int MR, const miser_linear_args *a, int64_t m, int64_t n, int64_t k0,
+                   int64_t k1, int first)
+{
+    __m256 acc[6][2];
+    float *y = a->y + m * a->ldy + n;
+    for (int r = 0; r < MR; r++) {
+        acc[r][0] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(y + r * a->ldy);
+        acc[r][1] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(y + r * a->ldy + 8);
+    }
+    const float *x = a->x + m * a->ldx;
+    for (int64_t k = k0; k < k1; k++) {
+        __m256 w0, w1;
+        load16(dt, a->w, k * a->wsk + n, &w0, &w1);
+        for (int r = 0; r < MR; r++) {
+            __m256 xb = _mm256_broadcast_ss(x + r * a->ldx + k);
+            acc[r][0] = _mm256_fmadd_ps(xb, w0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(xb, w1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        _mm256_storeu_ps(y + r * a->ldy, acc[r][0]);
+        _mm256_storeu_ps(y + r * a->ldy + 8, acc[r][1]);
+    }
+}
+
+AI void gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_t n1)
+{
+    const int64_t KB = 256;
+    int64_t nv = n0 + (n1 - n0) / 16 * 16;
+    for (int64_t k0 = 0; k0 < a->K; k0 += KB) {
+        int64_t k1 = k0 + KB < a->K ? k0 + KB : a->K;
+        int first = k0 == 0;
+        for (int64_t n = n0; n < nv; n += 16) {
+            int64_t m = 0;
+            for (; m + 6 <= a->M; m += 6) micro_rows(dt, 6, a, m, n, k0, k1, first);
+            switch (a->M - m) {
+            case 5: micro_rows(dt, 5, a, m, n, k0, k1, first); break;
+            case 4: micro_rows(dt, 4, a, m, n, k0, k1, first); break;
+            case 3: micro_rows(dt, 3, a, m, n, k0, k1, first); break;
+            case 2: micro_rows(dt, 2, a, m, n, k0, k1, first); break;
+            case 1: micro_rows(dt, 1, a, m, n, k0, k1, first); break;
+            default: break;
+            }
+        }
+    }
+    if (nv < n1) linear_scalar_cols(a, nv, n1);
+}
+
+/* wsk == 1: y[m..m+MR, n..n+NR) = dot(x[m, :], W row n) */
+AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear_args *a, int64_t m, int64_t n)
+{
+    __m256 acc[3][4];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
+    const int64_t K = a->K, wsn = a->wsn;
+    const float *x = a->x + m * a->ldx;
+    int64_t k = 0;
+    if (dt == MISER_DTYPE_Q8_0) {
+        for (; k < K; k += 32) {
+            __m256 sc[4];
+            const int8_t *q[4];
+            for (int j = 0; j < NR; j++) {
+                float s;
+                q[j] = q8_at(a->w, (n + j) * wsn + k, &s);
+                sc[j] = _mm256_set1_ps(s);
+            }
+            for (int v = 0; v < 4; v++)
+                for (int j = 0; j < NR; j++) {
+                    __m256 w = load8_q8(q[j] + 8 * v, sc[j]);
+                    for (int i = 0; i < MR; i++)
+                        acc[i][j] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * a->ldx + k + 8 * v), w, acc[i][j]);
+                }
+        }
+    } else {
+        for (; k + 8 <= K; k += 8) {
+            __m256 xv[3];
+            for (int i = 0; i < MR; i++) xv[i] = _mm256_loadu_ps(x + i * a->ldx + k);
+            for (int j = 0; j < NR; j++) {
+                __m256 w = load8(dt, a->w, (n + j) * wsn + k);
+                for (int i = 0; i < MR; i++) acc[i][j] = _mm256_fmadd_ps(xv[i], w, acc[i][j]);
+            }
+        }
+    }
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) {
+            float s = hsum(acc[i][j]);
+            for (int64_t kk = k; kk < K; kk++) s += x[i * a->ldx + kk] * miser_load_elem(dt, a->w, (n + j) * wsn + kk);
+            a->y[(m + i) * a->ldy + n + j] = s;
+        }
+}
+
+AI void dot_cols(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_t n1)
+{
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) {
+        int64_t m = 0;
+        for (; m + 3 <= a->M; m += 3) micro_dot(dt, 3, 4, a, m, n);
+        if (a->M - m == 2) micro_dot(dt, 2, 4, a, m, n);
+        else if (a->M - m == 1) micro_dot(dt, 1, 4, a, m, n);
+    }
+    for (; n < n1; n++) {
+        int64_t m = 0;
+        for (; m + 3 <= a->M; m += 3) micro_dot(dt, 3, 1, a, m, n);
+        if (a->M - m == 2) micro_dot(dt, 2, 1, a, m, n);
+        else if (a->M - m == 1) micro_dot(dt, 1, 1, a, m, n);
+    }
+}
+
+#define DISPATCH_DT(fn, dt, ...)                                                                                       \
+    do {                                                                                                               \
+        switch (dt) {                                                                                                  \
+        case MISER_DTYPE_F32: fn(MISER_DTYPE_F32, __VA_ARGS__); break;                                                 \
+        case MISER_DTYPE_F16: fn(MISER_DTYPE_F16, __VA_ARGS__); break;                                                 \
+        case MISER_DTYPE_BF16: fn(MISER_DTYPE_BF16, __VA_ARGS__); break;                                               \
+        case MISER_DTYPE_Q8_0: fn(MISER_DTYPE_Q8_0, __VA_ARGS__); break;                                               \
+        default: break;                                                                                                \
+        }                                                                                                              \
+    } while (0)
+
+static void avx2_linear(const miser_linear_args *a, int ith, int nth)
+{
+    miser_dtype dt = a->wdt;
+    int dt_ok = dt == MISER_DTYPE_F32 || dt == MISER_DTYPE_F16 || dt == MISER_DTYPE_BF16 || dt == MISER_DTYPE_Q8_0;
+    int bias_ok = !a->bias || a->bdt == MISER_DTYPE_F32 || a->bdt == MISER_DTYPE_F16 || a->bdt == MISER_DTYPE_BF16;
+    int rows = a->wsn == 1 && (dt != MISER_DTYPE_Q8_0 || a->wsk % MISER_Q8_0_BLOCK == 0);
+    int dots = !rows && a->wsk == 1 &&
+               (dt != MISER_DTYPE_Q8_0 || (a->wsn % MISER_Q8_0_BLOCK == 0 && a->K % MISER_Q8_0_BLOCK == 0));
+    if (!dt_ok || !bias_ok || (!rows && !dots) || a->M < 1 || a->N < 1) {
+        miser_kernels_ref()->linear(a, ith, nth);
+        return;
+    }
+    int64_t n0, n1;
+    if (rows) {
+        /* units of 32 columns: whole q8_0 blocks and 16-column tiles per thread */
+        int64_t units = (a->N + 31) / 32, u0, u1;
+        miser_split(units, ith, nth, &u0, &u1);
+        n0 = u0 * 32;
+        n1 = u1 * 32 < a->N ? u1 * 32 : a->N;
+        if (n0 >= n1) return;
+        if (a->M < 4) DISPATCH_DT(gemv_rows, dt, a, n0, n1);
+        else DISPATCH_DT(gemm_rows, dt, a, n0, n1);
+    } else {
+        miser_split(a->N, ith, nth, &n0, &n1);
+        if (n0 >= n1) return;
+        DISPATCH_DT(dot_cols, dt, a, n0, n1);
+    }
+    linear_epilogue(a, n0, n1);
+}
+
+/* ---- attention ---- */
+
+AI __m256 kv8(int f16, const void *base, int64_t i)
+{
+    return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)))
+               : _mm256_loadu_ps((const float *)base + i);
+}
+
+AI float kv1(int f16, const void *base, int64_t i)
+{
+    return f16 ? _cvtsh_ss(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+}
+
+AI void attention_impl(const int f16, const miser_attention_args *a, int ith, int nth)
+{
+    int64_t lo, hi;
+    miser_split(a->T * a->H, ith, nth, &lo, &hi);
+    float *p = a->scratch + (int64_t)ith * a->S;
+    const int64_t D = a->D, Dv = D / 8 * 8;
+    for (int64_t w = lo; w < hi; w++) {
+        int64_t t = w / a->H, h = w % a->H;
+        int64_t valid = a->S - a->T + t + 1;
+        const float *q = a->q + t * a->q_row + h * D;
+        /* scores: p[s] = scale * q . k[s] */
+        float mx = -INFINITY;
+        for (int64_t s = 0; s < valid; s++) {
+            int64_t kb = s * a->k_row + h * D;
+            __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+            int64_t d = 0;
+            for (; d + 16 <= Dv; d += 16) {
+                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), kv8(f16, a->k, kb + d), acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), kv8(f16, a->k, kb + d + 8), acc1);
+            }
+            for (; d < Dv; d += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), kv8(f16, a->k, kb + d), acc0);
+            float dot = hsum(_mm256_add_ps(acc0, acc1));
+            for (; d < D; d++) dot += q[d] * kv1(f16, a->k, kb + d);
+            p[s] = dot * a->scale;
+            if (p[s] > mx) mx = p[s];
+        }
+        /* fused softmax numerator: p[s] = exp(p[s] - mx) */
+        __m256 vm = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+        int64_t s = 0;
+        for (; s + 8 <= valid; s += 8) {
+            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p + s), vm));
+            _mm256_storeu_ps(p + s, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        float sum = hsum(vsum);
+        for (; s < valid; s++) {
+            p[s] = expf(p[s] - mx);
+            sum += p[s];
+        }
+        /* out = sum_s p[s] v[s] / sum */
+        float *o = a->out + t * a->o_row + h * D;
+        for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
+        for (s = 0; s < valid; s++) {
+            __m256 ps = _mm256_set1_ps(p[s]);
+            int64_t vb = s * a->v_row + h * D, d = 0;
+            for (; d < Dv; d += 8)
+                _mm256_storeu_ps(o + d, _mm256_fmadd_ps(ps, kv8(f16, a->v, vb + d), _mm256_loadu_ps(o + d)));
+            for (; d < D; d++) o[d] += p[s] * kv1(f16, a->v, vb + d);
+        }
+        __m256 inv = _mm256_set1_ps(1.0f / sum);
+        int64_t d = 0;
+        for (; d < Dv; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), inv));
+        for (; d < D; d++) o[d] *= 1.0f / sum;
+    }
+}
+
+static void avx2_attention(const miser_attention_args *a, int ith, int nth)
+{
+    if (a->kvdt == MISER_DTYPE_F16) attention_impl(1, a, ith, nth);
+    else if (a->kvdt == MISER_DTYPE_F32) attention_impl(0, a, ith, nth);
+    else miser_kernels_ref()->attention(a, ith, nth);
+}
+
+/* ---- layernorm, gelu, add, softmax ---- */
+
+AI void layernorm_impl(miser_dtype pdt, float *y, const float *x, const void *gamma, const void *beta, int64_t rows,
+                       int64_t C, float eps, int ith, int nth)
+{
+    int64_t lo, hi;
+    miser_split(rows, ith, nth, &lo, &hi);
+    const int64_t Cv = C / 8 * 8;
+    for (int64_t r = lo; r < hi; r++) {
+        const float *xr = x + r * C;
+        float *yr = y + r * C;
+        /* two passes (mean, then centred squares) as the reference: no
+         * cancellation for rows with a large mean */
+        __m256 s0 = _mm256_setzero_ps();
+        int64_t c = 0;
+        for (; c < Cv; c += 8) s0 = _mm256_add_ps(s0, _mm256_loadu_ps(xr + c));
+        float sum = hsum(s0);
+        for (; c < C; c++) sum += xr[c];
+        float mean = sum / (float)C;
+        __m256 vmean = _mm256_set1_ps(mean), v0 = _mm256_setzero_ps();
+        for (c = 0; c < Cv; c += 8) {
+            __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + c), vmean);
+            v0 = _mm256_fmadd_ps(d, d, v0);
+        }
+        float var = hsum(v0);
+        for (; c < C; c++) var += (xr[c] - mean) * (xr[c] - mean);
+        float inv = 1.0f / sqrtf(var / (float)C + eps);
+        __m256 vinv = _mm256_set1_ps(inv);
+        for (c = 0; c < Cv; c += 8) {
+            __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + c), vmean), vinv);
+            _mm256_storeu_ps(yr + c, _mm256_fmadd_ps(d, load8(pdt, gamma, c), load8(pdt, beta, c)));
+        }
+        for (; c < C; c++)
+            yr[c] = (xr[c] - mean) * inv * miser_load_elem(pdt, gamma, c) + miser_load_elem(pdt, beta, c);
+    }
+}
+
+static void avx2_layernorm(float *y, const float *x, const void *gamma, const void *beta, miser_dtype pdt,
+                           int64_t rows, int64_t C, float eps, int ith, int nth)
+{
+    switch (pdt) {
+    case MISER_DTYPE_F32: layernorm_impl(MISER_DTYPE_F32, y, x, gamma, beta, rows, C, eps, ith, nth); break;
+    case MISER_DTYPE_F16: layernorm_impl(MISER_DTYPE_F16, y, x, gamma, beta, rows, C, eps, ith, nth); break;
+    case MISER_DTYPE_BF16: layernorm_impl(MISER_DTYPE_BF16, y, x, gamma, beta, rows, C, eps, ith, nth); break;
+    default: miser_kernels_ref()->layernorm(y, x, gamma, beta, pdt, rows, C, eps, ith, nth); break;
+    }
+}
+
+/* elementwise work in chunks of 8 floats so threads never share a vector */
+static void split8(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
+{
+    int64_t u = (n + 7) / 8, u0, u1;
+    miser_split(u, ith, nth, &u0, &u1);
+    *lo = u0 * 8;
+    *hi = u1 * 8 < n ? u1 * 8 : n;
+}
+
+static void avx2_gelu(float *y, const float *x, int64_t n, int ith, int nth)
+{
+    int64_t lo, hi, i;
+    split8(n, ith, nth, &lo, &hi);
+    for (i = lo; i + 8 <= hi; i += 8) _mm256_storeu_ps(y + i, gelu8(_mm256_loadu_ps(x + i)));
+    if (i < hi) gelu_tail(y + i, x + i, hi - i);
+}
+
+static void avx2_add(float *y, const float *a, const float *b, int64_t n, int ith, int nth)
+{
+    int64_t lo, hi, i;
+    split8(n, ith, nth, &lo, &hi);
+    for (i = lo; i + 8 <= hi; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    for (; i < hi; i++) y[i] = a[i] + b[i];
+}
+
+static void avx2_softmax(float *y, const float *x, int64_t rows, int64_t n, float scale, const int64_t *valid_base,
+                         int64_t valid_step_rows, int ith, int nth)
+{
+    int64_t lo, hi;
+    miser_split(rows, ith, nth, &lo, &hi);
+    __m256 vs = _mm256_set1_ps(scale);
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t valid = valid_base ? valid_base[0] + (r % valid_step_rows) : n;
+        if (valid > n) valid = n;
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        int64_t i = 0;
+        __m256 vm = _mm256_set1_ps(-INFINITY);
+        for (; i + 8 <= valid; i += 8) vm = _mm256_max_ps(vm, _mm256_mul_ps(_mm256_loadu_ps(xr + i), vs));
+        float mx = hmax(vm);
+        for (; i < valid; i++) mx = fmaxf(mx, xr[i] * scale);
+        vm = _mm256_set1_ps(mx);
+        __m256 vsum = _mm256_setzero_ps();
+        for (i = 0; i + 8 <= valid; i += 8) {
+            __m256 e = exp8(_mm256_fmsub_ps(_mm256_loadu_ps(xr + i), vs, vm));
+            _mm256_storeu_ps(yr + i, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        float sum = hsum(vsum);
+        for (; i < valid; i++) {
+            yr[i] = expf(xr[i] * scale - mx);
+            sum += yr[i];
+        }
+        __m256 inv = _mm256_set1_ps(1.0f / sum);
+        for (i = 0; i + 8 <= valid; i += 8) _mm256_storeu_ps(yr + i, _mm256_mul_ps(_mm256_loadu_ps(yr + i), inv));
+        for (; i < valid; i++) yr[i] /= sum;
+        for (i = valid; i < n; i++) yr[i] = 0.0f;
+    }
+}
+
+static const miser_kernels g_avx2 = {
+    .name = "avx2",
+    .linear = avx2_linear,
+    .attention = avx2_attention,
+    .layernorm = avx2_layernorm,
+    .gelu = avx2_gelu,
+    .add = avx2_add,
+    .softmax = avx2_softmax,
+};
+
+const miser_kernels *miser_kernels_avx2(void) { return &g_avx2; }
