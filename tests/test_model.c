@@ -318,6 +318,10 @@ Test(model, lying_safetensors)
         /* Valid file, but a dtype miser does not compute with on a tensor it needs. */
         {"{\"wte.weight\": {\"dtype\": \"F64\", \"shape\": [10, 8], \"data_offsets\": [0, 640]}}", 640,
          MISER_ERR_UNSUPPORTED, "'wte.weight'", "F64"},
+        /* The same tensor with and without the "transformer." prefix. */
+        {"{\"transformer.ln_f.bias\": {\"dtype\": \"F32\", \"shape\": [8], \"data_offsets\": [0, 32]},"
+         " \"ln_f.bias\": {\"dtype\": \"F32\", \"shape\": [8], \"data_offsets\": [32, 64]}}",
+         64, MISER_ERR_FORMAT, "'ln_f.bias'", "stored twice"},
         /* Valid file without the tensors GPT-2 needs. */
         {"{\"__metadata__\": {\"format\": \"pt\"}}", 0, MISER_ERR_FORMAT, "required tensor 'wte.weight'",
          NULL},

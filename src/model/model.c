@@ -128,7 +128,8 @@ static miser_status read_config(const char *dir, miser_gpt2_config *c)
     if ((st = cfg_int(path, root, "n_head", 1, 1 << 12, -1, &c->n_head))) goto done;
     if ((st = cfg_int(path, root, "n_layer", 1, 1 << 12, -1, &c->n_layer))) goto done;
     if ((st = cfg_int(path, root, "vocab_size", 1, 1 << 24, -1, &c->n_vocab))) goto done;
-    const char *ctx_key = cJSON_GetObjectItemCaseSensitive(root, "n_positions") ? "n_positions" : "n_ctx";
+    const cJSON *npos = cJSON_GetObjectItemCaseSensitive(root, "n_positions");
+    const char *ctx_key = npos && !cJSON_IsNull(npos) ? "n_positions" : "n_ctx";
     if ((st = cfg_int(path, root, ctx_key, 1, 1 << 20, -1, &c->n_ctx))) goto done;
     if ((st = cfg_int(path, root, "n_inner", 1, 1 << 20, 4 * c->n_embd, &c->n_inner))) goto done;
     int64_t eos_def = c->n_vocab > 50256 ? 50256 : 0;
