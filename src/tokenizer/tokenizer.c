@@ -8,6 +8,9 @@
  *    plus an open-addressing table of ranks keyed by the (left, right) pair.
  * BPE runs on token ids, never on strings, so encoding needs no token -> id
  * table; that table exists only while loading (to resolve merges.txt).
+ * Loading also holds cJSON's tree of vocab.json for a moment (cJSON's own
+ * malloc, outside the accounting: its hooks are process-global and shared
+ * with other modules, so they are left alone).
  *
  * Merging follows the reference exactly (OpenAI's encoder.py and its
  * JavaScript port): per round, the lowest-ranked adjacent pair is merged at
