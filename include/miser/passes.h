@@ -37,8 +37,10 @@ typedef struct miser_pass_record {
     uint64_t heap_peak;       /* allocator peak during the pass, above its start */
 } miser_pass_record;
 
-/* Named pipelines: "default", "naive" (decompose + fold per consumer, no
- * sharing), "none" (nothing but memory planning). `disabled` is a
+/* Named pipelines: "default" (decompose_einsum, eliminate_noops,
+ * fold_constants, share_constants, cse, dce, fuse, dce, plan_memory),
+ * "naive" (decompose + fold with one copy per consumer, no sharing, dce,
+ * planning without reuse), "none" (nothing but memory planning). `disabled` is a
  * comma-separated list of pass names to skip (may be NULL). records (may be
  * NULL) receives up to max_records entries; *n_records is set. */
 miser_status miser_passes_run_pipeline(miser_graph *g, const char *pipeline, const char *disabled,
@@ -46,7 +48,16 @@ miser_status miser_passes_run_pipeline(miser_graph *g, const char *pipeline, con
 /* The pass names of a pipeline, comma separated; NULL for unknown names. */
 const char *miser_pipeline_passes(const char *pipeline);
 
-/* Individual passes (also reachable through the table). */
+/* Individual passes (also reachable through the table). Each rewrites g in
+ * place and returns MISER_OK, or an error status with the graph left valid
+ * (MISER_ERR_NOMEM on allocation failure). Described in docs/compiler.md. */
+miser_status miser_pass_decompose_einsum(miser_graph *g, const miser_pass_options *o);
+miser_status miser_pass_eliminate_noops(miser_graph *g, const miser_pass_options *o);
+/* o->naive: give each consumer of a folded constant chain its own copy. */
+miser_status miser_pass_fold_constants(miser_graph *g, const miser_pass_options *o);
+miser_status miser_pass_share_constants(miser_graph *g, const miser_pass_options *o);
+miser_status miser_pass_cse(miser_graph *g, const miser_pass_options *o);
+miser_status miser_pass_fuse(miser_graph *g, const miser_pass_options *o);
 miser_status miser_pass_plan_memory(miser_graph *g, const miser_pass_options *o);
 miser_status miser_pass_dce(miser_graph *g, const miser_pass_options *o);
 

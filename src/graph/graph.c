@@ -68,6 +68,7 @@ int32_t miser_graph_add_storage(miser_graph *g, const void *base, uint64_t bytes
     s->bytes = bytes;
     s->owned = owned;
     snprintf(s->name, sizeof s->name, "%s", name ? name : "");
+    if (owned) g->materialized_bytes += bytes; /* released storage subtracts it again */
     return g->n_storage++;
 }
 
@@ -551,6 +552,10 @@ void miser_graph_dump(const miser_graph *g, void *fp)
         shape_str(n->shape, n->ndim, sh, sizeof sh);
         fprintf(f, "%%%d = %s", i, miser_op_name(n->op));
         if (n->op == MISER_OP_EINSUM) fprintf(f, "[%s]", n->attr.eq);
+        if (n->op == MISER_OP_LINEAR && n->attr.i[0] == MISER_ACT_GELU) fprintf(f, "[gelu]");
+        if (n->op == MISER_OP_ATTENTION || n->op == MISER_OP_SCALE) fprintf(f, "[scale=%g]", (double)n->attr.f[0]);
+        if (n->op == MISER_OP_SLICE)
+            fprintf(f, "[axis=%lld,%lld+%lld]", (long long)n->attr.i[0], (long long)n->attr.i[1], (long long)n->attr.i[2]);
         fprintf(f, "(");
         for (int k = 0; k < n->n_in; k++) fprintf(f, "%s%%%d", k ? ", " : "", n->in[k]);
         fprintf(f, ") : %s%s %s", miser_dtype_name(n->dtype), sh, n->name);

@@ -9,15 +9,25 @@
 #include <time.h>
 
 static const miser_pass_info g_passes[] = {
+    {"decompose_einsum", "einsum -> transpose/reshape views + matmul (+ reshape/transpose of the result)",
+     miser_pass_decompose_einsum},
+    {"eliminate_noops", "remove identity reshapes/transposes/broadcasts and redundant copies; collapse view chains",
+     miser_pass_eliminate_noops},
+    {"fold_constants", "layout ops on constants -> strided views of the same storage (never a copy, never widened)",
+     miser_pass_fold_constants},
+    {"share_constants", "identical constants (dtype, shape, content hash + compare) become one", miser_pass_share_constants},
+    {"cse", "common-subexpression elimination", miser_pass_cse},
     {"dce", "dead-code elimination; releases unreferenced materialised constants", miser_pass_dce},
+    {"fuse", "matmul+bias(+gelu) -> linear; scores/softmax/combine -> attention; Q|K|V -> one linear over c_attn",
+     miser_pass_fuse},
     {"plan_memory", "liveness-based offsets in one activation arena, in-place reuse", miser_pass_plan_memory},
 };
 
 static const struct {
     const char *name, *passes;
 } g_pipelines[] = {
-    {"default", "dce,plan_memory"},
-    {"naive", "dce,plan_memory"},
+    {"default", "decompose_einsum,eliminate_noops,fold_constants,share_constants,cse,dce,fuse,dce,plan_memory"},
+    {"naive", "decompose_einsum,fold_constants,dce,plan_memory"},
     {"none", "plan_memory"},
 };
 
