@@ -432,7 +432,10 @@ static int run_soak(const char *cmd, const scenario *sc, long long iters, const 
     long long off = iters > 2 ? 1 : 0;
     double d_rss = slope(rss + off, iters - off), d_anon = slope(anon + off, iters - off),
            d_heap = slope(heap + off, iters - off);
-    printf("drift per iteration (slope over iterations %lld..%lld): rss %+.2f KiB, anon %+.2f KiB, miser heap %+.0f B\n",
+    if (iters - off < 2)
+        printf("drift per iteration: n/a (needs at least 2 iterations)\n");
+    else
+        printf("drift per iteration (slope over iterations %lld..%lld): rss %+.2f KiB, anon %+.2f KiB, miser heap %+.0f B\n",
            off + 1, iters, d_rss, d_anon, d_heap);
     printf("first -> last: rss %+.0f KiB, anon %+.0f KiB, miser heap %+.0f B\n", rss[iters - 1] - rss[0],
            anon[iters - 1] - anon[0], heap[iters - 1] - heap[0]);
@@ -620,7 +623,7 @@ static int cmd_bench(int argc, char **argv)
     miser_bench_report rep = {.nrows = 1, .rows = &row, .reference = 0, .synthetic = synthetic,
                               .published_path = MISER_SOURCE_DIR "/data/published-keras-gpt2-medium.json"};
     snprintf(rep.title, sizeof rep.title, "miser bench: the study's scenario");
-    snprintf(rep.model, sizeof rep.model, "%s%s", sc.model_dir, synthetic ? " (synthetic weights)" : "");
+    snprintf(rep.model, sizeof rep.model, "%.900s%s", sc.model_dir, synthetic ? " (synthetic weights)" : "");
     snprintf(rep.scenario, sizeof rep.scenario,
              "prompts \"%s\" then \"%s\", greedy, max_length %lld, pipeline %s, %lld thread(s), %zu run(s) in fresh "
              "processes",

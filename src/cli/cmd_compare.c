@@ -1,0 +1,339 @@
+/* `miser compare`: the study's scenario on several runtimes, each run in its
+ * own process under the out-of-process profiler (the same watcher for all),
+ * on the same weights: miser (default and naive pipelines) and the peer
+ * adapters of tools/peers (PyTorch, ONNX Runtime, llama.cpp), which follow
+ * one contract (--prompt-ids, the six [STAGE] marks, --json-out with the
+ * generated ids). Writes report.md, report.html and report.json to --out.
+ *
+ * Each runtime first makes one unrecorded warm-up run: the peers convert the
+ * checkpoint (ONNX export, GGUF) into their cache on first use, and every
+ * runtime then starts from the same warm page cache. */
+#include "bench_cli.h"
+#include "cli.h"
+#include "miser/alloc.h"
+#include "miser/bench.h"
+#include "miser/profiler.h"
+#include "miser/tokenizer.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: miser compare [--model DIR] [options]\n"
+            "\n"
+            "Run the memory study's scenario (\"Hello\" then \"Test\", greedy, max_length 10) on each\n"
+            "runtime in its own process under `miser profile`, on the same weights, and write a\n"
+            "report (Markdown + HTML with SVG charts): the study's CPU table, corrected and derived\n"
+            "figures, variance, rankings and recommendations by memory tier, a greedy-token check\n"
+            "against miser, the machine, and the study's published figures (another machine).\n"
+            "\n"
+            "Without --model: the synthetic GPT-2 medium-shaped checkpoint of `miser bench`.\n"
+            "\n"
+            "options:\n"
+            "  --model DIR         checkpoint directory\n"
+            "  --runtimes LIST     comma-separated: miser, miser-naive, pytorch, onnxruntime, llamacpp\n"
+            "                      (default: all)\n"
+            "  --runs N            recorded runs per runtime (default 3; plus one warm-up run)\n"
+            "  --prompt TEXT       first prompt (default \"Hello\")\n"
+            "  --prompt2 TEXT      second prompt (default \"Test\")\n"
+            "  --max-length N      total length counting the prompt (default 10)\n"
+            "  --threads N         compute threads for every runtime (default 1)\n"
+            "  --out DIR           report directory (default ./miser-report)\n"
+            "  --peers-dir DIR     peer adapters (default: the source tree's tools/peers;\n"
+            "                      also $MISER_PEERS_DIR)\n"
+            "  -h, --help          this help\n"
+            "\n"
+            "A peer that is not installed is skipped with a one-line message (install: `make peers`).\n"
+            "exit codes: 0 ok, 1 a runtime failed or tokens disagree, 2 bad options, 3 bad model.\n");
+}
+
+typedef struct runtime_def {
+    const char *name;
+    const char *interp;  /* NULL: miser itself */
+    const char *script;
+    const char *pipeline;
+} runtime_def;
+
+static const runtime_def all_runtimes[] = {
+    {"miser", NULL, NULL, "default"},
+    {"miser-naive", NULL, NULL, "naive"},
+    {"pytorch", "/usr/bin/python3", "torch_gpt2.py", NULL},
+    {"onnxruntime", "node", "ort_gpt2.js", NULL},
+    {"llamacpp", "node", "llamacpp_gpt2.js", NULL},
+};
+#define N_RUNTIMES (sizeof all_runtimes / sizeof all_runtimes[0])
+
+static int ids_text(const char *cmd, const char *model_dir, const char *prompt, char *out, size_t cap)
+{
+    miser_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (miser_tokenizer_open(model_dir, &tok) || miser_tokenizer_encode(tok, prompt, strlen(prompt), 0, &ids, &n)) {
+        miser_cli_error(cmd, "%s", miser_error_message());
+        miser_tokenizer_free(tok);
+        return MISER_EXIT_DATA;
+    }
+    size_t o = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < n && o + 16 < cap; i++) o += (size_t)snprintf(out + o, cap - o, "%s%d", i ? "," : "", ids[i]);
+    miser_free(ids);
+    miser_tokenizer_free(tok);
+    if (!n) {
+        miser_cli_error(cmd, "the prompt \"%s\" has no tokens", prompt);
+        return MISER_EXIT_DATA;
+    }
+    return 0;
+}
+
+static void on_warning(const char *msg, void *ctx)
+{
+    fprintf(stderr, "miser compare: %s: %s\n", (const char *)ctx, msg);
+}
+
+/* Run one runtime once under the watcher. Returns the child's exit code
+ * (127: could not start) and hands the profile to *out. */
+static int run_once(const char *cmd, char *const argv[], const char *label, miser_profile **out)
+{
+    miser_watch_options o = {0};
+    o.sample_interval_ms = 20; /* the study polled RSS every 20 ms */
+    o.marker_pipe = 1;         /* stage marks with the adapters' data (seconds=, tokens=, ttft_s=) */
+    o.stdout_markers = 0;      /* their [STAGE] lines go to our stdout unchanged */
+    o.stdout_fd = 1;
+    o.on_warning = on_warning;
+    o.ctx = (void *)label;
+    fflush(stdout);
+    *out = NULL;
+    if (miser_profile_command(&o, argv, out)) {
+        miser_cli_error(cmd, "%s: %s", label, miser_error_message());
+        return 127;
+    }
+    miser_profile_exit ex = miser_profile_exit_status(*out);
+    if (ex.signaled) return 128 + ex.signal;
+    return ex.exited ? ex.code : 1;
+}
+
+static int cmd_compare(int argc, char **argv)
+{
+    const char *cmd = "compare";
+    const char *model_dir = NULL, *prompt = "Hello", *prompt2 = "Test", *out_dir = "miser-report";
+    const char *runtimes = NULL, *peers_dir = getenv("MISER_PEERS_DIR");
+    long long runs = 3, max_length = 10, threads = 1;
+    if (!peers_dir || !*peers_dir) peers_dir = MISER_SOURCE_DIR "/tools/peers";
+    enum { O_RT = 256, O_RUNS, O_P2, O_MAXLEN, O_THREADS, O_OUT, O_PEERS };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},       {"prompt", required_argument, 0, 'p'},
+        {"prompt2", required_argument, 0, O_P2},    {"runtimes", required_argument, 0, O_RT},
+        {"runs", required_argument, 0, O_RUNS},     {"max-length", required_argument, 0, O_MAXLEN},
+        {"threads", required_argument, 0, O_THREADS}, {"out", required_argument, 0, O_OUT},
+        {"peers-dir", required_argument, 0, O_PEERS}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    optind = 1;
+    opterr = 0;
+    int c, li = -1;
+    while ((c = getopt_long(argc, argv, ":hm:p:", opts, &li)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case 'h': usage(stdout); return MISER_EXIT_OK;
+        case 'm': model_dir = optarg; break;
+        case 'p': prompt = optarg; break;
+        case O_P2: prompt2 = optarg; break;
+        case O_RT: runtimes = optarg; break;
+        case O_RUNS: bad = miser_cli_parse_i64(optarg, 1, MISER_BENCH_MAX_RUNS, &runs); break;
+        case O_MAXLEN: bad = miser_cli_parse_i64(optarg, 2, 1 << 20, &max_length); break;
+        case O_THREADS: bad = miser_cli_parse_i64(optarg, 1, 256, &threads); break;
+        case O_OUT: out_dir = optarg; break;
+        case O_PEERS: peers_dir = optarg; break;
+        case ':': miser_cli_error(cmd, "option %s needs a value", argv[optind - 1]); return MISER_EXIT_USAGE;
+        default: miser_cli_error(cmd, "unknown option '%s' (see --help)", argv[optind - 1]); return MISER_EXIT_USAGE;
+        }
+        if (bad) {
+            miser_cli_error(cmd, "invalid value '%s' for %s", optarg, argv[optind - 1]);
+            return MISER_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        miser_cli_error(cmd, "unexpected argument '%s'", argv[optind]);
+        return MISER_EXIT_USAGE;
+    }
+    /* Which runtimes, in the order asked. */
+    const runtime_def *sel[N_RUNTIMES];
+    size_t nsel = 0;
+    if (!runtimes) {
+        for (size_t i = 0; i < N_RUNTIMES; i++) sel[nsel++] = &all_runtimes[i];
+    } else {
+        char list[512];
+        snprintf(list, sizeof list, "%s", runtimes);
+        char *save = NULL;
+        for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            const runtime_def *d = NULL;
+            for (size_t i = 0; i < N_RUNTIMES; i++)
+                if (!strcmp(t, all_runtimes[i].name)) d = &all_runtimes[i];
+            if (!d) {
+                miser_cli_error(cmd, "unknown runtime '%s' (miser, miser-naive, pytorch, onnxruntime, llamacpp)", t);
+                return MISER_EXIT_USAGE;
+            }
+            int dup = 0;
+            for (size_t i = 0; i < nsel; i++) dup |= sel[i] == d;
+            if (!dup) sel[nsel++] = d;
+        }
+        if (!nsel) {
+            miser_cli_error(cmd, "--runtimes lists no runtime");
+            return MISER_EXIT_USAGE;
+        }
+    }
+    char synth_dir[4096];
+    int synthetic = 0;
+    if (!model_dir) {
+        int rc = miser_bench_synthetic_dir(cmd, synth_dir, sizeof synth_dir);
+        if (rc) return rc;
+        model_dir = synth_dir;
+        synthetic = 1;
+    }
+    char p1[1024], p2[1024];
+    int rc = ids_text(cmd, model_dir, prompt, p1, sizeof p1);
+    if (!rc) rc = ids_text(cmd, model_dir, prompt2, p2, sizeof p2);
+    if (rc) return rc;
+    if (mkdir(out_dir, 0755) && errno != EEXIST) {
+        miser_cli_error(cmd, "cannot create %s: %s", out_dir, strerror(errno));
+        return MISER_EXIT_FAIL;
+    }
+    char tmpdir[] = "/tmp/miser-compare-XXXXXX";
+    if (!mkdtemp(tmpdir)) {
+        miser_cli_error(cmd, "mkdtemp: %s", strerror(errno));
+        return MISER_EXIT_FAIL;
+    }
+    miser_bench_row *rows = miser_calloc(MISER_MEM_OTHER, nsel, sizeof *rows);
+    if (!rows) {
+        miser_cli_error(cmd, "out of memory");
+        rmdir(tmpdir);
+        return MISER_EXIT_FAIL;
+    }
+    char self[4096], maxlen[32], thr[32], script[4200], res[4200];
+    miser_bench_self_exe(self, sizeof self);
+    snprintf(maxlen, sizeof maxlen, "%lld", max_length);
+    snprintf(thr, sizeof thr, "%lld", threads);
+    int failed = 0;
+    for (size_t r = 0; r < nsel; r++) {
+        const runtime_def *d = sel[r];
+        miser_bench_row *w = &rows[r];
+        snprintf(w->name, sizeof w->name, "%s", d->name);
+        snprintf(res, sizeof res, "%s/%s.json", tmpdir, d->name);
+        char *argvv[32];
+        int a = 0;
+        if (!d->interp) {
+            argvv[a++] = self;
+            argvv[a++] = "bench";
+            argvv[a++] = "--child";
+            argvv[a++] = "--model";
+            argvv[a++] = (char *)model_dir;
+            argvv[a++] = "--prompt";
+            argvv[a++] = (char *)prompt;
+            argvv[a++] = "--prompt2";
+            argvv[a++] = (char *)prompt2;
+            argvv[a++] = "--pipeline";
+            argvv[a++] = (char *)d->pipeline;
+        } else {
+            snprintf(script, sizeof script, "%s/%s", peers_dir, d->script);
+            if (access(script, R_OK)) {
+                w->skipped = 1;
+                snprintf(w->note, sizeof w->note, "not installed: adapter %.300s not found (install the peers with `make peers`)",
+                         script);
+                fprintf(stderr, "miser compare: skipping %s: %s\n", d->name, w->note);
+                continue;
+            }
+            argvv[a++] = (char *)d->interp;
+            argvv[a++] = script;
+            argvv[a++] = "--model";
+            argvv[a++] = (char *)model_dir;
+            argvv[a++] = "--prompt-ids";
+            argvv[a++] = p1;
+            argvv[a++] = "--prompt2-ids";
+            argvv[a++] = p2;
+        }
+        argvv[a++] = "--max-length";
+        argvv[a++] = maxlen;
+        argvv[a++] = "--threads";
+        argvv[a++] = thr;
+        argvv[a++] = "--json-out";
+        argvv[a++] = res;
+        argvv[a] = NULL;
+        for (long long i = -1; i < runs; i++) {
+            if (i < 0) printf("== %s: warm-up run (not recorded)\n", d->name);
+            else printf("== %s: run %lld/%lld%s\n", d->name, i + 1, runs, synthetic ? " [synthetic weights]" : "");
+            miser_profile *p = NULL;
+            unlink(res);
+            int crc = run_once(cmd, argvv, d->name, &p);
+            if (crc == 3 && d->interp) {
+                w->skipped = 1;
+                snprintf(w->note, sizeof w->note, "not installed (the adapter exited 3): install the peers with `make peers`");
+                fprintf(stderr, "miser compare: skipping %s: %s\n", d->name, w->note);
+                miser_profile_free(p);
+                break;
+            }
+            if (crc != 0) {
+                w->failed = 1;
+                failed = 1;
+                snprintf(w->note, sizeof w->note, "%s run exited with %d (its stderr is above)",
+                         i < 0 ? "the warm-up" : "a", crc);
+                fprintf(stderr, "miser compare: %s failed: %s\n", d->name, w->note);
+                miser_profile_free(p);
+                break;
+            }
+            if (i < 0) {
+                miser_profile_free(p);
+                continue;
+            }
+            miser_bench_run_from_profile(p, &w->runs[w->nruns++]);
+            if (!w->timeline) w->timeline = p;
+            else miser_profile_free(p);
+            if (i == 0 && miser_bench_load_result(res, w)) {
+                w->failed = 1;
+                failed = 1;
+                snprintf(w->note, sizeof w->note, "%s", miser_error_message());
+            }
+        }
+        unlink(res);
+    }
+    rmdir(tmpdir);
+    miser_bench_report rep = {.nrows = nsel, .rows = rows, .reference = -1, .synthetic = synthetic,
+                              .published_path = MISER_SOURCE_DIR "/data/published-keras-gpt2-medium.json"};
+    for (size_t r = 0; r < nsel && rep.reference < 0; r++)
+        if (!strcmp(rows[r].name, "miser") && rows[r].has_ids) rep.reference = (int)r;
+    for (size_t r = 0; r < nsel && rep.reference < 0; r++)
+        if (!strcmp(rows[r].name, "miser-naive") && rows[r].has_ids) rep.reference = (int)r;
+    snprintf(rep.title, sizeof rep.title, "miser compare: the study's scenario on %zu runtime(s)", nsel);
+    snprintf(rep.model, sizeof rep.model, "%.900s%s", model_dir, synthetic ? " (synthetic weights)" : "");
+    snprintf(rep.scenario, sizeof rep.scenario,
+             "prompts \"%.40s\" (ids %.40s) then \"%.40s\" (ids %.40s), greedy, max_length %lld, %lld thread(s), %lld recorded "
+             "run(s) per runtime after one warm-up run, each in its own process under miser's out-of-process "
+             "profiler (RSS sampled every 20 ms, exact peaks per stage)",
+             prompt, p1, prompt2, p2, max_length, threads, runs);
+    miser_bench_machine(rep.machine, sizeof rep.machine);
+    size_t disagree = miser_bench_check_agreement(&rep);
+    miser_bench_write_table(&rep, stdout);
+    char path[4200];
+    struct { const char *name; miser_bench_writer w; } outs[] = {
+        {"report.md", miser_bench_write_markdown}, {"report.html", miser_bench_write_html},
+        {"report.json", miser_bench_write_json}};
+    for (int k = 0; k < 3; k++) {
+        snprintf(path, sizeof path, "%s/%s", out_dir, outs[k].name);
+        if (miser_bench_write_file(&rep, outs[k].w, path)) {
+            miser_cli_error(cmd, "%s", miser_error_message());
+            failed = 1;
+        }
+    }
+    printf("report: %s/report.md, %s/report.html\n", out_dir, out_dir);
+    if (disagree) fprintf(stderr, "miser compare: %zu runtime(s) generated different greedy tokens (see the report)\n", disagree);
+    for (size_t r = 0; r < nsel; r++) miser_profile_free(rows[r].timeline);
+    miser_free(rows);
+    int frc = miser_cli_finish_stdout(cmd);
+    return failed || disagree ? MISER_EXIT_FAIL : frc;
+}
+
+MISER_CLI_COMMAND(compare, "compare", "run the memory study's scenario on miser and other runtimes", cmd_compare)
