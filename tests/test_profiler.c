@@ -296,8 +296,8 @@ Test(profiler_watch, short_spike_exact_vs_sampler_20ms, .timeout = 60)
         cr_assert(b && k);
         cr_assert_str_eq(miser_stage_get(k, "i"), miser_stage_get(b, "i"));
         cr_assert(k->peak_exact);
-        /* A hit: the interval's peak shows at least 90 % of the spike above the baseline. */
-        double need = 0.9 * SPIKE_MB * 1024;
+        /* A hit: the interval's peak shows the spike above the baseline to within 2 %. */
+        double need = 0.98 * SPIKE_MB * 1024;
         exact_hits += (double)(k->peak_rss_kb - b->rss_kb) >= need;
         sampled_hits += (double)(k->peak_sampled_kb - b->rss_kb) >= need;
         /* And the memory was really given back: the mark after shows no growth. */
@@ -702,7 +702,7 @@ Test(profiler_report, all_formats_and_atomic_files)
              dir);
     if (access("/usr/bin/python3", X_OK) == 0) cr_assert_eq(sh("%s", cmd), 0);
     /* No temporary left behind; an unwritable path leaves nothing. */
-    cr_assert_eq(sh("ls %s | grep -c tmp", dir), 1); /* grep -c prints 0 and exits 1 */
+    cr_assert_eq(sh("ls %s | grep -c tmp > /dev/null", dir), 1); /* grep -c prints 0 and exits 1 */
     cr_assert_neq(miser_profile_write_file(p, MISER_REPORT_JSON, "/nonexistent-dir/r.json"), MISER_OK);
     cr_assert_neq(access("/nonexistent-dir", F_OK), 0);
     FILE *full = fopen("/dev/full", "w");

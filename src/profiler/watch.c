@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -676,8 +677,10 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
         if (iv > 0 && next_sample - now < wait) wait = next_sample - now;
         if (next_tm < opts->ntime_marks && tm[next_tm]->at_s - now < wait) wait = tm[next_tm]->at_s - now;
         if (pidfd < 0 && wait > 0.01) wait = 0.01;
-        int ms = wait <= 0 ? 0 : (int)(wait * 1000 + 0.999);
-        int pr = poll(pf, (nfds_t)np, ms);
+        if (wait < 0) wait = 0;
+        /* ppoll: sub-millisecond timeouts, so a 1 ms sampler keeps its pace. */
+        struct timespec to = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+        int pr = ppoll(pf, (nfds_t)np, &to, NULL);
         if (pr <= 0) continue;
         for (int i = 0; i < np; i++) {
             if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
