@@ -243,7 +243,9 @@ static int run_child(const char *cmd, const scenario *sc, const char *profile_ou
     const char *mfd = getenv(MISER_MARKER_ENV);
     if (mfd && *mfd) c.marker_fd = atoi(mfd);
     miser_status st;
-    if (profile_out && (st = miser_profiler_start(NULL, &c.prof))) {
+    /* Sample RSS every 20 ms, as the study polled it, for its peak_ram_mb. */
+    miser_profiler_options po = {.sample_interval_ms = 20};
+    if (profile_out && (st = miser_profiler_start(&po, &c.prof))) {
         miser_cli_error(cmd, "profiler: %s", miser_error_message());
         return MISER_EXIT_FAIL;
     }
