@@ -41,7 +41,8 @@ static void usage(FILE *f)
             "  -h, --help             this help\n"
             "\n"
             "exit codes: 0 ok, 1 failure, 2 bad options, 3 bad model.\n",
-            "decompose_einsum, eliminate_noops, fold_constants, share_constants, cse, dce, fuse, plan_memory");
+            "decompose_einsum, eliminate_noops, fold_constants, share_constants, cse, dce, fuse\n"
+            "                         (plan_memory is always run)");
 }
 
 static double now_s(void)
@@ -244,8 +245,9 @@ static int cmd_inspect(int argc, char **argv)
         return miser_cli_exit_for_status(st);
     }
     if (dump_before) {
-        /* the graph as built: no pass at all (plan_memory only adds offsets) */
-        miser_compile_options co = {.pipeline = "none", .disable = "plan_memory", .max_batch = max_batch,
+        /* the graph as built: pipeline none runs only plan_memory, which adds
+         * arena offsets and changes nothing the dump shows */
+        miser_compile_options co = {.pipeline = "none", .max_batch = max_batch,
                                     .max_context = max_ctx};
         if ((st = miser_plan_compile(model, &co, &plan))) goto fail;
         rc = write_dump(cmd, dump_before, miser_plan_graph(plan), dot);

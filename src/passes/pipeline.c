@@ -97,6 +97,8 @@ miser_status miser_passes_run_pipeline(miser_graph *g, const char *pipeline, con
         char nm[64];
         snprintf(nm, sizeof nm, "%.*s", (int)l, p);
         if (l && !miser_pass_find(nm)) return miser_error_set(MISER_ERR_INVALID, "unknown pass '%s'", nm);
+        if (!strcmp(nm, "plan_memory"))
+            return miser_error_set(MISER_ERR_INVALID, "pass plan_memory cannot be disabled: the executor needs its arena plan");
         if (!e) break;
         p = e + 1;
     }
