@@ -106,6 +106,14 @@ function parseArgs(prog, description, precisions, argv = process.argv.slice(2)) 
     throw new PeerError(`precision '${a.precision}' is not supported by this runtime (supported: ${precisions.join(', ')})`,
       EXIT_UNSUPPORTED);
   }
+  if (a.jsonOut) {
+    const d = path.dirname(path.resolve(a.jsonOut));
+    try {
+      fs.accessSync(d, fs.constants.W_OK | fs.constants.X_OK);
+    } catch (e) {
+      throw new PeerError(`${a.jsonOut}: directory ${d} is missing or not writable`, EXIT_USAGE);
+    }
+  }
   const p1 = parseIds(a.promptIds, '--prompt-ids');
   const p2 = a.prompt2Ids !== undefined ? parseIds(a.prompt2Ids, '--prompt2-ids') : p1.slice();
   let n1, n2;

@@ -112,6 +112,10 @@ def finish_args(args, precisions):
                         f"(supported: {', '.join(precisions)})", EXIT_UNSUPPORTED)
     if args.threads < 1:
         raise PeerError("--threads must be at least 1", EXIT_USAGE)
+    if args.json_out:
+        d = os.path.dirname(os.path.abspath(args.json_out))
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise PeerError(f"{args.json_out}: directory {d} is missing or not writable", EXIT_USAGE)
     p1 = parse_ids(args.prompt_ids, "--prompt-ids")
     p2 = parse_ids(args.prompt2_ids, "--prompt2-ids") if args.prompt2_ids else list(p1)
     if args.max_new_tokens is not None:
@@ -256,6 +260,33 @@ class SafeTensors:
             raise PeerError(f"{self.path}: tensor {name!r} not found")
         dt, shape, off, count = self.entries[name]
         return np.frombuffer(self.mm, dtype=_ST_DTYPES[dt], count=count, offset=off).reshape(shape)
+
+    def read_f32_into(self, name, out):
+        """Fill out (a writable, C-contiguous float32 array of the tensor's size) with the
+        tensor, read with pread so that the file's pages never enter this process's RSS."""
+        dt, shape, off, count = self.entries[name]
+        if out.dtype != np.float32 or out.size != count or not out.flags.c_contiguous:
+            raise PeerError(f"{self.path}: {name}: destination does not fit")
+        nbytes = count * np.dtype(_ST_DTYPES[dt]).itemsize
+        buf = out.reshape(-1).view(np.uint8) if dt == "F32" else np.empty(nbytes, dtype=np.uint8)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            done = 0
+            view = memoryview(buf)
+            while done < nbytes:
+                n = os.preadv(fd, [view[done:]], off + done)
+                if n <= 0:
+                    raise PeerError(f"{self.path}: {name}: short read")
+                done += n
+        finally:
+            os.close(fd)
+        if dt == "F16":
+            out.reshape(-1)[:] = buf.view(np.float16)
+        elif dt == "BF16":
+            out.reshape(-1).view(np.uint32)[:] = buf.view(np.uint16).astype(np.uint32) << 16
+        elif dt != "F32":
+            out.reshape(-1)[:] = buf.view(_ST_DTYPES[dt])
+        return out
 
     def f32(self, name):
         """The tensor as float32: a view for F32, a converted copy otherwise."""

@@ -5,8 +5,9 @@ Follows the common contract in tools/peers/README.md. Uses Hugging Face
 transformers' GPT2LMHeadModel when it is importable (it is not on Debian 12),
 otherwise its own GPT-2 below (pre-LN, tanh GELU, causal attention, KV cache,
 lm_head tied to wte) over weights read with peer_common's safetensors reader.
-The weights are copied into torch tensors owned by the process (anonymous
-memory), as a PyTorch model loaded from a checkpoint holds them.
+The weights are read (pread, not through the mmap) into torch tensors owned by
+the process (anonymous memory), as a PyTorch model loaded from a checkpoint
+holds them.
 """
 import os
 import sys
@@ -30,8 +31,12 @@ class OwnGPT2:
         self.H, self.D = cfg["n_head"], C // cfg["n_head"]
 
         def t(name):
-            # one copy into process-owned memory, in the compute dtype
-            return torch.from_numpy(st.f32(name).copy()).to(dtype).contiguous()
+            # Read straight into process-owned memory (no mmap view held at
+            # the same time, so the peak is the weights once), then the
+            # compute dtype.
+            a = torch.empty(st.entries[name][1], dtype=torch.float32)
+            st.read_f32_into(name, a.numpy())
+            return a if dtype == torch.float32 else a.to(dtype)
 
         self.wte, self.wpe = t("wte.weight"), t("wpe.weight")
         self.lnf = (t("ln_f.weight"), t("ln_f.bias"))
@@ -174,7 +179,7 @@ def main():
         else:
             cfg, st = pc.open_checkpoint(args.model)
             model = OwnGPT2(torch, cfg, st, dtype)
-            del st  # the mmap goes once nothing views it: weights now live in torch tensors
+            del st
         load_s = pc.now() - t0
         stages.mark(1)
         stages.mark(2)
