@@ -19,11 +19,21 @@ const miser_kernels *miser_kernels_avx2(void);
 
 static const miser_kernels *g_selected;
 
+#if MISER_HAVE_AVX2_SET
+#include <cpuid.h>
+/* F16C is CPUID.1:ECX bit 29; clang's __builtin_cpu_supports has no "f16c". */
+static int cpu_has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+#endif
+
 static const miser_kernels *best(void)
 {
 #if MISER_HAVE_AVX2_SET
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
         return miser_kernels_avx2();
 #endif
     return miser_kernels_ref();
