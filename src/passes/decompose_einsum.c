@@ -12,8 +12,10 @@
  * broadcast batch dimensions. Operands are swapped when the output lists
  * the right operand's free labels first, so GPT-2's attention scores need no
  * output transpose. Reshapes of constants are left for fold_constants, which
- * turns them into strided views; an activation is made contiguous before a
- * merging reshape only when the compiler cannot prove it already is.
+ * turns them into strided views (a constant layout strides cannot express
+ * gets a CONTIGUOUS, which fold_constants materialises once); an activation
+ * is made contiguous before a merging reshape only when the compiler cannot
+ * prove it already is.
  *
  * Left as einsums (still correct, run by the reference kernel): labels
  * summed out of a single operand (they need a reduction op), "..." dims that
@@ -82,7 +84,21 @@ static int32_t prepare(miser_rw *r, int32_t x, const int32_t *order, int32_t ran
     }
     const miser_node *xn = &g->nodes[x];
     if (same_dims(xn->ndim, xn->shape, t_nd, target)) return x;
-    if (merges && g->nodes[x].op != MISER_OP_CONST && !miser_pass_known_contiguous(g, x)) {
+    int need_copy = 0;
+    if (merges) {
+        /* a constant (or a transpose of one) whose layout strides can express
+         * is left to fold_constants as a view; anything else is copied once */
+        int64_t cs[MISER_MAX_DIMS], ts[MISER_MAX_DIMS];
+        int32_t c = x;
+        if (g->nodes[c].op == MISER_OP_TRANSPOSE) c = g->nodes[c].in[0];
+        if (g->nodes[c].op == MISER_OP_CONST) {
+            const miser_node *cn = &g->nodes[c];
+            for (int i = 0; i < xn->ndim; i++) cs[i] = c == x ? cn->cst.stride[i] : cn->cst.stride[xn->attr.perm[i]];
+            need_copy = miser_pass_reshape_strides(xn->ndim, xn->shape, cs, t_nd, target, ts) != 0;
+        } else
+            need_copy = !miser_pass_known_contiguous(g, x);
+    }
+    if (need_copy) {
         miser_node c = {.op = MISER_OP_CONTIGUOUS, .n_in = 1, .in = {x}};
         snprintf(sfx, sizeof sfx, "%s.c", suffix);
         miser_pass_name(&c, base, sfx);
@@ -184,7 +200,7 @@ static int32_t decompose(miser_rw *r, const miser_node *e)
     if (nnn == 1) Nv = ns[0];
     if (n_extra) Nv = ns[nnn - 1];
     int a_nd = nbt + m_extra + n_extra + 2, b_nd = nbt + (nbt ? m_extra : 0) + n_extra + 2;
-    if (a_nd > MISER_MAX_DIMS || b_nd > MISER_MAX_DIMS || nbt + m_extra + n_extra + nm + nnn > MISER_MAX_DIMS)
+    if (a_nd > MISER_MAX_DIMS || b_nd > MISER_MAX_DIMS)
         return UNSUPPORTED;
 
     /* operand A: [bt.., M.., K..] -> [bt.., Mextra.., 1 x n_extra, Mv, K] */

@@ -1,8 +1,10 @@
-/* Constant folding of layout ops. A TRANSPOSE, RESHAPE, BROADCAST or SLICE
+/* Constant folding of layout ops. A TRANSPOSE, RESHAPE, BROADCAST, SLICE or
+ * CONTIGUOUS
  * of a constant becomes a new CONST node that views the SAME storage with
  * new strides: no bytes are copied and the dtype is kept (f16/bf16/q8_0 are
  * never widened). Only a reshape whose layout strides cannot express is
- * materialised, once per distinct source view (every consumer shares it),
+ * materialised (as is a CONTIGUOUS of a strided constant), once per distinct
+ * source view (every consumer shares it),
  * into owned storage (MISER_MEM_CONSTANTS); storage no constant refers to
  * any more is released at the end.
  *
@@ -17,7 +19,8 @@
 
 static int foldable_op(miser_op op)
 {
-    return op == MISER_OP_TRANSPOSE || op == MISER_OP_RESHAPE || op == MISER_OP_BROADCAST || op == MISER_OP_SLICE;
+    return op == MISER_OP_TRANSPOSE || op == MISER_OP_RESHAPE || op == MISER_OP_BROADCAST || op == MISER_OP_SLICE ||
+           op == MISER_OP_CONTIGUOUS;
 }
 
 static size_t elem_size(miser_dtype dt)
@@ -119,41 +122,46 @@ static int fold(miser_graph *g, const miser_node *n, miser_node *out, mat_entry 
         break;
     case MISER_OP_RESHAPE:
         if (!miser_pass_reshape_strides(c->ndim, c->shape, c->cst.stride, n->ndim, n->shape, v.cst.stride)) break;
-        {
-            /* not expressible as strides: one shared contiguous copy */
-            int32_t s = -1;
-            const void *copy = NULL;
-            for (int k = 0; k < *n_cache; k++)
-                if (same_view(&(*cache)[k], c)) {
-                    s = (*cache)[k].storage;
-                    copy = (*cache)[k].copy;
-                }
-            if (s < 0) {
-                int unsupported;
-                s = materialize(g, c, &unsupported, &copy);
-                if (s < 0) return unsupported ? 0 : -1;
-                if (*n_cache == *cap_cache) {
-                    int nc = *cap_cache ? *cap_cache * 2 : 16;
-                    mat_entry *ne = miser_realloc(MISER_MEM_COMPILE, *cache, (size_t)nc * sizeof *ne);
-                    if (!ne) return -1;
-                    *cache = ne;
-                    *cap_cache = nc;
-                }
-                mat_entry *e = &(*cache)[(*n_cache)++];
-                memset(e, 0, sizeof *e);
-                e->data = c->cst.data;
-                e->dtype = c->dtype;
-                e->ndim = c->ndim;
-                memcpy(e->shape, c->shape, sizeof(int64_t) * (size_t)c->ndim);
-                memcpy(e->stride, c->cst.stride, sizeof(int64_t) * (size_t)c->ndim);
-                e->storage = s;
-                e->copy = copy;
-            }
-            v.cst.storage = s;
-            v.cst.data = copy;
-            contiguous_strides(&v);
+        /* not expressible as strides: one shared contiguous copy */
+        /* fall through */
+    case MISER_OP_CONTIGUOUS: {
+        if (n->op == MISER_OP_CONTIGUOUS && miser_pass_known_contiguous(g, n->in[0])) {
+            memcpy(v.cst.stride, c->cst.stride, sizeof v.cst.stride);
+            break;
         }
+        int32_t s = -1;
+        const void *copy = NULL;
+        for (int k = 0; k < *n_cache; k++)
+            if (same_view(&(*cache)[k], c)) {
+                s = (*cache)[k].storage;
+                copy = (*cache)[k].copy;
+            }
+        if (s < 0) {
+            int unsupported;
+            s = materialize(g, c, &unsupported, &copy);
+            if (s < 0) return unsupported ? 0 : -1;
+            if (*n_cache == *cap_cache) {
+                int nc = *cap_cache ? *cap_cache * 2 : 16;
+                mat_entry *ne = miser_realloc(MISER_MEM_COMPILE, *cache, (size_t)nc * sizeof *ne);
+                if (!ne) return -1;
+                *cache = ne;
+                *cap_cache = nc;
+            }
+            mat_entry *e = &(*cache)[(*n_cache)++];
+            memset(e, 0, sizeof *e);
+            e->data = c->cst.data;
+            e->dtype = c->dtype;
+            e->ndim = c->ndim;
+            memcpy(e->shape, c->shape, sizeof(int64_t) * (size_t)c->ndim);
+            memcpy(e->stride, c->cst.stride, sizeof(int64_t) * (size_t)c->ndim);
+            e->storage = s;
+            e->copy = copy;
+        }
+        v.cst.storage = s;
+        v.cst.data = copy;
+        contiguous_strides(&v);
         break;
+    }
     default: return 0;
     }
     *out = v;
