@@ -49,48 +49,6 @@ static void detokenize_usage(FILE *f)
             "outside the vocabulary.\n");
 }
 
-/* Whole stdin into a miser buffer; NULL on failure (message printed). */
-static char *read_stdin(const char *cmd, size_t *len)
-{
-    size_t cap = 1 << 16, n = 0;
-    char *buf = miser_malloc(MISER_MEM_SCRATCH, cap);
-    if (!buf) {
-        miser_cli_error(cmd, "%s", miser_error_message());
-        return NULL;
-    }
-    for (;;) {
-        if (n == cap) {
-            char *p = cap > SIZE_MAX / 2 ? NULL : miser_realloc(MISER_MEM_SCRATCH, buf, cap * 2);
-            if (!p) {
-                miser_free(buf);
-                miser_cli_error(cmd, "out of memory reading stdin");
-                return NULL;
-            }
-            buf = p;
-            cap *= 2;
-        }
-        size_t r = fread(buf + n, 1, cap - n, stdin);
-        n += r;
-        if (r == 0) break;
-    }
-    if (ferror(stdin)) {
-        miser_cli_error(cmd, "reading stdin: %s", strerror(errno));
-        miser_free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
-static int finish_stdout(const char *cmd)
-{
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        miser_cli_error(cmd, "writing stdout: %s", strerror(errno));
-        return MISER_EXIT_FAIL;
-    }
-    return MISER_EXIT_OK;
-}
-
 static int open_tokenizer(const char *cmd, const char *model, miser_tokenizer **t)
 {
     miser_status st = miser_tokenizer_open(model, t);
@@ -142,7 +100,7 @@ static int cmd_tokenize(int argc, char **argv)
     if (text) {
         len = strlen(text);
     } else {
-        if (!(buf = read_stdin(cmd, &len))) return MISER_EXIT_FAIL;
+        if (!(buf = miser_cli_read_stdin(cmd, &len))) return MISER_EXIT_FAIL;
         text = buf;
     }
     miser_tokenizer *t = NULL;
@@ -163,7 +121,7 @@ static int cmd_tokenize(int argc, char **argv)
             printf("],\"count\":%zu}\n", n);
         else
             putchar('\n');
-        rc = finish_stdout(cmd);
+        rc = miser_cli_finish_stdout(cmd);
     }
     miser_free(ids);
     miser_tokenizer_free(t);
@@ -201,55 +159,6 @@ static int push_id(const char *cmd, int32_t **ids, size_t *n, size_t *cap, long 
     /* Keep out-of-int32 values recognisable as out of range. */
     (*ids)[(*n)++] = v < 0 ? -1 : v > INT32_MAX ? INT32_MAX : (int32_t)v;
     return MISER_EXIT_OK;
-}
-
-/* JSON string body for bytes that are valid UTF-8 except where noted;
- * invalid bytes become U+FFFD. */
-static void json_string(const unsigned char *s, size_t n, int *valid)
-{
-    *valid = 1;
-    putchar('"');
-    for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            switch (c) {
-            case '"': fputs("\\\"", stdout); break;
-            case '\\': fputs("\\\\", stdout); break;
-            case '\n': fputs("\\n", stdout); break;
-            case '\r': fputs("\\r", stdout); break;
-            case '\t': fputs("\\t", stdout); break;
-            case '\b': fputs("\\b", stdout); break;
-            case '\f': fputs("\\f", stdout); break;
-            default:
-                if (c < 0x20 || c == 0x7f)
-                    printf("\\u%04x", c);
-                else
-                    putchar(c);
-            }
-            i++;
-            continue;
-        }
-        /* Strict UTF-8 (shortest form, no surrogates, <= U+10FFFF). */
-        size_t k = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-        int ok = k && i + k <= n;
-        for (size_t j = 1; ok && j < k; j++) ok = (s[i + j] & 0xC0) == 0x80;
-        if (ok && k == 3) {
-            unsigned cp = ((c & 0x0Fu) << 12) | ((s[i + 1] & 0x3Fu) << 6);
-            ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF);
-        } else if (ok && k == 4) {
-            unsigned cp = ((c & 0x07u) << 18) | ((s[i + 1] & 0x3Fu) << 12);
-            ok = cp >= 0x10000 && cp <= 0x10FFFF;
-        }
-        if (ok) {
-            fwrite(s + i, 1, k, stdout);
-            i += k;
-        } else {
-            fputs("\xEF\xBF\xBD", stdout);
-            *valid = 0;
-            i++;
-        }
-    }
-    putchar('"');
 }
 
 static int cmd_detokenize(int argc, char **argv)
@@ -297,7 +206,7 @@ static int cmd_detokenize(int argc, char **argv)
     }
     if (rc == MISER_EXIT_OK && !n_args) {
         size_t len;
-        char *buf = read_stdin(cmd, &len);
+        char *buf = miser_cli_read_stdin(cmd, &len);
         if (!buf) rc = MISER_EXIT_FAIL;
         for (size_t i = 0; rc == MISER_EXIT_OK && i < len;) {
             if (strchr(" \t\r\n\v\f,", buf[i]) && buf[i]) {
@@ -334,7 +243,7 @@ static int cmd_detokenize(int argc, char **argv)
         if (json) {
             int valid;
             fputs("{\"text\":", stdout);
-            json_string((const unsigned char *)out, out_len, &valid);
+            miser_cli_json_string(stdout, (const unsigned char *)out, out_len, &valid);
             printf(",\"bytes\":%zu,\"utf8_valid\":%s", out_len, valid ? "true" : "false");
             if (!valid) {
                 fputs(",\"hex\":\"", stdout);
@@ -345,7 +254,7 @@ static int cmd_detokenize(int argc, char **argv)
         } else {
             fwrite(out, 1, out_len, stdout);
         }
-        rc = finish_stdout(cmd);
+        rc = miser_cli_finish_stdout(cmd);
     }
     miser_free(out);
     miser_tokenizer_free(t);
