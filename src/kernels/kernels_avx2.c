@@ -7,9 +7,9 @@
  * transposed or widened copy; f16/bf16/q8_0 are converted in registers:
  *   wsn == 1 (Conv1D [K, N] rows): M < 4 streams rows of W into an L1-resident
  *     y row (4 rows of W per pass, 4 sequential streams); M >= 4 runs a 6x16
- *     register-tiled micro-kernel over K blocks of 256 (the 16-column strip
- *     of a K block, 16 KB of f32, stays in L1 while every 6-row block of x
- *     passes over it).
+ *     register-tiled micro-kernel over K blocks of 256: the 16-column strip
+ *     of a K block is converted into a 16 KB stack panel that stays in L1
+ *     while every 6-row block of x passes over it.
  *   wsk == 1 (rows of W contiguous along K, e.g. the tied wte for logits):
  *     dot products, tiles of 3 rows of x by 4 rows of W.
  * Threads split N (in units of 32 columns for wsn == 1, so a q8_0 block never
@@ -171,13 +171,16 @@ AI void gemv_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_
                 for (int64_t n = n0; n < nv; n += 32) {
                     __m256 c[4];
                     const int8_t *q[4];
+                    _Pragma("GCC unroll 8")
                     for (int j = 0; j < 4; j++) {
                         float s;
                         q[j] = q8_at(a->w, (k + j) * wsk + n, &s);
                         c[j] = _mm256_set1_ps(s * x[k + j]);
                     }
+                    _Pragma("GCC unroll 8")
                     for (int v = 0; v < 4; v++) {
                         __m256 acc = _mm256_loadu_ps(y + n + 8 * v);
+                        _Pragma("GCC unroll 8")
                         for (int j = 0; j < 4; j++)
                             acc = _mm256_fmadd_ps(c[j], _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
                                                             _mm_loadl_epi64((const __m128i *)(q[j] + 8 * v)))),
@@ -205,6 +208,7 @@ AI void gemv_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_
                     float s;
                     const int8_t *q = q8_at(a->w, k * wsk + n, &s);
                     __m256 c = _mm256_set1_ps(s * x[k]);
+                    _Pragma("GCC unroll 8")
                     for (int v = 0; v < 4; v++)
                         _mm256_storeu_ps(y + n + 8 * v,
                                          _mm256_fmadd_ps(c, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
@@ -236,48 +240,63 @@ AI void load16(miser_dtype dt, const void *w, int64_t e, __m256 *w0, __m256 *w1)
     }
 }
 
-/* y[m..m+MR, n..n+16) (+)= x[m.., k0..k1) W[k0..k1, n..n+16) */
-AI void micro_rows(miser_dtype dt, const int MR, const miser_linear_args *a, int64_t m, int64_t n, int64_t k0,
+/* y[m..m+MR, n..n+16) (+)= x[m.., k0..k1) P, P the packed f32 panel
+ * W[k0..k1, n..n+16) (16 floats per k) */
+AI void micro_rows(const int MR, const miser_linear_args *a, const float *panel, int64_t m, int64_t n, int64_t k0,
                    int64_t k1, int first)
 {
     __m256 acc[6][2];
     float *y = a->y + m * a->ldy + n;
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < MR; r++) {
         acc[r][0] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(y + r * a->ldy);
         acc[r][1] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(y + r * a->ldy + 8);
     }
     const float *x = a->x + m * a->ldx;
     for (int64_t k = k0; k < k1; k++) {
-        __m256 w0, w1;
-        load16(dt, a->w, k * a->wsk + n, &w0, &w1);
+        __m256 w0 = _mm256_load_ps(panel + (k - k0) * 16), w1 = _mm256_load_ps(panel + (k - k0) * 16 + 8);
+        _Pragma("GCC unroll 8")
         for (int r = 0; r < MR; r++) {
             __m256 xb = _mm256_broadcast_ss(x + r * a->ldx + k);
             acc[r][0] = _mm256_fmadd_ps(xb, w0, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(xb, w1, acc[r][1]);
         }
     }
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < MR; r++) {
         _mm256_storeu_ps(y + r * a->ldy, acc[r][0]);
         _mm256_storeu_ps(y + r * a->ldy + 8, acc[r][1]);
     }
 }
 
+/* The 16-column strip of a K block is packed (converted to f32) into a
+ * 16 KB stack panel before the 6-row blocks of x pass over it: rows of W are
+ * wsk apart (12-16 KB for GPT-2), so reading the strip in place would put
+ * every k on the same L1 set and a different page. The panel is transient
+ * scratch, reused for every tile; no copy of the weights persists. */
+#define GEMM_KB 256
 AI void gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_t n1)
 {
-    const int64_t KB = 256;
+    float panel[GEMM_KB * 16] __attribute__((aligned(32)));
     int64_t nv = n0 + (n1 - n0) / 16 * 16;
-    for (int64_t k0 = 0; k0 < a->K; k0 += KB) {
-        int64_t k1 = k0 + KB < a->K ? k0 + KB : a->K;
+    for (int64_t k0 = 0; k0 < a->K; k0 += GEMM_KB) {
+        int64_t k1 = k0 + GEMM_KB < a->K ? k0 + GEMM_KB : a->K;
         int first = k0 == 0;
         for (int64_t n = n0; n < nv; n += 16) {
+            for (int64_t k = k0; k < k1; k++) {
+                __m256 w0, w1;
+                load16(dt, a->w, k * a->wsk + n, &w0, &w1);
+                _mm256_store_ps(panel + (k - k0) * 16, w0);
+                _mm256_store_ps(panel + (k - k0) * 16 + 8, w1);
+            }
             int64_t m = 0;
-            for (; m + 6 <= a->M; m += 6) micro_rows(dt, 6, a, m, n, k0, k1, first);
+            for (; m + 6 <= a->M; m += 6) micro_rows(6, a, panel, m, n, k0, k1, first);
             switch (a->M - m) {
-            case 5: micro_rows(dt, 5, a, m, n, k0, k1, first); break;
-            case 4: micro_rows(dt, 4, a, m, n, k0, k1, first); break;
-            case 3: micro_rows(dt, 3, a, m, n, k0, k1, first); break;
-            case 2: micro_rows(dt, 2, a, m, n, k0, k1, first); break;
-            case 1: micro_rows(dt, 1, a, m, n, k0, k1, first); break;
+            case 5: micro_rows(5, a, panel, m, n, k0, k1, first); break;
+            case 4: micro_rows(4, a, panel, m, n, k0, k1, first); break;
+            case 3: micro_rows(3, a, panel, m, n, k0, k1, first); break;
+            case 2: micro_rows(2, a, panel, m, n, k0, k1, first); break;
+            case 1: micro_rows(1, a, panel, m, n, k0, k1, first); break;
             default: break;
             }
         }
@@ -289,7 +308,9 @@ AI void gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_
 AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear_args *a, int64_t m, int64_t n)
 {
     __m256 acc[3][4];
+    _Pragma("GCC unroll 8")
     for (int i = 0; i < MR; i++)
+        _Pragma("GCC unroll 8")
         for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
     const int64_t K = a->K, wsn = a->wsn;
     const float *x = a->x + m * a->ldx;
@@ -298,14 +319,18 @@ AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear
         for (; k < K; k += 32) {
             __m256 sc[4];
             const int8_t *q[4];
+            _Pragma("GCC unroll 8")
             for (int j = 0; j < NR; j++) {
                 float s;
                 q[j] = q8_at(a->w, (n + j) * wsn + k, &s);
                 sc[j] = _mm256_set1_ps(s);
             }
+            _Pragma("GCC unroll 8")
             for (int v = 0; v < 4; v++)
+                _Pragma("GCC unroll 8")
                 for (int j = 0; j < NR; j++) {
                     __m256 w = load8_q8(q[j] + 8 * v, sc[j]);
+                    _Pragma("GCC unroll 8")
                     for (int i = 0; i < MR; i++)
                         acc[i][j] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * a->ldx + k + 8 * v), w, acc[i][j]);
                 }
@@ -313,14 +338,19 @@ AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear
     } else {
         for (; k + 8 <= K; k += 8) {
             __m256 xv[3];
+            _Pragma("GCC unroll 8")
             for (int i = 0; i < MR; i++) xv[i] = _mm256_loadu_ps(x + i * a->ldx + k);
+            _Pragma("GCC unroll 8")
             for (int j = 0; j < NR; j++) {
                 __m256 w = load8(dt, a->w, (n + j) * wsn + k);
+                _Pragma("GCC unroll 8")
                 for (int i = 0; i < MR; i++) acc[i][j] = _mm256_fmadd_ps(xv[i], w, acc[i][j]);
             }
         }
     }
+    _Pragma("GCC unroll 8")
     for (int i = 0; i < MR; i++)
+        _Pragma("GCC unroll 8")
         for (int j = 0; j < NR; j++) {
             float s = hsum(acc[i][j]);
             for (int64_t kk = k; kk < K; kk++) s += x[i * a->ldx + kk] * miser_load_elem(dt, a->w, (n + j) * wsn + kk);

@@ -315,7 +315,9 @@ static miser_status need(const miser_model *m, const char *name, int64_t d0, int
         return miser_error_set(MISER_ERR_FORMAT, "%s: required tensor '%s' is missing", m->source, name);
     }
     const char *path = m->shards[t->shard]->path;
-    if (t->dtype != MISER_DTYPE_F32 && t->dtype != MISER_DTYPE_F16 && t->dtype != MISER_DTYPE_BF16)
+    /* Q8_0 only comes from miser's converted-weights cache, for matrices */
+    if (t->dtype != MISER_DTYPE_F32 && t->dtype != MISER_DTYPE_F16 && t->dtype != MISER_DTYPE_BF16 &&
+        !(t->dtype == MISER_DTYPE_Q8_0 && d1 >= 0))
         return miser_error_set(MISER_ERR_UNSUPPORTED,
                                "%s: tensor '%s': dtype %s is not supported for weights (F32, F16, BF16)", path,
                                name, miser_dtype_name(t->dtype));

@@ -36,6 +36,10 @@ static const struct {
     {"U16", 2, MISER_DTYPE_COUNT}, {"I8", 1, MISER_DTYPE_COUNT},  {"U8", 1, MISER_DTYPE_COUNT},
     {"BOOL", 1, MISER_DTYPE_COUNT}, {"F8_E4M3", 1, MISER_DTYPE_COUNT},
     {"F8_E5M2", 1, MISER_DTYPE_COUNT}, {"F8_E8M0", 1, MISER_DTYPE_COUNT},
+    /* miser's own extension for its converted-weights cache: ggml's Q8_0
+     * blocks (34 bytes per 32 values along the last dimension); size 1 here
+     * is only the alignment, the byte count is computed below */
+    {"Q8_0", 1, MISER_DTYPE_Q8_0},
 };
 
 static uint64_t le64(const unsigned char *p)
@@ -135,6 +139,13 @@ static miser_status parse_entry(const char *label, const cJSON *e, uint64_t data
     overflow |= __builtin_mul_overflow(nelem, (uint64_t)esize, &nbytes);
     char sbuf[160];
     fmt_shape(sbuf, sizeof sbuf, t->ndim, t->shape);
+    if (t->dtype == MISER_DTYPE_Q8_0) {
+        if (t->ndim < 1 || t->shape[t->ndim - 1] % MISER_Q8_0_BLOCK)
+            return miser_error_set(MISER_ERR_FORMAT,
+                                   "%s: tensor '%s': Q8_0 shape %s needs a last dimension that is a multiple of 32",
+                                   label, nm, sbuf);
+        overflow |= __builtin_mul_overflow(nelem / MISER_Q8_0_BLOCK, (uint64_t)MISER_Q8_0_BYTES, &nbytes);
+    }
     if (overflow)
         return miser_error_set(MISER_ERR_FORMAT, "%s: tensor '%s': shape %s overflows 64 bits", label, nm,
                                sbuf);

@@ -88,6 +88,7 @@ static const char *st_name(miser_dtype dt)
     case MISER_DTYPE_F16: return "F16";
     case MISER_DTYPE_BF16: return "BF16";
     case MISER_DTYPE_I32: return "I32";
+    case MISER_DTYPE_Q8_0: return "Q8_0"; /* miser's extension, see safetensors.c */
     default: return NULL;
     }
 }
@@ -191,7 +192,15 @@ miser_status miser_st_writer_open(const char *path, const miser_st_entry *entrie
             ovf |= __builtin_mul_overflow(nelem, (uint64_t)e->shape[d], &nelem);
         }
         uint64_t bytes = 0, end = 0;
-        ovf |= __builtin_mul_overflow(nelem, (uint64_t)miser_dtype_bytes(e->dtype, 1), &bytes);
+        if (e->dtype == MISER_DTYPE_Q8_0) {
+            if (e->ndim < 1 || e->shape[e->ndim - 1] % MISER_Q8_0_BLOCK) {
+                st = miser_error_set(MISER_ERR_UNSUPPORTED, "%s: tensor '%s': Q8_0 can only be stored with a last "
+                                     "dimension that is a multiple of 32", path, e->name);
+                goto fail;
+            }
+            ovf |= __builtin_mul_overflow(nelem / MISER_Q8_0_BLOCK, (uint64_t)MISER_Q8_0_BYTES, &bytes);
+        } else
+            ovf |= __builtin_mul_overflow(nelem, (uint64_t)miser_dtype_bytes(e->dtype, 1), &bytes);
         ovf |= __builtin_add_overflow(off, bytes, &end);
         if (ovf) {
             st = miser_error_set(MISER_ERR_INVALID, "%s: tensor '%s': size overflows", path, e->name);

@@ -15,6 +15,7 @@
 
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -154,5 +155,9 @@ void miser_threadpool_run(miser_threadpool *p, miser_task_fn fn, void *ctx)
     atomic_fetch_add_explicit(&p->gen, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&p->sleepers, memory_order_seq_cst) > 0) futex_wake_all(&p->gen);
     fn(ctx, 0, p->n);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) cpu_relax();
+    /* spin; when peers are slow to finish (more threads than free cores),
+     * yield so a descheduled worker can run on this core */
+    for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0;)
+        if (++spins < 4096) cpu_relax();
+        else sched_yield();
 }

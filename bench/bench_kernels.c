@@ -1,0 +1,416 @@
+/* Kernel microbenchmarks and end-to-end figures.
+ *
+ * `miser-bench kernels [--quick]`: this machine's limits measured in the same
+ * run (a read-bandwidth probe over a buffer 8x the L3, OpenBLAS sgemm when
+ * libopenblas is installed), the thread pool's cost per hand-off, and each
+ * kernel at GPT-2-medium shapes for every weight dtype, 1 and 2 threads,
+ * reference vs SIMD: GEMV (decode, GB/s of weights read; matrices cycled so
+ * the working set exceeds the L3), GEMM (prefill, GFLOP/s), attention over a
+ * KV cache (GB/s of K and V read).
+ *
+ * `miser-bench e2e [--dir DIR] [--runs N] [--threads LIST] [--precision LIST]`:
+ * decode tok/s (1-token prompt, 128 new) and prefill tok/s (128-token prompt)
+ * on a GPT-2-medium-shaped synthetic checkpoint (created once with
+ * miser_synth_gpt2 in ~/.cache/miser/bench/medium, ~1.4 GB, never in the
+ * repo), medians of runs, each precision converted through the precision
+ * cache; printed beside the issue's peer figures. */
+#include "kernels/kernels.h"
+#include "miser/alloc.h"
+#include "miser/graph.h"
+#include "miser/model.h"
+#include "miser/precision.h"
+#include "miser/runtime.h"
+#include "miser/safetensors.h"
+#include "runtime/threadpool.h"
+
+#include <dlfcn.h>
+#include <immintrin.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t g_rng = 88172645463325252ull;
+static float frand(void)
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)(g_rng >> 40) / 16777216.0f * 2.0f - 1.0f;
+}
+
+static void *make_weights(miser_dtype dt, int64_t n)
+{
+    size_t bytes = miser_dtype_bytes(dt, (uint64_t)n);
+    uint8_t *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!p) return NULL;
+    if (dt == MISER_DTYPE_Q8_0) {
+        for (int64_t b = 0; b < n / 32; b++) {
+            uint16_t s = miser_f32_to_f16(0.01f);
+            memcpy(p + b * 34, &s, 2);
+            for (int i = 0; i < 32; i++) ((int8_t *)p)[b * 34 + 2 + i] = (int8_t)(frand() * 127);
+        }
+    } else
+        for (int64_t i = 0; i < n; i++) {
+            float v = frand() * 0.05f;
+            if (dt == MISER_DTYPE_F32) ((float *)p)[i] = v;
+            else if (dt == MISER_DTYPE_F16) ((uint16_t *)p)[i] = miser_f32_to_f16(v);
+            else ((uint16_t *)p)[i] = miser_f32_to_bf16(v);
+        }
+    return p;
+}
+
+/* ---- read-bandwidth probe ---- */
+
+typedef struct {
+    const float *buf;
+    int64_t n;
+    float out[64];
+} probe_ctx;
+
+__attribute__((target("avx2"))) static void probe_task(void *c_, int ith, int nth)
+{
+    probe_ctx *c = c_;
+    int64_t lo, hi;
+    miser_split(c->n / 32, ith, nth, &lo, &hi);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t i = lo * 32; i < hi * 32; i += 32) {
+        a0 = _mm256_add_ps(a0, _mm256_load_ps(c->buf + i));
+        a1 = _mm256_add_ps(a1, _mm256_load_ps(c->buf + i + 8));
+        a2 = _mm256_add_ps(a2, _mm256_load_ps(c->buf + i + 16));
+        a3 = _mm256_add_ps(a3, _mm256_load_ps(c->buf + i + 24));
+    }
+    float t[8];
+    _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    c->out[ith] = t[0] + t[7];
+}
+
+static double probe_bandwidth(int threads)
+{
+    int64_t n = (int64_t)288 << 20 >> 2; /* 288 MB: 8x this machine's L3 */
+    float *buf = aligned_alloc(64, (size_t)n * 4);
+    if (!buf) return NAN;
+    for (int64_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
+    miser_threadpool *pool;
+    if (miser_threadpool_create(threads, &pool)) return NAN;
+    probe_ctx c = {.buf = buf, .n = n};
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        double t0 = now_s();
+        miser_threadpool_run(pool, probe_task, &c);
+        double t = now_s() - t0;
+        if (t < best) best = t;
+    }
+    miser_threadpool_free(pool);
+    free(buf);
+    return (double)n * 4 / best / 1e9;
+}
+
+static void empty_task(void *c, int ith, int nth) { (void)c, (void)ith, (void)nth; }
+
+static double pool_sync_ns(int threads)
+{
+    miser_threadpool *pool;
+    if (miser_threadpool_create(threads, &pool)) return NAN;
+    for (int i = 0; i < 1000; i++) miser_threadpool_run(pool, empty_task, NULL);
+    int reps = 200000;
+    double t0 = now_s();
+    for (int i = 0; i < reps; i++) miser_threadpool_run(pool, empty_task, NULL);
+    double t = now_s() - t0;
+    miser_threadpool_free(pool);
+    return t / reps * 1e9;
+}
+
+/* ---- linear ---- */
+
+typedef struct {
+    const miser_kernels *k;
+    miser_linear_args a;
+} lin_ctx;
+
+static void lin_task(void *c_, int ith, int nth)
+{
+    lin_ctx *c = c_;
+    c->k->linear(&c->a, ith, nth);
+}
+
+/* Seconds per call (best of rounds), cycling over nmat copies of W. */
+static double time_linear(const miser_kernels *k, int threads, miser_linear_args base, void **ws, int nmat, int reps)
+{
+    miser_threadpool *pool;
+    if (miser_threadpool_create(threads, &pool)) return NAN;
+    lin_ctx c = {.k = k, .a = base};
+    double best = 1e30;
+    for (int round = 0; round < 3; round++) {
+        double t0 = now_s();
+        for (int r = 0; r < reps; r++) {
+            c.a.w = ws[r % nmat];
+            miser_threadpool_run(pool, lin_task, &c);
+        }
+        double t = (now_s() - t0) / reps;
+        if (t < best) best = t;
+    }
+    miser_threadpool_free(pool);
+    return best;
+}
+
+typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *,
+                         int);
+
+static double openblas_gflops(int threads, int64_t M, int64_t N, int64_t K)
+{
+    void *h = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
+    if (!h) return NAN;
+    sgemm_fn sgemm = (sgemm_fn)dlsym(h, "cblas_sgemm");
+    void (*set_threads)(int) = (void (*)(int))dlsym(h, "openblas_set_num_threads");
+    if (!sgemm) return NAN;
+    if (set_threads) set_threads(threads);
+    float *A = make_weights(MISER_DTYPE_F32, M * K), *B = make_weights(MISER_DTYPE_F32, K * N),
+          *C = aligned_alloc(64, sizeof(float) * (size_t)(M * N));
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        double t0 = now_s();
+        sgemm(101 /* row major */, 111 /* no trans */, 111, (int)M, (int)N, (int)K, 1.0f, A, (int)K, B, (int)N, 0.0f,
+              C, (int)N);
+        double t = now_s() - t0;
+        if (t < best) best = t;
+    }
+    free(A);
+    free(B);
+    free(C);
+    return 2.0 * M * N * K / best / 1e9;
+}
+
+/* ---- attention ---- */
+
+typedef struct {
+    const miser_kernels *k;
+    miser_attention_args a;
+} att_ctx;
+
+static void att_task(void *c_, int ith, int nth)
+{
+    att_ctx *c = c_;
+    c->k->attention(&c->a, ith, nth);
+}
+
+static double time_attention(const miser_kernels *k, int threads, int f16, int64_t S)
+{
+    const int64_t H = 16, D = 64, row = H * D;
+    miser_dtype dt = f16 ? MISER_DTYPE_F16 : MISER_DTYPE_F32;
+    void *kc = make_weights(dt, S * row), *vc = make_weights(dt, S * row);
+    float *q = make_weights(MISER_DTYPE_F32, row), *out = aligned_alloc(64, 4 * (size_t)row),
+          *scratch = aligned_alloc(64, 4 * (size_t)(S * threads));
+    miser_threadpool *pool;
+    if (miser_threadpool_create(threads, &pool)) return NAN;
+    att_ctx c = {.k = k,
+                 .a = {.T = 1, .S = S, .H = H, .D = D, .q = q, .q_row = row, .k = kc, .v = vc, .kvdt = dt, .k_row = row,
+                       .v_row = row, .out = out, .o_row = row, .scale = 0.125f, .scratch = scratch}};
+    double best = 1e30;
+    for (int r = 0; r < 20; r++) {
+        double t0 = now_s();
+        miser_threadpool_run(pool, att_task, &c);
+        double t = now_s() - t0;
+        if (t < best) best = t;
+    }
+    miser_threadpool_free(pool);
+    free(kc);
+    free(vc);
+    free(q);
+    free(out);
+    free(scratch);
+    return 2.0 * (double)miser_dtype_bytes(dt, (uint64_t)(S * row)) / best / 1e9;
+}
+
+int miser_bench_kernels(int argc, char **argv)
+{
+    int quick = argc > 1 && !strcmp(argv[1], "--quick");
+    const miser_kernels *ref = miser_kernels_ref(), *best = miser_kernels_get();
+    printf("kernel sets: %s (selected: %s)\n\n", miser_kernels_available(), best->name);
+    printf("machine limits (measured now):\n");
+    double bw1 = probe_bandwidth(1), bw2 = probe_bandwidth(2);
+    printf("  read bandwidth probe      1 thread %6.1f GB/s   2 threads %6.1f GB/s\n", bw1, bw2);
+    double sg1 = openblas_gflops(1, 128, 4096, 1024), sg2 = openblas_gflops(2, 128, 4096, 1024);
+    if (isnan(sg1)) printf("  OpenBLAS sgemm            not installed (libopenblas.so.0)\n");
+    else printf("  OpenBLAS sgemm 128x1024x4096   1 thread %6.1f GFLOP/s   2 threads %6.1f GFLOP/s\n", sg1, sg2);
+    printf("  thread pool hand-off      %.0f ns per op (2 threads)\n\n", pool_sync_ns(2));
+
+    static const miser_dtype dts[] = {MISER_DTYPE_F32, MISER_DTYPE_F16, MISER_DTYPE_BF16, MISER_DTYPE_Q8_0};
+    const int64_t C = 1024, NF = 4096, V = 50257;
+    printf("%-34s %-6s %8s %12s %12s %12s\n", "kernel (GPT-2 medium shape)", "dtype", "set", "1 thread", "2 threads",
+           "unit");
+    for (size_t d = 0; d < 4; d++) {
+        miser_dtype dt = dts[d];
+        /* decode GEMV, Conv1D layout [C, 4C]: cycle matrices past the L3 */
+        uint64_t bytes = miser_dtype_bytes(dt, (uint64_t)(C * NF));
+        int nmat = (int)((256ull << 20) / bytes) + 1;
+        if (quick) nmat = 2;
+        void **ws = calloc((size_t)nmat, sizeof *ws);
+        for (int i = 0; i < nmat; i++) ws[i] = make_weights(dt, C * NF);
+        float *x = make_weights(MISER_DTYPE_F32, 128 * C), *y = aligned_alloc(64, sizeof(float) * 128 * (size_t)V);
+        miser_linear_args a = {.M = 1, .N = NF, .K = C, .x = x, .ldx = C, .wdt = dt, .wsk = NF, .wsn = 1, .y = y, .ldy = NF};
+        double r1 = time_linear(ref, 1, a, ws, nmat, 2);
+        double s1 = time_linear(best, 1, a, ws, nmat, nmat * 4), s2 = time_linear(best, 2, a, ws, nmat, nmat * 4);
+        printf("%-34s %-6s %8s %9.1f    %9s    %-12s\n", "gemv [1,1024]x[1024,4096]", miser_dtype_name(dt), "ref",
+               bytes / r1 / 1e9, "", "GB/s");
+        printf("%-34s %-6s %8s %9.1f    %9.1f    %-12s\n", "", "", best->name, bytes / s1 / 1e9, bytes / s2 / 1e9,
+               "GB/s");
+        /* prefill GEMM, M = 128 */
+        a.M = 128;
+        double flops = 2.0 * 128 * C * NF;
+        double g1 = time_linear(best, 1, a, ws, 1, 3), g2 = time_linear(best, 2, a, ws, 1, 3);
+        printf("%-34s %-6s %8s %9.1f    %9.1f    %-12s\n", "gemm [128,1024]x[1024,4096]", "", best->name, flops / g1 / 1e9,
+               flops / g2 / 1e9, "GFLOP/s");
+        for (int i = 0; i < nmat; i++) free(ws[i]);
+        /* logits GEMV over the tied embedding [V, C] (dot layout) */
+        void *wte = make_weights(dt, V * C);
+        uint64_t wbytes = miser_dtype_bytes(dt, (uint64_t)(V * C));
+        miser_linear_args l = {.M = 1, .N = V, .K = C, .x = x, .ldx = C, .w = wte, .wdt = dt, .wsk = 1, .wsn = C, .y = y, .ldy = V};
+        double l1 = time_linear(best, 1, l, &wte, 1, 3), l2 = time_linear(best, 2, l, &wte, 1, 3);
+        printf("%-34s %-6s %8s %9.1f    %9.1f    %-12s\n", "logits gemv [1,1024]x wte[50257,1024]^T", "", best->name,
+               wbytes / l1 / 1e9, wbytes / l2 / 1e9, "GB/s");
+        free(wte);
+        free(x);
+        free(y);
+        free(ws);
+    }
+    for (int f16 = 0; f16 < 2; f16++) {
+        double a1 = time_attention(best, 1, f16, 1024), a2 = time_attention(best, 2, f16, 1024);
+        printf("%-34s %-6s %8s %9.1f    %9.1f    %-12s\n", "attention decode S=1024 H=16 D=64", f16 ? "f16" : "f32",
+               best->name, a1, a2, "GB/s (K+V)");
+    }
+    return 0;
+}
+
+/* ---- end to end ---- */
+
+static int ensure_medium(const char *dir)
+{
+    char cfg[4200];
+    snprintf(cfg, sizeof cfg, "%.4000s/model.safetensors", dir);
+    struct stat sb;
+    if (!stat(cfg, &sb)) return 0;
+    fprintf(stderr, "e2e: creating the GPT-2-medium-shaped checkpoint in %s (~1.4 GB, once)\n", dir);
+    miser_gpt2_config c;
+    if (miser_gpt2_preset("medium", &c)) return -1;
+    miser_synth_options o = {.dtype = MISER_DTYPE_F32, .seed = 1};
+    if (miser_synth_gpt2(dir, &c, &o)) {
+        fprintf(stderr, "e2e: %s\n", miser_error_message());
+        return -1;
+    }
+    return 0;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One run: (decode tok/s, prefill tok/s) on a fresh session. */
+static int e2e_once(const miser_plan *plan, int threads, double *dec, double *pre)
+{
+    miser_session *s;
+    miser_session_options so = {.capacity = 260, .threads = threads};
+    if (miser_session_create(plan, &so, &s)) return -1;
+    int32_t ids[128];
+    for (int i = 0; i < 128; i++) ids[i] = (int32_t)(i * 389 % 50000);
+    miser_generate_options go = {.max_new_tokens = 128, .stop_at_eos = 0};
+    miser_generate_result r;
+    if (miser_generate(s, ids, 1, &go, NULL, NULL, &r)) {
+        miser_session_free(s);
+        return -1;
+    }
+    *dec = r.n > 1 ? (double)(r.n - 1) / r.decode_s : NAN;
+    miser_free(r.ids);
+    miser_session_reset(s);
+    double t0 = now_s();
+    const float *lg;
+    if (miser_session_eval(s, ids, 128, &lg)) {
+        miser_session_free(s);
+        return -1;
+    }
+    *pre = 128.0 / (now_s() - t0);
+    miser_session_free(s);
+    return 0;
+}
+
+int miser_bench_e2e(int argc, char **argv)
+{
+    char dir[4096];
+    const char *home = getenv("HOME");
+    snprintf(dir, sizeof dir, "%s/.cache/miser/bench/medium", home ? home : ".");
+    int runs = 3;
+    const char *threads_list = "1,2", *prec_list = "f32,f16,q8_0";
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--dir")) snprintf(dir, sizeof dir, "%s", argv[i + 1]);
+        else if (!strcmp(argv[i], "--runs")) runs = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads")) threads_list = argv[i + 1];
+        else if (!strcmp(argv[i], "--precision")) prec_list = argv[i + 1];
+    }
+    if (runs < 1) runs = 1;
+    if (runs > 15) runs = 15;
+    if (ensure_medium(dir)) return 1;
+    printf("end to end, %s (medians of %d runs; decode: 1-token prompt, 128 new; prefill: 128-token prompt)\n", dir,
+           runs);
+    printf("%-28s %16s %16s %14s\n", "runtime", "decode tok/s", "prefill tok/s", "threads");
+    printf("%-28s %16s %16s %14s\n", "llama.cpp f32 / f16 / q8_0", "11.6/18.8/25.7", "80/79/152", "2 (issue)");
+    printf("%-28s %16s %16s %14s\n", "ONNX Runtime fp32", "11.2", "180", "2 (issue)");
+    printf("%-28s %16s %16s %14s\n", "PyTorch 1.13 fp32", "5.9", "137", "2 (issue)");
+    char plist[256];
+    snprintf(plist, sizeof plist, "%s", prec_list);
+    for (char *save = NULL, *pn = strtok_r(plist, ",", &save); pn; pn = strtok_r(NULL, ",", &save)) {
+        miser_dtype prec;
+        if (miser_dtype_parse(pn, &prec)) {
+            fprintf(stderr, "e2e: unknown precision '%s'\n", pn);
+            return 2;
+        }
+        char *mdir = NULL;
+        char note[512] = "";
+        if (miser_precision_prepare(dir, prec, NULL, &mdir, note, sizeof note, NULL)) {
+            fprintf(stderr, "e2e: %s\n", miser_error_message());
+            return 1;
+        }
+        if (note[0]) fprintf(stderr, "e2e: %s\n", note);
+        miser_model *m = NULL;
+        miser_plan *plan = NULL;
+        miser_compile_options co = {.max_batch = 128, .max_context = 260};
+        if (miser_model_open(mdir, &m) || miser_plan_compile(m, &co, &plan)) {
+            fprintf(stderr, "e2e: %s\n", miser_error_message());
+            miser_model_free(m);
+            miser_free(mdir);
+            return 1;
+        }
+        char tl[64];
+        snprintf(tl, sizeof tl, "%s", threads_list);
+        for (char *s2 = NULL, *tn = strtok_r(tl, ",", &s2); tn; tn = strtok_r(NULL, ",", &s2)) {
+            int t = atoi(tn);
+            double dec[15], pre[15];
+            int ok = 1;
+            for (int r = 0; r < runs && ok; r++) ok = e2e_once(plan, t, &dec[r], &pre[r]) == 0;
+            if (!ok) {
+                fprintf(stderr, "e2e: %s\n", miser_error_message());
+                break;
+            }
+            qsort(dec, (size_t)runs, sizeof *dec, cmp_d);
+            qsort(pre, (size_t)runs, sizeof *pre, cmp_d);
+            char name[64];
+            snprintf(name, sizeof name, "miser %s (%s)", miser_dtype_name(prec), miser_kernels_get()->name);
+            printf("%-28s %16.1f %16.1f %14d\n", name, dec[runs / 2], pre[runs / 2], t);
+            fflush(stdout);
+        }
+        miser_plan_free(plan);
+        miser_model_free(m);
+        miser_free(mdir);
+    }
+    return 0;
+}
