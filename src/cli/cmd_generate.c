@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "miser/alloc.h"
 #include "miser/model.h"
+#include "miser/precision.h"
 #include "miser/runtime.h"
 #include "miser/tokenizer.h"
 #include "kernels/kernels.h"
@@ -36,6 +37,8 @@ static void usage(FILE *f)
             "  --disable-pass LIST    comma-separated passes to skip (see `miser inspect --help`)\n"
             "  --max-batch N          most prompt tokens per step (default 64)\n"
             "  --kv-f16               keep the KV cache in f16\n"
+            "  --precision P          f32, f16, bf16 or q8_0: run the matrices in P, converted once into a\n"
+            "                         cache ($MISER_CACHE_DIR or ~/.cache/miser) and mmapped; never widens\n"
             "  --kernels NAME         auto (default), ref (force the scalar reference), avx2\n"
             "  --json                 print one JSON object instead of streaming text\n"
             "  -h, --help             this help\n"
@@ -77,12 +80,12 @@ static void json_ids(FILE *f, const int32_t *ids, int64_t n)
 static int cmd_generate(int argc, char **argv)
 {
     const char *cmd = "generate";
-    const char *model_dir = NULL, *prompt = NULL, *pipeline = "default", *disable = NULL, *kernels = NULL;
+    const char *model_dir = NULL, *precision = NULL, *prompt = NULL, *pipeline = "default", *disable = NULL, *kernels = NULL;
     long long max_new = -1, max_len = 0, top_k = 0, seed = 0, threads = 1, max_batch = 64;
     float temperature = 0, top_p = 1;
     int json = 0, ignore_eos = 0, special_text = 0, kv_f16 = 0;
     enum { O_MAXNEW = 256, O_MAXLEN, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_IGNEOS, O_SPECIAL, O_THREADS, O_PIPE, O_DIS,
-           O_BATCH, O_KV16, O_KERN, O_JSON };
+           O_BATCH, O_KV16, O_KERN, O_JSON, O_PREC };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
         {"max-new-tokens", required_argument, 0, O_MAXNEW}, {"max-length", required_argument, 0, O_MAXLEN},
@@ -92,7 +95,7 @@ static int cmd_generate(int argc, char **argv)
         {"threads", required_argument, 0, O_THREADS}, {"pipeline", required_argument, 0, O_PIPE},
         {"disable-pass", required_argument, 0, O_DIS}, {"max-batch", required_argument, 0, O_BATCH},
         {"kv-f16", no_argument, 0, O_KV16}, {"kernels", required_argument, 0, O_KERN},
-        {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"json", no_argument, 0, O_JSON}, {"precision", required_argument, 0, O_PREC}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
     int c, li = -1;
@@ -118,6 +121,7 @@ static int cmd_generate(int argc, char **argv)
         case O_KV16: kv_f16 = 1; break;
         case O_KERN: kernels = optarg; break;
         case O_JSON: json = 1; break;
+        case O_PREC: precision = optarg; break;
         case ':': miser_cli_error(cmd, "option %s needs a value", argv[optind - 1]); return MISER_EXIT_USAGE;
         default: miser_cli_error(cmd, "unknown option '%s' (see --help)", argv[optind - 1]); return MISER_EXIT_USAGE;
         }
@@ -138,6 +142,11 @@ static int cmd_generate(int argc, char **argv)
         miser_cli_error(cmd, "unknown or unsupported kernel set '%s' (available: %s)", kernels, miser_kernels_available());
         return MISER_EXIT_USAGE;
     }
+    miser_dtype prec = MISER_DTYPE_F32;
+    if (precision && (miser_dtype_parse(precision, &prec) || prec == MISER_DTYPE_I32)) {
+        miser_cli_error(cmd, "unknown precision '%s' (f32, f16, bf16, q8_0)", precision);
+        return MISER_EXIT_USAGE;
+    }
     if (!miser_pipeline_passes(pipeline)) {
         miser_cli_error(cmd, "unknown pipeline '%s' (default, naive, none)", pipeline);
         return MISER_EXIT_USAGE;
@@ -151,6 +160,7 @@ static int cmd_generate(int argc, char **argv)
     } else plen = strlen(prompt);
     int rc = MISER_EXIT_OK;
     miser_model *model = NULL;
+    char *weights_dir = NULL;
     miser_tokenizer *tok = NULL;
     miser_plan *plan = NULL;
     miser_session *sess = NULL;
@@ -164,7 +174,18 @@ static int cmd_generate(int argc, char **argv)
         goto out;
     }
     double t0 = now_s();
-    if ((st = miser_model_open(model_dir, &model)) || (st = miser_tokenizer_open(model_dir, &tok))) {
+    if (precision) {
+        char note[1024];
+        int converted = 0;
+        if ((st = miser_precision_prepare(model_dir, prec, NULL, &weights_dir, note, sizeof note, &converted))) {
+            miser_cli_error(cmd, "%s", miser_error_message());
+            rc = miser_cli_exit_for_status(st);
+            goto out;
+        }
+        if (note[0]) fprintf(stderr, "miser generate: %s\n", note);
+        if (converted) fprintf(stderr, "miser generate: converted the weights to %s into %s\n", precision, weights_dir);
+    }
+    if ((st = miser_model_open(weights_dir ? weights_dir : model_dir, &model)) || (st = miser_tokenizer_open(model_dir, &tok))) {
         miser_cli_error(cmd, "%s", miser_error_message());
         rc = miser_cli_exit_for_status(st);
         goto out;
@@ -245,6 +266,7 @@ static int cmd_generate(int argc, char **argv)
         fputc('\n', stdout);
     rc = miser_cli_finish_stdout(cmd);
 out:
+    miser_free(weights_dir);
     miser_free(res.ids);
     miser_free(ids);
     miser_session_free(sess);
