@@ -172,8 +172,10 @@ function procStatusKb() {
 class Stages {
   constructor() {
     this.records = [];
-    const fd = process.env.MISER_MARKER_FD;
-    this.markerFd = fd && /^\d+$/.test(fd) ? Number(fd) : null;
+    // miser's marker pipe (docs/profiler.md): the repo's helper writes the
+    // line and waits for miser's acknowledgement, so the mark is exact.
+    this.marker = process.env.MISER_MARKER_FD
+      ? require(path.join(HERE, '..', 'markers', 'miser_marker.js')).marker : null;
   }
 
   mark(index, data = {}) {
@@ -184,14 +186,7 @@ class Stages {
     const swap = (st.VmSwap || 0) / 1024;
     fs.writeSync(1, `[STAGE] ${name}: ${rss.toFixed(2)} MB (swap: ${swap.toFixed(2)} MB) - ${desc}\n`);
     this.records.push({ name, rss_mb: Number(rss.toFixed(2)), swap_mb: Number(swap.toFixed(2)) });
-    if (this.markerFd !== null) {
-      const extra = Object.entries(data).map(([k, v]) => ` ${k}=${v}`).join('');
-      try {
-        fs.writeSync(this.markerFd, `stage ${name} desc="${desc}"${extra}\n`);
-      } catch (e) {
-        this.markerFd = null;
-      }
-    }
+    if (this.marker) this.marker(name, desc, data);
   }
 }
 

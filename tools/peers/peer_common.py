@@ -142,17 +142,17 @@ def proc_status_kb(fields=("VmRSS", "VmSwap", "VmHWM")):
 
 
 class Stages:
-    """Prints the study's stage lines; also feeds miser's marker pipe when present."""
+    """Prints the study's stage lines; also marks miser's marker pipe when present."""
 
     def __init__(self):
         self.records = []
+        # miser's marker pipe (docs/profiler.md): the repo's helper writes the
+        # line and waits for miser's acknowledgement, so the mark is exact.
         self.marker = None
-        fd = os.environ.get("MISER_MARKER_FD")
-        if fd:
-            try:
-                self.marker = os.fdopen(int(fd), "w", buffering=1, closefd=False)
-            except (ValueError, OSError):
-                self.marker = None
+        if os.environ.get("MISER_MARKER_FD"):
+            sys.path.insert(0, os.path.join(REPO_ROOT, "tools", "markers"))
+            from miser_marker import marker
+            self.marker = marker
 
     def mark(self, index, **data):
         name, desc = STAGES[index]
@@ -162,11 +162,7 @@ class Stages:
         print(f"[STAGE] {name}: {rss:.2f} MB (swap: {swap:.2f} MB) - {desc}", flush=True)
         self.records.append({"name": name, "rss_mb": round(rss, 2), "swap_mb": round(swap, 2)})
         if self.marker is not None:
-            extra = "".join(f" {k}={v}" for k, v in data.items())
-            try:
-                self.marker.write(f'stage {name} desc="{desc}"{extra}\n')
-            except OSError:
-                self.marker = None
+            self.marker(name, desc, **data)
 
 
 # ---- checkpoint ----
