@@ -194,3 +194,35 @@ Test(pipelines, default_graph_is_fused_and_copy_free)
     miser_plan_free(p);
     miser_model_free(m);
 }
+
+/* Every allocation of a compile may fail: each failure must come back as an
+ * error (never a crash), leaving nothing allocated; the walk ends when the
+ * compile succeeds. Both pipelines, since naive mode allocates copies. */
+Test(pipelines, compile_survives_every_allocation_failure)
+{
+    miser_model *m = NULL;
+    cr_assert_eq(miser_model_open(HF_TINY, &m), MISER_OK);
+    static const char *const pipes[] = {"default", "naive"};
+    for (int pi = 0; pi < 2; pi++) {
+        uint64_t before = miser_mem_total().current;
+        int done = 0;
+        uint64_t n = 1;
+        for (; n < 5000 && !done; n++) {
+            miser_compile_options co = {.pipeline = pipes[pi], .max_context = 16, .max_batch = 4};
+            miser_plan *p = NULL;
+            miser_mem_fail_after(n);
+            miser_status st = miser_plan_compile(m, &co, &p);
+            miser_mem_fail_after(0);
+            if (st == MISER_OK) {
+                done = 1;
+                miser_plan_free(p);
+            } else
+                cr_expect_null(p);
+            cr_assert_eq(miser_mem_total().current, before, "%s: failing allocation %llu leaked %lld bytes", pipes[pi],
+                         (unsigned long long)n, (long long)(miser_mem_total().current - before));
+        }
+        cr_expect(done, "%s never compiled", pipes[pi]);
+        cr_expect_gt(n, 20, "%s: only %llu allocations were walked", pipes[pi], (unsigned long long)n);
+    }
+    miser_model_free(m);
+}
