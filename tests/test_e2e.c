@@ -269,7 +269,7 @@ Test(e2e, sampler_distribution)
     float scratch[3];
     int32_t idx[3];
     int counts[3] = {0};
-    for (int i = 0; i < 30000; i++) counts[miser_sample(logits, 3, &o, &rng, scratch, idx)]++;
+    for (int i = 0; i < 30000; i++) counts[miser_sample_token(logits, 3, &o, &rng, scratch, idx)]++;
     for (int i = 0; i < 3; i++) cr_assert(fabs(counts[i] / 30000.0 - p[i]) < 0.015, "token %d: %d", i, counts[i]);
 }
 

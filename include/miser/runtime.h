@@ -82,7 +82,7 @@ miser_status miser_generate(miser_session *s, const int32_t *prompt, int64_t n_p
                             miser_token_fn cb, void *user, miser_generate_result *res);
 
 /* Pick the next token from logits (exposed for tests). rng: state updated. */
-int32_t miser_sample(const float *logits, int64_t n, const miser_generate_options *o, uint64_t *rng, float *scratch,
+int32_t miser_sample_token(const float *logits, int64_t n, const miser_generate_options *o, uint64_t *rng, float *scratch,
                      int32_t *idx_scratch);
 
 #ifdef __cplusplus

@@ -20,12 +20,7 @@
 #include "miser/bench.h"
 #include "miser/model.h"
 #include "miser/profiler.h"
-/* profiler.h's type miser_sample and runtime.h's function miser_sample
- * clash; this file needs the profiler's type only, so the function's
- * declaration is renamed here (it is not called). */
-#define miser_sample miser_runtime_sample_not_used_here
 #include "miser/runtime.h"
-#undef miser_sample
 #include "miser/safetensors.h"
 #include "miser/tokenizer.h"
 

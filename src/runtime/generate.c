@@ -32,7 +32,7 @@ static int cmp_desc(const void *a, const void *b)
     return *(const int32_t *)a - *(const int32_t *)b;
 }
 
-int32_t miser_sample(const float *logits, int64_t n, const miser_generate_options *o, uint64_t *rng, float *p,
+int32_t miser_sample_token(const float *logits, int64_t n, const miser_generate_options *o, uint64_t *rng, float *p,
                      int32_t *idx)
 {
     int32_t best = 0;
@@ -113,7 +113,7 @@ miser_status miser_generate(miser_session *s, const int32_t *prompt, int64_t n_p
     const float *logits = NULL;
     if (want > 0) st = miser_session_eval(s, prompt, n_prompt, &logits);
     for (int64_t i = 0; !st && i < want; i++) {
-        int32_t tok = miser_sample(logits, V, o, &rng, p, idx);
+        int32_t tok = miser_sample_token(logits, V, o, &rng, p, idx);
         res->ids[res->n++] = tok;
         if (i == 0) t1 = now_s();
         if (cb && cb(user, tok)) {
