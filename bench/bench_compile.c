@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -151,7 +152,10 @@ int miser_bench_compile(int argc, char **argv)
     }
     const int32_t prompt = 15496; /* "Hello" */
     double gen_s[3] = {0};
+    long minflt[3] = {0}, majflt[3] = {0};
     for (int k = 0; k < 3; k++) {
+        struct rusage u0, u1;
+        getrusage(RUSAGE_SELF, &u0);
         miser_session_reset(s);
         miser_generate_options go = {.max_new_tokens = tokens, .stop_at_eos = 0};
         miser_generate_result res = {0};
@@ -161,11 +165,18 @@ int miser_bench_compile(int argc, char **argv)
             break;
         }
         gen_s[k] = now_s() - t0;
+        getrusage(RUSAGE_SELF, &u1);
+        minflt[k] = u1.ru_minflt - u0.ru_minflt;
+        majflt[k] = u1.ru_majflt - u0.ru_majflt;
         miser_free(res.ids);
     }
     printf("\ngeneration of %d tokens, %d threads, default plan: first %.1f ms, second %.1f ms, third %.1f ms "
            "(first/second %.3f)\n",
            tokens, threads, gen_s[0] * 1e3, gen_s[1] * 1e3, gen_s[2] * 1e3, gen_s[1] > 0 ? gen_s[0] / gen_s[1] : 0.0);
+    /* the first generation is the first to touch most weight pages of the
+     * mapping: its page faults are loading, not compilation */
+    printf("page faults (minor/major): first %ld/%ld, second %ld/%ld, third %ld/%ld\n", minflt[0], majflt[0], minflt[1],
+           majflt[1], minflt[2], majflt[2]);
     miser_session_free(s);
     miser_plan_free(plan);
     miser_model_free(m);
