@@ -106,7 +106,6 @@ static miser_status compile_one(const miser_model *m, const char *pipeline, cons
                                 .max_context = max_ctx, .records = r->rec, .max_records = MAX_REC,
                                 .n_records = &r->n_rec};
     int64_t a0 = rss_anon();
-    miser_mem_stats h0 = miser_mem_total();
     miser_plan *p = NULL;
     double t0 = now_s();
     miser_status st = miser_plan_compile(m, &co, &p);
@@ -119,8 +118,7 @@ static miser_status compile_one(const miser_model *m, const char *pipeline, cons
     for (int i = 0; i < r->n_rec; i++) {
         cum += r->rec[i].rss_anon_delta;
         if (cum > peak) peak = cum;
-        uint64_t above = (uint64_t)((int64_t)h0.current < 0 ? 0 : 0) + r->rec[i].heap_peak;
-        if (above > hp) hp = above;
+        if (r->rec[i].heap_peak > hp) hp = r->rec[i].heap_peak; /* each pass's peak above its start */
     }
     r->anon_peak_added = peak;
     r->heap_peak_added = hp;
