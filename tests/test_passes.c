@@ -389,3 +389,37 @@ Test(passes, pipeline_records_and_names)
     cr_expect_gt(rec[nr - 1].stats.arena_bytes, 0);
     miser_graph_free(&g);
 }
+
+Test(passes, fuse_qkv_keeps_q8_0_blocks_in_place)
+{
+    enum { C = 32 };
+    static float table[10 * C];
+    static uint8_t w[C * 3 * C / 32 * 34]; /* q8_0 [C, 3C]: rows of 3 blocks */
+    miser_graph g;
+    cr_assert_eq(miser_graph_init(&g, 4, 8), MISER_OK);
+    int32_t ids = miser_g_input(&g, MISER_INPUT_TOKENS, "ids");
+    int32_t tb = cst(&g, "table", MISER_DTYPE_F32, 2, (int64_t[]){10, C}, table);
+    int32_t cw = cst(&g, "c_attn.q8", MISER_DTYPE_Q8_0, 2, (int64_t[]){C, 3 * C}, w);
+    int32_t x = op2(&g, MISER_OP_GATHER, tb, ids, "x");
+    cr_expect_lt(miser_g_const_view(&g, cw, 16, 2, (int64_t[]){C, C}, (int64_t[]){3 * C, 1}, "mid-block"), 0,
+                 "a q8_0 view inside a block must be refused");
+    int32_t y[3];
+    for (int j = 0; j < 3; j++) {
+        int32_t wv = miser_g_const_view(&g, cw, j * C, 2, (int64_t[]){C, C}, (int64_t[]){3 * C, 1}, "w.view");
+        cr_assert_geq(wv, 0, "%s", miser_error_message());
+        cr_expect_eq(g.nodes[wv].cst.data, (const void *)(w + j * 34), "block-aligned view starts at block %d", j);
+        y[j] = op2(&g, MISER_OP_MATMUL, x, wv, "mm");
+    }
+    int32_t s = op2(&g, MISER_OP_ADD, y[0], y[1], "q+k");
+    s = op2(&g, MISER_OP_ADD, s, y[2], "+v");
+    op2(&g, MISER_OP_OUTPUT, s, -1, "o");
+    cr_assert_eq(miser_pass_fuse(&g, &g_opt), MISER_OK, "%s", miser_error_message());
+    cr_assert_eq(miser_pass_dce(&g, &g_opt), MISER_OK);
+    cr_assert_eq(count_op(&g, MISER_OP_LINEAR), 1);
+    const miser_node *lw = &g.nodes[g.nodes[find_op(&g, MISER_OP_LINEAR, 0)].in[1]];
+    cr_expect_eq(lw->dtype, MISER_DTYPE_Q8_0);
+    cr_expect_eq(lw->cst.data, (const void *)w);
+    cr_expect_eq(lw->shape[1], 3 * C);
+    for (int j = 0; j < 3; j++) cr_expect_eq(g.nodes[find_op(&g, MISER_OP_SLICE, j)].attr.i[1], j * C);
+    miser_graph_free(&g);
+}

@@ -395,10 +395,16 @@ int32_t miser_g_const_view(miser_graph *g, int32_t c, int64_t off, int32_t ndim,
         miser_error_set(MISER_ERR_INVALID, "const view of a non-constant node %d", c);
         return -1;
     }
-    /* bounds: the view's extreme elements must stay inside the storage */
+    /* bounds: the view's extreme elements must stay inside the storage.
+     * Q8_0 counts elements through whole 32-element blocks of 34 bytes, so
+     * a view may start only on a block boundary. */
     const miser_storage *s = &g->storage[src->cst.storage];
-    size_t esz = miser_dtype_bytes(src->dtype, src->dtype == MISER_DTYPE_Q8_0 ? 32 : 1);
-    if (src->dtype == MISER_DTYPE_Q8_0) esz = 0; /* q8_0 views are only whole-tensor; checked below */
+    int q8 = src->dtype == MISER_DTYPE_Q8_0;
+    int64_t esz = q8 ? 0 : (int64_t)miser_dtype_bytes(src->dtype, 1);
+    if (q8 && off % MISER_Q8_0_BLOCK) {
+        miser_error_set(MISER_ERR_UNSUPPORTED, "const view '%s': a q8_0 view must start on a 32-element block", name);
+        return -1;
+    }
     int64_t lo = off, hi = off;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 1) { miser_error_set(MISER_ERR_INVALID, "const view '%s': empty dimension", name); return -1; }
@@ -406,15 +412,11 @@ int32_t miser_g_const_view(miser_graph *g, int32_t c, int64_t off, int32_t ndim,
         if (span < 0) lo += span; else hi += span;
     }
     const char *base = (const char *)src->cst.data;
-    if (esz) {
-        int64_t b0 = (int64_t)(base - (const char *)s->base) + lo * (int64_t)esz;
-        int64_t b1 = (int64_t)(base - (const char *)s->base) + (hi + 1) * (int64_t)esz;
-        if (b0 < 0 || (uint64_t)b1 > s->bytes) {
-            miser_error_set(MISER_ERR_INVALID, "const view '%s' reaches outside '%s'", name, s->name);
-            return -1;
-        }
-    } else if (off != 0) {
-        miser_error_set(MISER_ERR_UNSUPPORTED, "const view '%s': offset views of q8_0 data", name);
+    int64_t base_bytes = (int64_t)(base - (const char *)s->base);
+    int64_t base_el = q8 ? base_bytes / MISER_Q8_0_BYTES * MISER_Q8_0_BLOCK : base_bytes / esz;
+    int64_t cap_el = q8 ? (int64_t)(s->bytes / MISER_Q8_0_BYTES * MISER_Q8_0_BLOCK) : (int64_t)s->bytes / esz;
+    if (base_el + lo < 0 || base_el + hi + 1 > cap_el) {
+        miser_error_set(MISER_ERR_INVALID, "const view '%s' reaches outside '%s'", name, s->name);
         return -1;
     }
     miser_node n = *src;
@@ -423,7 +425,7 @@ int32_t miser_g_const_view(miser_graph *g, int32_t c, int64_t off, int32_t ndim,
     memset(n.cst.stride, 0, sizeof n.cst.stride);
     memcpy(n.shape, shape, sizeof(int64_t) * (size_t)ndim);
     memcpy(n.cst.stride, stride, sizeof(int64_t) * (size_t)ndim);
-    n.cst.data = base + off * (int64_t)(esz ? esz : 0);
+    n.cst.data = base + (q8 ? off / MISER_Q8_0_BLOCK * MISER_Q8_0_BYTES : off * esz);
     n.cst.hash = 0;
     set_name(&n, name);
     return add_infer(g, &n);

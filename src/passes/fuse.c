@@ -184,13 +184,14 @@ static miser_status fuse_attention(miser_graph *g)
     return miser_rw_end(&r, st);
 }
 
-/* LINEAR i can join a column-block group: f32/f16/bf16 2-D weight with unit
- * column stride (and a unit-stride bias). */
+/* LINEAR i can join a column-block group: a 2-D weight with unit column
+ * stride (q8_0: blocks along rows, whole blocks only) and a unit-stride bias. */
 static int groupable(const miser_graph *g, const miser_node *n)
 {
     if (n->op != MISER_OP_LINEAR) return 0;
     const miser_node *w = &g->nodes[n->in[1]];
-    if (w->dtype == MISER_DTYPE_Q8_0 || w->cst.stride[1] != 1) return 0;
+    if (w->cst.stride[1] != 1) return 0;
+    if (w->dtype == MISER_DTYPE_Q8_0 && (w->shape[1] % MISER_Q8_0_BLOCK || w->cst.stride[0] % MISER_Q8_0_BLOCK)) return 0;
     if (n->n_in == 3 && (g->nodes[n->in[2]].cst.stride[0] != 1 || g->nodes[n->in[2]].op != MISER_OP_CONST)) return 0;
     return 1;
 }
@@ -248,8 +249,7 @@ static miser_status fuse_qkv(miser_graph *g)
         for (int x = 0; x + 1 < nm && ok; x++) {
             const miser_node *l0 = &g->nodes[mem[x]], *l1 = &g->nodes[mem[x + 1]];
             const miser_node *w0 = &g->nodes[l0->in[1]], *w1 = &g->nodes[l1->in[1]];
-            size_t es = miser_dtype_bytes(w0->dtype, 1);
-            ok = (const char *)w1->cst.data == (const char *)w0->cst.data + w0->shape[1] * (int64_t)es;
+            ok = (const char *)w1->cst.data == (const char *)w0->cst.data + miser_dtype_bytes(w0->dtype, (uint64_t)w0->shape[1]);
             if (ok && l0->n_in == 3) {
                 const miser_node *b0 = &g->nodes[l0->in[2]], *b1 = &g->nodes[l1->in[2]];
                 ok = (const char *)b1->cst.data ==
@@ -306,11 +306,12 @@ static miser_status fuse_qkv(miser_graph *g)
             break;
         }
         const char *base = (const char *)hw->cst.data;
-        size_t es = miser_dtype_bytes(hw->dtype, 1);
+        /* bytes per 32 elements: exact for every dtype, q8_0 included */
+        int64_t b32 = (int64_t)miser_dtype_bytes(hw->dtype, MISER_Q8_0_BLOCK);
         for (int32_t j = 0; j < r.n_old && !st; j++) {
             if (group[j] != head) continue;
             const miser_node *wj = &old[old[j].in[1]];
-            int64_t start = ((const char *)wj->cst.data - base) / (int64_t)es;
+            int64_t start = ((const char *)wj->cst.data - base) * MISER_Q8_0_BLOCK / b32;
             miser_node s = {.op = MISER_OP_SLICE, .n_in = 1, .in = {y}};
             s.attr.i[0] = g->nodes[y].ndim - 1;
             s.attr.i[1] = start;
