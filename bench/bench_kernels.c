@@ -300,6 +300,13 @@ static int ensure_medium(const char *dir)
     struct stat sb;
     if (!stat(cfg, &sb)) return 0;
     fprintf(stderr, "e2e: creating the GPT-2-medium-shaped checkpoint in %s (~1.4 GB, once)\n", dir);
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%.4000s", dir);
+    for (char *s = parent + 1; (s = strchr(s, '/')); s++) { /* mkdir -p of the parents */
+        *s = 0;
+        mkdir(parent, 0755);
+        *s = '/';
+    }
     miser_gpt2_config c;
     if (miser_gpt2_preset("medium", &c)) return -1;
     miser_synth_options o = {.dtype = MISER_DTYPE_F32, .seed = 1};
