@@ -28,6 +28,41 @@ static size_t elem_size(miser_dtype dt)
     return dt == MISER_DTYPE_Q8_0 ? 0 : miser_dtype_bytes(dt, 1);
 }
 
+/* dst (row-major) = the strided view; the last two dims are walked in
+ * 32 x 32 tiles so a transposed source is read cache line by cache line. */
+#define TILE 32
+#define COPY_TILES(T)                                                                                                  \
+    do {                                                                                                               \
+        T *d = (T *)dst;                                                                                               \
+        const T *s = (const T *)src;                                                                                   \
+        for (int64_t r0 = 0; r0 < R; r0 += TILE)                                                                       \
+            for (int64_t c0 = 0; c0 < Cn; c0 += TILE) {                                                                \
+                int64_t r1 = r0 + TILE < R ? r0 + TILE : R, c1 = c0 + TILE < Cn ? c0 + TILE : Cn;                      \
+                for (int64_t r = r0; r < r1; r++)                                                                      \
+                    for (int64_t k = c0; k < c1; k++) d[o * R * Cn + r * Cn + k] = s[base + r * sr + k * sc];          \
+            }                                                                                                          \
+    } while (0)
+
+static void copy_view(char *dst, const char *src, int nd, const int64_t *shape, const int64_t *stride, size_t es)
+{
+    int64_t R = nd >= 2 ? shape[nd - 2] : 1, Cn = nd >= 1 ? shape[nd - 1] : 1;
+    int64_t sr = nd >= 2 ? stride[nd - 2] : 0, sc = nd >= 1 ? stride[nd - 1] : 0;
+    int outer_nd = nd >= 2 ? nd - 2 : 0;
+    int64_t outer = 1, idx[MISER_MAX_DIMS] = {0};
+    for (int i = 0; i < outer_nd; i++) outer *= shape[i];
+    for (int64_t o = 0; o < outer; o++) {
+        int64_t base = 0;
+        for (int i = 0; i < outer_nd; i++) base += idx[i] * stride[i];
+        if (es == 4) COPY_TILES(uint32_t);
+        else if (es == 2) COPY_TILES(uint16_t);
+        else COPY_TILES(uint8_t);
+        for (int i = outer_nd - 1; i >= 0; i--) {
+            if (++idx[i] < shape[i]) break;
+            idx[i] = 0;
+        }
+    }
+}
+
 /* A contiguous copy of constant c (new graph) in fresh owned storage.
  * Returns the storage index, or -1 with *unsupported for q8_0 views. */
 static int32_t materialize(miser_graph *g, const miser_node *c, int *unsupported, const void **data_out)
@@ -42,17 +77,7 @@ static int32_t materialize(miser_graph *g, const miser_node *c, int *unsupported
     for (int i = 0; i < c->ndim; i++) numel *= (uint64_t)c->shape[i];
     char *dst = miser_malloc(MISER_MEM_CONSTANTS, numel ? numel * es : 1);
     if (!dst) return -1;
-    int64_t idx[MISER_MAX_DIMS] = {0};
-    const char *src = c->cst.data;
-    for (uint64_t e = 0; e < numel; e++) {
-        int64_t off = 0;
-        for (int d = 0; d < c->ndim; d++) off += idx[d] * c->cst.stride[d];
-        memcpy(dst + e * es, src + off * (int64_t)es, es);
-        for (int d = c->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < c->shape[d]) break;
-            idx[d] = 0;
-        }
-    }
+    copy_view(dst, c->cst.data, c->ndim, c->shape, c->cst.stride, es);
     int32_t s = miser_graph_add_storage(g, dst, numel * es, 1, c->name);
     if (s < 0) {
         miser_free(dst);
