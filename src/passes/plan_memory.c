@@ -100,14 +100,14 @@ miser_status miser_pass_plan_memory(miser_graph *g, const miser_pass_options *o)
                 }
                 active[b + 1] = v;
             }
+            /* the naive pipeline plans like the default one: its difference
+             * is folding only, so the comparison isolates that */
             uint64_t off = 0;
-            if (o && o->naive) off = arena; /* no reuse at all */
-            else
-                for (int32_t a = 0; a < n_active; a++) {
-                    const miser_node *q = &g->nodes[active[a]];
-                    if (q->offset >= off + bytes) break;
-                    if (q->offset + q->bytes > off) off = q->offset + q->bytes;
-                }
+            for (int32_t a = 0; a < n_active; a++) {
+                const miser_node *q = &g->nodes[active[a]];
+                if (q->offset >= off + bytes) break;
+                if (q->offset + q->bytes > off) off = q->offset + q->bytes;
+            }
             nd->offset = off;
             active[n_active++] = i;
         }
