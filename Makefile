@@ -80,6 +80,7 @@ test-unit: $(TESTS)
 	$(TESTS) --jobs 2 $(TEST_ARGS)
 
 test-sanitize:
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	$(MAKE) BUILD=build/sanitize OPT=-O1 SAN='-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined' test-unit \
 	  TEST_ARGS='$(TEST_ARGS)'
 sanitize: test-sanitize
