@@ -256,6 +256,9 @@ typedef struct miser_profile_metrics {
 /* Compute metrics; stages are looked up by the study's names (0_INITIAL ...
  * 5_FINAL). Missing stages give NAN. Never fails. */
 void miser_profile_metrics_compute(const miser_profile *p, miser_profile_metrics *m);
+/* Whitespace-separated words of a text, as the study's throughput counts them
+ * (Python's len(text.split())). */
+size_t miser_text_word_count(const char *text);
 
 /* ---- reports ---- */
 

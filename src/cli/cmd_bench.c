@@ -153,13 +153,21 @@ int miser_bench_synthetic_dir(const char *cmd, char *out, size_t cap)
 typedef struct child_ctx {
     miser_profiler *prof;
     int marker_fd;
+    int ack_fd; /* MISER_MARKER_ACK_FD when the watcher acknowledges marks */
 } child_ctx;
 
 static int child_mark(child_ctx *c, int idx, const char *data)
 {
     const char *name = stage_names[idx][0], *desc = stage_names[idx][1];
     if (c->prof && miser_profiler_stage_data(c->prof, name, desc, data)) return -1;
-    if (c->marker_fd >= 0) dprintf(c->marker_fd, "stage %s desc=\"%s\"%s%s\n", name, desc, data ? " " : "", data ? data : "");
+    if (c->marker_fd >= 0) {
+        /* synchronous mark: wait until the watcher has taken its snapshot,
+         * so the last stage is measured before this process exits */
+        dprintf(c->marker_fd, "stage %s desc=\"%s\"%s%s%s\n", name, desc, data ? " " : "", data ? data : "",
+                c->ack_fd >= 0 ? " ack=1" : "");
+        char b;
+        if (c->ack_fd >= 0 && read(c->ack_fd, &b, 1) < 0) c->ack_fd = -1;
+    }
     char buf[4096];
     miser_proc_status ps = {0};
     int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
@@ -234,9 +242,10 @@ typedef struct scenario {
 
 static int run_child(const char *cmd, const scenario *sc, const char *profile_out, const char *json_out)
 {
-    child_ctx c = {NULL, -1};
-    const char *mfd = getenv(MISER_MARKER_ENV);
+    child_ctx c = {NULL, -1, -1};
+    const char *mfd = getenv(MISER_MARKER_ENV), *afd = getenv(MISER_MARKER_ACK_ENV);
     if (mfd && *mfd) c.marker_fd = atoi(mfd);
+    if (c.marker_fd >= 0 && afd && *afd) c.ack_fd = atoi(afd);
     miser_status st;
     /* Sample RSS every 20 ms, as the study polled it, for its peak_ram_mb. */
     miser_profiler_options po = {.sample_interval_ms = 20};

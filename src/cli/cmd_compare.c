@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -89,6 +90,34 @@ static int ids_text(const char *cmd, const char *model_dir, const char *prompt, 
         return MISER_EXIT_DATA;
     }
     return 0;
+}
+
+/* The adapters report ids, not text: the study's throughput (words of the
+ * whole output text, prompt included, per first-inference second) is
+ * computed here from the first generate's ids with miser's tokenizer. */
+static void peer_throughput(const char *model_dir, const char *prompt, const char *result_path, miser_bench_run *run)
+{
+    static miser_bench_row tmp;
+    memset(&tmp, 0, sizeof tmp);
+    miser_tokenizer *tok = NULL;
+    char *text = NULL;
+    size_t tlen = 0;
+    if (!isnan(run->m.throughput_tok_s) || !(run->m.first_inference_s > 0)) return;
+    if (miser_bench_load_result(result_path, &tmp) || miser_tokenizer_open(model_dir, &tok) ||
+        miser_tokenizer_decode(tok, tmp.ids[0], tmp.nids[0], &text, &tlen)) {
+        miser_tokenizer_free(tok);
+        return;
+    }
+    size_t plen = strlen(prompt);
+    char *whole = miser_malloc(MISER_MEM_SCRATCH, plen + tlen + 1);
+    if (whole) {
+        memcpy(whole, prompt, plen);
+        memcpy(whole + plen, text, tlen + 1);
+        run->m.throughput_tok_s = (double)miser_text_word_count(whole) / run->m.first_inference_s;
+    }
+    miser_free(whole);
+    miser_free(text);
+    miser_tokenizer_free(tok);
 }
 
 static void on_warning(const char *msg, void *ctx)
@@ -289,7 +318,9 @@ static int cmd_compare(int argc, char **argv)
                 miser_profile_free(p);
                 continue;
             }
-            miser_bench_run_from_profile(p, &w->runs[w->nruns++]);
+            miser_bench_run *run = &w->runs[w->nruns++];
+            miser_bench_run_from_profile(p, run);
+            if (d->interp) peer_throughput(model_dir, prompt, res, run);
             if (!w->timeline) w->timeline = p;
             else miser_profile_free(p);
             if (i == 0 && miser_bench_load_result(res, w)) {

@@ -24,7 +24,7 @@ static double kv_num(const miser_stage_record *s, const char *key)
     return *end ? NAN : d;
 }
 
-static size_t count_words(const char *t)
+size_t miser_text_word_count(const char *t)
 {
     size_t n = 0;
     int in = 0;
@@ -91,7 +91,7 @@ void miser_profile_metrics_compute(const miser_profile *p, miser_profile_metrics
     m->second_inference_s = g;
     m->speedup = f / g;
     const char *text = miser_stage_get(s3, "text");
-    if (text) m->throughput_tok_s = (double)count_words(text) / f;
+    if (text) m->throughput_tok_s = (double)miser_text_word_count(text) / f;
 
     m->model_loading_anon_mb = F(s1, anon_kb) - F(s0, anon_kb);
     m->model_loading_file_mb = F(s1, file_kb) - F(s0, file_kb);
