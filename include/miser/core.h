@@ -67,6 +67,22 @@ uint16_t miser_f32_to_bf16(float f);  /* round to nearest even, NaN kept NaN */
  * For Q8_0, start and n must be multiples of 32. */
 void miser_to_f32(miser_dtype dt, const void *src, uint64_t start, uint64_t n, float *dst);
 
+/* Monotonic clock in seconds (for durations). */
+double miser_now_s(void);
+
+/* A whole file mapped read-only. */
+typedef struct miser_mapping {
+    const void *data;
+    size_t size;
+} miser_mapping;
+
+/* Map a regular file read-only (PROT_READ). A file shorter than min_size is
+ * MISER_ERR_FORMAT; errors name the path. The mapping's bytes are recorded
+ * against the allocator category `cat` as mapped (see alloc.h). */
+miser_status miser_file_map(const char *path, size_t min_size, int cat, miser_mapping *out);
+/* Unmap; a zeroed mapping is a no-op. */
+void miser_file_unmap(miser_mapping *m, int cat);
+
 #ifdef __cplusplus
 }
 #endif

@@ -297,35 +297,18 @@ const miser_st_tensor *miser_st_find(const miser_st_header *h, const char *name)
 miser_status miser_st_open(const char *path, miser_st_file **out)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return miser_error_set(MISER_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return miser_error_set(MISER_ERR_IO, "%s: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return miser_error_set(MISER_ERR_IO, "%s: not a regular file", path);
-    }
-    if (sb.st_size < 8) {
-        close(fd);
-        return miser_error_set(MISER_ERR_FORMAT, "%s: file is %lld bytes, too short for the 8-byte header length",
-                               path, (long long)sb.st_size);
-    }
-    size_t size = (size_t)sb.st_size;
-    void *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
-    int e = errno;
-    close(fd); /* the mapping keeps the file referenced */
-    if (map == MAP_FAILED) return miser_error_set(MISER_ERR_IO, "%s: mmap: %s", path, strerror(e));
+    miser_mapping mp;
+    miser_status mst = miser_file_map(path, 8, MISER_MEM_WEIGHTS, &mp);
+    if (mst) return mst;
+    void *map = (void *)mp.data;
+    size_t size = mp.size;
 
     miser_st_file *f = miser_calloc(MISER_MEM_OTHER, 1, sizeof *f);
     char *p = miser_strdup(MISER_MEM_OTHER, path);
     if (!f || !p) {
         miser_free(f);
         miser_free(p);
-        munmap(map, size);
+        miser_file_unmap(&mp, MISER_MEM_WEIGHTS);
         return MISER_ERR_NOMEM;
     }
     f->path = p;
@@ -333,12 +316,11 @@ miser_status miser_st_open(const char *path, miser_st_file **out)
     f->map_size = size;
     miser_status st = miser_st_parse(map, size, path, &f->hdr);
     if (st) {
-        munmap(map, size);
+        miser_file_unmap(&mp, MISER_MEM_WEIGHTS);
         miser_free(p);
         miser_free(f);
         return st;
     }
-    miser_mem_note_mapped(MISER_MEM_WEIGHTS, (int64_t)size);
     *out = f;
     return MISER_OK;
 }

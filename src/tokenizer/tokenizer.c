@@ -375,49 +375,6 @@ out:
 }
 
 /* A read-only mapping of a whole file. */
-typedef struct {
-    void *p;
-    size_t n;
-} mapped_file;
-
-static miser_status map_file(const char *path, mapped_file *m)
-{
-    m->p = NULL;
-    m->n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return miser_error_set(MISER_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return miser_error_set(MISER_ERR_IO, "%s: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return miser_error_set(MISER_ERR_IO, "%s: not a regular file", path);
-    }
-    if (sb.st_size == 0) {
-        close(fd);
-        return miser_error_set(MISER_ERR_FORMAT, "%s: empty file", path);
-    }
-    void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (p == MAP_FAILED) return miser_error_set(MISER_ERR_IO, "%s: mmap: %s", path, strerror(e));
-    m->p = p;
-    m->n = (size_t)sb.st_size;
-    miser_mem_note_mapped(MISER_MEM_TOKENIZER, (int64_t)m->n);
-    return MISER_OK;
-}
-
-static void unmap_file(mapped_file *m)
-{
-    if (!m->p) return;
-    munmap(m->p, m->n);
-    miser_mem_note_mapped(MISER_MEM_TOKENIZER, -(int64_t)m->n);
-    m->p = NULL;
-}
-
 static int file_exists(const char *path)
 {
     struct stat sb;
@@ -449,12 +406,12 @@ miser_status miser_tokenizer_open(const char *dir, miser_tokenizer **out)
     t->eot = -1;
     miser_status st;
     if (have_v) {
-        mapped_file vf, mf = {NULL, 0};
-        st = map_file(vpath, &vf);
-        if (!st) st = map_file(mpath, &mf);
-        if (!st) st = build(t, vf.p, vf.n, vpath, mf.p, mf.n, mpath);
-        unmap_file(&vf);
-        unmap_file(&mf);
+        miser_mapping vf, mf = {NULL, 0};
+        st = miser_file_map(vpath, 1, MISER_MEM_TOKENIZER, &vf);
+        if (!st) st = miser_file_map(mpath, 1, MISER_MEM_TOKENIZER, &mf);
+        if (!st) st = build(t, vf.data, vf.size, vpath, mf.data, mf.size, mpath);
+        miser_file_unmap(&vf, MISER_MEM_TOKENIZER);
+        miser_file_unmap(&mf, MISER_MEM_TOKENIZER);
     } else {
         st = build(t, miser_gpt2_encoder_json, (size_t)miser_gpt2_encoder_json_len, "built-in GPT-2 encoder.json",
                    miser_gpt2_vocab_bpe, (size_t)miser_gpt2_vocab_bpe_len, "built-in GPT-2 vocab.bpe");

@@ -1,0 +1,61 @@
+/* Small platform services shared by the modules: a monotonic clock and
+ * read-only file mappings (weights, vocabularies). */
+#include "miser/alloc.h"
+#include "miser/core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+double miser_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+miser_status miser_file_map(const char *path, size_t min_size, int cat, miser_mapping *out)
+{
+    out->data = NULL;
+    out->size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return miser_error_set(MISER_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        close(fd);
+        return miser_error_set(MISER_ERR_IO, "%s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return miser_error_set(MISER_ERR_IO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)sb.st_size < (uint64_t)(min_size ? min_size : 1)) {
+        close(fd);
+        if (min_size <= 1) return miser_error_set(MISER_ERR_FORMAT, "%s: empty file", path);
+        return miser_error_set(MISER_ERR_FORMAT, "%s: file is %lld bytes, shorter than the %zu its format needs", path,
+                               (long long)sb.st_size, min_size);
+    }
+    size_t size = (size_t)sb.st_size;
+    void *p = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    int e = errno;
+    close(fd); /* the mapping keeps the file referenced */
+    if (p == MAP_FAILED) return miser_error_set(MISER_ERR_IO, "%s: mmap: %s", path, strerror(e));
+    out->data = p;
+    out->size = size;
+    miser_mem_note_mapped((miser_mem_category)cat, (int64_t)size);
+    return MISER_OK;
+}
+
+void miser_file_unmap(miser_mapping *m, int cat)
+{
+    if (!m->data) return;
+    munmap((void *)m->data, m->size);
+    miser_mem_note_mapped((miser_mem_category)cat, -(int64_t)m->size);
+    m->data = NULL;
+    m->size = 0;
+}
