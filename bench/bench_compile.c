@@ -10,6 +10,7 @@
  * MODEL_DIR defaults to $MISER_BENCH_MODEL, then /tmp/medium (create it with
  * `miser synth --out /tmp/medium --shape medium`). A missing checkpoint is
  * reported and skipped, not failed: benchmarks report, they do not test. */
+#include "miser/profiler.h"
 #include "miser/alloc.h"
 #include "miser/model.h"
 #include "miser/runtime.h"
@@ -19,25 +20,13 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
+/* RssAnon of this process in bytes (0 where the kernel does not report it) */
 static int64_t rss_anon(void)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return 0;
-    char line[256];
-    long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "RssAnon: %lld kB", &kb) == 1) break;
-    fclose(f);
-    return (int64_t)kb * 1024;
+    miser_proc_status ps;
+    return miser_proc_read_status(0, &ps) == MISER_OK && ps.anon_kb > 0 ? ps.anon_kb * 1024 : 0;
 }
 
 static int cmp_d(const void *a, const void *b)
@@ -65,9 +54,9 @@ static int compile_figures(const miser_model *m, const char *pipeline, int repea
         miser_mem_stats h0 = miser_mem_total();
         miser_mem_reset_peaks();
         miser_plan *p = NULL;
-        double t0 = now_s();
+        double t0 = miser_now_s();
         miser_status st = miser_plan_compile(m, &co, &p);
-        double t1 = now_s();
+        double t1 = miser_now_s();
         if (st) {
             fprintf(stderr, "miser-bench compile: %s: %s\n", pipeline, miser_error_message());
             return 1;
@@ -159,12 +148,12 @@ int miser_bench_compile(int argc, char **argv)
         miser_session_reset(s);
         miser_generate_options go = {.max_new_tokens = tokens, .stop_at_eos = 0};
         miser_generate_result res = {0};
-        double t0 = now_s();
+        double t0 = miser_now_s();
         if (miser_generate(s, &prompt, 1, &go, NULL, NULL, &res)) {
             fprintf(stderr, "miser-bench compile: %s\n", miser_error_message());
             break;
         }
-        gen_s[k] = now_s() - t0;
+        gen_s[k] = miser_now_s() - t0;
         getrusage(RUSAGE_SELF, &u1);
         minflt[k] = u1.ru_minflt - u0.ru_minflt;
         majflt[k] = u1.ru_majflt - u0.ru_majflt;

@@ -50,6 +50,8 @@ typedef struct miser_proc_status {
 /* Parse the text of a status file. Returns MISER_ERR_FORMAT when VmRSS is
  * absent (a kernel thread or a zombie has no memory fields). */
 miser_status miser_proc_parse_status(const char *text, miser_proc_status *out);
+/* Read and parse /proc/PID/status (pid <= 0: this process). */
+miser_status miser_proc_read_status(int pid, miser_proc_status *out);
 
 /* Fields of /proc/PID/stat (times in clock ticks). The command name may hold
  * spaces and parentheses; parsing starts after its last ')'. */

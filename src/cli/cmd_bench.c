@@ -33,7 +33,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 static const char *stage_names[6][2] = {
@@ -45,12 +44,6 @@ static const char *stage_names[6][2] = {
     {"5_FINAL", "Final state"},
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void usage(FILE *f)
 {
@@ -265,9 +258,9 @@ static int run_child(const char *cmd, const scenario *sc, const char *profile_ou
     miser_profile *prof = NULL;
     double secs[2] = {0, 0};
     child_mark(&c, 0, NULL);
-    double t0 = now_s();
+    double t0 = miser_now_s();
     if ((st = miser_model_open(sc->model_dir, &model)) || (st = miser_tokenizer_open(sc->model_dir, &tok))) goto fail;
-    double load_s = now_s() - t0;
+    double load_s = miser_now_s() - t0;
     child_mark(&c, 1, NULL);
     const char *prompts[2] = {sc->prompt, sc->prompt2};
     for (int k = 0; k < 2; k++) {
@@ -282,11 +275,11 @@ static int run_child(const char *cmd, const scenario *sc, const char *profile_ou
     const miser_gpt2_config *cfg = miser_model_config(model);
     int64_t ctx = sc->max_length < cfg->n_ctx ? sc->max_length : cfg->n_ctx;
     miser_compile_options co = {.pipeline = sc->pipeline, .max_context = ctx};
-    double tc = now_s();
+    double tc = miser_now_s();
     if ((st = miser_plan_compile(model, &co, &plan))) goto fail;
     miser_session_options so = {.capacity = ctx, .threads = (int)sc->threads};
     if ((st = miser_session_create(plan, &so, &sess))) goto fail;
-    double compile_s = now_s() - tc;
+    double compile_s = miser_now_s() - tc;
     char d2[64];
     snprintf(d2, sizeof d2, "compile_s=%.6f", compile_s);
     child_mark(&c, 2, d2);
@@ -301,9 +294,9 @@ static int run_child(const char *cmd, const scenario *sc, const char *profile_ou
         /* Greedy, not stopping at <|endoftext|>: every runtime makes the same
          * number of tokens, as the adapters do. */
         miser_generate_options go = {.max_length = sc->max_length, .stop_at_eos = 0, .eos_token = cfg->eos_token_id};
-        double ts = now_s();
+        double ts = miser_now_s();
         if ((st = miser_generate(sess, ids[k], (int64_t)nids[k], &go, NULL, NULL, &res[k]))) goto fail;
-        secs[k] = now_s() - ts;
+        secs[k] = miser_now_s() - ts;
         /* The study counts words of the whole output text, prompt included. */
         size_t tlen = 0;
         miser_free(text);
@@ -417,9 +410,9 @@ static int run_soak(const char *cmd, const scenario *sc, long long iters, const 
         miser_session_reset(sess);
         miser_generate_options go = {.max_length = sc->max_length, .stop_at_eos = 0, .eos_token = cfg->eos_token_id};
         miser_generate_result res = {0};
-        double t = now_s();
+        double t = miser_now_s();
         st = miser_generate(sess, ids, (int64_t)nids, &go, NULL, NULL, &res);
-        sec[i] = now_s() - t;
+        sec[i] = miser_now_s() - t;
         miser_free(res.ids);
         if (st) goto fail;
         miser_proc_status ps;

@@ -10,7 +10,6 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static void usage(FILE *f)
 {
@@ -63,12 +62,6 @@ static int on_token(void *user, int32_t token)
     return 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void json_ids(FILE *f, const int32_t *ids, int64_t n)
 {
@@ -173,7 +166,7 @@ static int cmd_generate(int argc, char **argv)
         rc = MISER_EXIT_DATA;
         goto out;
     }
-    double t0 = now_s();
+    double t0 = miser_now_s();
     if (precision) {
         char note[1024];
         int converted = 0;
@@ -190,7 +183,7 @@ static int cmd_generate(int argc, char **argv)
         rc = miser_cli_exit_for_status(st);
         goto out;
     }
-    double t1 = now_s();
+    double t1 = miser_now_s();
     const miser_gpt2_config *cfg = miser_model_config(model);
     if ((st = miser_tokenizer_encode(tok, prompt, plen, special_text ? MISER_TOKENIZE_SPECIAL_AS_TEXT : 0, &ids, &n_ids))) {
         miser_cli_error(cmd, "%s", miser_error_message());

@@ -4,6 +4,7 @@
  * before and after; compare the default pipeline with the naive one in one
  * process (the project's with-fix / without-fix table). */
 #include "cli.h"
+#include "miser/profiler.h"
 #include "miser/alloc.h"
 #include "miser/model.h"
 #include "miser/runtime.h"
@@ -11,7 +12,6 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define MAX_REC 32
@@ -45,23 +45,12 @@ static void usage(FILE *f)
             "                         (plan_memory is always run)");
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
+/* RssAnon of this process in bytes (0 where the kernel does not report it) */
 static int64_t rss_anon(void)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return 0;
-    char line[256];
-    long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "RssAnon: %lld kB", &kb) == 1) break;
-    fclose(f);
-    return (int64_t)kb * 1024;
+    miser_proc_status ps;
+    return miser_proc_read_status(0, &ps) == MISER_OK && ps.anon_kb > 0 ? ps.anon_kb * 1024 : 0;
 }
 
 typedef struct {
@@ -107,9 +96,9 @@ static miser_status compile_one(const miser_model *m, const char *pipeline, cons
                                 .n_records = &r->n_rec};
     int64_t a0 = rss_anon();
     miser_plan *p = NULL;
-    double t0 = now_s();
+    double t0 = miser_now_s();
     miser_status st = miser_plan_compile(m, &co, &p);
-    double t1 = now_s();
+    double t1 = miser_now_s();
     if (st) return st;
     r->compile_s = t1 - t0;
     r->anon_added = rss_anon() - a0;

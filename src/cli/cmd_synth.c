@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 static void synth_usage(FILE *f)
@@ -30,12 +29,6 @@ typedef struct {
     int last_pct;
 } progress_state;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void progress(void *user, uint64_t done, uint64_t total)
 {
@@ -44,7 +37,7 @@ static void progress(void *user, uint64_t done, uint64_t total)
     if (pct == p->last_pct) return;
     p->last_pct = pct;
     fprintf(stderr, "\rmiser synth: %3d%% (%llu / %llu MB, %.1f s)", pct, (unsigned long long)(done >> 20),
-            (unsigned long long)(total >> 20), now_s() - p->t0);
+            (unsigned long long)(total >> 20), miser_now_s() - p->t0);
     if (done == total) fputc('\n', stderr);
 }
 
@@ -124,7 +117,7 @@ static int cmd_synth(int argc, char **argv)
     cfg.n_inner = inner ? inner : 4 * cfg.n_embd;
     if (cfg.eos_token_id >= cfg.n_vocab) cfg.eos_token_id = -1; /* a small test vocabulary has no <|endoftext|> */
 
-    progress_state ps = {now_s(), -1};
+    progress_state ps = {miser_now_s(), -1};
     uint64_t approx = (uint64_t)(cfg.n_vocab + cfg.n_ctx) * (uint64_t)cfg.n_embd +
                       (uint64_t)cfg.n_layer * (uint64_t)(4 * cfg.n_embd * cfg.n_embd + 2 * cfg.n_embd * cfg.n_inner);
     miser_synth_options o = {.dtype = dtype, .seed = (uint64_t)seed};

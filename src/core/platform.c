@@ -37,7 +37,7 @@ miser_status miser_file_map(const char *path, size_t min_size, int cat, miser_ma
     if ((uint64_t)sb.st_size < (uint64_t)(min_size ? min_size : 1)) {
         close(fd);
         if (min_size <= 1) return miser_error_set(MISER_ERR_FORMAT, "%s: empty file", path);
-        return miser_error_set(MISER_ERR_FORMAT, "%s: file is %lld bytes, shorter than the %zu its format needs", path,
+        return miser_error_set(MISER_ERR_FORMAT, "%s: file is %lld bytes, too short (its format needs at least %zu)", path,
                                (long long)sb.st_size, min_size);
     }
     size_t size = (size_t)sb.st_size;

@@ -3,10 +3,10 @@
  * RssAnon, allocator bytes), which `miser inspect` prints. */
 #include "miser/alloc.h"
 #include "miser/passes.h"
+#include "miser/profiler.h"
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 static const miser_pass_info g_passes[] = {
     {"decompose_einsum", "einsum -> transpose/reshape views + matmul (+ reshape/transpose of the result)",
@@ -51,24 +51,13 @@ const char *miser_pipeline_passes(const char *pipeline)
     return NULL;
 }
 
+/* RssAnon of this process in bytes (0 where the kernel does not report it) */
 static int64_t rss_anon_bytes(void)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return 0;
-    char line[256];
-    long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "RssAnon: %lld kB", &kb) == 1) break;
-    fclose(f);
-    return (int64_t)kb * 1024;
+    miser_proc_status ps;
+    return miser_proc_read_status(0, &ps) == MISER_OK && ps.anon_kb > 0 ? ps.anon_kb * 1024 : 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int listed(const char *list, const char *name, size_t len)
 {
@@ -124,9 +113,9 @@ miser_status miser_passes_run_pipeline(miser_graph *g, const char *pipeline, con
         int64_t anon0 = records ? rss_anon_bytes() : 0;
         miser_mem_stats h0 = miser_mem_total();
         miser_mem_reset_peaks();
-        double t0 = now_s();
+        double t0 = miser_now_s();
         miser_status st = pi->run(g, &opt);
-        double t1 = now_s();
+        double t1 = miser_now_s();
         if (st) return miser_error_prefix(st, "pass %s", nm);
         if (records && nr < max_records) {
             miser_pass_record *r = &records[nr++];

@@ -120,6 +120,15 @@ ssize_t proc_read_file(const char *path, char *buf, size_t cap)
     return r;
 }
 
+miser_status miser_proc_read_status(int pid, miser_proc_status *out)
+{
+    char path[64], buf[4096];
+    if (pid > 0) snprintf(path, sizeof path, "/proc/%d/status", pid);
+    else snprintf(path, sizeof path, "/proc/self/status");
+    if (proc_read_file(path, buf, sizeof buf) < 0) return miser_error_set(MISER_ERR_IO, "%s: %s", path, strerror(errno));
+    return miser_proc_parse_status(buf, out);
+}
+
 int proc_reset_hwm(pid_t pid)
 {
     char path[64];
@@ -133,12 +142,7 @@ int proc_reset_hwm(pid_t pid)
     return err;
 }
 
-double prof_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+double prof_now(void) { return miser_now_s(); }
 
 double prof_unix_now(void)
 {

@@ -7,14 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static uint64_t splitmix64(uint64_t *s)
 {
@@ -109,13 +102,13 @@ miser_status miser_generate(miser_session *s, const int32_t *prompt, int64_t n_p
     uint64_t rng = o->seed;
     miser_status st = MISER_OK;
     res->stop_reason = why;
-    double t0 = now_s(), t1 = t0;
+    double t0 = miser_now_s(), t1 = t0;
     const float *logits = NULL;
     if (want > 0) st = miser_session_eval(s, prompt, n_prompt, &logits);
     for (int64_t i = 0; !st && i < want; i++) {
         int32_t tok = miser_sample_token(logits, V, o, &rng, p, idx);
         res->ids[res->n++] = tok;
-        if (i == 0) t1 = now_s();
+        if (i == 0) t1 = miser_now_s();
         if (cb && cb(user, tok)) {
             res->stop_reason = "callback";
             break;
@@ -126,7 +119,7 @@ miser_status miser_generate(miser_session *s, const int32_t *prompt, int64_t n_p
         }
         if (i + 1 < want) st = miser_session_eval(s, &tok, 1, &logits);
     }
-    double t2 = now_s();
+    double t2 = miser_now_s();
     res->prefill_s = (res->n ? t1 : t2) - t0;
     res->decode_s = res->n ? t2 - t1 : 0;
     miser_free(p);
