@@ -782,3 +782,36 @@ Test(profiler_check, regression_exit_codes, .timeout = 60)
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
     cr_assert_eq(system(rm), 0);
 }
+
+/* A child that announces each stage both on stdout and on the marker pipe
+ * (as the peer adapters do) gets one record per stage, carrying the pipe's
+ * data, whichever channel is read first. */
+Test(profiler_watch, stage_on_both_channels_recorded_once, .timeout = 60)
+{
+    sandbox s;
+    sandbox_init(&s, 0);
+    char path[160];
+    snprintf(path, sizeof path, "%s/both.py", s.dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "import sys\nsys.path.insert(0, '%s/tools/markers')\nfrom miser_marker import marker\n"
+               "for i, n in enumerate(['0_INITIAL', '1_MODEL_LOADED', '5_FINAL']):\n"
+               "    print(f'[STAGE] {n}: 1.00 MB (swap: 0.00 MB) - d{i}', flush=True)\n"
+               "    marker(n, f'd{i}', tokens=i)\n",
+            MISER_SOURCE_DIR);
+    fclose(f);
+    cr_assert_eq(sh("%s profile --format none --json %s/p.json -- /usr/bin/python3 %s > /dev/null 2>&1", MISER, s.dir, path), 0);
+    miser_profile *p = load(&s, "p.json");
+    static const char *const names[3] = {"0_INITIAL", "1_MODEL_LOADED", "5_FINAL"};
+    size_t n = miser_profile_stage_count(p), seen[3] = {0};
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; k < 3; k++)
+            if (!strcmp(miser_profile_stage(p, i)->name, names[k])) {
+                seen[k]++;
+                char want[4];
+                snprintf(want, sizeof want, "%d", k);
+                cr_assert_str_eq(miser_stage_get(miser_profile_stage(p, i), "tokens"), want);
+            }
+    for (int k = 0; k < 3; k++) cr_assert_eq(seen[k], 1, "%s recorded %zu times", names[k], seen[k]);
+    miser_profile_free(p);
+    sandbox_free(&s);
+}

@@ -29,6 +29,8 @@ miser_profile *prof_new(const char *mode, const char *label);
 /* Append a zeroed record (numbers -1); returns NULL on NOMEM. */
 miser_stage_record *prof_add_stage(miser_profile *p, const char *name, const char *desc);
 miser_status prof_stage_set_kv(miser_stage_record *s, const char *key, const char *value);
+/* Remove (and free) the newest stage record. */
+void prof_drop_last_stage(miser_profile *p);
 miser_status prof_add_sample(miser_profile *p, const miser_sample *s);
 /* Records a warning (printf-style); a failed allocation drops it silently. */
 void prof_warn(miser_profile *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

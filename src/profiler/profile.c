@@ -35,6 +35,11 @@ static void free_stage(miser_stage_record *s)
     miser_free(s->kv);
 }
 
+void prof_drop_last_stage(miser_profile *p)
+{
+    if (p->nstages) free_stage(&p->stages[--p->nstages]);
+}
+
 void miser_profile_free(miser_profile *p)
 {
     if (!p) return;

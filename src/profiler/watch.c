@@ -51,8 +51,14 @@ typedef struct {
     uint64_t dead_minflt, dead_majflt;
     int child_done, child_status;
     int ack_fd;                /* write end of the acknowledgement pipe, or -1 */
+    int last_source;           /* MARK_* of the newest stage record */
     linebuf out_lb, mk_lb;
 } watch;
+
+/* Where a mark came from. A child may announce a stage both ways (a [STAGE]
+ * line on stdout and the marker pipe, as the peer adapters do): the two are
+ * one stage, recorded once. */
+enum { MARK_OTHER = 0, MARK_PIPE = 1, MARK_STDOUT = 2 };
 
 static volatile sig_atomic_t g_fwd_pid;
 static void forward_signal(int sig)
@@ -288,8 +294,21 @@ static void reap(watch *w)
     }
 }
 
-static void take_mark(watch *w, const char *name, const char *desc, const miser_kv *kv, size_t nkv, int implicit)
+static int same_as_last(const watch *w, int source, const char *name)
 {
+    size_t n = w->prof->nstages;
+    return n && w->last_source == source && !strcmp(w->prof->stages[n - 1].name, name);
+}
+
+static void take_mark(watch *w, const char *name, const char *desc, const miser_kv *kv, size_t nkv, int implicit,
+                      int source)
+{
+    /* a [STAGE] line echoing the pipe mark just taken adds nothing */
+    if (source == MARK_STDOUT && same_as_last(w, MARK_PIPE, name)) return;
+    /* a pipe mark (synchronous, exact) replaces the stdout one it follows,
+     * keeping the larger peak of the two windows */
+    int merge = source == MARK_PIPE && same_as_last(w, MARK_STDOUT, name);
+    int64_t prev_peak = merge ? w->prof->stages[w->prof->nstages - 1].peak_rss_kb : -1;
     discover(w, 1);
     w->last_scan = prof_now();
     int64_t *hwm = miser_calloc(MISER_MEM_PROFILER, w->nprocs + 1, sizeof *hwm);
@@ -315,7 +334,10 @@ static void take_mark(watch *w, const char *name, const char *desc, const miser_
                 pss += ps.pss_kb;
         }
     }
-    miser_stage_record *s = prof_add_stage(w->prof, name, desc);
+    miser_stage_record *s;
+    if (merge) prof_drop_last_stage(w->prof);
+    s = prof_add_stage(w->prof, name, desc);
+    w->last_source = source;
     if (!s) {
         warn(w, "out of memory recording stage '%s'", name);
         miser_free(hwm);
@@ -353,6 +375,7 @@ static void take_mark(watch *w, const char *name, const char *desc, const miser_
         if (smax > pk) pk = smax;
         s->peak_rss_kb = pk;
     }
+    if (prev_peak > s->peak_rss_kb) s->peak_rss_kb = prev_peak;
     for (size_t i = 0; i < nkv; i++)
         if (prof_stage_set_kv(s, kv[i].key, kv[i].value)) warn(w, "out of memory storing marker data");
     /* Reset for the next interval. */
@@ -409,7 +432,7 @@ static void handle_marker_line(watch *w, char *line)
                 kv[i] = kv[--nkv];
                 break;
             }
-        take_mark(w, name, desc, kv, nkv, 0);
+        take_mark(w, name, desc, kv, nkv, 0, MARK_PIPE);
         if (ack && w->ack_fd >= 0) {
             ssize_t r = write(w->ack_fd, "\n", 1);
             (void)r; /* a full or closed pipe: the reader is gone or not reading */
@@ -431,7 +454,7 @@ static void handle_stdout_line(watch *w, const char *line)
     snprintf(a, sizeof a, "%.2f", rss);
     snprintf(b, sizeof b, "%.2f", swap);
     miser_kv kv[2] = {{"reported_rss_mb", a}, {"reported_swap_mb", b}};
-    take_mark(w, name, desc, kv, 2, 0);
+    take_mark(w, name, desc, kv, 2, 0, MARK_STDOUT);
 }
 
 /* Read what is there; 1 at EOF or error. */
@@ -659,7 +682,7 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
             if (next_sample < now) next_sample = now + iv; /* fell behind: skip, do not burst */
         }
         while (next_tm < opts->ntime_marks && now >= tm[next_tm]->at_s && !w->child_done) {
-            take_mark(w, tm[next_tm]->name, tm[next_tm]->description, NULL, 0, 0);
+            take_mark(w, tm[next_tm]->name, tm[next_tm]->description, NULL, 0, 0, MARK_OTHER);
             next_tm++;
         }
         reap(w);
@@ -707,7 +730,7 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
         w->prof->exit.exited = 1;
         w->prof->exit.code = WEXITSTATUS(st);
     }
-    take_mark(w, "exit", w->prof->exit.signaled ? "command killed by a signal" : "command exited", NULL, 0, 1);
+    take_mark(w, "exit", w->prof->exit.signaled ? "command killed by a signal" : "command exited", NULL, 0, 1, MARK_OTHER);
     if (w->nprocs) warn(w, "%zu descendant process(es) still running when the command exited", w->nprocs);
     for (size_t i = 0; i < w->nprocs; i++) close(w->procs[i].sfd), close(w->procs[i].statfd);
     if (mk[0] >= 0) close(mk[0]);
