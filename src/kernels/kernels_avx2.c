@@ -225,7 +225,36 @@ AI void gemv_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_
     if (nv < n1) linear_scalar_cols(a, nv, n1);
 }
 
-/* 16 columns of W row k starting at column n (n % 16 == 0 for q8_0) */
+/* ---- prefill GEMM (wsn == 1, M >= 4) ----
+ *
+ * Blocked like BLIS, with the weights in the role of B:
+ *   for each block of up to GEMM_MC rows of x and each K block of GEMM_KB:
+ *     pack x[m-block, k-block] into 6-row tiles (6 floats per k, contiguous),
+ *     then for each GEMM_NC-column block of the thread's N range:
+ *       convert W[k-block, n-block] once into 16-column f32 micro-panels
+ *       (GEMM_KB x 16 floats, 16 KB each), prefetching the next block's rows,
+ *       and run every 6-row tile of x over each micro-panel (6x16 FMA tile).
+ * Why each piece:
+ *   - x rows are ldx floats apart (4 KB or 16 KB for GPT-2): 6 broadcast
+ *     streams from rows that far apart share one L1 set; packed, a tile's
+ *     values for one k are 24 contiguous bytes.
+ *   - rows of W are 12-16 KB apart: reading a strip in place would walk a
+ *     different page every k; converted once per (K block, N block), the
+ *     conversion of f16/bf16/q8_0 is paid once for all M rows.
+ *   - the W block's rows are touched once per block, a page or more apart:
+ *     more streams than the hardware prefetcher follows, so the next block's
+ *     lines are prefetched by hand, a few rows after each tile (a burst of
+ *     prefetches would stall on the line-fill buffers).
+ *   - GEMM_MC = 132 covers a whole prompt chunk of up to 128 tokens, so W is
+ *     read and converted once per call.
+ * Stack use: GEMM_MC * GEMM_KB + GEMM_KB * GEMM_NC floats (132 + 64 KB).
+ * Summation order for y[m, n]: k blocks in order, k ascending inside a block,
+ * independent of the thread count and of the column's position in a block. */
+#define GEMM_KB 256
+#define GEMM_MC 132 /* 22 tiles of 6 rows */
+#define GEMM_NC 64
+
+/* 16 columns of W row k starting at element e (e % 16 == 0 within a q8_0 block) */
 AI void load16(miser_dtype dt, const void *w, int64_t e, __m256 *w0, __m256 *w1)
 {
     if (dt == MISER_DTYPE_Q8_0) {
@@ -240,68 +269,128 @@ AI void load16(miser_dtype dt, const void *w, int64_t e, __m256 *w0, __m256 *w1)
     }
 }
 
-/* y[m..m+MR, n..n+16) (+)= x[m.., k0..k1) P, P the packed f32 panel
- * W[k0..k1, n..n+16) (16 floats per k) */
-AI void micro_rows(const int MR, const miser_linear_args *a, const float *panel, int64_t m, int64_t n, int64_t k0,
-                   int64_t k1, int first)
+AI const char *w_addr(miser_dtype dt, const void *w, int64_t e)
+{
+    if (dt == MISER_DTYPE_Q8_0) return (const char *)w + (e / MISER_Q8_0_BLOCK) * MISER_Q8_0_BYTES + 2 + e % 32;
+    return (const char *)w + e * (dt == MISER_DTYPE_F32 ? 4 : 2);
+}
+
+/* 6 x 16 tile: y[0..rows) x [0..16) = (first ? 0 : y) + ap . bp over kc k's;
+ * ap: 6 floats per k, bp: 16 floats per k. On the last K block (fin) the
+ * bias and activation are applied before the store. */
+AI void micro_6x16(const float *ap, const float *bp, int64_t kc, float *y, int64_t ldy, int rows, int first,
+                   const __m256 *bias, int gelu)
 {
     __m256 acc[6][2];
-    float *y = a->y + m * a->ldy + n;
     _Pragma("GCC unroll 8")
-    for (int r = 0; r < MR; r++) {
-        acc[r][0] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(y + r * a->ldy);
-        acc[r][1] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(y + r * a->ldy + 8);
+    for (int r = 0; r < 6; r++) {
+        acc[r][0] = first || r >= rows ? _mm256_setzero_ps() : _mm256_loadu_ps(y + r * ldy);
+        acc[r][1] = first || r >= rows ? _mm256_setzero_ps() : _mm256_loadu_ps(y + r * ldy + 8);
     }
-    const float *x = a->x + m * a->ldx;
-    for (int64_t k = k0; k < k1; k++) {
-        __m256 w0 = _mm256_load_ps(panel + (k - k0) * 16), w1 = _mm256_load_ps(panel + (k - k0) * 16 + 8);
+    _Pragma("GCC unroll 4")
+    for (int64_t k = 0; k < kc; k++) {
+        __m256 w0 = _mm256_load_ps(bp + k * 16), w1 = _mm256_load_ps(bp + k * 16 + 8);
         _Pragma("GCC unroll 8")
-        for (int r = 0; r < MR; r++) {
-            __m256 xb = _mm256_broadcast_ss(x + r * a->ldx + k);
+        for (int r = 0; r < 6; r++) {
+            __m256 xb = _mm256_broadcast_ss(ap + k * 6 + r);
             acc[r][0] = _mm256_fmadd_ps(xb, w0, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(xb, w1, acc[r][1]);
         }
     }
     _Pragma("GCC unroll 8")
-    for (int r = 0; r < MR; r++) {
-        _mm256_storeu_ps(y + r * a->ldy, acc[r][0]);
-        _mm256_storeu_ps(y + r * a->ldy + 8, acc[r][1]);
+    for (int r = 0; r < 6; r++) {
+        if (r >= rows) break;
+        __m256 v0 = acc[r][0], v1 = acc[r][1];
+        if (bias) {
+            v0 = _mm256_add_ps(v0, bias[0]);
+            v1 = _mm256_add_ps(v1, bias[1]);
+        }
+        if (gelu) {
+            v0 = gelu8(v0);
+            v1 = gelu8(v1);
+        }
+        _mm256_storeu_ps(y + r * ldy, v0);
+        _mm256_storeu_ps(y + r * ldy + 8, v1);
     }
 }
 
-/* The 16-column strip of a K block is packed (converted to f32) into a
- * 16 KB stack panel before the 6-row blocks of x pass over it: rows of W are
- * wsk apart (12-16 KB for GPT-2), so reading the strip in place would put
- * every k on the same L1 set and a different page. The panel is transient
- * scratch, reused for every tile; no copy of the weights persists. */
-#define GEMM_KB 256
-AI void gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_t n1)
+/* y[:, n0..n1) for M >= 4; columns past the last multiple of 16 go to the
+ * scalar path (the epilogue handles their bias/activation). Returns the end
+ * of the columns whose bias/activation were applied here. */
+AI int64_t gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_t n1)
 {
-    float panel[GEMM_KB * 16] __attribute__((aligned(32)));
-    int64_t nv = n0 + (n1 - n0) / 16 * 16;
-    for (int64_t k0 = 0; k0 < a->K; k0 += GEMM_KB) {
-        int64_t k1 = k0 + GEMM_KB < a->K ? k0 + GEMM_KB : a->K;
-        int first = k0 == 0;
-        for (int64_t n = n0; n < nv; n += 16) {
-            for (int64_t k = k0; k < k1; k++) {
-                __m256 w0, w1;
-                load16(dt, a->w, k * a->wsk + n, &w0, &w1);
-                _mm256_store_ps(panel + (k - k0) * 16, w0);
-                _mm256_store_ps(panel + (k - k0) * 16 + 8, w1);
+    float apack[(GEMM_MC + 5) / 6 * 6 * GEMM_KB] __attribute__((aligned(32)));
+    float bpack[GEMM_KB * GEMM_NC] __attribute__((aligned(32)));
+    const int64_t M = a->M, K = a->K, wsk = a->wsk, ldx = a->ldx, ldy = a->ldy;
+    const int64_t nv = n0 + (n1 - n0) / 16 * 16;
+    const int gelu = a->act == MISER_ACT_GELU;
+    for (int64_t m0 = 0; m0 < M; m0 += GEMM_MC) {
+        const int64_t mc = M - m0 < GEMM_MC ? M - m0 : GEMM_MC;
+        for (int64_t k0 = 0; k0 < K; k0 += GEMM_KB) {
+            const int64_t kc = K - k0 < GEMM_KB ? K - k0 : GEMM_KB;
+            const int first = k0 == 0, last = k0 + kc == K;
+            /* pack x: tile t, k, row r -> apack[t*6*kc + k*6 + r]; rows past M are 0 */
+            for (int64_t t = 0; t * 6 < mc; t++) {
+                float *dst = apack + t * 6 * kc;
+                for (int r = 0; r < 6; r++) {
+                    int64_t m = m0 + t * 6 + r;
+                    if (m < m0 + mc) {
+                        const float *src = a->x + m * ldx + k0;
+                        for (int64_t k = 0; k < kc; k++) dst[k * 6 + r] = src[k];
+                    } else
+                        for (int64_t k = 0; k < kc; k++) dst[k * 6 + r] = 0.0f;
+                }
             }
-            int64_t m = 0;
-            for (; m + 6 <= a->M; m += 6) micro_rows(6, a, panel, m, n, k0, k1, first);
-            switch (a->M - m) {
-            case 5: micro_rows(5, a, panel, m, n, k0, k1, first); break;
-            case 4: micro_rows(4, a, panel, m, n, k0, k1, first); break;
-            case 3: micro_rows(3, a, panel, m, n, k0, k1, first); break;
-            case 2: micro_rows(2, a, panel, m, n, k0, k1, first); break;
-            case 1: micro_rows(1, a, panel, m, n, k0, k1, first); break;
-            default: break;
+            for (int64_t nb = n0; nb < nv; nb += GEMM_NC) {
+                const int64_t nc = nv - nb < GEMM_NC ? nv - nb : GEMM_NC;
+                /* convert W[k0.., nb..nb+nc) into nc/16 micro-panels of kc x 16 */
+                for (int64_t k = 0; k < kc; k++) {
+                    int64_t e = (k0 + k) * wsk + nb;
+                    for (int64_t j = 0; j < nc; j += 16) {
+                        __m256 w0, w1;
+                        load16(dt, a->w, e + j, &w0, &w1);
+                        float *dst = bpack + j * kc + k * 16;
+                        _mm256_store_ps(dst, w0);
+                        _mm256_store_ps(dst + 8, w1);
+                    }
+                }
+                /* the next W block, prefetched a few rows after each tile */
+                int64_t pk0 = k0, pnb = nb + GEMM_NC, pk = 0, pkc = kc;
+                if (pnb >= nv) {
+                    pk0 = k0 + GEMM_KB;
+                    pnb = n0;
+                    pkc = K - pk0 < GEMM_KB ? K - pk0 : GEMM_KB;
+                }
+                const int64_t tiles = (mc + 5) / 6 * (nc / 16), pstep = pkc > 0 ? (pkc + tiles - 1) / tiles : 0;
+                const int64_t plen = (int64_t)(w_addr(dt, a->w, (nv - pnb < GEMM_NC ? nv - pnb : GEMM_NC)) - w_addr(dt, a->w, 0));
+                for (int64_t j = 0; j < nc; j += 16) {
+                    __m256 bv[2], *bp = NULL;
+                    if (last && a->bias) {
+                        bv[0] = load8(a->bdt, a->bias, nb + j);
+                        bv[1] = load8(a->bdt, a->bias, nb + j + 8);
+                        bp = bv;
+                    }
+                    for (int64_t t = 0; t * 6 < mc; t++) {
+                        int rows = mc - t * 6 < 6 ? (int)(mc - t * 6) : 6;
+                        if (!first && (t + 1) * 6 < mc) /* the next tile's partial sums (rows ldy apart) */
+                            for (int r = 0; r < 6; r++) {
+                                const float *py = a->y + (m0 + t * 6 + 6 + r) * ldy + nb + j;
+                                _mm_prefetch((const char *)py, _MM_HINT_T0);
+                                _mm_prefetch((const char *)(py + 15), _MM_HINT_T0);
+                            }
+                        micro_6x16(apack + t * 6 * kc, bpack + j * kc, kc, a->y + (m0 + t * 6) * ldy + nb + j, ldy,
+                                   rows, first, bp, last && gelu);
+                        for (int64_t e = 0; e < pstep && pk < pkc; e++, pk++) {
+                            const char *pf = w_addr(dt, a->w, (pk0 + pk) * wsk + pnb);
+                            for (int64_t o = 0; o < plen; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+                        }
+                    }
+                }
             }
         }
     }
     if (nv < n1) linear_scalar_cols(a, nv, n1);
+    return nv;
 }
 
 /* wsk == 1: y[m..m+MR, n..n+NR) = dot(x[m, :], W row n) */
@@ -407,7 +496,18 @@ static void avx2_linear(const miser_linear_args *a, int ith, int nth)
         n1 = u1 * 32 < a->N ? u1 * 32 : a->N;
         if (n0 >= n1) return;
         if (a->M < 4) DISPATCH_DT(gemv_rows, dt, a, n0, n1);
-        else DISPATCH_DT(gemm_rows, dt, a, n0, n1);
+        else {
+            int64_t done = n0;
+            switch (dt) {
+            case MISER_DTYPE_F32: done = gemm_rows(MISER_DTYPE_F32, a, n0, n1); break;
+            case MISER_DTYPE_F16: done = gemm_rows(MISER_DTYPE_F16, a, n0, n1); break;
+            case MISER_DTYPE_BF16: done = gemm_rows(MISER_DTYPE_BF16, a, n0, n1); break;
+            case MISER_DTYPE_Q8_0: done = gemm_rows(MISER_DTYPE_Q8_0, a, n0, n1); break;
+            default: break;
+            }
+            linear_epilogue(a, done, n1); /* the tail columns; the tiles applied theirs */
+            return;
+        }
     } else {
         miser_split(a->N, ith, nth, &n0, &n1);
         if (n0 >= n1) return;
