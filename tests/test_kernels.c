@@ -153,6 +153,13 @@ Test(kernels, linear_rows_layout_all_dtypes)
         check_linear(k_wdts[d], 1, 9, 96, 700, 1, MISER_ACT_NONE);
         check_linear(k_wdts[d], 1, 1, 77, 513, 1, MISER_ACT_GELU);
     }
+    /* the prefill GEMM's blocking: more rows than one 132-row block (and not
+     * a multiple of the 6-row tile), several 64-column W blocks per thread
+     * plus a 16-column and a scalar tail, K = 2 blocks of 256 + a remainder */
+    for (size_t d = 0; d < 4; d++) {
+        check_linear(k_wdts[d], 1, 137, 211, 517, 1, d & 1 ? MISER_ACT_GELU : MISER_ACT_NONE);
+        check_linear(k_wdts[d], 1, 64, 160, 256, 0, MISER_ACT_NONE);
+    }
 }
 
 Test(kernels, linear_dots_layout_all_dtypes)

@@ -393,6 +393,18 @@ AI int64_t gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int
     return nv;
 }
 
+/* Out of line: their ~200 KB of stack buffers are not part of the decode
+ * path's frame (stack-clash probing would touch every page of it per call). */
+#define GEMM_ENTRY(name, dt)                                                                                            \
+    static __attribute__((noinline)) int64_t name(const miser_linear_args *a, int64_t n0, int64_t n1)                  \
+    {                                                                                                                  \
+        return gemm_rows(dt, a, n0, n1);                                                                               \
+    }
+GEMM_ENTRY(gemm_f32, MISER_DTYPE_F32)
+GEMM_ENTRY(gemm_f16, MISER_DTYPE_F16)
+GEMM_ENTRY(gemm_bf16, MISER_DTYPE_BF16)
+GEMM_ENTRY(gemm_q8_0, MISER_DTYPE_Q8_0)
+
 /* wsk == 1: y[m..m+MR, n..n+NR) = dot(x[m, :], W row n) */
 AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear_args *a, int64_t m, int64_t n)
 {
@@ -499,10 +511,10 @@ static void avx2_linear(const miser_linear_args *a, int ith, int nth)
         else {
             int64_t done = n0;
             switch (dt) {
-            case MISER_DTYPE_F32: done = gemm_rows(MISER_DTYPE_F32, a, n0, n1); break;
-            case MISER_DTYPE_F16: done = gemm_rows(MISER_DTYPE_F16, a, n0, n1); break;
-            case MISER_DTYPE_BF16: done = gemm_rows(MISER_DTYPE_BF16, a, n0, n1); break;
-            case MISER_DTYPE_Q8_0: done = gemm_rows(MISER_DTYPE_Q8_0, a, n0, n1); break;
+            case MISER_DTYPE_F32: done = gemm_f32(a, n0, n1); break;
+            case MISER_DTYPE_F16: done = gemm_f16(a, n0, n1); break;
+            case MISER_DTYPE_BF16: done = gemm_bf16(a, n0, n1); break;
+            case MISER_DTYPE_Q8_0: done = gemm_q8_0(a, n0, n1); break;
             default: break;
             }
             linear_epilogue(a, done, n1); /* the tail columns; the tiles applied theirs */
