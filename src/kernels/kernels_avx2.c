@@ -6,10 +6,10 @@
  * linear reads the weights in the layout they are stored in, never a
  * transposed or widened copy; f16/bf16/q8_0 are converted in registers:
  *   wsn == 1 (Conv1D [K, N] rows): M < 4 streams rows of W into an L1-resident
- *     y row (4 rows of W per pass, 4 sequential streams); M >= 4 runs a 6x16
- *     register-tiled micro-kernel over K blocks of 256: the 16-column strip
- *     of a K block is converted into a 16 KB stack panel that stays in L1
- *     while every 6-row block of x passes over it.
+ *     y row (4 rows of W per pass, 4 sequential streams); M >= 4 runs a
+ *     blocked GEMM (see "prefill GEMM" below): x packed into 6-row tiles, W
+ *     converted once per (256-row K block, 64-column block) into f32
+ *     micro-panels shared by all rows, a 6x16 FMA tile.
  *   wsk == 1 (rows of W contiguous along K, e.g. the tied wte for logits):
  *     dot products, tiles of 3 rows of x by 4 rows of W.
  * Threads split N (in units of 32 columns for wsn == 1, so a q8_0 block never
