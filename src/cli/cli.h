@@ -49,4 +49,7 @@ void miser_cli_json_string(FILE *f, const unsigned char *s, size_t n, int *valid
 int miser_cli_parse_i64(const char *s, long long lo, long long hi, long long *out);
 int miser_cli_parse_f32(const char *s, float lo, float hi, float *out);
 
+/* Default worker threads: the CPUs this process may run on. */
+int miser_cli_default_threads(void);
+
 #endif

@@ -67,7 +67,7 @@ static void usage(FILE *f)
             "  --prompt2 TEXT      second prompt (default \"Test\")\n"
             "  --max-length N      total length counting the prompt (default 10)\n"
             "  --pipeline NAME     default or naive (default: default)\n"
-            "  --threads N         worker threads (default 1)\n"
+            "  --threads N         worker threads (default: the CPUs available)\n"
             "  --json PATH         write the aggregate (medians, spread, runs) as JSON\n"
             "  --md PATH           write a Markdown report\n"
             "  --svg PATH          write the charts (peak memory, times, stage timeline)\n"
@@ -510,7 +510,7 @@ void miser_bench_self_exe(char *buf, size_t cap)
 static int cmd_bench(int argc, char **argv)
 {
     const char *cmd = "bench";
-    scenario sc = {NULL, "Hello", "Test", "default", 10, 1};
+    scenario sc = {NULL, "Hello", "Test", "default", 10, miser_cli_default_threads()};
     const char *json = NULL, *md = NULL, *svg = NULL, *profile_out = NULL, *json_out = NULL;
     long long runs = 3, soak = 0;
     int child = 0;

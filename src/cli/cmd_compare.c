@@ -44,7 +44,7 @@ static void usage(FILE *f)
             "  --prompt TEXT       first prompt (default \"Hello\")\n"
             "  --prompt2 TEXT      second prompt (default \"Test\")\n"
             "  --max-length N      total length counting the prompt (default 10)\n"
-            "  --threads N         compute threads for every runtime (default 1)\n"
+            "  --threads N         compute threads for every runtime (default: the CPUs available)\n"
             "  --out DIR           report directory (default ./miser-report)\n"
             "  --peers-dir DIR     peer adapters (default: the source tree's tools/peers;\n"
             "                      also $MISER_PEERS_DIR)\n"
@@ -152,7 +152,7 @@ static int cmd_compare(int argc, char **argv)
     const char *cmd = "compare";
     const char *model_dir = NULL, *prompt = "Hello", *prompt2 = "Test", *out_dir = "miser-report";
     const char *runtimes = NULL, *peers_dir = getenv("MISER_PEERS_DIR");
-    long long runs = 3, max_length = 10, threads = 1;
+    long long runs = 3, max_length = 10, threads = miser_cli_default_threads();
     if (!peers_dir || !*peers_dir) peers_dir = MISER_SOURCE_DIR "/tools/peers";
     enum { O_RT = 256, O_RUNS, O_P2, O_MAXLEN, O_THREADS, O_OUT, O_PEERS };
     static const struct option opts[] = {

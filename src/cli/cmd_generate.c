@@ -31,7 +31,7 @@ static void usage(FILE *f)
             "  --seed N               random seed for sampling (default 0)\n"
             "  --ignore-eos           keep going past <|endoftext|>\n"
             "  --special-as-text      treat \"<|endoftext|>\" in the prompt as plain text\n"
-            "  --threads N            worker threads (default 1)\n"
+            "  --threads N            worker threads (default: the CPUs available)\n"
             "  --pipeline NAME        compiler pipeline: default, naive, none\n"
             "  --disable-pass LIST    comma-separated passes to skip (see `miser inspect --help`)\n"
             "  --max-batch N          most prompt tokens per step (default 64)\n"
@@ -74,7 +74,7 @@ static int cmd_generate(int argc, char **argv)
 {
     const char *cmd = "generate";
     const char *model_dir = NULL, *precision = NULL, *prompt = NULL, *pipeline = "default", *disable = NULL, *kernels = NULL;
-    long long max_new = -1, max_len = 0, top_k = 0, seed = 0, threads = 1, max_batch = 64;
+    long long max_new = -1, max_len = 0, top_k = 0, seed = 0, threads = miser_cli_default_threads(), max_batch = 64;
     float temperature = 0, top_p = 1;
     int json = 0, ignore_eos = 0, special_text = 0, kv_f16 = 0;
     enum { O_MAXNEW = 256, O_MAXLEN, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_IGNEOS, O_SPECIAL, O_THREADS, O_PIPE, O_DIS,

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 
 char *miser_cli_read_stdin(const char *cmd, size_t *len)
@@ -135,4 +136,14 @@ int miser_cli_parse_f32(const char *s, float lo, float hi, float *out)
     if (errno || *end || !isfinite(v) || v < lo || v > hi) return -1;
     *out = v;
     return 0;
+}
+
+int miser_cli_default_threads(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n > 64 ? 64 : n;
+    }
+    return 1;
 }
