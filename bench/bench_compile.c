@@ -106,6 +106,15 @@ int miser_bench_compile(int argc, char **argv)
         fprintf(stderr, "miser-bench compile: %s\n", miser_error_message());
         return 1;
     }
+    /* as `miser generate` does at load: map every weight page now, so the
+     * first generation below measures compilation stalls, not page faults */
+    double tp = miser_now_s();
+    if (miser_model_prefault(m)) {
+        fprintf(stderr, "miser-bench compile: %s\n", miser_error_message());
+        miser_model_free(m);
+        return 1;
+    }
+    printf("compile: weights mapped in %.1f ms\n", (miser_now_s() - tp) * 1e3);
     const miser_gpt2_config *c = miser_model_config(m);
     printf("compile: %s (n_embd %lld, n_head %lld, n_layer %lld, vocab %lld, ctx %lld)\n", dir, (long long)c->n_embd,
            (long long)c->n_head, (long long)c->n_layer, (long long)c->n_vocab, (long long)c->n_ctx);

@@ -69,6 +69,10 @@ const char *miser_model_dir(const miser_model *m);
 const miser_tensor_info *miser_model_tensor(const miser_model *m, const char *name);
 size_t miser_model_tensor_count(const miser_model *m);
 const miser_tensor_info *miser_model_tensor_at(const miser_model *m, size_t i);
+/* Map every page of the weights now (reading the files into the page cache
+ * if needed), so the first inference does not pay tens of thousands of page
+ * faults. The pages stay file-backed (RssFile), shared and reclaimable. */
+miser_status miser_model_prefault(const miser_model *m);
 /* Total bytes mapped from the checkpoint's files. */
 uint64_t miser_model_mapped_bytes(const miser_model *m);
 /* Files the weights came from (1 for model.safetensors); paths owned by m. */

@@ -178,7 +178,8 @@ static int cmd_generate(int argc, char **argv)
         if (note[0]) fprintf(stderr, "miser generate: %s\n", note);
         if (converted) fprintf(stderr, "miser generate: converted the weights to %s into %s\n", precision, weights_dir);
     }
-    if ((st = miser_model_open(weights_dir ? weights_dir : model_dir, &model)) || (st = miser_tokenizer_open(model_dir, &tok))) {
+    if ((st = miser_model_open(weights_dir ? weights_dir : model_dir, &model)) || (st = miser_model_prefault(model)) ||
+        (st = miser_tokenizer_open(model_dir, &tok))) {
         miser_cli_error(cmd, "%s", miser_error_message());
         rc = miser_cli_exit_for_status(st);
         goto out;

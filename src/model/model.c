@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -430,6 +431,27 @@ const char *miser_model_dir(const miser_model *m) { return m ? m->dir : NULL; }
 size_t miser_model_tensor_count(const miser_model *m) { return m ? m->n_tensors : 0; }
 uint64_t miser_model_mapped_bytes(const miser_model *m) { return m ? m->mapped : 0; }
 size_t miser_model_shard_count(const miser_model *m) { return m ? m->n_shards : 0; }
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
+
+miser_status miser_model_prefault(const miser_model *m)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    for (size_t i = 0; m && i < m->n_shards; i++) {
+        const miser_st_file *f = m->shards[i];
+        /* one call maps every page (reading the file as needed); kernels
+         * without MADV_POPULATE_READ get a read of one byte per page */
+        if (madvise((void *)f->map, f->map_size, MADV_POPULATE_READ) == 0) continue;
+        if (errno != EINVAL)
+            return miser_error_set(MISER_ERR_IO, "%s: reading the weights in: %s", f->path, strerror(errno));
+        volatile unsigned char sink = 0;
+        for (size_t o = 0; o < f->map_size; o += (size_t)page) sink ^= f->map[o];
+        (void)sink;
+    }
+    return MISER_OK;
+}
 
 const char *miser_model_shard_path(const miser_model *m, size_t i)
 {
