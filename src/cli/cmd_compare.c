@@ -165,7 +165,8 @@ static int cmd_compare(int argc, char **argv)
     optind = 1;
     opterr = 0;
     int c, li = -1;
-    while ((c = getopt_long(argc, argv, ":hm:p:", opts, &li)) != -1) {
+    /* li is reset each time: getopt_long sets it only for long options */
+    for (; (c = getopt_long(argc, argv, ":hm:p:", opts, &li)) != -1; li = -1) {
         int bad = 0;
         switch (c) {
         case 'h': usage(stdout); return MISER_EXIT_OK;
@@ -182,7 +183,7 @@ static int cmd_compare(int argc, char **argv)
         default: miser_cli_error(cmd, "unknown option '%s' (see --help)", argv[optind - 1]); return MISER_EXIT_USAGE;
         }
         if (bad) {
-            miser_cli_error(cmd, "invalid value '%s' for %s", optarg, argv[optind - 1]);
+            miser_cli_error(cmd, "invalid value '%s' for --%s", optarg, li >= 0 ? opts[li].name : "?");
             return MISER_EXIT_USAGE;
         }
     }

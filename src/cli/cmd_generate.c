@@ -92,9 +92,9 @@ static int cmd_generate(int argc, char **argv)
     optind = 1;
     opterr = 0;
     int c, li = -1;
-    while ((c = getopt_long(argc, argv, ":hm:p:", opts, &li)) != -1) {
+    /* li is reset each time: getopt_long sets it only for long options */
+    for (; (c = getopt_long(argc, argv, ":hm:p:", opts, &li)) != -1; li = -1) {
         int bad = 0;
-        if (c != O_MAXNEW && c < 256) li = -1;
         switch (c) {
         case 'h': usage(stdout); return MISER_EXIT_OK;
         case 'm': model_dir = optarg; break;
