@@ -8,12 +8,13 @@
  * the working set exceeds the L3), GEMM (prefill, GFLOP/s), attention over a
  * KV cache (GB/s of K and V read).
  *
- * `miser-bench e2e [--dir DIR] [--runs N] [--threads LIST] [--precision LIST]`:
+ * `miser-bench e2e [--dir DIR] [--runs N] [--threads LIST] [--precision LIST] [--no-peers]`:
  * decode tok/s (1-token prompt, 128 new) and prefill tok/s (128-token prompt)
  * on a GPT-2-medium-shaped synthetic checkpoint (created once with
  * miser_synth_gpt2 in ~/.cache/miser/bench/medium, ~1.4 GB, never in the
  * repo), medians of runs, each precision converted through the precision
- * cache; printed beside the issue's peer figures. */
+ * cache; printed beside the issue's peer figures and, when `make peers` has
+ * installed them, the peers measured in the same run (tools/peers/bench_peers.py). */
 #include "kernels/kernels.h"
 #include "miser/alloc.h"
 #include "miser/graph.h"
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -358,11 +360,14 @@ int miser_bench_e2e(int argc, char **argv)
     snprintf(dir, sizeof dir, "%s/.cache/miser/bench/medium", home ? home : ".");
     int runs = 3;
     const char *threads_list = "1,2", *prec_list = "f32,f16,q8_0";
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--dir")) snprintf(dir, sizeof dir, "%s", argv[i + 1]);
-        else if (!strcmp(argv[i], "--runs")) runs = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--threads")) threads_list = argv[i + 1];
-        else if (!strcmp(argv[i], "--precision")) prec_list = argv[i + 1];
+    int peers = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "--no-peers")) peers = 0;
+        else if (v && !strcmp(argv[i], "--dir")) snprintf(dir, sizeof dir, "%s", v), i++;
+        else if (v && !strcmp(argv[i], "--runs")) runs = atoi(v), i++;
+        else if (v && !strcmp(argv[i], "--threads")) threads_list = v, i++;
+        else if (v && !strcmp(argv[i], "--precision")) prec_list = v, i++;
     }
     if (runs < 1) runs = 1;
     if (runs > 15) runs = 15;
@@ -418,6 +423,22 @@ int miser_bench_e2e(int argc, char **argv)
         miser_plan_free(plan);
         miser_model_free(m);
         miser_free(mdir);
+    }
+    /* The peers on the same weights, measured in this same run when they are
+     * installed (`make peers`), so the ratios compare like with like. */
+    if (peers) {
+        char cmd[sizeof dir + 512];
+        snprintf(cmd, sizeof cmd,
+                 "/usr/bin/python3 %s/tools/peers/bench_peers.py --model '%s' --threads 2 --runs %d "
+                 "--only llamacpp:f32,llamacpp:f16,llamacpp:q8_0,ort,torch",
+                 MISER_SOURCE_DIR, dir, runs);
+        if (access(MISER_SOURCE_DIR "/tools/peers/node_modules/node-llama-cpp", F_OK) != 0)
+            printf("peers: not installed, so not measured in this run (install them with `make peers`)\n");
+        else {
+            printf("peers on the same weights, this run (%s):\n", cmd);
+            fflush(stdout);
+            if (system(cmd) != 0) fprintf(stderr, "e2e: the peer benchmark failed (its output is above)\n");
+        }
     }
     return 0;
 }
