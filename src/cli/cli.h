@@ -49,6 +49,14 @@ void miser_cli_json_string(FILE *f, const unsigned char *s, size_t n, int *valid
 int miser_cli_parse_i64(const char *s, long long lo, long long hi, long long *out);
 int miser_cli_parse_f32(const char *s, float lo, float hi, float *out);
 
+struct option;
+/* getopt_long's error cases: ':' (an option without its value) and anything
+ * else unexpected ('?', an unknown option). Prints one line; returns
+ * MISER_EXIT_USAGE. */
+int miser_cli_option_error(const char *cmd, int c, char **argv);
+/* A value that did not parse for the long option opts[li] (li < 0: unknown). */
+int miser_cli_value_error(const char *cmd, const struct option *opts, int li, const char *value);
+
 /* Default worker threads: the CPUs this process may run on. */
 int miser_cli_default_threads(void);
 

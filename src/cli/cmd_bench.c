@@ -551,13 +551,9 @@ static int cmd_bench(int argc, char **argv)
         case O_CHILD: child = 1; break;
         case O_PROF: profile_out = optarg; break;
         case O_JOUT: json_out = optarg; break;
-        case ':': miser_cli_error(cmd, "option %s needs a value", argv[optind - 1]); return MISER_EXIT_USAGE;
-        default: miser_cli_error(cmd, "unknown option '%s' (see --help)", argv[optind - 1]); return MISER_EXIT_USAGE;
+        default: return miser_cli_option_error(cmd, c, argv);
         }
-        if (bad) {
-            miser_cli_error(cmd, "invalid value '%s' for --%s", optarg, li >= 0 ? opts[li].name : "?");
-            return MISER_EXIT_USAGE;
-        }
+        if (bad) return miser_cli_value_error(cmd, opts, li, optarg);
     }
     if (optind < argc) {
         miser_cli_error(cmd, "unexpected argument '%s'", argv[optind]);

@@ -179,13 +179,9 @@ static int cmd_compare(int argc, char **argv)
         case O_THREADS: bad = miser_cli_parse_i64(optarg, 1, 256, &threads); break;
         case O_OUT: out_dir = optarg; break;
         case O_PEERS: peers_dir = optarg; break;
-        case ':': miser_cli_error(cmd, "option %s needs a value", argv[optind - 1]); return MISER_EXIT_USAGE;
-        default: miser_cli_error(cmd, "unknown option '%s' (see --help)", argv[optind - 1]); return MISER_EXIT_USAGE;
+        default: return miser_cli_option_error(cmd, c, argv);
         }
-        if (bad) {
-            miser_cli_error(cmd, "invalid value '%s' for --%s", optarg, li >= 0 ? opts[li].name : "?");
-            return MISER_EXIT_USAGE;
-        }
+        if (bad) return miser_cli_value_error(cmd, opts, li, optarg);
     }
     if (optind < argc) {
         miser_cli_error(cmd, "unexpected argument '%s'", argv[optind]);

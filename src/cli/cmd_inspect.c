@@ -196,8 +196,7 @@ static int cmd_inspect(int argc, char **argv)
                 return MISER_EXIT_USAGE;
             }
             break;
-        case ':': miser_cli_error(cmd, "option %s needs a value", argv[optind - 1]); return MISER_EXIT_USAGE;
-        default: miser_cli_error(cmd, "unknown option '%s' (see --help)", argv[optind - 1]); return MISER_EXIT_USAGE;
+        default: return miser_cli_option_error(cmd, c, argv);
         }
     }
     if (optind < argc) {

@@ -5,6 +5,7 @@
 #include "miser/core.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <sched.h>
@@ -146,4 +147,17 @@ int miser_cli_default_threads(void)
         if (n > 0) return n > 64 ? 64 : n;
     }
     return 1;
+}
+
+int miser_cli_option_error(const char *cmd, int c, char **argv)
+{
+    if (c == ':') miser_cli_error(cmd, "option %s needs a value", argv[optind - 1]);
+    else miser_cli_error(cmd, "unknown option '%s' (see --help)", argv[optind - 1]);
+    return MISER_EXIT_USAGE;
+}
+
+int miser_cli_value_error(const char *cmd, const struct option *opts, int li, const char *value)
+{
+    miser_cli_error(cmd, "invalid value '%s' for --%s", value, li >= 0 ? opts[li].name : "?");
+    return MISER_EXIT_USAGE;
 }
