@@ -219,6 +219,14 @@ static void fmt_num(char *b, size_t n, double v, const char *fmt)
     else snprintf(b, n, fmt, v);
 }
 
+/* The memory columns of a stage row (MB, "-" where unknown), shared by the
+ * terminal and Markdown tables: RSS, anon, file, swap, peak, sampled peak. */
+static void stage_cells(const miser_stage_record *s, char c[6][24])
+{
+    const int64_t kb[6] = {s->rss_kb, s->anon_kb, s->file_kb, s->swap_kb, s->peak_rss_kb, s->peak_sampled_kb};
+    for (int i = 0; i < 6; i++) fmt_num(c[i], 24, mb(kb[i]), "%.2f");
+}
+
 miser_status miser_profile_write_stage_line(const miser_stage_record *s, FILE *f)
 {
     double rss = s->rss_kb >= 0 ? (double)s->rss_kb / 1024 : 0, swap = s->swap_kb >= 0 ? (double)s->swap_kb / 1024 : 0;
@@ -291,13 +299,8 @@ static void write_table(const miser_profile *p, FILE *f)
             "file MB", "swap MB", "peak MB", "exact", "sampled", "faults");
     for (size_t i = 0; i < p->nstages; i++) {
         const miser_stage_record *s = &p->stages[i];
-        char c[8][24];
-        fmt_num(c[0], 24, mb(s->rss_kb), "%.2f");
-        fmt_num(c[1], 24, mb(s->anon_kb), "%.2f");
-        fmt_num(c[2], 24, mb(s->file_kb), "%.2f");
-        fmt_num(c[3], 24, mb(s->swap_kb), "%.2f");
-        fmt_num(c[4], 24, mb(s->peak_rss_kb), "%.2f");
-        fmt_num(c[5], 24, mb(s->peak_sampled_kb), "%.2f");
+        char c[6][24];
+        stage_cells(s, c);
         fprintf(f, "%-22s %8.3f %8.3f %9s %9s %9s %8s %9s %5s %9s %8llu\n", s->name, s->t_s, s->cpu_s, c[0], c[1], c[2],
                 c[3], c[4], s->peak_exact ? "yes" : "no", c[5], (unsigned long long)(s->minflt + s->majflt));
     }
@@ -364,12 +367,7 @@ static void write_md(const miser_profile *p, FILE *f)
     for (size_t i = 0; i < p->nstages; i++) {
         const miser_stage_record *s = &p->stages[i];
         char c[6][24];
-        fmt_num(c[0], 24, mb(s->rss_kb), "%.2f");
-        fmt_num(c[1], 24, mb(s->anon_kb), "%.2f");
-        fmt_num(c[2], 24, mb(s->file_kb), "%.2f");
-        fmt_num(c[3], 24, mb(s->swap_kb), "%.2f");
-        fmt_num(c[4], 24, mb(s->peak_rss_kb), "%.2f");
-        fmt_num(c[5], 24, mb(s->peak_sampled_kb), "%.2f");
+        stage_cells(s, c);
         fprintf(f, "| %s | %.3f | %s | %s | %s | %s | %s | %s | %s | ", s->name, s->t_s, c[0], c[1], c[2], c[3], c[4],
                 s->peak_exact ? "yes" : "no", c[5]);
         md_text(f, s->description);
