@@ -83,6 +83,15 @@ miser_status miser_file_map(const char *path, size_t min_size, int cat, miser_ma
 /* Unmap; a zeroed mapping is a no-op. */
 void miser_file_unmap(miser_mapping *m, int cat);
 
+/* Write `path` atomically: fn writes the content to a temporary file in the
+ * same directory, which is flushed, synced and renamed over `path` only when
+ * fn returned MISER_OK; otherwise the temporary file is removed, so a failed
+ * or interrupted write never leaves a half-written `path`. fn's status is
+ * returned with the path prefixed to its message; I/O errors name the path.
+ * `file` is a FILE*. */
+typedef miser_status (*miser_write_fn)(void *file, void *ctx);
+miser_status miser_file_write_atomic(const char *path, miser_write_fn fn, void *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -628,23 +628,19 @@ miser_status miser_bench_write_html(const miser_bench_report *r, FILE *f)
 
 /* ---- atomic file ---- */
 
+typedef struct {
+    const miser_bench_report *r;
+    miser_bench_writer w;
+} bench_write_ctx;
+
+static miser_status bench_write_cb(void *f, void *ctx)
+{
+    const bench_write_ctx *c = ctx;
+    return c->w(c->r, f);
+}
+
 miser_status miser_bench_write_file(const miser_bench_report *r, miser_bench_writer w, const char *path)
 {
-    size_t n = strlen(path) + 32;
-    char *tmp = miser_malloc(MISER_MEM_OTHER, n);
-    if (!tmp) return MISER_ERR_NOMEM;
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        miser_status st = miser_error_set(MISER_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        miser_free(tmp);
-        return st;
-    }
-    miser_status st = w(r, f);
-    if (!st && (fflush(f) || fsync(fileno(f)))) st = miser_error_set(MISER_ERR_IO, "%s: %s", tmp, strerror(errno));
-    if (fclose(f) && !st) st = miser_error_set(MISER_ERR_IO, "%s: %s", tmp, strerror(errno));
-    if (!st && rename(tmp, path)) st = miser_error_set(MISER_ERR_IO, "%s: cannot rename: %s", path, strerror(errno));
-    if (st) unlink(tmp);
-    miser_free(tmp);
-    return st;
+    bench_write_ctx c = {r, w};
+    return miser_file_write_atomic(path, bench_write_cb, &c);
 }

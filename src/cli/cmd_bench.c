@@ -202,30 +202,38 @@ static void json_ids(FILE *f, const int32_t *ids, int64_t n)
     fputc(']', f);
 }
 
+typedef struct {
+    const char *pipeline;
+    int threads;
+    double load_s, compile_s;
+    const miser_generate_result *res;
+    const double *secs;
+    const size_t *nprompt;
+} result_ctx;
+
+static miser_status result_cb(void *fp, void *ctx)
+{
+    const result_ctx *c = ctx;
+    FILE *f = fp;
+    fprintf(f, "{\"runtime\":\"miser\",\"version\":\"miser (pipeline %s)\",\"precision\":\"f32\",\"threads\":%d,"
+               "\"load_s\":%.6f,\"compile_s\":%.6f",
+            c->pipeline, c->threads, c->load_s, c->compile_s);
+    for (int k = 0; k < 2; k++) {
+        fprintf(f, ",\"%s\":{\"ids\":", k ? "second" : "first");
+        json_ids(f, c->res[k].ids, c->res[k].n);
+        fprintf(f, ",\"prompt_len\":%zu,\"new_tokens\":%lld,\"seconds\":%.6f,\"ttft_s\":%.6f}", c->nprompt[k],
+                (long long)c->res[k].n, c->secs[k], c->res[k].prefill_s);
+    }
+    fputs("}\n", f);
+    return MISER_OK;
+}
+
+/* The adapters' result file (tools/peers/README.md), written atomically. */
 static int write_result(const char *path, const char *pipeline, int threads, double load_s, double compile_s,
                         const miser_generate_result res[2], const double secs[2], const size_t nprompt[2])
 {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return -1;
-    fprintf(f, "{\"runtime\":\"miser\",\"version\":\"miser (pipeline %s)\",\"precision\":\"f32\",\"threads\":%d,"
-               "\"load_s\":%.6f,\"compile_s\":%.6f",
-            pipeline, threads, load_s, compile_s);
-    for (int k = 0; k < 2; k++) {
-        fprintf(f, ",\"%s\":{\"ids\":", k ? "second" : "first");
-        json_ids(f, res[k].ids, res[k].n);
-        fprintf(f, ",\"prompt_len\":%zu,\"new_tokens\":%lld,\"seconds\":%.6f,\"ttft_s\":%.6f}", nprompt[k],
-                (long long)res[k].n, secs[k], res[k].prefill_s);
-    }
-    fputs("}\n", f);
-    int bad = fflush(f) || fsync(fileno(f));
-    bad |= fclose(f);
-    if (bad || rename(tmp, path)) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+    result_ctx c = {pipeline, threads, load_s, compile_s, res, secs, nprompt};
+    return miser_file_write_atomic(path, result_cb, &c) ? -1 : 0;
 }
 
 typedef struct scenario {
@@ -375,6 +383,30 @@ static double slope(const double *y, long long n)
     return sxy / sxx;
 }
 
+/* The soak figures as JSON ("miser-soak" v1). */
+typedef struct {
+    int synthetic;
+    long long iters, off;
+    const double *rss, *anon, *heap, *sec;
+    double d_rss, d_anon, d_heap;
+} soak_ctx;
+
+static miser_status soak_cb(void *fp, void *ctx)
+{
+    const soak_ctx *c = ctx;
+    FILE *f = fp;
+    fprintf(f, "{\"schema\":\"miser-soak\",\"version\":1,\"synthetic\":%s,\"iterations\":[",
+            c->synthetic ? "true" : "false");
+    for (long long i = 0; i < c->iters; i++)
+        fprintf(f, "%s{\"iter\":%lld,\"rss_kb\":%.0f,\"anon_kb\":%.0f,\"miser_heap_bytes\":%.0f,\"seconds\":%.6f}",
+                i ? "," : "", i + 1, c->rss[i], c->anon[i], c->heap[i], c->sec[i]);
+    fprintf(f, "],\"drift_from_iter\":%lld,\"drift_rss_kb_per_iter\":%.3f,\"drift_anon_kb_per_iter\":%.3f,"
+               "\"drift_heap_bytes_per_iter\":%.3f}\n",
+            c->off + 1, isfinite(c->d_rss) ? c->d_rss : 0, isfinite(c->d_anon) ? c->d_anon : 0,
+            isfinite(c->d_heap) ? c->d_heap : 0);
+    return MISER_OK;
+}
+
 static int run_soak(const char *cmd, const scenario *sc, long long iters, const char *json_path, int synthetic)
 {
     miser_model *model = NULL;
@@ -445,27 +477,9 @@ static int run_soak(const char *cmd, const scenario *sc, long long iters, const 
            anon[iters - 1] - anon[0], heap[iters - 1] - heap[0]);
     fflush(stdout);
     if (json_path) {
-        char tmp[4200];
-        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", json_path, (long)getpid());
-        FILE *f = fopen(tmp, "w");
-        if (!f) {
-            miser_cli_error(cmd, "%s: cannot create: %s", tmp, strerror(errno));
-            rc = MISER_EXIT_FAIL;
-            goto out;
-        }
-        fprintf(f, "{\"schema\":\"miser-soak\",\"version\":1,\"synthetic\":%s,\"iterations\":[",
-                synthetic ? "true" : "false");
-        for (long long i = 0; i < iters; i++)
-            fprintf(f, "%s{\"iter\":%lld,\"rss_kb\":%.0f,\"anon_kb\":%.0f,\"miser_heap_bytes\":%.0f,\"seconds\":%.6f}",
-                    i ? "," : "", i + 1, rss[i], anon[i], heap[i], sec[i]);
-        fprintf(f, "],\"drift_from_iter\":%lld,\"drift_rss_kb_per_iter\":%.3f,\"drift_anon_kb_per_iter\":%.3f,"
-                   "\"drift_heap_bytes_per_iter\":%.3f}\n",
-                off + 1, isfinite(d_rss) ? d_rss : 0, isfinite(d_anon) ? d_anon : 0, isfinite(d_heap) ? d_heap : 0);
-        int bad = fflush(f) || fsync(fileno(f));
-        bad |= fclose(f);
-        if (bad || rename(tmp, json_path)) {
-            unlink(tmp);
-            miser_cli_error(cmd, "%s: cannot write: %s", json_path, strerror(errno));
+        soak_ctx c = {synthetic, iters, off, rss, anon, heap, sec, d_rss, d_anon, d_heap};
+        if (miser_file_write_atomic(json_path, soak_cb, &c)) {
+            miser_cli_error(cmd, "%s", miser_error_message());
             rc = MISER_EXIT_FAIL;
         }
     }

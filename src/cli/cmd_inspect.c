@@ -65,22 +65,25 @@ typedef struct {
 
 static double mb(double b) { return b / (1024.0 * 1024.0); }
 
-/* write a dump via temp + rename so a failed run never leaves half a file */
+typedef struct {
+    const miser_graph *g;
+    int dot;
+} dump_ctx;
+
+static miser_status dump_cb(void *f, void *ctx)
+{
+    const dump_ctx *c = ctx;
+    if (c->dot) miser_graph_dump_dot(c->g, f);
+    else miser_graph_dump(c->g, f);
+    return MISER_OK;
+}
+
+/* written atomically, so a failed run never leaves half a file */
 static int write_dump(const char *cmd, const char *path, const miser_graph *g, int dot)
 {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        miser_cli_error(cmd, "cannot write '%s'", path);
-        return MISER_EXIT_FAIL;
-    }
-    if (dot) miser_graph_dump_dot(g, f);
-    else miser_graph_dump(g, f);
-    int bad = ferror(f);
-    if (fclose(f) || bad || rename(tmp, path)) {
-        unlink(tmp);
-        miser_cli_error(cmd, "cannot write '%s'", path);
+    dump_ctx c = {g, dot};
+    if (miser_file_write_atomic(path, dump_cb, &c)) {
+        miser_cli_error(cmd, "%s", miser_error_message());
         return MISER_EXIT_FAIL;
     }
     return MISER_EXIT_OK;

@@ -4,6 +4,8 @@
 #include "miser/core.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -58,4 +60,36 @@ void miser_file_unmap(miser_mapping *m, int cat)
     miser_mem_note_mapped((miser_mem_category)cat, -(int64_t)m->size);
     m->data = NULL;
     m->size = 0;
+}
+
+miser_status miser_file_write_atomic(const char *path, miser_write_fn fn, void *ctx)
+{
+    size_t n = strlen(path) + 16;
+    char *tmp = miser_malloc(MISER_MEM_OTHER, n);
+    if (!tmp) return MISER_ERR_NOMEM;
+    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        miser_status st = miser_error_set(MISER_ERR_IO, "%s: cannot create a temporary file: %s", path, strerror(errno));
+        miser_free(tmp);
+        return st;
+    }
+    fchmod(fd, 0644); /* mkstemp's 0600 would surprise a user sharing reports */
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        miser_status st = miser_error_set(MISER_ERR_IO, "%s: %s", path, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        miser_free(tmp);
+        return st;
+    }
+    miser_status st = fn(f, ctx);
+    if (st) miser_error_prefix(st, "%s", path);
+    if (!st && (fflush(f) || ferror(f) || fsync(fileno(f))))
+        st = miser_error_set(MISER_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    if (fclose(f) && !st) st = miser_error_set(MISER_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    if (!st && rename(tmp, path)) st = miser_error_set(MISER_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+    if (st) unlink(tmp);
+    miser_free(tmp);
+    return st;
 }

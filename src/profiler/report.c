@@ -524,35 +524,20 @@ miser_status miser_profile_write(const miser_profile *p, miser_report_format fmt
     return MISER_OK;
 }
 
+typedef struct {
+    const miser_profile *p;
+    miser_report_format fmt;
+} profile_write_ctx;
+
+static miser_status profile_write_cb(void *f, void *ctx)
+{
+    const profile_write_ctx *c = ctx;
+    return miser_profile_write(c->p, c->fmt, f);
+}
+
 miser_status miser_profile_write_file(const miser_profile *p, miser_report_format fmt, const char *path)
 {
     if (!p || !path || !*path) return miser_error_set(MISER_ERR_INVALID, "report: no path");
-    size_t n = strlen(path) + 16;
-    char *tmp = miser_malloc(MISER_MEM_PROFILER, n);
-    if (!tmp) return miser_error_set(MISER_ERR_NOMEM, "report: out of memory");
-    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        miser_status st = miser_error_set(MISER_ERR_IO, "%s: cannot create a temporary file: %s", path, strerror(errno));
-        miser_free(tmp);
-        return st;
-    }
-    fchmod(fd, 0644);
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        close(fd);
-        unlink(tmp);
-        miser_free(tmp);
-        return miser_error_set(MISER_ERR_IO, "%s: %s", path, strerror(errno));
-    }
-    miser_status st = miser_profile_write(p, fmt, f);
-    if (st == MISER_OK && fsync(fileno(f))) st = miser_error_set(MISER_ERR_IO, "%s: fsync: %s", path, strerror(errno));
-    if (fclose(f) && st == MISER_OK) st = miser_error_set(MISER_ERR_IO, "%s: close: %s", path, strerror(errno));
-    if (st == MISER_OK && rename(tmp, path)) st = miser_error_set(MISER_ERR_IO, "%s: rename: %s", path, strerror(errno));
-    if (st != MISER_OK) {
-        unlink(tmp);
-        miser_error_prefix(st, "%s", path);
-    }
-    miser_free(tmp);
-    return st;
+    profile_write_ctx c = {p, fmt};
+    return miser_file_write_atomic(path, profile_write_cb, &c);
 }
