@@ -361,6 +361,12 @@ static miser_status synth_tensor(miser_st_writer *w, const miser_st_entry *e, co
     return MISER_OK;
 }
 
+static miser_status write_text_cb(void *f, void *text)
+{
+    fputs(text, f);
+    return MISER_OK;
+}
+
 static miser_status write_config(const char *dir, const miser_gpt2_config *c, const miser_synth_options *o)
 {
     size_t n = strlen(dir);
@@ -375,7 +381,7 @@ static miser_status write_config(const char *dir, const miser_gpt2_config *c, co
     if (c->eos_token_id >= 0)
         snprintf(eos, sizeof eos, "  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n", (int)c->eos_token_id,
                  (int)c->eos_token_id);
-    int len = snprintf(text, sizeof text,
+    snprintf(text, sizeof text,
                        "{\n  \"model_type\": \"gpt2\",\n  \"architectures\": [\"GPT2LMHeadModel\"],\n"
                        "  \"activation_function\": \"gelu_new\",\n  \"n_embd\": %lld,\n  \"n_head\": %lld,\n"
                        "  \"n_layer\": %lld,\n  \"n_positions\": %lld,\n  \"n_ctx\": %lld,\n"
@@ -386,17 +392,7 @@ static miser_status write_config(const char *dir, const miser_gpt2_config *c, co
                        (long long)c->n_ctx, inner, (long long)c->n_vocab, (double)c->eps, eos,
                        o->dtype == MISER_DTYPE_F32 ? "float32" : o->dtype == MISER_DTYPE_F16 ? "float16" : "bfloat16",
                        (unsigned long long)o->seed);
-    char *tmp = NULL;
-    int fd = -1;
-    miser_status st = open_temp(path, &tmp, &fd);
-    if (!st) {
-        st = write_all(fd, text, (size_t)len, path);
-        if (close(fd) != 0 && !st) st = miser_error_set(MISER_ERR_IO, "%s: close: %s", path, strerror(errno));
-        if (!st && rename(tmp, path) != 0)
-            st = miser_error_set(MISER_ERR_IO, "%s: rename: %s", path, strerror(errno));
-        if (st) unlink(tmp);
-    }
-    miser_free(tmp);
+    miser_status st = miser_file_write_atomic(path, write_text_cb, text);
     miser_free(path);
     return st;
 }
