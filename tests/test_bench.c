@@ -5,6 +5,8 @@
  * computed here by hand. */
 #include <criterion/criterion.h>
 
+#include "support.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <regex.h>
@@ -19,24 +21,9 @@
 #define MISER_BIN MISER_BUILD_DIR "/miser"
 #define TINY MISER_SOURCE_DIR "/tests/data/hf-tiny-a"
 
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    size_t k = fread(b, 1, (size_t)n, f);
-    fclose(f);
-    b[k] = 0;
-    if (len) *len = k;
-    return b;
-}
-
 static cJSON *read_json(const char *path)
 {
-    char *t = read_all(path, NULL);
+    char *t = test_read_file(path, NULL);
     cr_assert(t, "cannot read %s", path);
     cJSON *j = cJSON_Parse(t);
     free(t);
@@ -180,13 +167,13 @@ Test(bench, compare_report_missing_peer_and_agreement, .timeout = 120)
     char *out;
     cr_assert_eq(run_capture(cmd, &out), 0, "%s", out);
     snprintf(path, sizeof path, "%s/stderr.txt", dir);
-    char *err = read_all(path, NULL);
+    char *err = test_read_file(path, NULL);
     cr_assert(strstr(err, "skipping pytorch") && strstr(err, "make peers"), "stderr: %s", err);
     snprintf(path, sizeof path, "%s/rep/report.html", dir);
-    char *html = read_all(path, NULL);
+    char *html = test_read_file(path, NULL);
     cr_assert(html && strstr(html, "<svg") && strstr(html, "<table>"));
     snprintf(path, sizeof path, "%s/rep/report.md", dir);
-    char *md = read_all(path, NULL);
+    char *md = test_read_file(path, NULL);
     cr_assert(md);
     cr_assert(strstr(md, "skipped pytorch") && strstr(md, "make peers"), "%s", md);
     cr_assert(!strstr(md, "FLAGGED"), "miser and miser-naive should agree:\n%s", md);

@@ -5,6 +5,8 @@
  * and the generate CLI's contract (exit codes, max_length). */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
+
+#include "support.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,21 +21,6 @@
 
 #define TINY MISER_SOURCE_DIR "/tests/data/hf-tiny-a"
 #define PY "/usr/bin/python3"
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    b[n] = 0;
-    fclose(f);
-    if (len) *len = (size_t)n;
-    return b;
-}
 
 static char *run_capture(const char *cmd)
 {
@@ -113,7 +100,7 @@ static void rt_close(rt_t *r)
 
 static cJSON *reference(void)
 {
-    char *txt = slurp(TINY "/reference.json", NULL);
+    char *txt = test_read_file(TINY "/reference.json", NULL);
     cr_assert_not_null(txt);
     cJSON *j = cJSON_Parse(txt);
     free(txt);
@@ -167,7 +154,7 @@ Test(e2e, hf_tiny_tokens_and_greedy20)
 Test(e2e, hf_tiny_hello_logits)
 {
     size_t len;
-    float *want32 = (float *)slurp(TINY "/hello_last_logits.f32", &len);
+    float *want32 = (float *)test_read_file(TINY "/hello_last_logits.f32", &len);
     cr_assert_eq(len, 50257 * 4);
     double *want = malloc(sizeof(double) * 50257);
     for (int i = 0; i < 50257; i++) want[i] = want32[i];
@@ -411,7 +398,7 @@ Test(e2e, cli_generate_contract, .timeout = 60)
     cr_assert_eq(run_cli("generate --prompt Hi", NULL, NULL), 2);
     cr_assert_eq(run_cli("generate --model " TINY, "\xff\xfe", NULL), 3);
     cr_assert_eq(run_cli("generate --model /nonexistent/dir --prompt Hi", NULL, NULL), 1);
-    char *stderr_txt = slurp("/tmp/miser-e2e-stderr.txt", NULL);
+    char *stderr_txt = test_read_file("/tmp/miser-e2e-stderr.txt", NULL);
     cr_assert(strstr(stderr_txt, "/nonexistent/dir") != NULL, "error names the path: %s", stderr_txt);
     free(stderr_txt);
     /* a prompt longer than the context (128 positions) */
