@@ -26,6 +26,7 @@ CFLAGS_BASE += $(CFLAGS)
 DEFS := -DMISER_SOURCE_DIR='"$(CURDIR)"' -DMISER_BUILD_DIR='"$(CURDIR)/$(BUILD)"'
 LIBS := -lcjson -lutf8proc -lm -ldl -pthread
 SIMD_FLAGS := -mavx2 -mfma -mf16c
+AVX512_FLAGS := $(SIMD_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq
 
 LIB_C   := $(filter-out src/cli/%,$(wildcard src/*/*.c))
 LIB_S   := $(wildcard src/*/*.S)
@@ -50,6 +51,10 @@ all: $(STATIC) $(SHARED) $(BIN)
 $(BUILD)/obj/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) $(SIMD_FLAGS) $(DEFS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(AVX512_FLAGS) $(DEFS) -MMD -MP -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

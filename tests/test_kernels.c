@@ -25,11 +25,16 @@ static uint32_t rnd(void)
 static float frand(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() & 0xffffff) / 16777216.0f; }
 static int64_t irand(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd() % (uint32_t)(hi - lo + 1)); }
 
-static const miser_kernels *simd(void)
-{
-    const miser_kernels *k = miser_kernels_get();
-    return k;
-}
+/* The SIMD set under test: each test body runs once per set this CPU has
+ * (FOR_EACH_SET); with none (another architecture), the reference is
+ * compared with itself. */
+static const miser_kernels *g_set;
+static const miser_kernels *simd(void) { return g_set; }
+static const char *const k_sets[] = {"avx2", "avx512"};
+#define FOR_EACH_SET                                                                                                   \
+    for (size_t set_i = 0; set_i < sizeof k_sets / sizeof *k_sets + 1; set_i++)                                        \
+        if (set_i < sizeof k_sets / sizeof *k_sets ? (g_set = miser_kernels_by_name(k_sets[set_i])) != NULL            \
+                                                   : (!miser_kernels_by_name("avx2") && (g_set = miser_kernels_ref())))
 
 /* fill n elements of dtype dt (n a multiple of 32 for Q8_0) */
 static void *make_weights(miser_dtype dt, int64_t n)
@@ -105,8 +110,8 @@ static void check_linear(miser_dtype wdt, int rows_layout, int64_t M, int64_t N,
             float r = yr[m * ldy + n], s = ys[m * ldy + n];
             if (act == MISER_ACT_GELU) tol = 1.2 * tol + 2e-6 * fabs(r) + 1e-7;
             if (!(fabs(r - s) <= tol))
-                cr_assert_fail("linear %s %s M=%lld N=%lld K=%lld bias=%d act=%d: y[%lld,%lld] ref %.9g simd %.9g tol %.3g",
-                               miser_dtype_name(wdt), rows_layout ? "rows" : "dots", (long long)M, (long long)N,
+                cr_assert_fail("[%s] linear %s %s M=%lld N=%lld K=%lld bias=%d act=%d: y[%lld,%lld] ref %.9g simd %.9g tol %.3g",
+                               simd()->name, miser_dtype_name(wdt), rows_layout ? "rows" : "dots", (long long)M, (long long)N,
                                (long long)K, bias, act, (long long)m, (long long)n, r, s, tol);
         }
     for (int nth = 2; nth <= 3; nth++) {
@@ -115,8 +120,8 @@ static void check_linear(miser_dtype wdt, int rows_layout, int64_t M, int64_t N,
         run_split(simd()->linear, &a, nth);
         for (int64_t m = 0; m < M; m++)
             cr_assert(!memcmp(yt + m * ldy, ys + m * ldy, sizeof(float) * (size_t)N),
-                      "linear %s %s M=%lld N=%lld K=%lld: nth=%d differs from the single-thread run",
-                      miser_dtype_name(wdt), rows_layout ? "rows" : "dots", (long long)M, (long long)N, (long long)K, nth);
+                      "[%s] linear %s %s M=%lld N=%lld K=%lld: nth=%d differs from the single-thread run",
+                      simd()->name, miser_dtype_name(wdt), rows_layout ? "rows" : "dots", (long long)M, (long long)N, (long long)K, nth);
     }
     free(w);
     free(x);
@@ -134,6 +139,17 @@ Test(kernels, dispatch_selects_simd_and_ref_can_be_forced)
     cr_assert(strstr(avail, "ref"));
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
         cr_assert(strstr(avail, "avx2"), "this CPU has AVX2/FMA/F16C but the set is not available");
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+        cr_assert(strstr(avail, "avx512"), "this CPU has AVX-512 F/BW/VL/DQ but the set is not available");
+        cr_assert_eq(miser_kernels_select("avx512"), 0);
+        cr_assert_str_eq(miser_kernels_get()->name, "avx512");
+    }
+    for (size_t i = 0; i < sizeof k_sets / sizeof *k_sets; i++) { /* a set that is offered can be selected */
+        const miser_kernels *k = miser_kernels_by_name(k_sets[i]);
+        cr_assert_eq(!!k, !!strstr(avail, k_sets[i]));
+        if (k) cr_assert_str_eq(k->name, k_sets[i]);
+    }
     cr_assert_eq(miser_kernels_select("ref"), 0);
     cr_assert_str_eq(miser_kernels_get()->name, "ref");
     cr_assert_eq(miser_kernels_select("auto"), 0);
@@ -142,50 +158,57 @@ Test(kernels, dispatch_selects_simd_and_ref_can_be_forced)
 
 Test(kernels, linear_rows_layout_all_dtypes)
 {
-    static const int64_t Ms[] = {1, 2, 3, 4, 5, 6, 7, 13};
-    for (size_t d = 0; d < 4; d++)
-        for (size_t i = 0; i < sizeof Ms / sizeof *Ms; i++) {
-            int64_t N = irand(1, 150), K = irand(1, 300);
-            check_linear(k_wdts[d], 1, Ms[i], N, K, (int)(i & 1), i % 3 == 2 ? MISER_ACT_GELU : MISER_ACT_NONE);
+    FOR_EACH_SET {
+        static const int64_t Ms[] = {1, 2, 3, 4, 5, 6, 7, 13};
+        for (size_t d = 0; d < 4; d++)
+            for (size_t i = 0; i < sizeof Ms / sizeof *Ms; i++) {
+                int64_t N = irand(1, 150), K = irand(1, 300);
+                check_linear(k_wdts[d], 1, Ms[i], N, K, (int)(i & 1), i % 3 == 2 ? MISER_ACT_GELU : MISER_ACT_NONE);
+            }
+        /* K above one cache block, N a multiple of the tiles and not */
+        for (size_t d = 0; d < 4; d++) {
+            check_linear(k_wdts[d], 1, 9, 96, 700, 1, MISER_ACT_NONE);
+            check_linear(k_wdts[d], 1, 1, 77, 513, 1, MISER_ACT_GELU);
         }
-    /* K above one cache block, N a multiple of the tiles and not */
-    for (size_t d = 0; d < 4; d++) {
-        check_linear(k_wdts[d], 1, 9, 96, 700, 1, MISER_ACT_NONE);
-        check_linear(k_wdts[d], 1, 1, 77, 513, 1, MISER_ACT_GELU);
-    }
-    /* the prefill GEMM's blocking: more rows than one 132-row block (and not
-     * a multiple of the 6-row tile), several 64-column W blocks per thread
-     * plus a 16-column and a scalar tail, K = 2 blocks of 256 + a remainder */
-    for (size_t d = 0; d < 4; d++) {
-        check_linear(k_wdts[d], 1, 137, 211, 517, 1, d & 1 ? MISER_ACT_GELU : MISER_ACT_NONE);
-        check_linear(k_wdts[d], 1, 64, 160, 256, 0, MISER_ACT_NONE);
+        /* the prefill GEMMs' blocking: more rows than one 132-row block (and
+         * not a multiple of the 6- or 12-row tile), several 64- or 128-column
+         * W blocks per thread plus a partial tile and a scalar or masked tail,
+         * K = 2 blocks of 256 (4 of 128) + a remainder */
+        for (size_t d = 0; d < 4; d++) {
+            check_linear(k_wdts[d], 1, 137, 211, 517, 1, d & 1 ? MISER_ACT_GELU : MISER_ACT_NONE);
+            check_linear(k_wdts[d], 1, 64, 160, 256, 0, MISER_ACT_NONE);
+        }
     }
 }
 
 Test(kernels, linear_dots_layout_all_dtypes)
 {
-    static const int64_t Ms[] = {1, 2, 3, 4, 5, 7};
-    for (size_t d = 0; d < 4; d++)
-        for (size_t i = 0; i < sizeof Ms / sizeof *Ms; i++) {
-            int64_t N = irand(1, 70), K = irand(1, 300);
-            if (k_wdts[d] == MISER_DTYPE_Q8_0) K = irand(1, 9) * 32; /* q8_0 blocks along k */
-            check_linear(k_wdts[d], 0, Ms[i], N, K, (int)(i & 1), i % 3 == 1 ? MISER_ACT_GELU : MISER_ACT_NONE);
-        }
+    FOR_EACH_SET {
+        static const int64_t Ms[] = {1, 2, 3, 4, 5, 7};
+        for (size_t d = 0; d < 4; d++)
+            for (size_t i = 0; i < sizeof Ms / sizeof *Ms; i++) {
+                int64_t N = irand(1, 70), K = irand(1, 300);
+                if (k_wdts[d] == MISER_DTYPE_Q8_0) K = irand(1, 9) * 32; /* q8_0 blocks along k */
+                check_linear(k_wdts[d], 0, Ms[i], N, K, (int)(i & 1), i % 3 == 1 ? MISER_ACT_GELU : MISER_ACT_NONE);
+            }
+    }
 }
 
 Test(kernels, linear_general_strides_fall_back)
 {
-    /* neither stride is 1: the SIMD set must hand it to the reference */
-    int64_t M = 3, N = 5, K = 7;
-    float *w = make_f32(2 * K * N * 2, -1, 1), *x = make_f32(M * K, -1, 1), yr[15], ys[15];
-    miser_linear_args a = {.M = M, .N = N, .K = K, .x = x, .ldx = K, .w = w, .wdt = MISER_DTYPE_F32, .wsk = 2 * N,
-                           .wsn = 2, .y = yr, .ldy = N};
-    miser_kernels_ref()->linear(&a, 0, 1);
-    a.y = ys;
-    simd()->linear(&a, 0, 1);
-    for (int i = 0; i < 15; i++) cr_assert_float_eq(yr[i], ys[i], 1e-5f);
-    free(w);
-    free(x);
+    FOR_EACH_SET {
+        /* neither stride is 1: the SIMD set must hand it to the reference */
+        int64_t M = 3, N = 5, K = 7;
+        float *w = make_f32(2 * K * N * 2, -1, 1), *x = make_f32(M * K, -1, 1), yr[15], ys[15];
+        miser_linear_args a = {.M = M, .N = N, .K = K, .x = x, .ldx = K, .w = w, .wdt = MISER_DTYPE_F32, .wsk = 2 * N,
+                               .wsn = 2, .y = yr, .ldy = N};
+        miser_kernels_ref()->linear(&a, 0, 1);
+        a.y = ys;
+        simd()->linear(&a, 0, 1);
+        for (int i = 0; i < 15; i++) cr_assert_float_eq(yr[i], ys[i], 1e-5f);
+        free(w);
+        free(x);
+    }
 }
 
 static void check_attention(int f16, int64_t T, int64_t S, int64_t H, int64_t D)
@@ -235,86 +258,90 @@ static void check_attention(int f16, int64_t T, int64_t S, int64_t H, int64_t D)
 
 Test(kernels, attention_f32_and_f16_cache)
 {
-    for (int f16 = 0; f16 < 2; f16++) {
-        check_attention(f16, 1, 1, 1, 8);
-        check_attention(f16, 1, 37, 3, 64);     /* decode over a cache */
-        check_attention(f16, 5, 5, 2, 13);      /* prefill, odd head size */
-        check_attention(f16, 4, 21, 3, 24);     /* chunked prefill after a past */
-        check_attention(f16, 2, 9, 5, 7);
+    FOR_EACH_SET {
+        for (int f16 = 0; f16 < 2; f16++) {
+            check_attention(f16, 1, 1, 1, 8);
+            check_attention(f16, 1, 37, 3, 64);     /* decode over a cache */
+            check_attention(f16, 5, 5, 2, 13);      /* prefill, odd head size */
+            check_attention(f16, 4, 21, 3, 24);     /* chunked prefill after a past */
+            check_attention(f16, 2, 9, 5, 7);
+        }
     }
 }
 
 Test(kernels, layernorm_gelu_add_softmax)
 {
-    for (int it = 0; it < 12; it++) {
-        int64_t rows = irand(1, 7), C = irand(1, 200);
-        miser_dtype pdt = (miser_dtype)(it % 3);
-        float *x = make_f32(rows * C, -3, 3);
-        if (it % 4 == 0)
-            for (int64_t i = 0; i < C; i++) x[i] += 100.0f; /* large mean: two-pass variance matters */
-        void *g = make_weights(pdt, C), *b = make_weights(pdt, C);
-        float *yr = malloc(4 * (size_t)(rows * C)), *ys = malloc(4 * (size_t)(rows * C)), *yt = malloc(4 * (size_t)(rows * C));
-        miser_kernels_ref()->layernorm(yr, x, g, b, pdt, rows, C, 1e-5f, 0, 1);
-        simd()->layernorm(ys, x, g, b, pdt, rows, C, 1e-5f, 0, 1);
-        for (int64_t i = 0; i < rows * C; i++)
-            cr_assert(fabsf(yr[i] - ys[i]) <= 2e-5f * (1 + fabsf(yr[i])), "layernorm C=%lld [%lld] %g vs %g",
-                      (long long)C, (long long)i, yr[i], ys[i]);
-        for (int nth = 2; nth <= 3; nth++) {
-            for (int i = 0; i < nth; i++) simd()->layernorm(yt, x, g, b, pdt, rows, C, 1e-5f, i, nth);
-            cr_assert(!memcmp(yt, ys, 4 * (size_t)(rows * C)));
+    FOR_EACH_SET {
+        for (int it = 0; it < 12; it++) {
+            int64_t rows = irand(1, 7), C = irand(1, 200);
+            miser_dtype pdt = (miser_dtype)(it % 3);
+            float *x = make_f32(rows * C, -3, 3);
+            if (it % 4 == 0)
+                for (int64_t i = 0; i < C; i++) x[i] += 100.0f; /* large mean: two-pass variance matters */
+            void *g = make_weights(pdt, C), *b = make_weights(pdt, C);
+            float *yr = malloc(4 * (size_t)(rows * C)), *ys = malloc(4 * (size_t)(rows * C)), *yt = malloc(4 * (size_t)(rows * C));
+            miser_kernels_ref()->layernorm(yr, x, g, b, pdt, rows, C, 1e-5f, 0, 1);
+            simd()->layernorm(ys, x, g, b, pdt, rows, C, 1e-5f, 0, 1);
+            for (int64_t i = 0; i < rows * C; i++)
+                cr_assert(fabsf(yr[i] - ys[i]) <= 2e-5f * (1 + fabsf(yr[i])), "layernorm C=%lld [%lld] %g vs %g",
+                          (long long)C, (long long)i, yr[i], ys[i]);
+            for (int nth = 2; nth <= 3; nth++) {
+                for (int i = 0; i < nth; i++) simd()->layernorm(yt, x, g, b, pdt, rows, C, 1e-5f, i, nth);
+                cr_assert(!memcmp(yt, ys, 4 * (size_t)(rows * C)));
+            }
+            free(x);
+            free(g);
+            free(b);
+            free(yr);
+            free(ys);
+            free(yt);
         }
-        free(x);
-        free(g);
-        free(b);
-        free(yr);
-        free(ys);
-        free(yt);
-    }
-    /* GELU: relative 2e-6, plus the reference's own cancellation for x << 0 */
-    for (int it = 0; it < 6; it++) {
-        int64_t n = irand(1, 300);
-        float *x = make_f32(n, -12, 12), *yr = malloc(4 * (size_t)n), *ys = malloc(4 * (size_t)n), *yt = malloc(4 * (size_t)n);
-        x[0] = it == 0 ? -60.0f : it == 1 ? 60.0f : it == 2 ? 0.0f : x[0];
-        miser_kernels_ref()->gelu(yr, x, n, 0, 1);
-        simd()->gelu(ys, x, n, 0, 1);
-        for (int64_t i = 0; i < n; i++)
-            cr_assert(fabsf(yr[i] - ys[i]) <= 2e-6f * fabsf(yr[i]) + 1.2e-7f * fabsf(x[i]) + 1e-30f,
-                      "gelu(%g): ref %.9g simd %.9g", x[i], yr[i], ys[i]);
-        for (int nth = 2; nth <= 3; nth++) {
-            for (int i = 0; i < nth; i++) simd()->gelu(yt, x, n, i, nth);
+        /* GELU: relative 2e-6, plus the reference's own cancellation for x << 0 */
+        for (int it = 0; it < 6; it++) {
+            int64_t n = irand(1, 300);
+            float *x = make_f32(n, -12, 12), *yr = malloc(4 * (size_t)n), *ys = malloc(4 * (size_t)n), *yt = malloc(4 * (size_t)n);
+            x[0] = it == 0 ? -60.0f : it == 1 ? 60.0f : it == 2 ? 0.0f : x[0];
+            miser_kernels_ref()->gelu(yr, x, n, 0, 1);
+            simd()->gelu(ys, x, n, 0, 1);
+            for (int64_t i = 0; i < n; i++)
+                cr_assert(fabsf(yr[i] - ys[i]) <= 2e-6f * fabsf(yr[i]) + 1.2e-7f * fabsf(x[i]) + 1e-30f,
+                          "gelu(%g): ref %.9g simd %.9g", x[i], yr[i], ys[i]);
+            for (int nth = 2; nth <= 3; nth++) {
+                for (int i = 0; i < nth; i++) simd()->gelu(yt, x, n, i, nth);
+                cr_assert(!memcmp(yt, ys, 4 * (size_t)n));
+            }
+            float *b = make_f32(n, -5, 5);
+            simd()->add(ys, x, b, n, 0, 1);
+            for (int64_t i = 0; i < n; i++) cr_assert_eq(ys[i], x[i] + b[i]);
+            for (int i = 0; i < 3; i++) simd()->add(yt, x, b, n, i, 3);
             cr_assert(!memcmp(yt, ys, 4 * (size_t)n));
+            free(b);
+            free(x);
+            free(yr);
+            free(ys);
+            free(yt);
         }
-        float *b = make_f32(n, -5, 5);
-        simd()->add(ys, x, b, n, 0, 1);
-        for (int64_t i = 0; i < n; i++) cr_assert_eq(ys[i], x[i] + b[i]);
-        for (int i = 0; i < 3; i++) simd()->add(yt, x, b, n, i, 3);
-        cr_assert(!memcmp(yt, ys, 4 * (size_t)n));
-        free(b);
-        free(x);
-        free(yr);
-        free(ys);
-        free(yt);
-    }
-    /* softmax with and without the causal valid pattern */
-    for (int it = 0; it < 8; it++) {
-        int64_t T = irand(1, 5), heads = irand(1, 3), rows = T * heads, n = irand(T, 70);
-        int64_t valid0 = n - T + 1;
-        float *x = make_f32(rows * n, -8, 8), *yr = malloc(4 * (size_t)(rows * n)), *ys = malloc(4 * (size_t)(rows * n)),
-              *yt = malloc(4 * (size_t)(rows * n));
-        const int64_t *vb = it & 1 ? &valid0 : NULL;
-        miser_kernels_ref()->softmax(yr, x, rows, n, 0.37f, vb, T, 0, 1);
-        simd()->softmax(ys, x, rows, n, 0.37f, vb, T, 0, 1);
-        for (int64_t i = 0; i < rows * n; i++)
-            cr_assert(fabsf(yr[i] - ys[i]) <= 1e-6f * (1 + fabsf(yr[i])) && (yr[i] != 0) == (ys[i] != 0),
-                      "softmax [%lld] %g vs %g", (long long)i, yr[i], ys[i]);
-        for (int nth = 2; nth <= 3; nth++) {
-            for (int i = 0; i < nth; i++) simd()->softmax(yt, x, rows, n, 0.37f, vb, T, i, nth);
-            cr_assert(!memcmp(yt, ys, 4 * (size_t)(rows * n)));
+        /* softmax with and without the causal valid pattern */
+        for (int it = 0; it < 8; it++) {
+            int64_t T = irand(1, 5), heads = irand(1, 3), rows = T * heads, n = irand(T, 70);
+            int64_t valid0 = n - T + 1;
+            float *x = make_f32(rows * n, -8, 8), *yr = malloc(4 * (size_t)(rows * n)), *ys = malloc(4 * (size_t)(rows * n)),
+                  *yt = malloc(4 * (size_t)(rows * n));
+            const int64_t *vb = it & 1 ? &valid0 : NULL;
+            miser_kernels_ref()->softmax(yr, x, rows, n, 0.37f, vb, T, 0, 1);
+            simd()->softmax(ys, x, rows, n, 0.37f, vb, T, 0, 1);
+            for (int64_t i = 0; i < rows * n; i++)
+                cr_assert(fabsf(yr[i] - ys[i]) <= 1e-6f * (1 + fabsf(yr[i])) && (yr[i] != 0) == (ys[i] != 0),
+                          "softmax [%lld] %g vs %g", (long long)i, yr[i], ys[i]);
+            for (int nth = 2; nth <= 3; nth++) {
+                for (int i = 0; i < nth; i++) simd()->softmax(yt, x, rows, n, 0.37f, vb, T, i, nth);
+                cr_assert(!memcmp(yt, ys, 4 * (size_t)(rows * n)));
+            }
+            free(x);
+            free(yr);
+            free(ys);
+            free(yt);
         }
-        free(x);
-        free(yr);
-        free(ys);
-        free(yt);
     }
 }
 

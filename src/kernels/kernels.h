@@ -1,7 +1,7 @@
 /* Kernel interface. Every kernel has a scalar reference (ref.c), always
- * compiled; SIMD versions (*_avx2.c) are chosen at run time from CPU
- * detection (dispatch.c), and MISER_KERNELS=ref or miser_kernels_select("ref")
- * forces the reference path.
+ * compiled; SIMD versions (*_avx2.c, *_avx512.c) are chosen at run time from CPU
+ * detection (dispatch.c), and MISER_KERNELS=NAME or miser_kernels_select(NAME)
+ * forces a set ("ref": the reference path).
  *
  * Threading: kernels take (ith, nth) and process their share of the work;
  * the executor calls them from every thread of the pool (ggml style). A
@@ -64,6 +64,8 @@ typedef struct miser_kernels {
 /* The best kernels for this CPU (or the reference when forced). */
 const miser_kernels *miser_kernels_get(void);
 const miser_kernels *miser_kernels_ref(void);
+/* The set named "ref", "avx2" or "avx512" when this CPU can run it, else NULL. */
+const miser_kernels *miser_kernels_by_name(const char *name);
 /* "auto", "ref", or a SIMD set's name; returns 0 on success. */
 int miser_kernels_select(const char *name);
 /* Names of the kernel sets this CPU can run, for --help and reports. */

@@ -1,0 +1,500 @@
+/* AVX-512 kernels (F, BW, VL, DQ with FMA and F16C) behind the kernel
+ * interface (kernels.h). Compiled with the Makefile's flags for *_avx512.c;
+ * dispatch.c hands this set out only after checking the CPU (and that the OS
+ * saves the zmm state), so the binary stays portable.
+ *
+ * Only linear is written for 512-bit vectors: it is where the time goes
+ * (decode streams every weight once per token, prefill is GEMM-bound). The
+ * set's attention and elementwise kernels are the AVX2 ones (a few percent
+ * of a step; their 256-bit versions are not the bottleneck).
+ *
+ * Why 512 bits matters on the machines this was measured on (Cascade Lake
+ * class, two 512-bit FMA ports): a register-only FMA loop runs at ~140
+ * GFLOP/s per core with zmm against ~76 with ymm, and widening f16/bf16/q8_0
+ * to f32 costs half as many instructions per element.
+ *
+ * linear, like the AVX2 version, reads W as stored, never a copy:
+ *   wsn == 1 (Conv1D [K, N] rows): M < 4 streams 4 rows of W at a time into
+ *     an L1-resident y row; column tails use masked loads and stores (q8_0:
+ *     whole blocks are read, as a row is block-aligned, only y is masked).
+ *     M >= 4 runs a blocked GEMM: x packed into 12-row tiles, W converted
+ *     once per (128-row K block, 128-column block) into 32-column f32
+ *     micro-panels (16 KB: one stays in L1 while every x tile streams past
+ *     it from L2), a 12x32 FMA tile (24 zmm accumulators).
+ *   wsk == 1 (the tied wte for logits): dot products, 1-3 rows of x by 4
+ *     rows of W, K tails masked.
+ * Threads split N in units of 32 columns (whole q8_0 blocks, whole tiles).
+ * Summation order per output: k ascending (GEMM: by K block, k ascending
+ * inside), independent of the thread count, so nth = 1, 2, 3 give identical
+ * results (tests/test_kernels.c checks it). */
+#include "kernels.h"
+#include "miser/graph.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+#define AI static inline __attribute__((always_inline))
+
+const miser_kernels *miser_kernels_avx2(void);
+
+/* ---- loads ---- */
+
+/* 16 elements of an f32/f16/bf16 array from element i; lanes off in `m` read
+ * nothing and are 0 */
+AI __m512 ld16m(miser_dtype dt, const void *p, int64_t i, __mmask16 m)
+{
+    if (dt == MISER_DTYPE_F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i));
+    if (dt == MISER_DTYPE_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i)), 16));
+    return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+}
+
+AI __m512 ld16(miser_dtype dt, const void *p, int64_t i)
+{
+    if (dt == MISER_DTYPE_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+    if (dt == MISER_DTYPE_BF16)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i))), 16));
+    return _mm512_loadu_ps((const float *)p + i);
+}
+
+/* 16 int8 values as f32 (unscaled) */
+AI __m512 q16(const int8_t *q) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q))); }
+
+AI float f16s(const void *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* q8_0 address of element e (block e/32, value e%32) and the block's scale */
+AI const int8_t *q8_at(const void *w, int64_t e, float *scale)
+{
+    const uint8_t *b = (const uint8_t *)w + (e / MISER_Q8_0_BLOCK) * MISER_Q8_0_BYTES;
+    *scale = f16s(b);
+    return (const int8_t *)(b + 2) + e % MISER_Q8_0_BLOCK;
+}
+
+AI __mmask16 tailmask(int64_t r) { return r >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << r) - 1u); }
+
+/* ---- exp, GELU (same formulas as kernels_avx2.c, 16 lanes) ---- */
+
+AI __m512 exp16(__m512 x)
+{
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 y = _mm512_set1_ps(1.9875691500E-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507E-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073E-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894E-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459E-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201E-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i n = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(n));
+}
+
+AI __m512 gelu16(__m512 x)
+{
+    __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+    __m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
+    __m512 e = exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+/* bias and activation over every row of y[:, n0..n1), masked tail */
+static void epilogue(const miser_linear_args *a, int64_t n0, int64_t n1)
+{
+    if (!a->bias && a->act != MISER_ACT_GELU) return;
+    const int gelu = a->act == MISER_ACT_GELU;
+    for (int64_t m = 0; m < a->M; m++) {
+        float *y = a->y + m * a->ldy;
+        for (int64_t n = n0; n < n1; n += 16) {
+            __mmask16 mk = tailmask(n1 - n);
+            __m512 v = _mm512_maskz_loadu_ps(mk, y + n);
+            if (a->bias) v = _mm512_add_ps(v, ld16m(a->bdt, a->bias, n, mk));
+            if (gelu) v = gelu16(v);
+            _mm512_mask_storeu_ps(y + n, mk, v);
+        }
+    }
+}
+
+/* ---- decode GEMV, rows layout (wsn == 1) ---- */
+
+/* y[m, n0..n1) = sum_k x[m, k] W[k, n]: 4 rows of W per pass over y. */
+AI void gemv_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_t n1)
+{
+    const int64_t K = a->K, wsk = a->wsk;
+    for (int64_t m = 0; m < a->M; m++) {
+        const float *x = a->x + m * a->ldx;
+        float *y = a->y + m * a->ldy;
+        for (int64_t n = n0; n < n1; n++) y[n] = 0.0f;
+        int64_t k = 0;
+        if (dt == MISER_DTYPE_Q8_0) {
+            /* a block = 32 columns = 2 vectors. Only the last, partial block
+             * uses masked y accesses: a load from a masked store does not
+             * get the stored data forwarded, and the next pass over k reads
+             * y while the stores may still be in flight. */
+            const int64_t nv = n0 + (n1 - n0) / 32 * 32;
+            for (; k < K; k += 4) {
+                const int kr = K - k < 4 ? (int)(K - k) : 4;
+                __m512 xs[4];
+                for (int j = 0; j < 4; j++) xs[j] = _mm512_set1_ps(j < kr ? x[k + j] : 0.0f);
+                /* rows past K (a last group of 1-3) re-read row k with x = 0 */
+                const uint8_t *b0 = (const uint8_t *)a->w + (k * wsk + n0) / 32 * MISER_Q8_0_BYTES;
+                const int64_t bstep = wsk / 32 * MISER_Q8_0_BYTES;
+                const uint8_t *b1 = b0 + (kr > 1 ? bstep : 0), *b2 = b0 + (kr > 2 ? 2 * bstep : 0),
+                              *b3 = b0 + (kr > 3 ? 3 * bstep : 0);
+                int64_t n = n0;
+                for (; n < n1; n += 32, b0 += 34, b1 += 34, b2 += 34, b3 += 34) {
+                    const __m512 c0 = _mm512_mul_ps(_mm512_set1_ps(f16s(b0)), xs[0]),
+                                 c1 = _mm512_mul_ps(_mm512_set1_ps(f16s(b1)), xs[1]),
+                                 c2 = _mm512_mul_ps(_mm512_set1_ps(f16s(b2)), xs[2]),
+                                 c3 = _mm512_mul_ps(_mm512_set1_ps(f16s(b3)), xs[3]);
+                    __m512 lo = _mm512_mul_ps(c0, q16((const int8_t *)b0 + 2)),
+                           hi = _mm512_mul_ps(c0, q16((const int8_t *)b0 + 18));
+                    lo = _mm512_fmadd_ps(c1, q16((const int8_t *)b1 + 2), lo);
+                    hi = _mm512_fmadd_ps(c1, q16((const int8_t *)b1 + 18), hi);
+                    lo = _mm512_fmadd_ps(c2, q16((const int8_t *)b2 + 2), lo);
+                    hi = _mm512_fmadd_ps(c2, q16((const int8_t *)b2 + 18), hi);
+                    lo = _mm512_fmadd_ps(c3, q16((const int8_t *)b3 + 2), lo);
+                    hi = _mm512_fmadd_ps(c3, q16((const int8_t *)b3 + 18), hi);
+                    if (n < nv) {
+                        _mm512_storeu_ps(y + n, _mm512_add_ps(_mm512_loadu_ps(y + n), lo));
+                        _mm512_storeu_ps(y + n + 16, _mm512_add_ps(_mm512_loadu_ps(y + n + 16), hi));
+                    } else {
+                        const __mmask16 m0 = tailmask(n1 - n), m1 = tailmask(n1 - n > 16 ? n1 - n - 16 : 0);
+                        _mm512_mask_storeu_ps(y + n, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, y + n), lo));
+                        _mm512_mask_storeu_ps(y + n + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, y + n + 16), hi));
+                    }
+                }
+            }
+            continue;
+        }
+        const int64_t nv = n0 + (n1 - n0) / 16 * 16;
+        for (; k + 4 <= K; k += 4) {
+            const __m512 x0 = _mm512_set1_ps(x[k]), x1 = _mm512_set1_ps(x[k + 1]), x2 = _mm512_set1_ps(x[k + 2]),
+                         x3 = _mm512_set1_ps(x[k + 3]);
+            const int64_t r0 = k * wsk, r1 = r0 + wsk, r2 = r1 + wsk, r3 = r2 + wsk;
+            int64_t n = n0;
+            for (; n < nv; n += 16) {
+                __m512 acc = _mm512_loadu_ps(y + n);
+                acc = _mm512_fmadd_ps(x0, ld16(dt, a->w, r0 + n), acc);
+                acc = _mm512_fmadd_ps(x1, ld16(dt, a->w, r1 + n), acc);
+                acc = _mm512_fmadd_ps(x2, ld16(dt, a->w, r2 + n), acc);
+                acc = _mm512_fmadd_ps(x3, ld16(dt, a->w, r3 + n), acc);
+                _mm512_storeu_ps(y + n, acc);
+            }
+            if (n < n1) {
+                const __mmask16 mk = tailmask(n1 - n);
+                __m512 acc = _mm512_maskz_loadu_ps(mk, y + n);
+                acc = _mm512_fmadd_ps(x0, ld16m(dt, a->w, r0 + n, mk), acc);
+                acc = _mm512_fmadd_ps(x1, ld16m(dt, a->w, r1 + n, mk), acc);
+                acc = _mm512_fmadd_ps(x2, ld16m(dt, a->w, r2 + n, mk), acc);
+                acc = _mm512_fmadd_ps(x3, ld16m(dt, a->w, r3 + n, mk), acc);
+                _mm512_mask_storeu_ps(y + n, mk, acc);
+            }
+        }
+        for (; k < K; k++) {
+            const __m512 x0 = _mm512_set1_ps(x[k]);
+            for (int64_t n = n0; n < n1; n += 16) {
+                const __mmask16 mk = tailmask(n1 - n);
+                _mm512_mask_storeu_ps(
+                    y + n, mk, _mm512_fmadd_ps(x0, ld16m(dt, a->w, k * wsk + n, mk), _mm512_maskz_loadu_ps(mk, y + n)));
+            }
+        }
+    }
+}
+
+/* ---- prefill GEMM, rows layout (wsn == 1, M >= 4) ----
+ * The AVX2 version's structure (see the comment there) with 512-bit tiles:
+ * 12 rows of x x 32 columns of W. The next W block is prefetched a few rows
+ * after each tile, spread over the tiles of the current block. */
+#define G_KB 128
+#define G_MR 12
+#define G_MC 132 /* 11 tiles of 12 rows: a whole 128-token chunk in one pass */
+#define G_NR 32
+#define G_NC 128
+
+/* 32 columns of W row k from element e as f32, into dst (64-byte aligned) */
+AI void conv32(miser_dtype dt, const void *w, int64_t e, float *dst)
+{
+    if (dt == MISER_DTYPE_Q8_0) {
+        float s;
+        const int8_t *q = q8_at(w, e, &s);
+        const __m512 sc = _mm512_set1_ps(s);
+        _mm512_store_ps(dst, _mm512_mul_ps(q16(q), sc));
+        _mm512_store_ps(dst + 16, _mm512_mul_ps(q16(q + 16), sc));
+    } else {
+        _mm512_store_ps(dst, ld16(dt, w, e));
+        _mm512_store_ps(dst + 16, ld16(dt, w, e + 16));
+    }
+}
+
+AI const char *w_addr(miser_dtype dt, const void *w, int64_t e)
+{
+    if (dt == MISER_DTYPE_Q8_0) return (const char *)w + (e / MISER_Q8_0_BLOCK) * MISER_Q8_0_BYTES + 2 + e % 32;
+    return (const char *)w + e * (dt == MISER_DTYPE_F32 ? 4 : 2);
+}
+
+/* y[0..rows) x [0..32) = (first ? 0 : y) + ap . bp over kc k's (ap: 12
+ * floats per k, bp: 32 per k); bias and GELU applied on the last K block */
+AI void micro_12x32(const float *ap, const float *bp, int64_t kc, float *y, int64_t ldy, int rows, int first,
+                    const __m512 *bias, int gelu)
+{
+    __m512 acc[G_MR][2];
+    _Pragma("GCC unroll 12")
+    for (int r = 0; r < G_MR; r++) {
+        acc[r][0] = first || r >= rows ? _mm512_setzero_ps() : _mm512_loadu_ps(y + r * ldy);
+        acc[r][1] = first || r >= rows ? _mm512_setzero_ps() : _mm512_loadu_ps(y + r * ldy + 16);
+    }
+    _Pragma("GCC unroll 2")
+    for (int64_t k = 0; k < kc; k++) {
+        const __m512 w0 = _mm512_load_ps(bp + k * G_NR), w1 = _mm512_load_ps(bp + k * G_NR + 16);
+        _Pragma("GCC unroll 12")
+        for (int r = 0; r < G_MR; r++) {
+            const __m512 xb = _mm512_set1_ps(ap[k * G_MR + r]);
+            acc[r][0] = _mm512_fmadd_ps(xb, w0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(xb, w1, acc[r][1]);
+        }
+    }
+    _Pragma("GCC unroll 12")
+    for (int r = 0; r < G_MR; r++) {
+        if (r >= rows) break;
+        __m512 v0 = acc[r][0], v1 = acc[r][1];
+        if (bias) {
+            v0 = _mm512_add_ps(v0, bias[0]);
+            v1 = _mm512_add_ps(v1, bias[1]);
+        }
+        if (gelu) {
+            v0 = gelu16(v0);
+            v1 = gelu16(v1);
+        }
+        _mm512_storeu_ps(y + r * ldy, v0);
+        _mm512_storeu_ps(y + r * ldy + 16, v1);
+    }
+}
+
+/* y[:, n0..nv) for M >= 4, nv = the last multiple of 32 columns; returns nv
+ * (the caller finishes [nv, n1) with the GEMV and its epilogue). */
+AI int64_t gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_t n1)
+{
+    float apack[(G_MC + G_MR - 1) / G_MR * G_MR * G_KB] __attribute__((aligned(64)));
+    float bpack[G_KB * G_NC] __attribute__((aligned(64)));
+    const int64_t M = a->M, K = a->K, wsk = a->wsk, ldx = a->ldx, ldy = a->ldy;
+    const int64_t nv = n0 + (n1 - n0) / G_NR * G_NR;
+    const int gelu = a->act == MISER_ACT_GELU;
+    if (nv == n0) return n0;
+    for (int64_t m0 = 0; m0 < M; m0 += G_MC) {
+        const int64_t mc = M - m0 < G_MC ? M - m0 : G_MC, tiles_m = (mc + G_MR - 1) / G_MR;
+        for (int64_t k0 = 0; k0 < K; k0 += G_KB) {
+            const int64_t kc = K - k0 < G_KB ? K - k0 : G_KB;
+            const int first = k0 == 0, last = k0 + kc == K;
+            /* pack x: tile t, k, row r -> apack[t*12*kc + k*12 + r]; rows past M are 0 */
+            for (int64_t t = 0; t < tiles_m; t++) {
+                float *dst = apack + t * G_MR * kc;
+                for (int r = 0; r < G_MR; r++) {
+                    const int64_t m = m0 + t * G_MR + r;
+                    if (m < m0 + mc) {
+                        const float *src = a->x + m * ldx + k0;
+                        for (int64_t k = 0; k < kc; k++) dst[k * G_MR + r] = src[k];
+                    } else
+                        for (int64_t k = 0; k < kc; k++) dst[k * G_MR + r] = 0.0f;
+                }
+            }
+            for (int64_t nb = n0; nb < nv; nb += G_NC) {
+                const int64_t nc = nv - nb < G_NC ? nv - nb : G_NC;
+                for (int64_t k = 0; k < kc; k++) {
+                    const int64_t e = (k0 + k) * wsk + nb;
+                    for (int64_t j = 0; j < nc; j += G_NR) conv32(dt, a->w, e + j, bpack + j * kc + k * G_NR);
+                }
+                /* the next block of W: same K block, next columns, or the next K block */
+                int64_t pk0 = k0, pnb = nb + G_NC, pk = 0, pkc = kc;
+                if (pnb >= nv) {
+                    pk0 = k0 + G_KB;
+                    pnb = n0;
+                    pkc = K - pk0 < G_KB ? K - pk0 : G_KB;
+                    if (pkc < 0) pkc = 0;
+                }
+                const int64_t tiles = tiles_m * (nc / G_NR), pstep = pkc > 0 ? (pkc + tiles - 1) / tiles : 0;
+                const int64_t pcols = nv - pnb < G_NC ? nv - pnb : G_NC;
+                const int64_t plen = (int64_t)(w_addr(dt, a->w, pcols) - w_addr(dt, a->w, 0));
+                for (int64_t j = 0; j < nc; j += G_NR) {
+                    __m512 bv[2], *bp = NULL;
+                    if (last && a->bias) {
+                        bv[0] = ld16(a->bdt, a->bias, nb + j);
+                        bv[1] = ld16(a->bdt, a->bias, nb + j + 16);
+                        bp = bv;
+                    }
+                    for (int64_t t = 0; t < tiles_m; t++) {
+                        const int rows = mc - t * G_MR < G_MR ? (int)(mc - t * G_MR) : G_MR;
+                        micro_12x32(apack + t * G_MR * kc, bpack + j * kc, kc, a->y + (m0 + t * G_MR) * ldy + nb + j,
+                                    ldy, rows, first, bp, last && gelu);
+                        for (int64_t e = 0; e < pstep && pk < pkc; e++, pk++) {
+                            const char *pf = w_addr(dt, a->w, (pk0 + pk) * wsk + pnb);
+                            for (int64_t o = 0; o < plen; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return nv;
+}
+
+/* Out of line: ~130 KB of stack buffers stay out of the decode path's frame. */
+#define GEMM_ENTRY(name, dt)                                                                                            \
+    static __attribute__((noinline)) int64_t name(const miser_linear_args *a, int64_t n0, int64_t n1)                  \
+    {                                                                                                                  \
+        return gemm_rows(dt, a, n0, n1);                                                                               \
+    }
+GEMM_ENTRY(gemm_f32, MISER_DTYPE_F32)
+GEMM_ENTRY(gemm_f16, MISER_DTYPE_F16)
+GEMM_ENTRY(gemm_bf16, MISER_DTYPE_BF16)
+GEMM_ENTRY(gemm_q8_0, MISER_DTYPE_Q8_0)
+
+/* ---- dot layout (wsk == 1) ---- */
+
+AI float hsum16(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+/* y[m..m+MR, n..n+NR) = x[m+i, :] . W row n+j */
+AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear_args *a, int64_t m, int64_t n)
+{
+    __m512 acc[3][4];
+    _Pragma("GCC unroll 8")
+    for (int i = 0; i < MR; i++)
+        _Pragma("GCC unroll 8")
+        for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
+    const int64_t K = a->K, wsn = a->wsn, ldx = a->ldx;
+    const float *x = a->x + m * ldx;
+    if (dt == MISER_DTYPE_Q8_0) {
+        /* K is a multiple of 32 here (dispatch checks); the block's scale is
+         * applied once to its two halves' products */
+        for (int64_t k = 0; k < K; k += 32) {
+            __m512 x0[3], x1[3];
+            _Pragma("GCC unroll 8")
+            for (int i = 0; i < MR; i++) {
+                x0[i] = _mm512_loadu_ps(x + i * ldx + k);
+                x1[i] = _mm512_loadu_ps(x + i * ldx + k + 16);
+            }
+            _Pragma("GCC unroll 8")
+            for (int j = 0; j < NR; j++) {
+                float s;
+                const int8_t *q = q8_at(a->w, (n + j) * wsn + k, &s);
+                const __m512 w0 = q16(q), w1 = q16(q + 16), sc = _mm512_set1_ps(s);
+                _Pragma("GCC unroll 8")
+                for (int i = 0; i < MR; i++)
+                    acc[i][j] = _mm512_fmadd_ps(_mm512_fmadd_ps(x1[i], w1, _mm512_mul_ps(x0[i], w0)), sc, acc[i][j]);
+            }
+        }
+    } else {
+        for (int64_t k = 0; k < K; k += 16) {
+            const __mmask16 mk = tailmask(K - k);
+            __m512 xv[3];
+            _Pragma("GCC unroll 8")
+            for (int i = 0; i < MR; i++) xv[i] = _mm512_maskz_loadu_ps(mk, x + i * ldx + k);
+            _Pragma("GCC unroll 8")
+            for (int j = 0; j < NR; j++) {
+                const __m512 w = mk == 0xffff ? ld16(dt, a->w, (n + j) * wsn + k) : ld16m(dt, a->w, (n + j) * wsn + k, mk);
+                _Pragma("GCC unroll 8")
+                for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(xv[i], w, acc[i][j]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int i = 0; i < MR; i++)
+        _Pragma("GCC unroll 8")
+        for (int j = 0; j < NR; j++) a->y[(m + i) * a->ldy + n + j] = hsum16(acc[i][j]);
+}
+
+AI void dot_cols(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_t n1)
+{
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) {
+        int64_t m = 0;
+        for (; m + 3 <= a->M; m += 3) micro_dot(dt, 3, 4, a, m, n);
+        if (a->M - m == 2) micro_dot(dt, 2, 4, a, m, n);
+        else if (a->M - m == 1) micro_dot(dt, 1, 4, a, m, n);
+    }
+    for (; n < n1; n++) {
+        int64_t m = 0;
+        for (; m + 3 <= a->M; m += 3) micro_dot(dt, 3, 1, a, m, n);
+        if (a->M - m == 2) micro_dot(dt, 2, 1, a, m, n);
+        else if (a->M - m == 1) micro_dot(dt, 1, 1, a, m, n);
+    }
+}
+
+#define DISPATCH_DT(fn, dt, ...)                                                                                       \
+    do {                                                                                                               \
+        switch (dt) {                                                                                                  \
+        case MISER_DTYPE_F32: fn(MISER_DTYPE_F32, __VA_ARGS__); break;                                                 \
+        case MISER_DTYPE_F16: fn(MISER_DTYPE_F16, __VA_ARGS__); break;                                                 \
+        case MISER_DTYPE_BF16: fn(MISER_DTYPE_BF16, __VA_ARGS__); break;                                               \
+        case MISER_DTYPE_Q8_0: fn(MISER_DTYPE_Q8_0, __VA_ARGS__); break;                                               \
+        default: break;                                                                                                \
+        }                                                                                                              \
+    } while (0)
+
+static void avx512_linear(const miser_linear_args *a, int ith, int nth)
+{
+    const miser_dtype dt = a->wdt;
+    const int dt_ok = dt == MISER_DTYPE_F32 || dt == MISER_DTYPE_F16 || dt == MISER_DTYPE_BF16 || dt == MISER_DTYPE_Q8_0;
+    const int bias_ok = !a->bias || a->bdt == MISER_DTYPE_F32 || a->bdt == MISER_DTYPE_F16 || a->bdt == MISER_DTYPE_BF16;
+    const int rows = a->wsn == 1 && (dt != MISER_DTYPE_Q8_0 || a->wsk % MISER_Q8_0_BLOCK == 0);
+    const int dots = !rows && a->wsk == 1 &&
+                     (dt != MISER_DTYPE_Q8_0 || (a->wsn % MISER_Q8_0_BLOCK == 0 && a->K % MISER_Q8_0_BLOCK == 0));
+    if (!dt_ok || !bias_ok || (!rows && !dots) || a->M < 1 || a->N < 1) {
+        miser_kernels_ref()->linear(a, ith, nth);
+        return;
+    }
+    int64_t n0, n1;
+    if (rows) {
+        int64_t units = (a->N + 31) / 32, u0, u1;
+        miser_split(units, ith, nth, &u0, &u1);
+        n0 = u0 * 32;
+        n1 = u1 * 32 < a->N ? u1 * 32 : a->N;
+        if (n0 >= n1) return;
+        int64_t done = n0;
+        if (a->M >= 4) {
+            switch (dt) {
+            case MISER_DTYPE_F32: done = gemm_f32(a, n0, n1); break;
+            case MISER_DTYPE_F16: done = gemm_f16(a, n0, n1); break;
+            case MISER_DTYPE_BF16: done = gemm_bf16(a, n0, n1); break;
+            case MISER_DTYPE_Q8_0: done = gemm_q8_0(a, n0, n1); break;
+            default: break;
+            }
+        }
+        if (done < n1) {
+            DISPATCH_DT(gemv_rows, dt, a, done, n1);
+            epilogue(a, done, n1); /* the tiles applied their own */
+        }
+        return;
+    }
+    miser_split(a->N, ith, nth, &n0, &n1);
+    if (n0 >= n1) return;
+    DISPATCH_DT(dot_cols, dt, a, n0, n1);
+    epilogue(a, n0, n1);
+}
+
+static miser_kernels g_avx512;
+static pthread_once_t g_avx512_once = PTHREAD_ONCE_INIT;
+
+/* attention and the elementwise kernels come from the AVX2 set */
+static void avx512_init(void)
+{
+    g_avx512 = *miser_kernels_avx2();
+    g_avx512.name = "avx512";
+    g_avx512.linear = avx512_linear;
+}
+
+const miser_kernels *miser_kernels_avx512(void)
+{
+    pthread_once(&g_avx512_once, avx512_init);
+    return &g_avx512;
+}
