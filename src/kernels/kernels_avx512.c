@@ -78,6 +78,12 @@ AI const int8_t *q8_at(const void *w, int64_t e, float *scale)
     return (const int8_t *)(b + 2) + e % MISER_Q8_0_BLOCK;
 }
 
+AI const char *w_addr(miser_dtype dt, const void *w, int64_t e)
+{
+    if (dt == MISER_DTYPE_Q8_0) return (const char *)w + (e / MISER_Q8_0_BLOCK) * MISER_Q8_0_BYTES + 2 + e % 32;
+    return (const char *)w + e * (dt == MISER_DTYPE_F32 ? 4 : 2);
+}
+
 AI __mmask16 tailmask(int64_t r) { return r >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << r) - 1u); }
 
 /* ---- exp, GELU (same formulas as kernels_avx2.c, 16 lanes) ---- */
@@ -152,7 +158,14 @@ AI void gemv_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_
                 const uint8_t *b1 = b0 + (kr > 1 ? bstep : 0), *b2 = b0 + (kr > 2 ? 2 * bstep : 0),
                               *b3 = b0 + (kr > 3 ? 3 * bstep : 0);
                 int64_t n = n0;
+                const int64_t ahead = 4 * bstep; /* the same columns of the next 4 rows */
                 for (; n < n1; n += 32, b0 += 34, b1 += 34, b2 += 34, b3 += 34) {
+                    if (k + 4 < K) {
+                        _mm_prefetch((const char *)b0 + ahead, _MM_HINT_T0);
+                        _mm_prefetch((const char *)b1 + ahead, _MM_HINT_T0);
+                        _mm_prefetch((const char *)b2 + ahead, _MM_HINT_T0);
+                        _mm_prefetch((const char *)b3 + ahead, _MM_HINT_T0);
+                    }
                     const __m512 c0 = _mm512_mul_ps(_mm512_set1_ps(f16s(b0)), xs[0]),
                                  c1 = _mm512_mul_ps(_mm512_set1_ps(f16s(b1)), xs[1]),
                                  c2 = _mm512_mul_ps(_mm512_set1_ps(f16s(b2)), xs[2]),
@@ -235,12 +248,6 @@ AI void conv32(miser_dtype dt, const void *w, int64_t e, float *dst)
         _mm512_store_ps(dst, ld16(dt, w, e));
         _mm512_store_ps(dst + 16, ld16(dt, w, e + 16));
     }
-}
-
-AI const char *w_addr(miser_dtype dt, const void *w, int64_t e)
-{
-    if (dt == MISER_DTYPE_Q8_0) return (const char *)w + (e / MISER_Q8_0_BLOCK) * MISER_Q8_0_BYTES + 2 + e % 32;
-    return (const char *)w + e * (dt == MISER_DTYPE_F32 ? 4 : 2);
 }
 
 /* y[0..rows) x [0..32) = (first ? 0 : y) + ap . bp over kc k's (ap: 12
@@ -334,6 +341,12 @@ AI int64_t gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int
                     }
                     for (int64_t t = 0; t < tiles_m; t++) {
                         const int rows = mc - t * G_MR < G_MR ? (int)(mc - t * G_MR) : G_MR;
+                        if (!first && t + 1 < tiles_m) /* the next tile's partial sums, rows ldy apart */
+                            for (int r = 0; r < G_MR && (t + 1) * G_MR + r < mc; r++) {
+                                const float *py = a->y + (m0 + (t + 1) * G_MR + r) * ldy + nb + j;
+                                _mm_prefetch((const char *)py, _MM_HINT_T0);
+                                _mm_prefetch((const char *)(py + 16), _MM_HINT_T0);
+                            }
                         micro_12x32(apack + t * G_MR * kc, bpack + j * kc, kc, a->y + (m0 + t * G_MR) * ldy + nb + j,
                                     ldy, rows, first, bp, last && gelu);
                         for (int64_t e = 0; e < pstep && pk < pkc; e++, pk++) {
@@ -373,6 +386,10 @@ AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear
         for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
     const int64_t K = a->K, wsn = a->wsn, ldx = a->ldx;
     const float *x = a->x + m * ldx;
+    /* the rows NR further on are the next bytes in memory: prefetch them at
+     * the same column (a 4-row group is 4 short streams the hardware
+     * prefetcher only ramps up on when they are already half read) */
+    const int64_t pf = (int64_t)(w_addr(dt, a->w, NR * wsn) - w_addr(dt, a->w, 0));
     if (dt == MISER_DTYPE_Q8_0) {
         /* K is a multiple of 32 here (dispatch checks); the block's scale is
          * applied once to its two halves' products */
@@ -387,6 +404,7 @@ AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear
             for (int j = 0; j < NR; j++) {
                 float s;
                 const int8_t *q = q8_at(a->w, (n + j) * wsn + k, &s);
+                _mm_prefetch((const char *)q + pf, _MM_HINT_T0);
                 const __m512 w0 = q16(q), w1 = q16(q + 16), sc = _mm512_set1_ps(s);
                 _Pragma("GCC unroll 8")
                 for (int i = 0; i < MR; i++)
@@ -401,6 +419,8 @@ AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear
             for (int i = 0; i < MR; i++) xv[i] = _mm512_maskz_loadu_ps(mk, x + i * ldx + k);
             _Pragma("GCC unroll 8")
             for (int j = 0; j < NR; j++) {
+                if (!(k & 31) || dt == MISER_DTYPE_F32)
+                    _mm_prefetch(w_addr(dt, a->w, (n + j) * wsn + k) + pf, _MM_HINT_T0);
                 const __m512 w = mk == 0xffff ? ld16(dt, a->w, (n + j) * wsn + k) : ld16m(dt, a->w, (n + j) * wsn + k, mk);
                 _Pragma("GCC unroll 8")
                 for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(xv[i], w, acc[i][j]);
