@@ -269,6 +269,43 @@ Test(kernels, attention_f32_and_f16_cache)
     }
 }
 
+/* The causal split partitions the (t, h) items in order, and each thread's
+ * cost (keys read, summed by brute force here) is within one item of an
+ * even share -- an even split of items is not (3x at T = S = 128). */
+Test(kernels, attention_split_balances_causal_cost)
+{
+    const int64_t cases[][3] = {{128, 16, 128}, {1, 16, 300}, {4, 3, 21}, {7, 1, 7}, {1, 1, 1}, {64, 12, 1024}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int64_t T = cases[c][0], H = cases[c][1], S = cases[c][2];
+        int64_t total = 0;
+        for (int64_t w = 0; w < T * H; w++) total += S - T + w / H + 1;
+        for (int nth = 1; nth <= 5; nth++) {
+            int64_t prev = 0;
+            for (int ith = 0; ith < nth; ith++) {
+                int64_t lo, hi, cost = 0;
+                miser_causal_split(T, H, S, ith, nth, &lo, &hi);
+                cr_assert_eq(lo, prev, "T=%lld H=%lld S=%lld nth=%d: thread %d starts at %lld, not %lld", (long long)T,
+                             (long long)H, (long long)S, nth, ith, (long long)lo, (long long)prev);
+                cr_assert_geq(hi, lo);
+                for (int64_t w = lo; w < hi; w++) cost += S - T + w / H + 1;
+                const double share = (double)total / nth;
+                cr_assert_leq(fabs((double)cost - share), (double)S + 1.0,
+                              "T=%lld H=%lld S=%lld nth=%d: thread %d costs %lld, an even share is %.1f", (long long)T,
+                              (long long)H, (long long)S, nth, ith, (long long)cost, share);
+                prev = hi;
+            }
+            cr_assert_eq(prev, T * H, "the threads' ranges end at %lld, not T*H = %lld", (long long)prev,
+                         (long long)(T * H));
+        }
+    }
+    /* the old even split of items at T = S = 128 on 2 threads: 3x apart */
+    int64_t lo, hi, c0 = 0, c1 = 0;
+    miser_split(128 * 16, 0, 2, &lo, &hi);
+    for (int64_t w = lo; w < hi; w++) c0 += w / 16 + 1;
+    for (int64_t w = hi; w < 128 * 16; w++) c1 += w / 16 + 1;
+    cr_assert_gt(c1, 2 * c0);
+}
+
 Test(kernels, layernorm_gelu_add_softmax)
 {
     FOR_EACH_SET {

@@ -81,4 +81,31 @@ static inline void miser_split(int64_t n, int ith, int nth, int64_t *lo, int64_t
     *hi = n * (ith + 1) / nth;
 }
 
+/* The first work item of thread ith when item w = t*H + h of causal
+ * attention costs S - T + t + 1 (the keys it reads): boundaries where the
+ * running cost crosses ith/nth of the total, so threads finish together in
+ * prefill (an even split of items gives the last thread the longest rows:
+ * 3x the first's work at T = S = 128). */
+static inline int64_t miser_causal_split_at(int64_t T, int64_t H, int64_t S, int ith, int nth)
+{
+    if (ith <= 0) return 0;
+    if (ith >= nth) return T * H;
+    int64_t total = 0;
+    for (int64_t t = 0; t < T; t++) total += H * (S - T + t + 1);
+    const int64_t target = total / nth * ith + total % nth * ith / nth;
+    int64_t cum = 0;
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t v = S - T + t + 1;
+        if (cum + H * v > target) return t * H + (target - cum + v - 1) / v;
+        cum += H * v;
+    }
+    return T * H;
+}
+
+static inline void miser_causal_split(int64_t T, int64_t H, int64_t S, int ith, int nth, int64_t *lo, int64_t *hi)
+{
+    *lo = miser_causal_split_at(T, H, S, ith, nth);
+    *hi = miser_causal_split_at(T, H, S, ith + 1, nth);
+}
+
 #endif

@@ -544,7 +544,7 @@ AI float kv1(int f16, const void *base, int64_t i)
 AI void attention_impl(const int f16, const miser_attention_args *a, int ith, int nth)
 {
     int64_t lo, hi;
-    miser_split(a->T * a->H, ith, nth, &lo, &hi);
+    miser_causal_split(a->T, a->H, a->S, ith, nth, &lo, &hi);
     float *p = a->scratch + (int64_t)ith * a->S;
     const int64_t D = a->D, Dv = D / 8 * 8;
     for (int64_t w = lo; w < hi; w++) {

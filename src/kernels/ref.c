@@ -56,7 +56,7 @@ static void ref_attention(const miser_attention_args *a, int ith, int nth)
 {
     /* work items: (t, h) pairs */
     int64_t lo, hi;
-    miser_split(a->T * a->H, ith, nth, &lo, &hi);
+    miser_causal_split(a->T, a->H, a->S, ith, nth, &lo, &hi);
     float *p = a->scratch + (int64_t)ith * a->S;
     for (int64_t w = lo; w < hi; w++) {
         int64_t t = w / a->H, h = w % a->H;
