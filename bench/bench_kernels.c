@@ -8,13 +8,15 @@
  * the working set exceeds the L3), GEMM (prefill, GFLOP/s), attention over a
  * KV cache (GB/s of K and V read).
  *
- * `miser-bench e2e [--dir DIR] [--runs N] [--threads LIST] [--precision LIST] [--no-peers]`:
+ * `miser-bench e2e [--dir DIR] [--runs N] [--threads LIST] [--precision LIST] [--peers LIST] [--no-peers]`:
  * decode tok/s (1-token prompt, 128 new) and prefill tok/s (128-token prompt)
  * on a GPT-2-medium-shaped synthetic checkpoint (created once with
  * miser_synth_gpt2 in ~/.cache/miser/bench/medium, ~1.4 GB, never in the
  * repo), medians of runs, each precision converted through the precision
  * cache; printed beside the issue's peer figures and, when `make peers` has
- * installed them, the peers measured in the same run (tools/peers/bench_peers.py). */
+ * installed them, the peers measured in the same run at the same thread
+ * counts (tools/peers/bench_peers.py), then one side-by-side table with
+ * miser's ratios against them and the issue's targets. */
 #include "kernels/kernels.h"
 #include "miser/alloc.h"
 #include "miser/graph.h"
@@ -24,6 +26,7 @@
 #include "miser/safetensors.h"
 #include "runtime/threadpool.h"
 
+#include <cjson/cJSON.h>
 #include <dlfcn.h>
 #include <immintrin.h>
 #include <math.h>
@@ -278,7 +281,7 @@ int miser_bench_kernels(int argc, char **argv)
         uint64_t wbytes = miser_dtype_bytes(dt, (uint64_t)(V * C));
         miser_linear_args l = {.M = 1, .N = V, .K = C, .x = x, .ldx = C, .w = wte, .wdt = dt, .wsk = 1, .wsn = C, .y = y, .ldy = V};
         double l1 = time_linear(best, 1, l, &wte, 1, 3), l2 = time_linear(best, 2, l, &wte, 1, 3);
-        printf("%-34s %-6s %8s %9.1f    %9.1f    %-12s\n", "logits gemv [1,1024]x wte[50257,1024]^T", "", best->name,
+        printf("%-34s %-6s %8s %9.1f    %9.1f    %-12s\n", "logits [1,1024] x wte[50257,1024]^T", "", best->name,
                wbytes / l1 / 1e9, wbytes / l2 / 1e9, "GB/s");
         free(wte);
         free(x);
@@ -325,8 +328,21 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* One run: (decode tok/s, prefill tok/s) on a fresh session. */
-static int e2e_once(const miser_plan *plan, int threads, double *dec, double *pre)
+/* This process's anonymous resident memory in MB (RssAnon), NAN if unknown. */
+static double rss_anon_mb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double mb = NAN;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "RssAnon:", 8)) mb = atof(line + 8) / 1024.0;
+    if (f) fclose(f);
+    return mb;
+}
+
+/* One run: (decode tok/s, prefill tok/s, RssAnon MB with the session still
+ * alive after both) on a fresh session. */
+static int e2e_once(const miser_plan *plan, int threads, double *dec, double *pre, double *anon)
 {
     miser_session *s;
     miser_session_options so = {.capacity = 260, .threads = threads};
@@ -349,8 +365,111 @@ static int e2e_once(const miser_plan *plan, int threads, double *dec, double *pr
         return -1;
     }
     *pre = 128.0 / (now_s() - t0);
+    *anon = rss_anon_mb();
     miser_session_free(s);
     return 0;
+}
+
+typedef struct {
+    const char *runtime; /* "miser", "llamacpp", "ort", "torch" */
+    char prec[8];
+    int threads;
+    double dec, pre, mem_mb; /* mem: miser's RssAnon with a session alive; peers' peak RSS */
+} e2e_row;
+
+/* Appends bench_peers.py's --json-summary rows; -1 if the file is unusable. */
+static int read_peer_rows(const char *path, e2e_row *rows, int *n, int cap)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    char buf[16384];
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    cJSON *j = cJSON_Parse(buf), *it;
+    if (!cJSON_IsArray(j)) {
+        fprintf(stderr, "e2e: %s: not the peers' JSON summary\n", path);
+        cJSON_Delete(j);
+        return -1;
+    }
+    static const char *const names[] = {"llamacpp", "ort", "torch"};
+    cJSON_ArrayForEach(it, j)
+    {
+        const cJSON *ad = cJSON_GetObjectItem(it, "adapter"), *pr = cJSON_GetObjectItem(it, "precision"),
+                    *th = cJSON_GetObjectItem(it, "threads"), *de = cJSON_GetObjectItem(it, "decode_tok_s"),
+                    *pf = cJSON_GetObjectItem(it, "prefill_tok_s"), *pk = cJSON_GetObjectItem(it, "peak_rss_mb");
+        if (!cJSON_IsString(ad) || !cJSON_IsString(pr) || !cJSON_IsNumber(th) || !cJSON_IsNumber(de) ||
+            !cJSON_IsNumber(pf) || *n >= cap)
+            continue;
+        const char *name = NULL;
+        for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+            if (!strcmp(ad->valuestring, names[k])) name = names[k];
+        if (!name) continue;
+        e2e_row *r = &rows[(*n)++];
+        *r = (e2e_row){.runtime = name, .threads = th->valueint, .dec = de->valuedouble, .pre = pf->valuedouble,
+                       .mem_mb = cJSON_IsNumber(pk) ? pk->valuedouble : NAN};
+        snprintf(r->prec, sizeof r->prec, "%s", pr->valuestring);
+    }
+    cJSON_Delete(j);
+    return 0;
+}
+
+static const e2e_row *find_row(const e2e_row *rows, int n, const char *runtime, const char *prec, int threads)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(rows[i].runtime, runtime) && !strcmp(rows[i].prec, prec) && rows[i].threads == threads)
+            return &rows[i];
+    return NULL;
+}
+
+/* The issue's table with miser's rows and the ratios, all from this run. */
+static void print_side_by_side(const e2e_row *rows, int n, int peers_ok)
+{
+    printf("\nside by side, this run (medians). miser memory: RssAnon with a session alive; peers: peak RSS "
+           "(mmapped weights included)\n");
+    printf("| runtime | threads | decode tok/s | prefill tok/s | MB | decode / llama.cpp | prefill / llama.cpp | "
+           "prefill / ORT fp32 |\n|---|---|---|---|---|---|---|---|\n");
+    int met = 0, missed = 0;
+    char misses[1024] = "";
+    for (int i = 0; i < n; i++) {
+        const e2e_row *r = &rows[i];
+        char rd[32] = "", rp[32] = "", ro[32] = "";
+        if (!strcmp(r->runtime, "miser") && peers_ok) {
+            const e2e_row *l = find_row(rows, n, "llamacpp", r->prec, r->threads);
+            const e2e_row *o = find_row(rows, n, "ort", "f32", r->threads);
+            struct {
+                const e2e_row *peer;
+                double mine, theirs, target;
+                char *out;
+                const char *what;
+            } c[3] = {{l, r->dec, l ? l->dec : 0, 1.05, rd, "decode vs llama.cpp"},
+                      {l, r->pre, l ? l->pre : 0, 2.0, rp, "prefill vs llama.cpp"},
+                      {!strcmp(r->prec, "f32") ? o : NULL, r->pre, o ? o->pre : 0, 1.0, ro, "prefill vs ORT"}};
+            for (int k = 0; k < 3; k++) {
+                if (!c[k].peer || !(c[k].theirs > 0)) continue;
+                const double x = c[k].mine / c[k].theirs;
+                const int ok = x >= c[k].target;
+                snprintf(c[k].out, 32, "%.2fx %s", x, ok ? "(>= target)" : "(below target)");
+                if (ok) met++;
+                else {
+                    missed++;
+                    size_t L = strlen(misses);
+                    snprintf(misses + L, sizeof misses - L, "%s%s %s %d thr %.2fx < %.2fx", L ? "; " : "", c[k].what,
+                             r->prec, r->threads, x, c[k].target);
+                }
+            }
+        }
+        char name[32];
+        snprintf(name, sizeof name, "%s %s", r->runtime, r->prec);
+        printf("| %s | %d | %.1f | %.1f | %.0f | %s | %s | %s |\n", name, r->threads, r->dec, r->pre, r->mem_mb,
+               rd[0] ? rd : "-", rp[0] ? rp : "-", ro[0] ? ro : "-");
+    }
+    if (met + missed)
+        printf("issue 6 targets (decode >= 1.05x llama.cpp, prefill >= 2x llama.cpp and >= 1x ORT fp32): %d met, "
+               "%d missed%s%s\n",
+               met, missed, missed ? ": " : "", misses);
+    else if (!peers_ok)
+        printf("no peer figures from this run, so no ratios\n");
 }
 
 int miser_bench_e2e(int argc, char **argv)
@@ -360,7 +479,10 @@ int miser_bench_e2e(int argc, char **argv)
     snprintf(dir, sizeof dir, "%s/.cache/miser/bench/medium", home ? home : ".");
     int runs = 3;
     const char *threads_list = "1,2", *prec_list = "f32,f16,q8_0";
+    const char *peer_list = "llamacpp:f32,llamacpp:f16,llamacpp:q8_0,ort,torch";
     int peers = 1;
+    e2e_row rows[64];
+    int nrows = 0;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--no-peers")) peers = 0;
@@ -368,7 +490,25 @@ int miser_bench_e2e(int argc, char **argv)
         else if (v && !strcmp(argv[i], "--runs")) runs = atoi(v), i++;
         else if (v && !strcmp(argv[i], "--threads")) threads_list = v, i++;
         else if (v && !strcmp(argv[i], "--precision")) prec_list = v, i++;
+        else if (v && !strcmp(argv[i], "--peers")) peer_list = v, i++;
+        else {
+            fprintf(stderr, "e2e: unknown or incomplete option '%s' (options: --dir DIR, --runs N, --threads LIST, "
+                            "--precision LIST, --peers LIST, --no-peers)\n",
+                    argv[i]);
+            return 2;
+        }
     }
+    for (const char *c = threads_list; *c; c++)
+        if (!strchr("0123456789,", *c)) {
+            fprintf(stderr, "e2e: --threads: expected numbers separated by commas, got '%s'\n", threads_list);
+            return 2;
+        }
+    for (const char *c = peer_list; *c; c++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyz0123456789_:,", *c)) {
+            fprintf(stderr, "e2e: --peers: expected adapter[:precision] names separated by commas, got '%s'\n",
+                    peer_list);
+            return 2;
+        }
     if (runs < 1) runs = 1;
     if (runs > 15) runs = 15;
     if (ensure_medium(dir)) return 1;
@@ -406,9 +546,13 @@ int miser_bench_e2e(int argc, char **argv)
         snprintf(tl, sizeof tl, "%s", threads_list);
         for (char *s2 = NULL, *tn = strtok_r(tl, ",", &s2); tn; tn = strtok_r(NULL, ",", &s2)) {
             int t = atoi(tn);
-            double dec[15], pre[15];
+            double dec[15], pre[15], anon = 0;
             int ok = 1;
-            for (int r = 0; r < runs && ok; r++) ok = e2e_once(plan, t, &dec[r], &pre[r]) == 0;
+            for (int r = 0; r < runs && ok; r++) {
+                double a1 = NAN;
+                ok = e2e_once(plan, t, &dec[r], &pre[r], &a1) == 0;
+                if (a1 > anon) anon = a1;
+            }
             if (!ok) {
                 fprintf(stderr, "e2e: %s\n", miser_error_message());
                 break;
@@ -419,6 +563,12 @@ int miser_bench_e2e(int argc, char **argv)
             snprintf(name, sizeof name, "miser %s (%s)", miser_dtype_name(prec), miser_kernels_get()->name);
             printf("%-28s %16.1f %16.1f %14d\n", name, dec[runs / 2], pre[runs / 2], t);
             fflush(stdout);
+            if (nrows < 64) {
+                rows[nrows] = (e2e_row){.runtime = "miser", .threads = t, .dec = dec[runs / 2],
+                                        .pre = pre[runs / 2], .mem_mb = anon};
+                snprintf(rows[nrows].prec, sizeof rows[nrows].prec, "%s", miser_dtype_name(prec));
+                nrows++;
+            }
         }
         miser_plan_free(plan);
         miser_model_free(m);
@@ -426,19 +576,30 @@ int miser_bench_e2e(int argc, char **argv)
     }
     /* The peers on the same weights, measured in this same run when they are
      * installed (`make peers`), so the ratios compare like with like. */
+    int peers_ok = 0;
     if (peers) {
-        char cmd[sizeof dir + 512];
+        char summary[] = "/tmp/miser-e2e-peers-XXXXXX";
+        int fd = mkstemp(summary);
+        if (fd < 0) {
+            perror("e2e: mkstemp");
+            return 1;
+        }
+        close(fd);
+        char cmd[sizeof dir + 1024];
         snprintf(cmd, sizeof cmd,
-                 "/usr/bin/python3 %s/tools/peers/bench_peers.py --model '%s' --threads 2 --runs %d "
-                 "--only llamacpp:f32,llamacpp:f16,llamacpp:q8_0,ort,torch",
-                 MISER_SOURCE_DIR, dir, runs);
+                 "/usr/bin/python3 %s/tools/peers/bench_peers.py --model '%s' --threads '%s' --runs %d "
+                 "--only '%s' --json-summary '%s'",
+                 MISER_SOURCE_DIR, dir, threads_list, runs, peer_list, summary);
         if (access(MISER_SOURCE_DIR "/tools/peers/node_modules/node-llama-cpp", F_OK) != 0)
             printf("peers: not installed, so not measured in this run (install them with `make peers`)\n");
         else {
             printf("peers on the same weights, this run (%s):\n", cmd);
             fflush(stdout);
             if (system(cmd) != 0) fprintf(stderr, "e2e: the peer benchmark failed (its output is above)\n");
+            else peers_ok = read_peer_rows(summary, rows, &nrows, 64) == 0;
         }
+        unlink(summary);
     }
+    print_side_by_side(rows, nrows, peers_ok);
     return 0;
 }

@@ -10,7 +10,12 @@ adapter's VmHWM (its JSON peak_rss_mb) in the decode run. The 1-minute load
 average before each run is printed: on a shared machine it explains outliers.
 Conversions are done (and cached) before timing.
 
-  bench_peers.py --model DIR [--threads 2] [--runs 3] [--only torch,ort,llamacpp:f32]
+  bench_peers.py --model DIR [--threads 1,2] [--runs 3] [--only torch,ort,llamacpp:f32]
+                 [--json-summary FILE]
+
+--json-summary writes the medians as a JSON list of objects (adapter,
+precision, threads, version, decode_tok_s, prefill_tok_s, peak_rss_mb), which
+`miser-bench e2e` reads to print its side-by-side table.
 """
 import argparse
 import json
@@ -40,21 +45,30 @@ def run(cmd, args, out):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="2", help="a thread count or a comma-separated list")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--only", default="torch,ort,llamacpp",
                     help="adapters, each optionally :precision (llamacpp:q8_0)")
     ap.add_argument("--cache-dir")
+    ap.add_argument("--json-summary", help="write the medians here as JSON")
     a = ap.parse_args()
+    try:
+        thread_list = [int(t) for t in a.threads.split(",")]
+        if any(t < 1 for t in thread_list):
+            raise ValueError
+    except ValueError:
+        ap.error(f"--threads: expected positive integers separated by commas, got '{a.threads}'")
     long_prompt = ",".join(str(1000 + i) for i in range(a.tokens))
     rows = []
     with tempfile.TemporaryDirectory() as td:
         out = os.path.join(td, "r.json")
-        for spec in a.only.split(","):
+        for threads, spec in [(t, sp) for t in thread_list for sp in a.only.split(",")]:
             name, _, prec = spec.partition(":")
             prec = prec or "f32"
-            base = ["--model", a.model, "--threads", str(a.threads), "--precision", prec]
+            if name not in CMDS:
+                ap.error(f"--only: unknown adapter '{name}' (known: {', '.join(CMDS)})")
+            base = ["--model", a.model, "--threads", str(threads), "--precision", prec]
             if a.cache_dir:
                 base += ["--cache-dir", a.cache_dir]
             run(CMDS[name], base + ["--prompt-ids", "15496", "--max-new-tokens", "2"], out)  # convert
@@ -69,17 +83,25 @@ def main():
                 pre1.append(p["first"]["prefill_tok_s"])
                 peak.append(d["peak_rss_mb"])
                 load.append(d["load_s"])
-                print(f"{name}:{prec} run {i + 1}: load {la:.1f}  decode {dec[-1]:.2f} tok/s (first {dec1[-1]:.2f})"
+                print(f"{name}:{prec} {threads} thr run {i + 1}: load {la:.1f}  decode {dec[-1]:.2f} tok/s (first {dec1[-1]:.2f})"
                       f"  prefill {pre[-1]:.1f} tok/s (first {pre1[-1]:.1f})  peak {peak[-1]:.0f} MB"
                       f"  load_s {load[-1]:.2f}", flush=True)
             med = statistics.median
-            rows.append((f"{name}:{prec}", d["version"], med(dec), med(dec1), med(pre), med(pre1), med(peak), med(load)))
-    print(f"\nmedians of {a.runs} runs, {a.threads} threads, decode: 1-token prompt + {a.tokens} new; "
-          f"prefill: {a.tokens}-token prompt")
-    print("| adapter | version | decode tok/s (warm / first) | prefill tok/s (warm / first) | peak RSS MB | load s |")
-    print("|---|---|---|---|---|---|")
+            rows.append((f"{name}:{prec}", d["version"], med(dec), med(dec1), med(pre), med(pre1), med(peak), med(load),
+                         threads, name, prec))
+    print(f"\nmedians of {a.runs} runs, decode: 1-token prompt + {a.tokens} new; prefill: {a.tokens}-token prompt")
+    print("| adapter | threads | version | decode tok/s (warm / first) | prefill tok/s (warm / first) | peak RSS MB "
+          "| load s |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.2f} / {r[3]:.2f} | {r[4]:.1f} / {r[5]:.1f} | {r[6]:.0f} | {r[7]:.2f} |")
+        print(f"| {r[0]} | {r[8]} | {r[1]} | {r[2]:.2f} / {r[3]:.2f} | {r[4]:.1f} / {r[5]:.1f} | {r[6]:.0f} "
+              f"| {r[7]:.2f} |")
+    if a.json_summary:
+        tmp = a.json_summary + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump([{"adapter": r[9], "precision": r[10], "threads": r[8], "version": r[1],
+                        "decode_tok_s": r[2], "prefill_tok_s": r[4], "peak_rss_mb": r[6]} for r in rows], f)
+        os.replace(tmp, a.json_summary)
     return 0
 
 
