@@ -807,7 +807,7 @@ Test(profiler_watch, stage_on_both_channels_recorded_once, .timeout = 60)
         for (int k = 0; k < 3; k++)
             if (!strcmp(miser_profile_stage(p, i)->name, names[k])) {
                 seen[k]++;
-                char want[4];
+                char want[16];
                 snprintf(want, sizeof want, "%d", k);
                 cr_assert_str_eq(miser_stage_get(miser_profile_stage(p, i), "tokens"), want);
             }
