@@ -449,19 +449,19 @@ static void print_side_by_side(const e2e_row *rows, int n, int peers_ok)
                 if (!c[k].peer || !(c[k].theirs > 0)) continue;
                 const double x = c[k].mine / c[k].theirs;
                 const int ok = x >= c[k].target;
-                snprintf(c[k].out, 32, "%.2fx %s", x, ok ? "(>= target)" : "(below target)");
+                snprintf(c[k].out, 32, "%.3fx %s", x, ok ? "(>= target)" : "(below target)");
                 if (ok) met++;
                 else {
                     missed++;
                     size_t L = strlen(misses);
-                    snprintf(misses + L, sizeof misses - L, "%s%s %s %d thr %.2fx < %.2fx", L ? "; " : "", c[k].what,
+                    snprintf(misses + L, sizeof misses - L, "%s%s %s %d thr %.3fx < %.2fx", L ? "; " : "", c[k].what,
                              r->prec, r->threads, x, c[k].target);
                 }
             }
         }
         char name[32];
         snprintf(name, sizeof name, "%s %s", r->runtime, r->prec);
-        printf("| %s | %d | %.1f | %.1f | %.0f | %s | %s | %s |\n", name, r->threads, r->dec, r->pre, r->mem_mb,
+        printf("| %s | %d | %.2f | %.1f | %.0f | %s | %s | %s |\n", name, r->threads, r->dec, r->pre, r->mem_mb,
                rd[0] ? rd : "-", rp[0] ? rp : "-", ro[0] ? ro : "-");
     }
     if (met + missed)
