@@ -22,6 +22,7 @@
  * is used); GELU = x / (1 + exp(-2u)), u = sqrt(2/pi)(x + 0.044715 x^3), the
  * tanh form rewritten so it never cancels: relative error <= ~1e-6. */
 #include "kernels.h"
+#include "simd_shared.h"
 #include "miser/graph.h"
 
 #include <immintrin.h>
@@ -459,33 +460,7 @@ AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear
         }
 }
 
-AI void dot_cols(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_t n1)
-{
-    int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) {
-        int64_t m = 0;
-        for (; m + 3 <= a->M; m += 3) micro_dot(dt, 3, 4, a, m, n);
-        if (a->M - m == 2) micro_dot(dt, 2, 4, a, m, n);
-        else if (a->M - m == 1) micro_dot(dt, 1, 4, a, m, n);
-    }
-    for (; n < n1; n++) {
-        int64_t m = 0;
-        for (; m + 3 <= a->M; m += 3) micro_dot(dt, 3, 1, a, m, n);
-        if (a->M - m == 2) micro_dot(dt, 2, 1, a, m, n);
-        else if (a->M - m == 1) micro_dot(dt, 1, 1, a, m, n);
-    }
-}
-
-#define DISPATCH_DT(fn, dt, ...)                                                                                       \
-    do {                                                                                                               \
-        switch (dt) {                                                                                                  \
-        case MISER_DTYPE_F32: fn(MISER_DTYPE_F32, __VA_ARGS__); break;                                                 \
-        case MISER_DTYPE_F16: fn(MISER_DTYPE_F16, __VA_ARGS__); break;                                                 \
-        case MISER_DTYPE_BF16: fn(MISER_DTYPE_BF16, __VA_ARGS__); break;                                               \
-        case MISER_DTYPE_Q8_0: fn(MISER_DTYPE_Q8_0, __VA_ARGS__); break;                                               \
-        default: break;                                                                                                \
-        }                                                                                                              \
-    } while (0)
+MISER_DEFINE_DOT_COLS
 
 static void avx2_linear(const miser_linear_args *a, int ith, int nth)
 {
@@ -507,7 +482,7 @@ static void avx2_linear(const miser_linear_args *a, int ith, int nth)
         n0 = u0 * 32;
         n1 = u1 * 32 < a->N ? u1 * 32 : a->N;
         if (n0 >= n1) return;
-        if (a->M < 4) DISPATCH_DT(gemv_rows, dt, a, n0, n1);
+        if (a->M < 4) MISER_DISPATCH_DT(gemv_rows, dt, a, n0, n1);
         else {
             int64_t done = n0;
             switch (dt) {
@@ -523,7 +498,7 @@ static void avx2_linear(const miser_linear_args *a, int ith, int nth)
     } else {
         miser_split(a->N, ith, nth, &n0, &n1);
         if (n0 >= n1) return;
-        DISPATCH_DT(dot_cols, dt, a, n0, n1);
+        MISER_DISPATCH_DT(dot_cols, dt, a, n0, n1);
     }
     linear_epilogue(a, n0, n1);
 }

@@ -28,6 +28,7 @@
  * inside), independent of the thread count, so nth = 1, 2, 3 give identical
  * results (tests/test_kernels.c checks it). */
 #include "kernels.h"
+#include "simd_shared.h"
 #include "miser/graph.h"
 
 #include <immintrin.h>
@@ -461,33 +462,7 @@ AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear
         for (int j = 0; j < NR; j++) a->y[(m + i) * a->ldy + n + j] = hsum16(acc[i][j]);
 }
 
-AI void dot_cols(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_t n1)
-{
-    int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) {
-        int64_t m = 0;
-        for (; m + 3 <= a->M; m += 3) micro_dot(dt, 3, 4, a, m, n);
-        if (a->M - m == 2) micro_dot(dt, 2, 4, a, m, n);
-        else if (a->M - m == 1) micro_dot(dt, 1, 4, a, m, n);
-    }
-    for (; n < n1; n++) {
-        int64_t m = 0;
-        for (; m + 3 <= a->M; m += 3) micro_dot(dt, 3, 1, a, m, n);
-        if (a->M - m == 2) micro_dot(dt, 2, 1, a, m, n);
-        else if (a->M - m == 1) micro_dot(dt, 1, 1, a, m, n);
-    }
-}
-
-#define DISPATCH_DT(fn, dt, ...)                                                                                       \
-    do {                                                                                                               \
-        switch (dt) {                                                                                                  \
-        case MISER_DTYPE_F32: fn(MISER_DTYPE_F32, __VA_ARGS__); break;                                                 \
-        case MISER_DTYPE_F16: fn(MISER_DTYPE_F16, __VA_ARGS__); break;                                                 \
-        case MISER_DTYPE_BF16: fn(MISER_DTYPE_BF16, __VA_ARGS__); break;                                               \
-        case MISER_DTYPE_Q8_0: fn(MISER_DTYPE_Q8_0, __VA_ARGS__); break;                                               \
-        default: break;                                                                                                \
-        }                                                                                                              \
-    } while (0)
+MISER_DEFINE_DOT_COLS
 
 static void avx512_linear(const miser_linear_args *a, int ith, int nth)
 {
@@ -519,14 +494,14 @@ static void avx512_linear(const miser_linear_args *a, int ith, int nth)
             }
         }
         if (done < n1) {
-            DISPATCH_DT(gemv_rows, dt, a, done, n1);
+            MISER_DISPATCH_DT(gemv_rows, dt, a, done, n1);
             epilogue(a, done, n1); /* the tiles applied their own */
         }
         return;
     }
     miser_split(a->N, ith, nth, &n0, &n1);
     if (n0 >= n1) return;
-    DISPATCH_DT(dot_cols, dt, a, n0, n1);
+    MISER_DISPATCH_DT(dot_cols, dt, a, n0, n1);
     epilogue(a, n0, n1);
 }
 
