@@ -370,6 +370,8 @@ static int e2e_once(const miser_plan *plan, int threads, double *dec, double *pr
     return 0;
 }
 
+#define E2E_MAX_ROWS 64
+
 typedef struct {
     const char *runtime; /* "miser", "llamacpp", "ort", "torch" */
     char prec[8];
@@ -384,7 +386,12 @@ static int read_peer_rows(const char *path, e2e_row *rows, int *n, int cap)
     if (!f) return -1;
     char buf[16384];
     size_t len = fread(buf, 1, sizeof buf - 1, f);
+    const int whole = feof(f) && !ferror(f);
     fclose(f);
+    if (!whole) {
+        fprintf(stderr, "e2e: %s: unreadable or over %zu bytes, so no ratios\n", path, sizeof buf - 1);
+        return -1;
+    }
     buf[len] = 0;
     cJSON *j = cJSON_Parse(buf), *it;
     if (!cJSON_IsArray(j)) {
@@ -481,7 +488,7 @@ int miser_bench_e2e(int argc, char **argv)
     const char *threads_list = "1,2", *prec_list = "f32,f16,q8_0";
     const char *peer_list = "llamacpp:f32,llamacpp:f16,llamacpp:q8_0,ort,torch";
     int peers = 1;
-    e2e_row rows[64];
+    e2e_row rows[E2E_MAX_ROWS];
     int nrows = 0;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -498,11 +505,19 @@ int miser_bench_e2e(int argc, char **argv)
             return 2;
         }
     }
-    for (const char *c = threads_list; *c; c++)
-        if (!strchr("0123456789,", *c)) {
-            fprintf(stderr, "e2e: --threads: expected numbers separated by commas, got '%s'\n", threads_list);
+    {
+        char tl[64]; /* the size the run loop copies it into */
+        const size_t len = strlen(threads_list);
+        int n = 0, bad = len >= sizeof tl || strspn(threads_list, "0123456789,") != len;
+        if (!bad) memcpy(tl, threads_list, len + 1);
+        for (char *sv = NULL, *tn = strtok_r(tl, ",", &sv); tn && !bad; tn = strtok_r(NULL, ",", &sv), n++)
+            bad = atoi(tn) < 1 || atoi(tn) > 256;
+        if (bad || n == 0) {
+            fprintf(stderr, "e2e: --threads: expected thread counts (1-256) separated by commas, got '%s'\n",
+                    threads_list);
             return 2;
         }
+    }
     for (const char *c = peer_list; *c; c++)
         if (!strchr("abcdefghijklmnopqrstuvwxyz0123456789_:,", *c)) {
             fprintf(stderr, "e2e: --peers: expected adapter[:precision] names separated by commas, got '%s'\n",
@@ -563,7 +578,7 @@ int miser_bench_e2e(int argc, char **argv)
             snprintf(name, sizeof name, "miser %s (%s)", miser_dtype_name(prec), miser_kernels_get()->name);
             printf("%-28s %16.1f %16.1f %14d\n", name, dec[runs / 2], pre[runs / 2], t);
             fflush(stdout);
-            if (nrows < 64) {
+            if (nrows < E2E_MAX_ROWS) {
                 rows[nrows] = (e2e_row){.runtime = "miser", .threads = t, .dec = dec[runs / 2],
                                         .pre = pre[runs / 2], .mem_mb = anon};
                 snprintf(rows[nrows].prec, sizeof rows[nrows].prec, "%s", miser_dtype_name(prec));
@@ -596,7 +611,7 @@ int miser_bench_e2e(int argc, char **argv)
             printf("peers on the same weights, this run (%s):\n", cmd);
             fflush(stdout);
             if (system(cmd) != 0) fprintf(stderr, "e2e: the peer benchmark failed (its output is above)\n");
-            else peers_ok = read_peer_rows(summary, rows, &nrows, 64) == 0;
+            else peers_ok = read_peer_rows(summary, rows, &nrows, E2E_MAX_ROWS) == 0;
         }
         unlink(summary);
     }

@@ -90,8 +90,7 @@ static inline int64_t miser_causal_split_at(int64_t T, int64_t H, int64_t S, int
 {
     if (ith <= 0) return 0;
     if (ith >= nth) return T * H;
-    int64_t total = 0;
-    for (int64_t t = 0; t < T; t++) total += H * (S - T + t + 1);
+    const int64_t total = H * (T * (S - T + 1) + T * (T - 1) / 2); /* sum over t of H (S - T + t + 1) */
     const int64_t target = total / nth * ith + total % nth * ith / nth;
     int64_t cum = 0;
     for (int64_t t = 0; t < T; t++) {

@@ -14,7 +14,8 @@ Conversions are done (and cached) before timing.
                  [--json-summary FILE]
 
 --json-summary writes the medians as a JSON list of objects (adapter,
-precision, threads, version, decode_tok_s, prefill_tok_s, peak_rss_mb), which
+precision, threads, version, decode_tok_s, prefill_tok_s, their *_first_tok_s,
+peak_rss_mb, load_s), which
 `miser-bench e2e` reads to print its side-by-side table.
 """
 import argparse
@@ -59,15 +60,17 @@ def main():
             raise ValueError
     except ValueError:
         ap.error(f"--threads: expected positive integers separated by commas, got '{a.threads}'")
+    specs = []
+    for spec in a.only.split(","):
+        name, _, prec = spec.partition(":")
+        if name not in CMDS:
+            ap.error(f"--only: unknown adapter '{name}' (known: {', '.join(CMDS)})")
+        specs.append((name, prec or "f32"))
     long_prompt = ",".join(str(1000 + i) for i in range(a.tokens))
     rows = []
     with tempfile.TemporaryDirectory() as td:
         out = os.path.join(td, "r.json")
-        for threads, spec in [(t, sp) for t in thread_list for sp in a.only.split(",")]:
-            name, _, prec = spec.partition(":")
-            prec = prec or "f32"
-            if name not in CMDS:
-                ap.error(f"--only: unknown adapter '{name}' (known: {', '.join(CMDS)})")
+        for threads, (name, prec) in [(t, sp) for t in thread_list for sp in specs]:
             base = ["--model", a.model, "--threads", str(threads), "--precision", prec]
             if a.cache_dir:
                 base += ["--cache-dir", a.cache_dir]
@@ -87,20 +90,21 @@ def main():
                       f"  prefill {pre[-1]:.1f} tok/s (first {pre1[-1]:.1f})  peak {peak[-1]:.0f} MB"
                       f"  load_s {load[-1]:.2f}", flush=True)
             med = statistics.median
-            rows.append((f"{name}:{prec}", d["version"], med(dec), med(dec1), med(pre), med(pre1), med(peak), med(load),
-                         threads, name, prec))
+            rows.append({"adapter": name, "precision": prec, "threads": threads, "version": d["version"],
+                         "decode_tok_s": med(dec), "decode_first_tok_s": med(dec1), "prefill_tok_s": med(pre),
+                         "prefill_first_tok_s": med(pre1), "peak_rss_mb": med(peak), "load_s": med(load)})
     print(f"\nmedians of {a.runs} runs, decode: 1-token prompt + {a.tokens} new; prefill: {a.tokens}-token prompt")
     print("| adapter | threads | version | decode tok/s (warm / first) | prefill tok/s (warm / first) | peak RSS MB "
           "| load s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[8]} | {r[1]} | {r[2]:.2f} / {r[3]:.2f} | {r[4]:.1f} / {r[5]:.1f} | {r[6]:.0f} "
-              f"| {r[7]:.2f} |")
+        print(f"| {r['adapter']}:{r['precision']} | {r['threads']} | {r['version']} "
+              f"| {r['decode_tok_s']:.2f} / {r['decode_first_tok_s']:.2f} "
+              f"| {r['prefill_tok_s']:.1f} / {r['prefill_first_tok_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['load_s']:.2f} |")
     if a.json_summary:
         tmp = a.json_summary + ".tmp"
         with open(tmp, "w") as f:
-            json.dump([{"adapter": r[9], "precision": r[10], "threads": r[8], "version": r[1],
-                        "decode_tok_s": r[2], "prefill_tok_s": r[4], "peak_rss_mb": r[6]} for r in rows], f)
+            json.dump(rows, f)
         os.replace(tmp, a.json_summary)
     return 0
 
