@@ -67,9 +67,16 @@ static float *make_f32(int64_t n, float lo, float hi)
     return p;
 }
 
-static void run_split(void (*fn)(const miser_linear_args *, int, int), const miser_linear_args *a, int nth)
+/* fn over nth threads as the executor runs it: with the decode K split's
+ * partial sums when the arguments call for it (both phases, in order) */
+static void run_split(void (*fn)(const miser_linear_args *, int, int), const miser_linear_args *a0, int nth)
 {
-    for (int i = 0; i < nth; i++) fn(a, i, nth);
+    miser_linear_args a = *a0;
+    const int64_t need = miser_linear_partial_floats(&a);
+    a.partial = need > 0 ? malloc(sizeof(float) * (size_t)need) : NULL;
+    for (a.phase = 0; a.phase < (a.partial ? 2 : 1); a.phase++)
+        for (int i = 0; i < nth; i++) fn(&a, i, nth);
+    free(a.partial);
 }
 
 /* One linear case: compare the selected kernels with the reference. */
@@ -98,9 +105,9 @@ static void check_linear(miser_dtype wdt, int rows_layout, int64_t M, int64_t N,
           *yt = calloc((size_t)(M * ldy), sizeof(float));
     miser_linear_args a = {.M = M, .N = N, .K = K, .x = x, .ldx = ldx, .w = w, .wdt = wdt, .wsk = wsk, .wsn = wsn,
                            .bias = b, .bdt = bdt, .y = yr, .ldy = ldy, .act = act};
-    miser_kernels_ref()->linear(&a, 0, 1);
+    run_split(miser_kernels_ref()->linear, &a, 1);
     a.y = ys;
-    simd()->linear(&a, 0, 1);
+    run_split(simd()->linear, &a, 1);
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
             /* f32 accumulation of K products against f64: |err| <= ~K u sum|x w| */
@@ -169,6 +176,14 @@ Test(kernels, linear_rows_layout_all_dtypes)
         for (size_t d = 0; d < 4; d++) {
             check_linear(k_wdts[d], 1, 9, 96, 700, 1, MISER_ACT_NONE);
             check_linear(k_wdts[d], 1, 1, 77, 513, 1, MISER_ACT_GELU);
+        }
+        /* decode's K split (M = 1, K > MISER_KSPLIT_ROWS): whole chunks, a
+         * short last chunk, more chunks than threads and column tails; the
+         * 2- and 3-thread runs inside check_linear split the (chunk, column)
+         * units unevenly */
+        for (size_t d = 0; d < 4; d++) {
+            check_linear(k_wdts[d], 1, 1, 200, 2 * MISER_KSPLIT_ROWS, 1, MISER_ACT_NONE);
+            check_linear(k_wdts[d], 1, 1, 45, 4 * MISER_KSPLIT_ROWS + 7, 0, MISER_ACT_GELU);
         }
         /* the prefill GEMMs' blocking: more rows than one 132-row block (and
          * not a multiple of the 6- or 12-row tile), several 64- or 128-column

@@ -26,7 +26,31 @@ typedef struct miser_linear_args {
     float *y;
     int64_t ldy;
     int act; /* MISER_ACT_NONE / MISER_ACT_GELU */
+    /* Decode K split (miser_linear_partial_floats): when `partial` is set the
+     * caller runs linear twice over every thread, phase 0 then phase 1, with
+     * the pool's barrier between. A set may ignore it; then phase 0 does all
+     * the work and phase 1 returns at once. */
+    float *partial;
+    int phase;
 } miser_linear_args;
+
+/* Rows of W per chunk of the decode K split. With M = 1 in the rows layout
+ * (every Conv1D weight in decode), splitting N between threads gives each a
+ * short piece of every row (1-4 KB for GPT-2 medium in f16), a pattern the
+ * hardware prefetchers stream badly; splitting K gives each thread a
+ * contiguous run of whole rows. Phase 0 writes one partial y per chunk of
+ * MISER_KSPLIT_ROWS rows, phase 1 sums the chunks in order (plus bias and
+ * activation). Chunks are fixed, so the result does not depend on the
+ * thread count. */
+#define MISER_KSPLIT_ROWS 256
+
+/* Floats of partial sums the K split needs for these arguments, 0 when it
+ * does not apply (M > 1, the dot layout, or a single chunk). */
+static inline int64_t miser_linear_partial_floats(const miser_linear_args *a)
+{
+    if (a->M != 1 || a->wsn != 1 || a->K <= MISER_KSPLIT_ROWS) return 0;
+    return (a->K + MISER_KSPLIT_ROWS - 1) / MISER_KSPLIT_ROWS * a->N;
+}
 
 /* Causal attention over a KV cache: for t < T, h < H,
  *   out[t, h, :] = softmax_s<=S-T+t(scale * q[t,h,:] . k[s,h,:]) . v[s,h,:]

@@ -464,6 +464,7 @@ MISER_DEFINE_DOT_COLS
 
 static void avx2_linear(const miser_linear_args *a, int ith, int nth)
 {
+    if (a->partial && a->phase) return; /* no K split in this set: phase 0 did it all */
     miser_dtype dt = a->wdt;
     int dt_ok = dt == MISER_DTYPE_F32 || dt == MISER_DTYPE_F16 || dt == MISER_DTYPE_BF16 || dt == MISER_DTYPE_Q8_0;
     int bias_ok = !a->bias || a->bdt == MISER_DTYPE_F32 || a->bdt == MISER_DTYPE_F16 || a->bdt == MISER_DTYPE_BF16;

@@ -464,6 +464,44 @@ AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear
 
 MISER_DEFINE_DOT_COLS
 
+/* ---- decode K split (kernels.h, MISER_KSPLIT_ROWS) ---- */
+
+/* Phase 0: work units are (chunk, 32 columns), chunk-major, so with fewer
+ * threads than chunks each thread streams a contiguous run of whole rows.
+ * Phase 1: y = partials summed in chunk order, then bias and activation. */
+static void gemv_split(miser_dtype dt, const miser_linear_args *a, int ith, int nth)
+{
+    const int64_t N = a->N, nch = (a->K + MISER_KSPLIT_ROWS - 1) / MISER_KSPLIT_ROWS;
+    if (a->phase == 0) {
+        const int64_t cu = (N + 31) / 32;
+        int64_t u0, u1;
+        miser_split(nch * cu, ith, nth, &u0, &u1);
+        while (u0 < u1) {
+            const int64_t c = u0 / cu, c0 = u0 % cu, c1 = (c + 1) * cu < u1 ? cu : u1 - c * cu;
+            const int64_t k0 = c * MISER_KSPLIT_ROWS;
+            miser_linear_args sub = *a;
+            sub.K = a->K - k0 < MISER_KSPLIT_ROWS ? a->K - k0 : MISER_KSPLIT_ROWS;
+            sub.x = a->x + k0;
+            sub.w = (const char *)a->w + miser_dtype_bytes(dt, (uint64_t)(k0 * a->wsk));
+            sub.y = a->partial + c * N;
+            sub.ldy = N;
+            MISER_DISPATCH_DT(gemv_rows, dt, &sub, c0 * 32, c1 * 32 < N ? c1 * 32 : N);
+            u0 = c * cu + c1;
+        }
+        return;
+    }
+    int64_t v0, v1;
+    miser_split((N + 15) / 16, ith, nth, &v0, &v1); /* whole cache lines of y per thread */
+    const int64_t n0 = v0 * 16, n1 = v1 * 16 < N ? v1 * 16 : N;
+    for (int64_t n = n0; n < n1; n += 16) {
+        const __mmask16 mk = tailmask(n1 - n);
+        __m512 s = _mm512_maskz_loadu_ps(mk, a->partial + n);
+        for (int64_t c = 1; c < nch; c++) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(mk, a->partial + c * N + n));
+        _mm512_mask_storeu_ps(a->y + n, mk, s);
+    }
+    if (n0 < n1) epilogue(a, n0, n1);
+}
+
 static void avx512_linear(const miser_linear_args *a, int ith, int nth)
 {
     const miser_dtype dt = a->wdt;
@@ -476,6 +514,11 @@ static void avx512_linear(const miser_linear_args *a, int ith, int nth)
         miser_kernels_ref()->linear(a, ith, nth);
         return;
     }
+    if (a->partial && rows && miser_linear_partial_floats(a) > 0) {
+        gemv_split(dt, a, ith, nth);
+        return;
+    }
+    if (a->partial && a->phase) return; /* not split: phase 0 did it all */
     int64_t n0, n1;
     if (rows) {
         int64_t units = (a->N + 31) / 32, u0, u1;

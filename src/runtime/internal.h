@@ -27,6 +27,8 @@ struct miser_session {
     char *arena;
     int32_t *ids, *positions;  /* [max_batch] */
     float *scratch;            /* attention rows: threads x capacity */
+    float *partial;            /* decode K split's partial sums (kernels.h) */
+    int64_t partial_cap;       /* floats in partial */
     miser_tview *views;        /* per node, resolved each step */
 };
 

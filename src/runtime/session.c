@@ -40,6 +40,20 @@ miser_status miser_session_create(const miser_plan *p, const miser_session_optio
     s->positions = miser_malloc(MISER_MEM_ACTIVATIONS, sizeof(int32_t) * (size_t)p->max_batch);
     s->scratch = miser_malloc(MISER_MEM_SCRATCH,
                               sizeof(float) * (size_t)(s->capacity * miser_threadpool_size(s->pool)));
+    /* the largest decode K split over the graph's linears (M = 1) */
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        const miser_node *n = &g->nodes[i];
+        if ((n->op != MISER_OP_LINEAR && n->op != MISER_OP_MATMUL) || n->n_in < 2) continue;
+        const miser_node *w = &g->nodes[n->in[1]];
+        if (w->ndim != 2 || w->shape[0] < 1 || w->shape[1] < 1) continue;
+        const miser_linear_args q = {.M = 1, .K = w->shape[0], .N = w->shape[1], .wsn = 1};
+        const int64_t need = miser_linear_partial_floats(&q);
+        if (need > s->partial_cap) s->partial_cap = need;
+    }
+    if (s->partial_cap > 0) {
+        s->partial = miser_aligned_alloc(MISER_MEM_SCRATCH, 64, sizeof(float) * (size_t)s->partial_cap);
+        if (!s->partial) goto nomem;
+    }
     s->views = miser_calloc(MISER_MEM_OTHER, (size_t)g->n_nodes + 1, sizeof *s->views);
     if (!s->arena || !s->ids || !s->positions || !s->scratch || !s->views) goto nomem;
     *out = s;
@@ -65,6 +79,7 @@ void miser_session_free(miser_session *s)
     miser_free(s->ids);
     miser_free(s->positions);
     miser_free(s->scratch);
+    miser_free(s->partial);
     miser_free(s->views);
     miser_threadpool_free(s->pool);
     miser_free(s);
@@ -323,6 +338,12 @@ static miser_status run_node(miser_session *s, int32_t id, int64_t T, int64_t S)
                 t.la.bdt = t.in[2]->dtype;
                 if (t.in[2]->stride[0] != 1) return exec_fail(n, id, "bias must be contiguous");
             }
+        }
+        const int64_t need = miser_linear_partial_floats(&t.la);
+        if (need > 0 && need <= s->partial_cap) { /* decode K split: two phases, the pool's barrier between */
+            t.la.partial = s->partial;
+            miser_threadpool_run(s->pool, task_run, &t);
+            t.la.phase = 1;
         }
         miser_threadpool_run(s->pool, task_run, &t);
         return MISER_OK;
