@@ -280,6 +280,11 @@ Test(kernels, attention_f32_and_f16_cache)
             check_attention(f16, 5, 5, 2, 13);      /* prefill, odd head size */
             check_attention(f16, 4, 21, 3, 24);     /* chunked prefill after a past */
             check_attention(f16, 2, 9, 5, 7);
+            /* head sizes the AVX-512 set keeps in registers (64: every GPT-2;
+             * 128), key counts around its 4-key and 2-key steps */
+            check_attention(f16, 9, 9, 2, 64);      /* prefill: 1..9 keys per row */
+            check_attention(f16, 6, 19, 2, 128);    /* chunked prefill, D = 128 */
+            check_attention(f16, 1, 130, 4, 64);    /* decode, many keys */
         }
     }
 }

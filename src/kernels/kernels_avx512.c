@@ -548,6 +548,118 @@ static void avx512_linear(const miser_linear_args *a, int ith, int nth)
     epilogue(a, n0, n1);
 }
 
+/* ---- causal attention over the KV cache ----
+ * The AVX2 kernel's order of work (one (t, h) item at a time, fused softmax)
+ * with head rows of D = 16 DV floats held in registers: q loaded once, scores
+ * for 4 keys at a time reduced together (one shuffle tree instead of four
+ * horizontal sums), the output accumulated in registers over two interleaved
+ * sets (no store-to-load chain through memory per key). */
+
+AI __m512 kv16(const int f16, const void *base, int64_t i)
+{
+    return f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i)))
+               : _mm512_loadu_ps((const float *)base + i);
+}
+
+/* the sums of a0..a3's lanes in lanes 0, 4, 8 and 12 */
+AI __m512 sum4x16(__m512 a0, __m512 a1, __m512 a2, __m512 a3)
+{
+    const __m512 x = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_f32x4(a0, a1, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m512 y = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_f32x4(a2, a3, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 z = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 1, 3, 1)));
+    z = _mm512_add_ps(z, _mm512_permute_ps(z, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm512_add_ps(z, _mm512_permute_ps(z, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+AI void attention_regs(const int f16, const int DV, const miser_attention_args *a, int ith, int nth)
+{
+    int64_t lo, hi;
+    miser_causal_split(a->T, a->H, a->S, ith, nth, &lo, &hi);
+    float *p = a->scratch + (int64_t)ith * a->S;
+    const int64_t D = a->D;
+    const __m512i pick = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
+    for (int64_t w = lo; w < hi; w++) {
+        const int64_t t = w / a->H, h = w % a->H, valid = a->S - a->T + t + 1;
+        const float *q = a->q + t * a->q_row + h * D;
+        __m512 qv[8];
+        _Pragma("GCC unroll 8")
+        for (int j = 0; j < DV; j++) qv[j] = _mm512_loadu_ps(q + 16 * j);
+        /* scores p[s] = scale * q . k[s], and their maximum */
+        __m512 vmax = _mm512_set1_ps(-INFINITY);
+        int64_t s = 0;
+        for (; s + 4 <= valid; s += 4) {
+            __m512 acc[4];
+            _Pragma("GCC unroll 4")
+            for (int i = 0; i < 4; i++) {
+                const int64_t kb = (s + i) * a->k_row + h * D;
+                acc[i] = _mm512_mul_ps(qv[0], kv16(f16, a->k, kb));
+                _Pragma("GCC unroll 8")
+                for (int j = 1; j < DV; j++) acc[i] = _mm512_fmadd_ps(qv[j], kv16(f16, a->k, kb + 16 * j), acc[i]);
+            }
+            const __m512 sc = _mm512_mul_ps(_mm512_permutexvar_ps(pick, sum4x16(acc[0], acc[1], acc[2], acc[3])),
+                                            _mm512_set1_ps(a->scale));
+            _mm512_mask_storeu_ps(p + s, 0xf, sc);
+            vmax = _mm512_mask_max_ps(vmax, 0xf, vmax, sc);
+        }
+        for (; s < valid; s++) {
+            const int64_t kb = s * a->k_row + h * D;
+            __m512 acc = _mm512_mul_ps(qv[0], kv16(f16, a->k, kb));
+            _Pragma("GCC unroll 8")
+            for (int j = 1; j < DV; j++) acc = _mm512_fmadd_ps(qv[j], kv16(f16, a->k, kb + 16 * j), acc);
+            p[s] = hsum16(acc) * a->scale;
+            vmax = _mm512_mask_max_ps(vmax, 1, vmax, _mm512_set1_ps(p[s]));
+        }
+        /* fused softmax numerator: p[s] = exp(p[s] - max) */
+        const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+        __m512 vsum = _mm512_setzero_ps();
+        for (s = 0; s < valid; s += 16) {
+            const __mmask16 mk = tailmask(valid - s);
+            const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, p + s), vm));
+            _mm512_mask_storeu_ps(p + s, mk, e);
+            vsum = _mm512_mask_add_ps(vsum, mk, vsum, e);
+        }
+        /* out = sum_s p[s] v[s] / sum, two accumulator sets over even/odd s */
+        __m512 o0[8], o1[8];
+        _Pragma("GCC unroll 8")
+        for (int j = 0; j < DV; j++) o0[j] = o1[j] = _mm512_setzero_ps();
+        for (s = 0; s + 2 <= valid; s += 2) {
+            const __m512 p0 = _mm512_set1_ps(p[s]), p1 = _mm512_set1_ps(p[s + 1]);
+            const int64_t vb = s * a->v_row + h * D;
+            _Pragma("GCC unroll 8")
+            for (int j = 0; j < DV; j++) {
+                o0[j] = _mm512_fmadd_ps(p0, kv16(f16, a->v, vb + 16 * j), o0[j]);
+                o1[j] = _mm512_fmadd_ps(p1, kv16(f16, a->v, vb + a->v_row + 16 * j), o1[j]);
+            }
+        }
+        if (s < valid) {
+            const __m512 p0 = _mm512_set1_ps(p[s]);
+            const int64_t vb = s * a->v_row + h * D;
+            _Pragma("GCC unroll 8")
+            for (int j = 0; j < DV; j++) o0[j] = _mm512_fmadd_ps(p0, kv16(f16, a->v, vb + 16 * j), o0[j]);
+        }
+        const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
+        float *o = a->out + t * a->o_row + h * D;
+        _Pragma("GCC unroll 8")
+        for (int j = 0; j < DV; j++) _mm512_storeu_ps(o + 16 * j, _mm512_mul_ps(_mm512_add_ps(o0[j], o1[j]), inv));
+    }
+}
+
+static void avx512_attention(const miser_attention_args *a, int ith, int nth)
+{
+    const int f16 = a->kvdt == MISER_DTYPE_F16;
+    if ((f16 || a->kvdt == MISER_DTYPE_F32) && a->D == 64) {
+        if (f16) attention_regs(1, 4, a, ith, nth);
+        else attention_regs(0, 4, a, ith, nth);
+    } else if ((f16 || a->kvdt == MISER_DTYPE_F32) && a->D == 128) {
+        if (f16) attention_regs(1, 8, a, ith, nth);
+        else attention_regs(0, 8, a, ith, nth);
+    } else
+        miser_kernels_avx2()->attention(a, ith, nth); /* other head sizes */
+}
+
 static miser_kernels g_avx512;
 static pthread_once_t g_avx512_once = PTHREAD_ONCE_INIT;
 
@@ -557,6 +669,7 @@ static void avx512_init(void)
     g_avx512 = *miser_kernels_avx2();
     g_avx512.name = "avx512";
     g_avx512.linear = avx512_linear;
+    g_avx512.attention = avx512_attention;
 }
 
 const miser_kernels *miser_kernels_avx512(void)
