@@ -20,7 +20,8 @@
  *     M >= 4 runs a blocked GEMM: x packed into 12-row tiles, W converted
  *     once per (128-row K block, 128-column block) into 32-column f32
  *     micro-panels (16 KB: one stays in L1 while every x tile streams past
- *     it from L2), a 12x32 FMA tile (24 zmm accumulators).
+ *     it from L2), a 12x32 FMA tile (24 zmm accumulators; 8 or 4 rows for a
+ *     short last tile).
  *   wsk == 1 (the tied wte for logits): dot products, 1-3 rows of x by 4
  *     rows of W, K tails masked.
  * Threads split N in units of 32 columns (whole q8_0 blocks, whole tiles).
@@ -254,23 +255,25 @@ AI void conv32(miser_dtype dt, const void *w, int64_t e, float *dst)
 
 /* y[0..rows) x [0..32) = (first ? 0 : y) + ap . bp over kc k's (ap: 12
  * floats per k, bp: 32 per k); bias and GELU applied on the last K block.
+ * MR (12, 8 or 4, a constant) rows are computed: a short last tile skips the
+ * padding rows' FMAs (a third of a tile's work at M = 64).
  * pf[0..npf) are cache lines to fetch meanwhile, one every two k's: the first
  * ny into L1 (the next tile's partial sums), the rest into L2 (the next block
  * of W). Spread out like this they never fill the line-fill buffers; issued
  * in a burst between tiles they stalled the core for ~15% of the GEMM. */
-AI void micro_12x32(const float *ap, const float *bp, int64_t kc, float *y, int64_t ldy, int rows, int first,
-                    const __m512 *bias, int gelu, const char *const *pf, int npf, int ny)
+AI void micro_mrx32(const int MR, const float *ap, const float *bp, int64_t kc, float *y, int64_t ldy, int rows,
+                    int first, const __m512 *bias, int gelu, const char *const *pf, int npf, int ny)
 {
     __m512 acc[G_MR][2];
     _Pragma("GCC unroll 12")
-    for (int r = 0; r < G_MR; r++) {
+    for (int r = 0; r < MR; r++) {
         acc[r][0] = first || r >= rows ? _mm512_setzero_ps() : _mm512_loadu_ps(y + r * ldy);
         acc[r][1] = first || r >= rows ? _mm512_setzero_ps() : _mm512_loadu_ps(y + r * ldy + 16);
     }
 #define MICRO_STEP(kk)                                                                                                 \
     do {                                                                                                               \
         const __m512 w0 = _mm512_load_ps(bp + (kk) * G_NR), w1 = _mm512_load_ps(bp + (kk) * G_NR + 16);               \
-        _Pragma("GCC unroll 12") for (int r = 0; r < G_MR; r++)                                                        \
+        _Pragma("GCC unroll 12") for (int r = 0; r < MR; r++)                                                          \
         {                                                                                                              \
             const __m512 xb = _mm512_set1_ps(ap[(kk) * G_MR + r]);                                                     \
             acc[r][0] = _mm512_fmadd_ps(xb, w0, acc[r][0]);                                                            \
@@ -292,7 +295,7 @@ AI void micro_12x32(const float *ap, const float *bp, int64_t kc, float *y, int6
 #undef MICRO_STEP
     for (; i < npf; i++) _mm_prefetch(pf[i], _MM_HINT_T1);
     _Pragma("GCC unroll 12")
-    for (int r = 0; r < G_MR; r++) {
+    for (int r = 0; r < MR; r++) {
         if (r >= rows) break;
         __m512 v0 = acc[r][0], v1 = acc[r][1];
         if (bias) {
@@ -380,8 +383,12 @@ AI int64_t gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int
                                 pf[npf++] = row + o;
                             }
                         }
-                        micro_12x32(apack + t * G_MR * kc, bpack + j * kc, kc, a->y + (m0 + t * G_MR) * ldy + nb + j,
-                                    ldy, rows, first, bp, last && gelu, pf, npf, ny);
+                        /* a short last tile (M = 64: 4 rows, 128: 8) runs only the rows it has */
+                        const float *ap = apack + t * G_MR * kc, *bq = bpack + j * kc;
+                        float *yt = a->y + (m0 + t * G_MR) * ldy + nb + j;
+                        if (rows > 8) micro_mrx32(12, ap, bq, kc, yt, ldy, rows, first, bp, last && gelu, pf, npf, ny);
+                        else if (rows > 4) micro_mrx32(8, ap, bq, kc, yt, ldy, rows, first, bp, last && gelu, pf, npf, ny);
+                        else micro_mrx32(4, ap, bq, kc, yt, ldy, rows, first, bp, last && gelu, pf, npf, ny);
                     }
                 }
             }
