@@ -334,7 +334,7 @@ MICRO_ENTRY(micro_4, 4)
 AI int64_t gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_t n1)
 {
     float apack[(G_MC + G_MR - 1) / G_MR * G_MR * G_KB] __attribute__((aligned(64)));
-    float bpack[G_KB * G_NC] __attribute__((aligned(64)));
+    float bpack[G_KB * G_NR] __attribute__((aligned(64)));
     const int64_t M = a->M, K = a->K, wsk = a->wsk, ldx = a->ldx, ldy = a->ldy;
     const int64_t nv = n0 + (n1 - n0) / G_NR * G_NR;
     const int gelu = a->act == MISER_ACT_GELU;
@@ -358,10 +358,6 @@ AI int64_t gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int
             }
             for (int64_t nb = n0; nb < nv; nb += G_NC) {
                 const int64_t nc = nv - nb < G_NC ? nv - nb : G_NC;
-                for (int64_t k = 0; k < kc; k++) {
-                    const int64_t e = (k0 + k) * wsk + nb;
-                    for (int64_t j = 0; j < nc; j += G_NR) conv32(dt, a->w, e + j, bpack + j * kc + k * G_NR);
-                }
                 /* the next block of W: same K block, next columns, or the next K block */
                 int64_t pk0 = k0, pnb = nb + G_NC, pk = 0, pkc = kc;
                 if (pnb >= nv) {
@@ -374,6 +370,9 @@ AI int64_t gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int
                 const int64_t pcols = nv - pnb < G_NC ? nv - pnb : G_NC;
                 const int64_t plen = (int64_t)(w_addr(dt, a->w, pcols) - w_addr(dt, a->w, 0));
                 for (int64_t j = 0; j < nc; j += G_NR) {
+                    /* this panel's 32 columns as f32, just before its tiles run: 16 KB that stay in L1
+                     * (converting the whole 128-column block first wrote 64 KB, twice L1, per block) */
+                    for (int64_t k = 0; k < kc; k++) conv32(dt, a->w, (k0 + k) * wsk + nb + j, bpack + k * G_NR);
                     __m512 bv[2], *bp = NULL;
                     if (last && a->bias) {
                         bv[0] = ld16(a->bdt, a->bias, nb + j);
@@ -402,7 +401,7 @@ AI int64_t gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int
                             }
                         }
                         /* a short last tile (M = 64: 4 rows, 128: 8) runs only the rows it has */
-                        const float *ap = apack + t * G_MR * kc, *bq = bpack + j * kc;
+                        const float *ap = apack + t * G_MR * kc, *bq = bpack;
                         float *yt = a->y + (m0 + t * G_MR) * ldy + nb + j;
                         if (rows > 8) micro_12(ap, bq, kc, yt, ldy, rows, first, bp, last && gelu, pf, npf, ny);
                         else if (rows > 4) micro_8(ap, bq, kc, yt, ldy, rows, first, bp, last && gelu, pf, npf, ny);
