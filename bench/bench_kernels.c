@@ -506,7 +506,21 @@ int miser_bench_e2e(int argc, char **argv)
     int nrows = 0;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(argv[i], "--no-peers")) peers = 0;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: miser-bench e2e [--dir DIR] [--runs N] [--threads LIST] [--precision LIST]\n"
+                   "                       [--peers LIST | --no-peers]\n\n"
+                   "Decode (1-token prompt, 128 new) and prefill (128-token prompt) tok/s on a GPT-2-medium-shaped\n"
+                   "checkpoint (written to DIR if missing), medians of N fresh sessions, and the peers measured\n"
+                   "at the same thread counts in the same run, with miser's ratios against the issue's targets.\n\n"
+                   "  --dir DIR         checkpoint directory (default ~/.cache/miser/bench/medium)\n"
+                   "  --runs N          runs per figure (default 3)\n"
+                   "  --threads LIST    thread counts, e.g. 1,2 (default)\n"
+                   "  --precision LIST  miser precisions (default f32,f16,q8_0)\n"
+                   "  --peers LIST      peers for tools/peers/bench_peers.py (default %s)\n"
+                   "  --no-peers        miser only\n",
+                   peer_list);
+            return 0;
+        } else if (!strcmp(argv[i], "--no-peers")) peers = 0;
         else if (v && !strcmp(argv[i], "--dir")) snprintf(dir, sizeof dir, "%s", v), i++;
         else if (v && !strcmp(argv[i], "--runs")) runs = atoi(v), i++;
         else if (v && !strcmp(argv[i], "--threads")) threads_list = v, i++;
