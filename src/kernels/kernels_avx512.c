@@ -3,10 +3,10 @@
  * dispatch.c hands this set out only after checking the CPU (and that the OS
  * saves the zmm state), so the binary stays portable.
  *
- * Only linear is written for 512-bit vectors: it is where the time goes
- * (decode streams every weight once per token, prefill is GEMM-bound). The
- * set's attention and elementwise kernels are the AVX2 ones (a few percent
- * of a step; their 256-bit versions are not the bottleneck).
+ * linear (decode streams every weight once per token, prefill is
+ * GEMM-bound) and attention (head sizes 64 and 128) are written for 512-bit
+ * vectors. The elementwise kernels, and attention for other head sizes, are
+ * the AVX2 ones (under 1 % of a step each).
  *
  * Why 512 bits matters on the machines this was measured on (Cascade Lake
  * class, two 512-bit FMA ports): a register-only FMA loop runs at ~140
@@ -17,17 +17,20 @@
  *   wsn == 1 (Conv1D [K, N] rows): M < 4 streams 4 rows of W at a time into
  *     an L1-resident y row; column tails use masked loads and stores (q8_0:
  *     whole blocks are read, as a row is block-aligned, only y is masked).
+ *     M = 1 with K > 256 takes the decode K split (kernels.h): the same
+ *     stream per 256-row chunk into a partial y, then the chunks summed.
  *     M >= 4 runs a blocked GEMM: x packed into 12-row tiles, W converted
- *     once per (128-row K block, 128-column block) into 32-column f32
- *     micro-panels (16 KB: one stays in L1 while every x tile streams past
- *     it from L2), a 12x32 FMA tile (24 zmm accumulators; 8 or 4 rows for a
- *     short last tile).
+ *     per 128-row K block into one 32-column f32 micro-panel at a time
+ *     (16 KB: it stays in L1 while every x tile streams past it from L2), a
+ *     12x32 FMA tile (24 zmm accumulators; 8 or 4 rows for a short last
+ *     tile).
  *   wsk == 1 (the tied wte for logits): dot products, 1-3 rows of x by 4
  *     rows of W, K tails masked.
- * Threads split N in units of 32 columns (whole q8_0 blocks, whole tiles).
- * Summation order per output: k ascending (GEMM: by K block, k ascending
- * inside), independent of the thread count, so nth = 1, 2, 3 give identical
- * results (tests/test_kernels.c checks it). */
+ * Threads split N in units of 32 columns (whole q8_0 blocks, whole tiles);
+ * the K split splits (chunk, 32 columns) units. Summation order per output:
+ * k ascending (GEMM: by K block, k ascending inside; K split: by chunk),
+ * independent of the thread count, so nth = 1, 2, 3 give identical results
+ * (tests/test_kernels.c checks it). */
 #include "kernels.h"
 #include "simd_shared.h"
 #include "miser/graph.h"
