@@ -582,12 +582,6 @@ static void avx512_linear(const miser_linear_args *a, int ith, int nth)
  * horizontal sums), the output accumulated in registers over two interleaved
  * sets (no store-to-load chain through memory per key). */
 
-AI __m512 kv16(const int f16, const void *base, int64_t i)
-{
-    return f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i)))
-               : _mm512_loadu_ps((const float *)base + i);
-}
-
 /* the sums of a0..a3's lanes in lanes 0, 4, 8 and 12 */
 AI __m512 sum4x16(__m512 a0, __m512 a1, __m512 a2, __m512 a3)
 {
@@ -601,7 +595,7 @@ AI __m512 sum4x16(__m512 a0, __m512 a1, __m512 a2, __m512 a3)
     return _mm512_add_ps(z, _mm512_permute_ps(z, _MM_SHUFFLE(2, 3, 0, 1)));
 }
 
-AI void attention_regs(const int f16, const int DV, const miser_attention_args *a, int ith, int nth)
+AI void attention_regs(const miser_dtype kdt, const int DV, const miser_attention_args *a, int ith, int nth)
 {
     int64_t lo, hi;
     miser_causal_split(a->T, a->H, a->S, ith, nth, &lo, &hi);
@@ -622,9 +616,9 @@ AI void attention_regs(const int f16, const int DV, const miser_attention_args *
             _Pragma("GCC unroll 4")
             for (int i = 0; i < 4; i++) {
                 const int64_t kb = (s + i) * a->k_row + h * D;
-                acc[i] = _mm512_mul_ps(qv[0], kv16(f16, a->k, kb));
+                acc[i] = _mm512_mul_ps(qv[0], ld16(kdt, a->k, kb));
                 _Pragma("GCC unroll 8")
-                for (int j = 1; j < DV; j++) acc[i] = _mm512_fmadd_ps(qv[j], kv16(f16, a->k, kb + 16 * j), acc[i]);
+                for (int j = 1; j < DV; j++) acc[i] = _mm512_fmadd_ps(qv[j], ld16(kdt, a->k, kb + 16 * j), acc[i]);
             }
             const __m512 sc = _mm512_mul_ps(_mm512_permutexvar_ps(pick, sum4x16(acc[0], acc[1], acc[2], acc[3])),
                                             _mm512_set1_ps(a->scale));
@@ -633,9 +627,9 @@ AI void attention_regs(const int f16, const int DV, const miser_attention_args *
         }
         for (; s < valid; s++) {
             const int64_t kb = s * a->k_row + h * D;
-            __m512 acc = _mm512_mul_ps(qv[0], kv16(f16, a->k, kb));
+            __m512 acc = _mm512_mul_ps(qv[0], ld16(kdt, a->k, kb));
             _Pragma("GCC unroll 8")
-            for (int j = 1; j < DV; j++) acc = _mm512_fmadd_ps(qv[j], kv16(f16, a->k, kb + 16 * j), acc);
+            for (int j = 1; j < DV; j++) acc = _mm512_fmadd_ps(qv[j], ld16(kdt, a->k, kb + 16 * j), acc);
             p[s] = hsum16(acc) * a->scale;
             vmax = _mm512_mask_max_ps(vmax, 1, vmax, _mm512_set1_ps(p[s]));
         }
@@ -657,15 +651,15 @@ AI void attention_regs(const int f16, const int DV, const miser_attention_args *
             const int64_t vb = s * a->v_row + h * D;
             _Pragma("GCC unroll 8")
             for (int j = 0; j < DV; j++) {
-                o0[j] = _mm512_fmadd_ps(p0, kv16(f16, a->v, vb + 16 * j), o0[j]);
-                o1[j] = _mm512_fmadd_ps(p1, kv16(f16, a->v, vb + a->v_row + 16 * j), o1[j]);
+                o0[j] = _mm512_fmadd_ps(p0, ld16(kdt, a->v, vb + 16 * j), o0[j]);
+                o1[j] = _mm512_fmadd_ps(p1, ld16(kdt, a->v, vb + a->v_row + 16 * j), o1[j]);
             }
         }
         if (s < valid) {
             const __m512 p0 = _mm512_set1_ps(p[s]);
             const int64_t vb = s * a->v_row + h * D;
             _Pragma("GCC unroll 8")
-            for (int j = 0; j < DV; j++) o0[j] = _mm512_fmadd_ps(p0, kv16(f16, a->v, vb + 16 * j), o0[j]);
+            for (int j = 0; j < DV; j++) o0[j] = _mm512_fmadd_ps(p0, ld16(kdt, a->v, vb + 16 * j), o0[j]);
         }
         const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
         float *o = a->out + t * a->o_row + h * D;
@@ -678,13 +672,13 @@ static void avx512_attention(const miser_attention_args *a, int ith, int nth)
 {
     const int f16 = a->kvdt == MISER_DTYPE_F16;
     if ((f16 || a->kvdt == MISER_DTYPE_F32) && a->D == 64) {
-        if (f16) attention_regs(1, 4, a, ith, nth);
-        else attention_regs(0, 4, a, ith, nth);
+        if (f16) attention_regs(MISER_DTYPE_F16, 4, a, ith, nth);
+        else attention_regs(MISER_DTYPE_F32, 4, a, ith, nth);
     } else if ((f16 || a->kvdt == MISER_DTYPE_F32) && a->D == 128) {
-        if (f16) attention_regs(1, 8, a, ith, nth);
-        else attention_regs(0, 8, a, ith, nth);
+        if (f16) attention_regs(MISER_DTYPE_F16, 8, a, ith, nth);
+        else attention_regs(MISER_DTYPE_F32, 8, a, ith, nth);
     } else
-        miser_kernels_avx2()->attention(a, ith, nth); /* other head sizes */
+        miser_kernels_avx2()->attention(a, ith, nth); /* other head sizes, other cache dtypes */
 }
 
 static miser_kernels g_avx512;
