@@ -167,6 +167,10 @@ static double time_linear(const miser_kernels *k, int threads, miser_linear_args
     lin_ctx c = {.k = k, .a = base};
     const int64_t need = miser_linear_partial_floats(&c.a);
     c.a.partial = need > 0 ? malloc(sizeof(float) * (size_t)need) : NULL;
+    if (need > 0 && !c.a.partial) { /* no figure rather than one for a path the runtime would not take */
+        miser_threadpool_free(pool);
+        return NAN;
+    }
     double best = 1e30;
     for (int round = 0; round < 3; round++) {
         double t0 = now_s();

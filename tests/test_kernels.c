@@ -74,6 +74,7 @@ static void run_split(void (*fn)(const miser_linear_args *, int, int), const mis
     miser_linear_args a = *a0;
     const int64_t need = miser_linear_partial_floats(&a);
     a.partial = need > 0 ? malloc(sizeof(float) * (size_t)need) : NULL;
+    cr_assert(need == 0 || a.partial);
     for (a.phase = 0; a.phase < (a.partial ? 2 : 1); a.phase++)
         for (int i = 0; i < nth; i++) fn(&a, i, nth);
     free(a.partial);
