@@ -322,6 +322,21 @@ Test(model, lying_safetensors)
         {"{\"transformer.ln_f.bias\": {\"dtype\": \"F32\", \"shape\": [8], \"data_offsets\": [0, 32]},"
          " \"ln_f.bias\": {\"dtype\": \"F32\", \"shape\": [8], \"data_offsets\": [32, 64]}}",
          64, MISER_ERR_FORMAT, "'ln_f.bias'", "stored twice"},
+        /* "miser_transposed" (the q8_0 cache's list of tensors stored [N, K])
+         * must name 2-D tensors of the file, once each. */
+        {"{\"__metadata__\": {\"miser_transposed\": \"a,missing\"},"
+         " \"a\": {\"dtype\": \"F32\", \"shape\": [2, 3], \"data_offsets\": [0, 24]}}",
+         24, MISER_ERR_FORMAT, "'missing'", "miser_transposed"},
+        {"{\"__metadata__\": {\"miser_transposed\": \"b\"},"
+         " \"b\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}}",
+         16, MISER_ERR_FORMAT, "'b'", "1 dimensions (a transposed tensor is 2-D)"},
+        {"{\"__metadata__\": {\"miser_transposed\": \"a,a\"},"
+         " \"a\": {\"dtype\": \"F32\", \"shape\": [2, 3], \"data_offsets\": [0, 24]}}",
+         24, MISER_ERR_FORMAT, "'a'", "twice"},
+        {"{\"__metadata__\": {\"miser_transposed\": \"a,\"},"
+         " \"a\": {\"dtype\": \"F32\", \"shape\": [2, 3], \"data_offsets\": [0, 24]}}",
+         24, MISER_ERR_FORMAT, "miser_transposed", "empty name"},
+        {"{\"__metadata__\": {\"miser_transposed\": 5}}", 0, MISER_ERR_FORMAT, "miser_transposed", "not a string"},
         /* Valid file without the tensors GPT-2 needs. */
         {"{\"__metadata__\": {\"format\": \"pt\"}}", 0, MISER_ERR_FORMAT, "required tensor 'wte.weight'",
          NULL},
@@ -604,6 +619,104 @@ Test(model, st_writer_api)
     e[1].dtype = MISER_DTYPE_Q8_0;
     cr_assert_eq(miser_st_writer_open(p, e, 2, NULL, 0, &w), MISER_ERR_UNSUPPORTED);
     free(p);
+    tmpdir_free(dir);
+}
+
+/* ---- tensors stored transposed (the q8_0 cache's Conv1D weights) --------------- */
+
+/* A synthetic checkpoint (C = 8, n_inner 32) rewritten into `dst` with
+ * `physical` stored transposed ([N, K]) and "miser_transposed" = `listed`. */
+static void write_transposed(const char *dst, const char *physical, const char *listed)
+{
+    char *src = tmpdir_new();
+    miser_gpt2_config c = {.n_vocab = 10, .n_ctx = 4, .n_embd = 8, .n_head = 2, .n_layer = 1, .n_inner = 32,
+                           .eps = 1e-5f, .eos_token_id = -1};
+    miser_synth_options so = {.dtype = MISER_DTYPE_F32, .seed = 9};
+    cr_assert_eq(miser_synth_gpt2(src, &c, &so), MISER_OK, "%s", miser_error_message());
+    miser_model *m = NULL;
+    cr_assert_eq(miser_model_open(src, &m), MISER_OK, "%s", miser_error_message());
+    size_t n = miser_model_tensor_count(m);
+    miser_st_entry *e = calloc(n, sizeof *e);
+    for (size_t i = 0; i < n; i++) {
+        const miser_tensor_info *t = miser_model_tensor_at(m, i);
+        e[i] = (miser_st_entry){.name = t->name, .dtype = t->dtype, .ndim = t->ndim};
+        memcpy(e[i].shape, t->shape, sizeof e[i].shape);
+        if (!strcmp(t->name, physical)) e[i].shape[0] = t->shape[1], e[i].shape[1] = t->shape[0];
+    }
+    char *p = path_of(dst, "model.safetensors");
+    const char *meta[] = {"miser_transposed", listed};
+    miser_st_writer *w = NULL;
+    cr_assert_eq(miser_st_writer_open(p, e, n, meta, 1, &w), MISER_OK, "%s", miser_error_message());
+    for (size_t i = 0; i < n; i++) {
+        const miser_tensor_info *t = miser_model_tensor_at(m, i);
+        if (!strcmp(t->name, physical)) {
+            const int64_t K = t->shape[0], N = t->shape[1];
+            float *tr = malloc(t->nbytes);
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t j = 0; j < N; j++) tr[j * K + k] = ((const float *)t->data)[k * N + j];
+            cr_assert_eq(miser_st_writer_write(w, tr, t->nbytes), MISER_OK);
+            free(tr);
+        } else
+            cr_assert_eq(miser_st_writer_write(w, t->data, t->nbytes), MISER_OK);
+    }
+    cr_assert_eq(miser_st_writer_close(w), MISER_OK, "%s", miser_error_message());
+    cr_assert_eq(sh("cp '%s/config.json' '%s/'", src, dst), 0);
+    free(e);
+    free(p);
+    miser_model_free(m);
+    tmpdir_free(src);
+}
+
+Test(model, transposed_tensor_has_logical_shape_and_strides)
+{
+    char *dir = tmpdir_new(), *orig = tmpdir_new();
+    write_transposed(dir, "h.0.mlp.c_fc.weight", "h.0.mlp.c_fc.weight");
+    write_transposed(orig, "", ""); /* the same weights, nothing transposed */
+    miser_model *m = NULL, *o = NULL;
+    cr_assert_eq(miser_model_open(dir, &m), MISER_OK, "%s", miser_error_message());
+    cr_assert_eq(miser_model_open(orig, &o), MISER_OK, "%s", miser_error_message());
+    const miser_tensor_info *t = miser_model_tensor(m, "h.0.mlp.c_fc.weight"), *r = miser_model_tensor(o, t->name);
+    cr_assert_eq(t->ndim, 2);
+    cr_assert_eq(t->shape[0], 8, "logical [K, N] = [n_embd, n_inner]");
+    cr_assert_eq(t->shape[1], 32);
+    cr_assert_eq(t->stride[0], 1);
+    cr_assert_eq(t->stride[1], 8);
+    cr_assert_eq(r->stride[0], 32, "row-major");
+    cr_assert_eq(r->stride[1], 1);
+    for (int64_t k = 0; k < 8; k++)
+        for (int64_t n = 0; n < 32; n++)
+            cr_assert_eq(((const float *)t->data)[k * t->stride[0] + n * t->stride[1]], ((const float *)r->data)[k * 32 + n],
+                         "element (%lld, %lld) through the strides", (long long)k, (long long)n);
+    /* every other tensor is row-major */
+    for (size_t i = 0; i < miser_model_tensor_count(m); i++) {
+        const miser_tensor_info *x = miser_model_tensor_at(m, i);
+        if (x == t) continue;
+        for (int64_t d = x->ndim - 1, st = 1; d >= 0; st *= x->shape[d--]) cr_assert_eq(x->stride[d], st, "%s", x->name);
+    }
+    miser_model_free(m);
+    miser_model_free(o);
+    tmpdir_free(orig);
+
+    /* reading the list allocates: every failure is clean */
+    uint64_t start = miser_mem_total().current;
+    int ok = 0;
+    for (uint64_t n = 1; n < 1000 && !ok; n++) {
+        miser_mem_fail_after(n);
+        miser_status st = miser_model_open(dir, &m);
+        miser_mem_fail_after(0);
+        if (st == MISER_OK) {
+            ok = 1;
+            miser_model_free(m);
+        } else
+            cr_assert_eq(st, MISER_ERR_NOMEM, "n=%llu: %s", (unsigned long long)n, miser_error_message());
+        cr_assert_eq(miser_mem_total().current, start, "leak after failing allocation %llu", (unsigned long long)n);
+    }
+    cr_assert(ok);
+
+    /* listed but stored [K, N]: its logical shape [N, K] disagrees with config.json */
+    write_transposed(dir, "", "h.0.mlp.c_fc.weight");
+    const char *needles[] = {"model.safetensors", "'h.0.mlp.c_fc.weight' has shape [32, 8]", "implies [8, 32]", NULL};
+    expect_open_fails(dir, MISER_ERR_FORMAT, needles);
     tmpdir_free(dir);
 }
 

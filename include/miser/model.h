@@ -24,12 +24,19 @@ typedef struct miser_gpt2_config {
 #define MISER_MAX_DIMS 6
 
 /* One tensor of the checkpoint. `data` points into the read-only mapping and
- * lives as long as the model. `name` is canonical: without "transformer.". */
+ * lives as long as the model. `name` is canonical: without "transformer.".
+ * `shape` is the logical shape and `stride` the element strides: element
+ * (i0, i1, ..) is number sum(i_d * stride[d]) from `data` (for Q8_0, in the
+ * 32-element blocks along the stored rows). Every tensor is row-major except
+ * those a converted-weights cache lists in its "miser_transposed" metadata
+ * (q8_0 Conv1D weights, see precision.h): stored [N][K], shown as their
+ * logical [K][N] with strides {1, K}. Read `data` through the strides. */
 typedef struct miser_tensor_info {
     const char *name;
     miser_dtype dtype;
     int32_t ndim;
     int64_t shape[MISER_MAX_DIMS];
+    int64_t stride[MISER_MAX_DIMS];
     const void *data;
     uint64_t nbytes;
     int32_t shard; /* index of the file it came from */
@@ -50,9 +57,11 @@ typedef struct miser_model miser_model;
  *   MISER_ERR_IO           a file is missing or unreadable (config.json,
  *                          weights, a shard named by the index)
  *   MISER_ERR_FORMAT       a file is malformed or lies (JSON, header length,
- *                          byte ranges, overlaps, duplicate tensors), a
- *                          required tensor is missing, or a tensor's shape
- *                          disagrees with config.json
+ *                          byte ranges, overlaps, duplicate tensors, a
+ *                          "miser_transposed" entry that names a tensor the
+ *                          file lacks, twice, or one that is not 2-D), a
+ *                          required tensor is missing, or a tensor's
+ *                          (logical) shape disagrees with config.json
  *   MISER_ERR_RANGE        a config value is outside what GPT-2 allows
  *                          (non-positive, absurdly large, n_embd % n_head)
  *   MISER_ERR_UNSUPPORTED  a dtype miser cannot read on a tensor it needs, an

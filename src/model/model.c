@@ -262,6 +262,7 @@ static miser_status build_table(miser_model *m)
             o->dtype = t->dtype;
             o->ndim = t->ndim;
             memcpy(o->shape, t->shape, sizeof o->shape);
+            for (int64_t d = t->ndim - 1, st = 1; d >= 0; st *= t->shape[d--]) o->stride[d] = st;
             o->data = miser_st_data(f, t);
             o->nbytes = t->end - t->begin;
             o->shard = (int32_t)s;
@@ -277,6 +278,61 @@ static miser_status build_table(miser_model *m)
                                    m->shards[b->shard]->path, b->name, m->shards[a->shard]->path);
     }
     return MISER_OK;
+}
+
+/* Tensors a converted-weights cache stores transposed ("miser_transposed":
+ * comma-separated names as stored in that file): each must be a 2-D tensor
+ * of the same file, listed once; its entry shows the logical shape [K, N] of
+ * the stored [N, K] with strides {1, K}. Runs on the sorted table. */
+static miser_status apply_transposed(miser_model *m)
+{
+    unsigned char *seen = NULL;
+    miser_status st = MISER_OK;
+    for (size_t s = 0; s < m->n_shards && !st; s++) {
+        const miser_st_file *f = m->shards[s];
+        if (!f->hdr.transposed) continue;
+        if (!seen && !(seen = miser_calloc(MISER_MEM_SCRATCH, m->n_tensors ? m->n_tensors : 1, 1))) return MISER_ERR_NOMEM;
+        char *list = miser_strdup(MISER_MEM_SCRATCH, f->hdr.transposed);
+        if (!list) {
+            st = MISER_ERR_NOMEM;
+            break;
+        }
+        for (char *name = list, *next; name && !st; name = next) {
+            next = strchr(name, ',');
+            if (next) *next++ = 0;
+            if (!*name) {
+                if (!next && name == list) break; /* "": nothing is transposed */
+                st = miser_error_set(MISER_ERR_FORMAT, "%s: \"miser_transposed\" has an empty name", f->path);
+                break;
+            }
+            const miser_st_tensor *t = miser_st_find(&f->hdr, name);
+            const miser_tensor_info *info = t && t->dtype != MISER_DTYPE_COUNT ? miser_model_tensor(m, canonical(name)) : NULL;
+            if (!info || info->shard != (int32_t)s) {
+                st = miser_error_set(MISER_ERR_FORMAT, "%s: \"miser_transposed\" lists tensor '%s', which the file does "
+                                     "not store%s", f->path, name, t ? " in a dtype miser reads" : "");
+                break;
+            }
+            if (t->ndim != 2) {
+                st = miser_error_set(MISER_ERR_FORMAT, "%s: \"miser_transposed\" lists tensor '%s', which has %d "
+                                     "dimensions (a transposed tensor is 2-D)", f->path, name, (int)t->ndim);
+                break;
+            }
+            size_t i = (size_t)(info - m->tensors);
+            if (seen[i]) {
+                st = miser_error_set(MISER_ERR_FORMAT, "%s: \"miser_transposed\" lists tensor '%s' twice", f->path, name);
+                break;
+            }
+            seen[i] = 1;
+            miser_tensor_info *o = &m->tensors[i];
+            o->shape[0] = t->shape[1];
+            o->shape[1] = t->shape[0];
+            o->stride[0] = 1;
+            o->stride[1] = t->shape[1];
+        }
+        miser_free(list);
+    }
+    miser_free(seen);
+    return st;
 }
 
 /* A tensor miser cannot represent, by canonical name (for error messages). */
@@ -407,6 +463,7 @@ miser_status miser_model_open(const char *dir, miser_model **out)
         if ((st = open_sharded(m))) goto fail;
     }
     if ((st = build_table(m))) goto fail;
+    if ((st = apply_transposed(m))) goto fail;
     if ((st = validate(m))) goto fail;
     *out = m;
     return MISER_OK;

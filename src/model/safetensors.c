@@ -84,6 +84,7 @@ void miser_st_header_free(miser_st_header *h)
     if (!h) return;
     miser_free(h->tensors);
     miser_free(h->names);
+    miser_free(h->transposed);
     memset(h, 0, sizeof *h);
 }
 
@@ -222,6 +223,16 @@ miser_status miser_st_parse(const void *buf, size_t size, const char *label, mis
         if (!strcmp(e->string, "__metadata__")) {
             if (!cJSON_IsObject(e)) {
                 st = miser_error_set(MISER_ERR_FORMAT, "%s: \"__metadata__\" is not an object", label);
+                goto done;
+            }
+            const cJSON *tr = cJSON_GetObjectItemCaseSensitive(e, "miser_transposed");
+            if (tr && (!cJSON_IsString(tr) || !tr->valuestring)) {
+                st = miser_error_set(MISER_ERR_FORMAT, "%s: \"__metadata__\": \"miser_transposed\" is not a string",
+                                     label);
+                goto done;
+            }
+            if (tr && !out->transposed && !(out->transposed = miser_strdup(MISER_MEM_OTHER, tr->valuestring))) {
+                st = MISER_ERR_NOMEM;
                 goto done;
             }
             continue;

@@ -5,7 +5,8 @@
  * File layout (https://github.com/huggingface/safetensors): an 8-byte little-
  * endian header length N, N bytes of JSON, then the data section. The JSON is
  * an object mapping tensor names to {"dtype", "shape", "data_offsets"} with
- * offsets relative to the data section, plus an optional "__metadata__". */
+ * offsets relative to the data section, plus an optional "__metadata__" of
+ * string values (miser reads one: "miser_transposed", see below). */
 #ifndef MISER_MODEL_SAFETENSORS_H
 #define MISER_MODEL_SAFETENSORS_H
 
@@ -34,6 +35,11 @@ typedef struct miser_st_header {
     char *names;            /* one blob holding every name */
     uint64_t data_offset;   /* 8 + header length: where the data section starts */
     uint64_t data_size;     /* bytes in the data section */
+    /* "__metadata__"."miser_transposed" (miser's converted-weights cache):
+     * comma-separated names, as stored, of 2-D tensors whose stored [N, K]
+     * is the transpose of their logical [K, N]; NULL when absent. Owned. The
+     * parser only copies it; miser_model_open checks the names. */
+    char *transposed;
 } miser_st_header;
 
 /* Validate and parse the safetensors bytes in buf[0..size) (the whole file, or
