@@ -77,8 +77,8 @@ Test(einsum, graph_rejects_inconsistent_sizes)
     miser_graph g;
     cr_assert_eq(miser_graph_init(&g, 4, 8), MISER_OK);
     static float a[6], b[12];
-    miser_tensor_info ta = {.name = "a", .dtype = MISER_DTYPE_F32, .ndim = 2, .shape = {2, 3}, .data = a, .nbytes = sizeof a};
-    miser_tensor_info tb = {.name = "b", .dtype = MISER_DTYPE_F32, .ndim = 2, .shape = {4, 3}, .data = b, .nbytes = sizeof b};
+    miser_tensor_info ta = {.name = "a", .dtype = MISER_DTYPE_F32, .ndim = 2, .shape = {2, 3}, .stride = {3, 1}, .data = a, .nbytes = sizeof a};
+    miser_tensor_info tb = {.name = "b", .dtype = MISER_DTYPE_F32, .ndim = 2, .shape = {4, 3}, .stride = {3, 1}, .data = b, .nbytes = sizeof b};
     int32_t ca = miser_g_const(&g, &ta, NULL), cb = miser_g_const(&g, &tb, NULL);
     cr_expect_lt(miser_g_einsum(&g, "ij,jk->ik", ca, cb, "mm"), 0);
     cr_expect(strstr(miser_error_message(), "inconsistent sizes"), "%s", miser_error_message());
@@ -323,9 +323,9 @@ Test(einsum, property_random_equations_decomposed_match_direct_loops)
         /* graph: const views -> einsum -> output; decompose, fold, clean up */
         miser_graph g;
         cr_assert_eq(miser_graph_init(&g, 4, 8), MISER_OK);
-        miser_tensor_info ta = {.name = "a", .dtype = MISER_DTYPE_F32, .ndim = 1, .shape = {na}, .data = a,
+        miser_tensor_info ta = {.name = "a", .dtype = MISER_DTYPE_F32, .ndim = 1, .shape = {na}, .stride = {1}, .data = a,
                                 .nbytes = (uint64_t)na * 4};
-        miser_tensor_info tb = {.name = "b", .dtype = MISER_DTYPE_F32, .ndim = 1, .shape = {nb}, .data = b,
+        miser_tensor_info tb = {.name = "b", .dtype = MISER_DTYPE_F32, .ndim = 1, .shape = {nb}, .stride = {1}, .data = b,
                                 .nbytes = (uint64_t)nb * 4};
         int32_t ca = miser_g_const_view(&g, miser_g_const(&g, &ta, NULL), 0, q.ra, shape_a, sa, "a.view");
         int32_t cb = miser_g_const_view(&g, miser_g_const(&g, &tb, NULL), 0, q.rb, shape_b, sb, "b.view");
@@ -378,8 +378,8 @@ Test(einsum, gpt2_einsums_decompose_to_views_and_matmuls)
     for (int i = 0; i < C * 3 * C; i++) w[i] = (float)(i % 7) - 3;
     miser_graph g;
     cr_assert_eq(miser_graph_init(&g, 4, 8), MISER_OK);
-    miser_tensor_info tw = {.name = "c_attn", .dtype = MISER_DTYPE_F32, .ndim = 2, .shape = {C, 3 * C}, .data = w, .nbytes = sizeof w};
-    miser_tensor_info tx = {.name = "x", .dtype = MISER_DTYPE_F32, .ndim = 3, .shape = {1, 3, C}, .data = x, .nbytes = sizeof x};
+    miser_tensor_info tw = {.name = "c_attn", .dtype = MISER_DTYPE_F32, .ndim = 2, .shape = {C, 3 * C}, .stride = {3 * C, 1}, .data = w, .nbytes = sizeof w};
+    miser_tensor_info tx = {.name = "x", .dtype = MISER_DTYPE_F32, .ndim = 3, .shape = {1, 3, C}, .stride = {3 * C, C, 1}, .data = x, .nbytes = sizeof x};
     int32_t cw = miser_g_const(&g, &tw, NULL), cx = miser_g_const(&g, &tx, NULL);
     int64_t ks[3] = {C, H, D}, kst[3] = {3 * C, D, 1};
     int32_t k = miser_g_const_view(&g, cw, C, 3, ks, kst, "key.kernel");

@@ -30,7 +30,10 @@ static int32_t cst(miser_graph *g, const char *name, miser_dtype dt, int nd, con
 {
     miser_tensor_info t = {.name = name, .dtype = dt, .ndim = nd, .data = data};
     int64_t n = 1;
-    for (int i = 0; i < nd; i++) n *= t.shape[i] = shape[i];
+    for (int i = nd - 1; i >= 0; i--) {
+        t.stride[i] = n; /* row-major */
+        n *= t.shape[i] = shape[i];
+    }
     t.nbytes = miser_dtype_bytes(dt, (uint64_t)n);
     int32_t id = miser_g_const(g, &t, name);
     cr_assert_geq(id, 0, "%s", miser_error_message());
@@ -421,5 +424,92 @@ Test(passes, fuse_qkv_keeps_q8_0_blocks_in_place)
     cr_expect_eq(lw->cst.data, (const void *)w);
     cr_expect_eq(lw->shape[1], 3 * C);
     for (int j = 0; j < 3; j++) cr_expect_eq(g.nodes[find_op(&g, MISER_OP_SLICE, j)].attr.i[1], j * C);
+    miser_graph_free(&g);
+}
+
+/* The q8_0 cache stores c_attn transposed: physical [3C, C] (blocks along
+ * K = C), loaded as logical [C, 3C] with strides {1, C}. The builder's
+ * EinsumDense kernels are [C, H, D] views with strides {1, D*C, C} at
+ * offsets j*C*C; the default pipeline must turn the three einsums into one
+ * LINEAR over the stored buffer in the dot layout (wsk = 1, wsn = K), each
+ * of Q, K, V a slice of its output. */
+Test(passes, einsum_qkv_over_transposed_q8_0_is_one_dot_layout_linear)
+{
+    enum { C = 64, H = 2, D = C / H };
+    static float table[10 * C], b[3 * C];
+    static uint8_t w[3 * C * C / 32 * 34]; /* stored [3C][C]: each row (a column of W) C/32 blocks */
+    for (int i = 0; i < 3 * C; i++) b[i] = (float)i; /* distinct: share_constants must not merge the three */
+    miser_graph g;
+    cr_assert_eq(miser_graph_init(&g, 4, 8), MISER_OK);
+    int32_t ids = miser_g_input(&g, MISER_INPUT_TOKENS, "ids");
+    int32_t tb = cst(&g, "table", MISER_DTYPE_F32, 2, (int64_t[]){10, C}, table);
+    miser_tensor_info ti = {.name = "c_attn.w", .dtype = MISER_DTYPE_Q8_0, .ndim = 2, .shape = {C, 3 * C},
+                            .stride = {1, C}, .data = w, .nbytes = sizeof w};
+    int32_t cw = miser_g_const(&g, &ti, "c_attn.w");
+    cr_assert_geq(cw, 0, "%s", miser_error_message());
+    int32_t cb = cst(&g, "c_attn.b", MISER_DTYPE_F32, 1, (int64_t[]){3 * C}, b);
+    int32_t x = op2(&g, MISER_OP_GATHER, tb, ids, "x");
+    int32_t y[3];
+    for (int j = 0; j < 3; j++) {
+        int32_t k = miser_g_const_view(&g, cw, (int64_t)j * C * C, 3, (int64_t[]){C, H, D}, (int64_t[]){1, D * C, C},
+                                       "kernel");
+        cr_assert_geq(k, 0, "%s", miser_error_message());
+        cr_expect_eq(g.nodes[k].cst.data, (const void *)(w + j * C * (C / 32) * 34), "view %d starts at stored row j*C", j);
+        int32_t bv = miser_g_const_view(&g, cb, j * C, 2, (int64_t[]){H, D}, (int64_t[]){D, 1}, "bias");
+        int32_t e = miser_g_einsum(&g, "abc,cde->abde", x, k, "einsum");
+        cr_assert_geq(e, 0, "%s", miser_error_message());
+        y[j] = op2(&g, MISER_OP_ADD, e, bv, "proj");
+    }
+    int32_t s = op2(&g, MISER_OP_ADD, y[0], y[1], "q+k");
+    s = op2(&g, MISER_OP_ADD, s, y[2], "+v");
+    op2(&g, MISER_OP_OUTPUT, s, -1, "o");
+    cr_assert_eq(miser_passes_run_pipeline(&g, "default", NULL, NULL, 0, NULL), MISER_OK, "%s", miser_error_message());
+    cr_assert_eq(count_op(&g, MISER_OP_EINSUM), 0);
+    cr_assert_eq(count_op(&g, MISER_OP_LINEAR), 1);
+    const miser_node *l = &g.nodes[find_op(&g, MISER_OP_LINEAR, 0)], *lw = &g.nodes[l->in[1]];
+    cr_expect_eq(lw->dtype, MISER_DTYPE_Q8_0);
+    cr_expect_eq(lw->cst.data, (const void *)w, "the fused weight is the stored buffer itself");
+    cr_expect_eq(lw->shape[0], C);
+    cr_expect_eq(lw->shape[1], 3 * C);
+    cr_expect_eq(lw->cst.stride[0], 1, "wsk");
+    cr_expect_eq(lw->cst.stride[1], C, "wsn = K");
+    cr_expect_eq(l->n_in, 3, "bias fused");
+    cr_expect_eq(g.materialized_bytes, 0);
+    cr_assert_eq(count_op(&g, MISER_OP_SLICE), 3);
+    for (int j = 0; j < 3; j++) {
+        const miser_node *sl = &g.nodes[find_op(&g, MISER_OP_SLICE, j)];
+        cr_expect_eq(sl->attr.i[1], j * C);
+        cr_expect_eq(sl->attr.i[2], C);
+    }
+    miser_graph_free(&g);
+}
+
+/* In the dot layout a q8_0 group needs columns of whole blocks along K:
+ * views over the first 16 of K = 32 (half a block) stay separate LINEARs. */
+Test(passes, fuse_qkv_dot_layout_needs_whole_blocks)
+{
+    enum { C = 32 };
+    static float table[10 * 16];
+    static uint8_t w[3 * C * C / 32 * 34];
+    miser_graph g;
+    cr_assert_eq(miser_graph_init(&g, 4, 8), MISER_OK);
+    int32_t ids = miser_g_input(&g, MISER_INPUT_TOKENS, "ids");
+    int32_t tb = cst(&g, "table", MISER_DTYPE_F32, 2, (int64_t[]){10, 16}, table);
+    miser_tensor_info ti = {.name = "w", .dtype = MISER_DTYPE_Q8_0, .ndim = 2, .shape = {C, 3 * C}, .stride = {1, C},
+                            .data = w, .nbytes = sizeof w};
+    int32_t cw = miser_g_const(&g, &ti, "w");
+    cr_assert_geq(cw, 0, "%s", miser_error_message());
+    int32_t x = op2(&g, MISER_OP_GATHER, tb, ids, "x");
+    int32_t y[2];
+    for (int j = 0; j < 2; j++) {
+        int32_t wv = miser_g_const_view(&g, cw, (int64_t)j * C * C, 2, (int64_t[]){16, C}, (int64_t[]){1, C}, "w.half");
+        cr_assert_geq(wv, 0, "%s", miser_error_message());
+        y[j] = op2(&g, MISER_OP_MATMUL, x, wv, "mm");
+    }
+    op2(&g, MISER_OP_OUTPUT, op2(&g, MISER_OP_ADD, y[0], y[1], "sum"), -1, "o");
+    cr_assert_eq(miser_pass_fuse(&g, &g_opt), MISER_OK, "%s", miser_error_message());
+    cr_assert_eq(miser_pass_dce(&g, &g_opt), MISER_OK);
+    cr_expect_eq(count_op(&g, MISER_OP_LINEAR), 2);
+    cr_expect_eq(count_op(&g, MISER_OP_SLICE), 0);
     miser_graph_free(&g);
 }

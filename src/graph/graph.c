@@ -373,14 +373,40 @@ int32_t miser_g_input(miser_graph *g, int kind, const char *name)
 int32_t miser_g_const(miser_graph *g, const miser_tensor_info *t, const char *name)
 {
     miser_node n = {.op = MISER_OP_CONST, .dtype = t->dtype, .ndim = t->ndim};
+    if (t->ndim < 0 || t->ndim > MISER_MAX_DIMS) {
+        g->last_error = miser_error_set(MISER_ERR_INVALID, "constant '%s': %d dimensions", t->name, (int)t->ndim);
+        return -1;
+    }
+    /* the strides are the tensor's own (a converted-weights cache stores some
+     * weights transposed): they must be positive and stay inside its bytes */
+    size_t esz = miser_dtype_bytes(t->dtype, 1);
+    if (t->dtype != MISER_DTYPE_Q8_0 && !esz) {
+        g->last_error = miser_error_set(MISER_ERR_UNSUPPORTED, "constant '%s': dtype %s", t->name,
+                                        miser_dtype_name(t->dtype));
+        return -1;
+    }
+    int64_t last = 0, cap = t->dtype == MISER_DTYPE_Q8_0
+                                ? (int64_t)(t->nbytes / MISER_Q8_0_BYTES * MISER_Q8_0_BLOCK)
+                                : (int64_t)(t->nbytes / esz);
+    int empty = 0;
+    for (int i = 0; i < t->ndim; i++) {
+        empty |= t->shape[i] == 0;
+        if (t->shape[i] > 1 && t->stride[i] < 1) {
+            g->last_error = miser_error_set(MISER_ERR_INVALID, "constant '%s': stride %lld on dimension %d",
+                                            t->name, (long long)t->stride[i], i);
+            return -1;
+        }
+        if (t->shape[i] > 0) last += (t->shape[i] - 1) * t->stride[i];
+    }
+    if (!empty && last >= cap) {
+        g->last_error = miser_error_set(MISER_ERR_INVALID, "constant '%s': its strides reach past its %llu bytes",
+                                        t->name, (unsigned long long)t->nbytes);
+        return -1;
+    }
     int32_t s = miser_graph_add_storage(g, t->data, t->nbytes, 0, t->name);
     if (s < 0) return -1;
     memcpy(n.shape, t->shape, sizeof n.shape);
-    int64_t st = 1;
-    for (int i = t->ndim - 1; i >= 0; i--) {
-        n.cst.stride[i] = st;
-        st *= t->shape[i];
-    }
+    memcpy(n.cst.stride, t->stride, sizeof n.cst.stride);
     n.cst.data = t->data;
     n.cst.storage = s;
     set_name(&n, name ? name : t->name);
@@ -561,7 +587,18 @@ void miser_graph_dump(const miser_graph *g, void *fp)
         fprintf(f, "(");
         for (int k = 0; k < n->n_in; k++) fprintf(f, "%s%%%d", k ? ", " : "", n->in[k]);
         fprintf(f, ") : %s%s %s", miser_dtype_name(n->dtype), sh, n->name);
-        if (n->op == MISER_OP_CONST) fprintf(f, " @%s", g->storage[n->cst.storage].name);
+        if (n->op == MISER_OP_CONST) {
+            fprintf(f, " @%s", g->storage[n->cst.storage].name);
+            /* element strides, when they are not row-major (transposed, column blocks, broadcast) */
+            int row_major = 1;
+            for (int64_t d = n->ndim - 1, st = 1; d >= 0; st *= n->shape[d--])
+                row_major &= n->shape[d] == 1 || n->cst.stride[d] == st;
+            if (!row_major) {
+                fprintf(f, " strides[");
+                for (int d = 0; d < n->ndim; d++) fprintf(f, "%s%lld", d ? ", " : "", (long long)n->cst.stride[d]);
+                fprintf(f, "]");
+            }
+        }
         if (n->flags & MISER_NODE_VIEW) fprintf(f, " (view)");
         if (n->flags & MISER_NODE_INPLACE) fprintf(f, " (in-place)");
         fprintf(f, "\n");

@@ -9,7 +9,8 @@
  *               x = x + attn;  x = x + c_proj(gelu(c_fc(LN2(x))))   (Dense = matmul + add)
  *   logits = LN_f(x) @ transpose(wte)
  * Every kernel is a strided view of the Hugging Face tensors (c_attn weight is
- * [C, 3C] with columns Q|K|V): nothing is copied here. */
+ * [C, 3C] with columns Q|K|V), derived from the tensor's own strides (a q8_0
+ * cache stores the Conv1D weights transposed): nothing is copied here. */
 #include "miser/gpt2.h"
 #include "miser/alloc.h"
 
@@ -34,7 +35,9 @@ static int32_t cst(miser_graph *g, const miser_model *m, const char *name, miser
 {
     const miser_tensor_info *t;
     if ((*st = need(m, name, &t))) return -1;
-    return miser_g_const(g, t, name);
+    int32_t id = miser_g_const(g, t, name);
+    if (id < 0) *st = miser_error_prefix(g->last_error ? g->last_error : MISER_ERR_INTERNAL, "building GPT-2 graph");
+    return id;
 }
 
 static int32_t dense(miser_graph *g, int32_t x, int32_t w, int32_t b, const char *name)
@@ -104,13 +107,17 @@ miser_status miser_gpt2_build(miser_graph *g, const miser_model *m, int all_logi
         TRY_ID(h);
         g->nodes[h].attr.f[0] = c->eps;
 
-        /* Q, K, V kernels: [C, H, D] views of column blocks of c_attn [C, 3C] */
+        /* Q, K, V kernels: [C, H, D] views of column blocks of c_attn [C, 3C],
+         * whose strides (s0, s1) are row-major {3C, 1} or, stored transposed
+         * by the q8_0 cache, {1, C}: column block j starts at j*C*s1 */
+        const int64_t qs0 = g->nodes[wqkv].cst.stride[0], qs1 = g->nodes[wqkv].cst.stride[1];
+        const int64_t os0 = g->nodes[wo].cst.stride[0], os1 = g->nodes[wo].cst.stride[1];
         int32_t qkv[3];
         static const char *const which[3] = {"query", "key", "value"};
         for (int j = 0; j < 3; j++) {
-            int64_t kshape[3] = {C, H, D}, kstride[3] = {3 * C, D, 1};
+            int64_t kshape[3] = {C, H, D}, kstride[3] = {qs0, D * qs1, qs1};
             snprintf(nm, sizeof nm, "h.%lld.attn.%s.kernel", (long long)l, which[j]);
-            int32_t k = miser_g_const_view(g, wqkv, j * C, 3, kshape, kstride, nm);
+            int32_t k = miser_g_const_view(g, wqkv, j * C * qs1, 3, kshape, kstride, nm);
             int64_t bshape[2] = {H, D}, bstride[2] = {D, 1};
             snprintf(nm, sizeof nm, "h.%lld.attn.%s.bias", (long long)l, which[j]);
             int32_t b = miser_g_const_view(g, bqkv, j * C, 2, bshape, bstride, nm);
@@ -149,7 +156,8 @@ miser_status miser_gpt2_build(miser_graph *g, const miser_model *m, int all_logi
         TRY_ID(pr);
         if ((st = miser_graph_infer(g, pr))) return st;
         int32_t ctx = miser_g_einsum(g, "acbe,aecd->abcd", pr, vc, T("attn.context"));
-        int64_t oshape[3] = {H, D, C}, ostride[3] = {D * C, C, 1};
+        /* output kernel: c_proj [C, C] with its rows split into [H, D] */
+        int64_t oshape[3] = {H, D, C}, ostride[3] = {D * os0, os0, os1};
         int32_t ok = miser_g_const_view(g, wo, 0, 3, oshape, ostride, T("attn.output.kernel"));
         int32_t ao = miser_g_einsum(g, "abcd,cde->abe", ctx, ok, T("attn.output.einsum"));
         in[0] = ao, in[1] = bo;

@@ -12,10 +12,10 @@
  *    is folded into the attention scale. Copies made redundant by this
  *    (CONTIGUOUS of a now contiguous value) are dropped.
  * 3. QKV: LINEARs with the same input whose weights (and biases) are
- *    adjacent column blocks of one stored tensor — Q|K|V of c_attn [C, 3C]
- *    — become one LINEAR over the whole block, and each original value
- *    becomes a SLICE view of its output (row stride 3C), which KV_WRITE and
- *    ATTENTION accept.
+ *    adjacent column blocks of one stored tensor — Q|K|V of c_attn [C, 3C],
+ *    stored row-major or (q8_0 cache) transposed — become one LINEAR over
+ *    the whole block, and each original value becomes a SLICE view of its
+ *    output (row stride 3C), which KV_WRITE and ATTENTION accept.
  * Nodes left unused are removed by the DCE that follows in the pipeline. */
 #include "rewrite.h"
 #include "miser/alloc.h"
@@ -184,14 +184,23 @@ static miser_status fuse_attention(miser_graph *g)
     return miser_rw_end(&r, st);
 }
 
-/* LINEAR i can join a column-block group: a 2-D weight with unit column
- * stride (q8_0: blocks along rows, whole blocks only) and a unit-stride bias. */
+/* LINEAR i can join a column-block group: a 2-D weight in the rows layout
+ * (unit column stride; q8_0: whole blocks along the rows) or in the dot
+ * layout (unit row stride, the q8_0 cache's transposed Conv1D weights; q8_0:
+ * whole blocks along K, each column starting on a block), and a unit-stride
+ * bias. Either way column n starts at element n * stride[1]. */
 static int groupable(const miser_graph *g, const miser_node *n)
 {
     if (n->op != MISER_OP_LINEAR) return 0;
     const miser_node *w = &g->nodes[n->in[1]];
-    if (w->cst.stride[1] != 1) return 0;
-    if (w->dtype == MISER_DTYPE_Q8_0 && (w->shape[1] % MISER_Q8_0_BLOCK || w->cst.stride[0] % MISER_Q8_0_BLOCK)) return 0;
+    const int64_t sk = w->cst.stride[0], sn = w->cst.stride[1];
+    const int q8 = w->dtype == MISER_DTYPE_Q8_0;
+    if (sn == 1) {
+        if (q8 && (w->shape[1] % MISER_Q8_0_BLOCK || sk % MISER_Q8_0_BLOCK)) return 0;
+    } else if (sk == 1) {
+        if (sn < w->shape[0] || (q8 && (w->shape[0] % MISER_Q8_0_BLOCK || sn % MISER_Q8_0_BLOCK))) return 0;
+    } else
+        return 0;
     if (n->n_in == 3 && (g->nodes[n->in[2]].cst.stride[0] != 1 || g->nodes[n->in[2]].op != MISER_OP_CONST)) return 0;
     return 1;
 }
@@ -201,7 +210,7 @@ static int compatible(const miser_graph *g, const miser_node *a, const miser_nod
     const miser_node *wa = &g->nodes[a->in[1]], *wb = &g->nodes[b->in[1]];
     if (a->in[0] != b->in[0] || a->n_in != b->n_in || a->attr.i[0] != b->attr.i[0]) return 0;
     if (wa->dtype != wb->dtype || wa->cst.storage != wb->cst.storage || wa->shape[0] != wb->shape[0] ||
-        wa->cst.stride[0] != wb->cst.stride[0])
+        wa->cst.stride[0] != wb->cst.stride[0] || wa->cst.stride[1] != wb->cst.stride[1])
         return 0;
     if (a->n_in == 3) {
         const miser_node *ba = &g->nodes[a->in[2]], *bb = &g->nodes[b->in[2]];
@@ -249,7 +258,9 @@ static miser_status fuse_qkv(miser_graph *g)
         for (int x = 0; x + 1 < nm && ok; x++) {
             const miser_node *l0 = &g->nodes[mem[x]], *l1 = &g->nodes[mem[x + 1]];
             const miser_node *w0 = &g->nodes[l0->in[1]], *w1 = &g->nodes[l1->in[1]];
-            ok = (const char *)w1->cst.data == (const char *)w0->cst.data + miser_dtype_bytes(w0->dtype, (uint64_t)w0->shape[1]);
+            /* w1's first column follows w0's last: shape[1] columns of stride[1] elements further */
+            ok = (const char *)w1->cst.data ==
+                 (const char *)w0->cst.data + miser_dtype_bytes(w0->dtype, (uint64_t)(w0->shape[1] * w0->cst.stride[1]));
             if (ok && l0->n_in == 3) {
                 const miser_node *b0 = &g->nodes[l0->in[2]], *b1 = &g->nodes[l1->in[2]];
                 ok = (const char *)b1->cst.data ==
@@ -311,7 +322,7 @@ static miser_status fuse_qkv(miser_graph *g)
         for (int32_t j = 0; j < r.n_old && !st; j++) {
             if (group[j] != head) continue;
             const miser_node *wj = &old[old[j].in[1]];
-            int64_t start = ((const char *)wj->cst.data - base) * MISER_Q8_0_BLOCK / b32;
+            int64_t start = ((const char *)wj->cst.data - base) * MISER_Q8_0_BLOCK / b32 / wj->cst.stride[1];
             miser_node s = {.op = MISER_OP_SLICE, .n_in = 1, .in = {y}};
             s.attr.i[0] = g->nodes[y].ndim - 1;
             s.attr.i[1] = start;

@@ -46,7 +46,11 @@ miser_status miser_session_create(const miser_plan *p, const miser_session_optio
         if ((n->op != MISER_OP_LINEAR && n->op != MISER_OP_MATMUL) || n->n_in < 2) continue;
         const miser_node *w = &g->nodes[n->in[1]];
         if (w->ndim != 2 || w->shape[0] < 1 || w->shape[1] < 1) continue;
-        const miser_linear_args q = {.M = 1, .K = w->shape[0], .N = w->shape[1], .wsn = 1};
+        /* the layout as stored: the dot layout (wte's transpose, the q8_0
+         * cache's Conv1D weights) needs no split */
+        const miser_linear_args q = {.M = 1, .K = w->shape[0], .N = w->shape[1],
+                                     .wsk = w->op == MISER_OP_CONST ? w->cst.stride[0] : w->shape[1],
+                                     .wsn = w->op == MISER_OP_CONST ? w->cst.stride[1] : 1};
         const int64_t need = miser_linear_partial_floats(&q);
         if (need > s->partial_cap) s->partial_cap = need;
     }
