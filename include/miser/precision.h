@@ -14,10 +14,19 @@
  *  - q8_0 quantises blocks of 32 along the stored contiguous (last)
  *    dimension, ggml's Q8_0 (scale = max|x| / 127 as f16, int8 values); a
  *    tensor whose last dimension is not a multiple of 32 becomes f16;
+ *  - q8_0 stores GPT-2's Conv1D weights (h.N.attn.c_attn, attn.c_proj,
+ *    mlp.c_fc, mlp.c_proj: logical [K, N] = [in, out]) transposed, as
+ *    [N][K] with the blocks along K, when K % 32 == 0 (llama.cpp's layout:
+ *    an int8 kernel sums a whole block in integers and scales once per
+ *    block); the header's "miser_transposed" metadata names them and the
+ *    loader shows them as [K, N] with strides {1, K} (model.h). A source
+ *    tensor already stored transposed keeps its layout; a source already in
+ *    q8_0 is copied, never quantised twice;
  *  - the cache file records its source's total size, newest mtime and a
  *    content hash (FNV-1a over the first and last MiB and 64 spread 4 KiB
- *    samples of each weight file, plus config.json whole); a mismatch
- *    rebuilds it (the note says so);
+ *    samples of each weight file, plus config.json whole) and its format
+ *    ("miser_cache_format" "2": Conv1D q8_0 transposed); a mismatch rebuilds
+ *    it (the note says so);
  *  - the file is written to a temporary name and renamed into place when
  *    complete, so an interrupted conversion never leaves a file under the
  *    final name (stale temporaries are removed by the next conversion).
@@ -49,8 +58,9 @@ typedef struct miser_precision_options {
  * be NULL) is 1 when a conversion ran.
  * Errors: MISER_ERR_INVALID (precision, cancelled), MISER_ERR_IO (cache dir
  * not writable, source unreadable), the loader's errors for a bad source,
- * MISER_ERR_NOMEM. On error *out_dir is NULL and no cache file is left
- * under its final name. */
+ * MISER_ERR_NOMEM. On error *out_dir is NULL and no partial cache file is
+ * left under its final name (a complete one is when only the last step, the
+ * copy of *out_dir, fails). */
 miser_status miser_precision_prepare(const char *model_dir, miser_dtype precision, const miser_precision_options *opts,
                                      char **out_dir, char *note, size_t note_cap, int *converted);
 

@@ -14,7 +14,8 @@
 extern "C" {
 #endif
 
-/* One tensor to write. dtype: F32, F16, BF16 or I32 (safetensors has no Q8_0). */
+/* One tensor to write. dtype: F32, F16, BF16, I32, or Q8_0 (miser's
+ * extension for its converted-weights cache; last dimension a multiple of 32). */
 typedef struct miser_st_entry {
     const char *name;
     miser_dtype dtype;

@@ -1,7 +1,8 @@
 /* Precision conversion into a converted-weights cache (see precision.h):
  * tensor by tensor in chunks of at most 1 Mi elements, streamed through the
  * safetensors writer (temp file + rename), validated against its source on
- * reuse. */
+ * reuse. q8_0 Conv1D weights are written transposed ([N][K], blocks along
+ * K) and named in the header's "miser_transposed" metadata. */
 #include "miser/precision.h"
 #include "miser/alloc.h"
 #include "miser/model.h"
@@ -21,7 +22,8 @@
 #include <unistd.h>
 
 #define CHUNK_ELEMS ((int64_t)1 << 20)
-#define FORMAT_VERSION "1"
+/* 2: q8_0 Conv1D weights stored transposed, listed in "miser_transposed" */
+#define FORMAT_VERSION "2"
 
 static int width(miser_dtype dt)
 {
@@ -60,6 +62,69 @@ void miser_quantize_q8_0(const float *src, int64_t n, void *dst)
         }
         o += MISER_Q8_0_BYTES;
     }
+}
+
+/* ---- layouts ---- */
+
+/* GPT-2's Conv1D weights, h.N.{attn.c_attn,attn.c_proj,mlp.c_fc,mlp.c_proj}.weight
+ * (canonical names): logical [K, N] = [in, out], stored row-major by Hugging Face */
+static int is_conv1d_weight(const char *name)
+{
+    if (strncmp(name, "h.", 2)) return 0;
+    const char *p = name + 2;
+    if (*p < '0' || *p > '9') return 0;
+    while (*p >= '0' && *p <= '9') p++;
+    static const char *const sfx[] = {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight",
+                                      ".mlp.c_proj.weight"};
+    for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++)
+        if (!strcmp(p, sfx[i])) return 1;
+    return 0;
+}
+
+/* A 2-D tensor stored transposed (the loader shows it as [K, N], strides {1, K}) */
+static int stored_transposed(const miser_tensor_info *t)
+{
+    return t->ndim == 2 && t->stride[1] != 1 && t->stride[0] == 1;
+}
+
+/* How one tensor is written: dtype, stored shape, and whether it is stored
+ * transposed. A q8_0 Conv1D weight whose K is a multiple of 32 is written
+ * as [N][K] with its blocks along K, so an int8 kernel sums a whole block in
+ * integers and scales once per block (llama.cpp's layout). A source tensor
+ * already stored transposed (a cache converted again) keeps its stored
+ * layout, and a source already in q8_0 (blocks along N: a format-1 cache)
+ * is copied, never quantised twice. Everything else is written in its
+ * (row-major) stored layout. */
+typedef struct {
+    miser_dtype dtype;
+    int32_t ndim;
+    int64_t shape[MISER_MAX_DIMS]; /* as stored in the output */
+    int transpose;                 /* 1: written transposed from a row-major source */
+    int listed;                    /* 1: listed in "miser_transposed" */
+} out_layout;
+
+static void plan_layout(const miser_tensor_info *t, miser_dtype prec, out_layout *o)
+{
+    memset(o, 0, sizeof *o);
+    o->ndim = t->ndim;
+    memcpy(o->shape, t->shape, sizeof o->shape);
+    if (stored_transposed(t)) {
+        o->shape[0] = t->shape[1];
+        o->shape[1] = t->shape[0];
+        o->listed = 1;
+        o->dtype = miser_precision_target(t->dtype, 2, o->shape[1], prec);
+        return;
+    }
+    if (prec == MISER_DTYPE_Q8_0 && t->ndim == 2 && t->dtype != MISER_DTYPE_Q8_0 && is_conv1d_weight(t->name) &&
+        t->shape[0] <= CHUNK_ELEMS /* always: config.json caps n_inner at 2^20 */ &&
+        miser_precision_target(t->dtype, 2, t->shape[0], prec) == MISER_DTYPE_Q8_0) {
+        o->dtype = MISER_DTYPE_Q8_0;
+        o->shape[0] = t->shape[1];
+        o->shape[1] = t->shape[0];
+        o->transpose = o->listed = 1;
+        return;
+    }
+    o->dtype = miser_precision_target(t->dtype, t->ndim, t->ndim ? t->shape[t->ndim - 1] : 1, prec);
 }
 
 /* snprintf for paths (defined below) */
@@ -241,40 +306,89 @@ static miser_status copy_atomic(const char *src, const char *dst)
 
 /* ---- conversion ---- */
 
+/* Writes row-major source W [K][N] (dtype of t) transposed as q8_0 [N][K],
+ * quantised along K, in chunks of R whole output rows (R*K <= CHUNK_ELEMS;
+ * plan_layout guarantees K <= CHUNK_ELEMS). Each chunk is filled from
+ * R-element segments of 32 source rows at a time, widened into `tmp`
+ * (CHUNK_ELEMS floats: 32 segments of R <= CHUNK_ELEMS / 32 fit), then
+ * copied 32 values per output row, so the transpose walks the chunk in
+ * cache-line runs. `tmp` is free again before the chunk is quantised into it. */
+static miser_status write_transposed_q8_0(miser_st_writer *w, const miser_tensor_info *t, float *fbuf, void *tmp)
+{
+    const int64_t K = t->shape[0], N = t->shape[1], R = CHUNK_ELEMS / K < N ? CHUNK_ELEMS / K : N;
+    float *seg = tmp;
+    miser_status st = MISER_OK;
+    for (int64_t n0 = 0; n0 < N && !st; n0 += R) {
+        const int64_t r = N - n0 < R ? N - n0 : R;
+        for (int64_t kb = 0; kb < K; kb += MISER_Q8_0_BLOCK) {
+            for (int j = 0; j < MISER_Q8_0_BLOCK; j++)
+                miser_to_f32(t->dtype, t->data, (uint64_t)((kb + j) * N + n0), (uint64_t)r, seg + j * r);
+            for (int64_t i = 0; i < r; i++)
+                for (int j = 0; j < MISER_Q8_0_BLOCK; j++) fbuf[i * K + kb + j] = seg[j * r + i];
+        }
+        miser_quantize_q8_0(fbuf, r * K, tmp);
+        st = miser_st_writer_write(w, tmp, (size_t)(r * K / MISER_Q8_0_BLOCK * MISER_Q8_0_BYTES));
+    }
+    return st;
+}
+
 static miser_status convert(const miser_model *m, miser_dtype prec, const char *out_file, const source_id *id,
                             const miser_precision_options *o)
 {
     size_t n = miser_model_tensor_count(m);
     miser_st_entry *ent = miser_calloc(MISER_MEM_SCRATCH, n ? n : 1, sizeof *ent);
+    out_layout *lay = miser_calloc(MISER_MEM_SCRATCH, n ? n : 1, sizeof *lay);
     float *fbuf = miser_malloc(MISER_MEM_SCRATCH, sizeof(float) * (size_t)CHUNK_ELEMS);
     uint8_t *obuf = miser_malloc(MISER_MEM_SCRATCH, sizeof(float) * (size_t)CHUNK_ELEMS);
+    char *listed = NULL;
     miser_st_writer *w = NULL;
     miser_status st = MISER_OK;
-    if (!ent || !fbuf || !obuf) {
+    if (!ent || !lay || !fbuf || !obuf) {
         st = MISER_ERR_NOMEM;
         goto out;
     }
     uint64_t total = 0, done = 0;
+    size_t list_len = 0;
     for (size_t i = 0; i < n; i++) {
         const miser_tensor_info *t = miser_model_tensor_at(m, i);
+        plan_layout(t, prec, &lay[i]);
         ent[i].name = t->name;
-        ent[i].ndim = t->ndim;
-        memcpy(ent[i].shape, t->shape, sizeof ent[i].shape);
-        ent[i].dtype = miser_precision_target(t->dtype, t->ndim, t->ndim ? t->shape[t->ndim - 1] : 1, prec);
+        ent[i].ndim = lay[i].ndim;
+        memcpy(ent[i].shape, lay[i].shape, sizeof ent[i].shape);
+        ent[i].dtype = lay[i].dtype;
         total += t->nbytes;
+        if (lay[i].listed) list_len += strlen(t->name) + 1;
     }
+    /* "miser_transposed": the tensors stored as [N][K] (model.h) */
+    if (!(listed = miser_malloc(MISER_MEM_SCRATCH, list_len + 1))) {
+        st = MISER_ERR_NOMEM;
+        goto out;
+    }
+    listed[0] = 0;
+    for (size_t i = 0, at = 0; i < n; i++)
+        if (lay[i].listed) {
+            const char *nm = miser_model_tensor_at(m, i)->name;
+            size_t l = strlen(nm);
+            if (at) listed[at++] = ',';
+            memcpy(listed + at, nm, l + 1);
+            at += l;
+        }
     const char *meta[] = {"miser_source_size", id->size, "miser_source_mtime_ns", id->mtime,
                           "miser_source_hash", id->hash, "miser_precision", miser_dtype_name(prec),
-                          "miser_cache_format", FORMAT_VERSION};
-    if ((st = miser_st_writer_open(out_file, ent, n, meta, 5, &w))) goto out;
+                          "miser_cache_format", FORMAT_VERSION, "miser_transposed", listed};
+    if ((st = miser_st_writer_open(out_file, ent, n, meta, listed[0] ? 6 : 5, &w))) goto out;
     for (size_t i = 0; i < n && !st; i++) {
         const miser_tensor_info *t = miser_model_tensor_at(m, i);
         int64_t nel = 1;
         for (int d = 0; d < t->ndim; d++) nel *= t->shape[d];
-        int64_t row = t->ndim ? t->shape[t->ndim - 1] : 1;
+        /* elements are walked in stored order: a source stored transposed
+         * keeps that layout (lay[i].shape), so its stored rows are whole */
+        int64_t row = lay[i].ndim ? lay[i].shape[lay[i].ndim - 1] : 1;
         if (row < 1) row = 1;
         int64_t rows_per = CHUNK_ELEMS / row > 0 ? CHUNK_ELEMS / row : 1;
-        if (ent[i].dtype == t->dtype) { /* kept: copy the stored bytes */
+        if (lay[i].transpose)
+            st = write_transposed_q8_0(w, t, fbuf, obuf);
+        else if (ent[i].dtype == t->dtype) { /* kept: copy the stored bytes */
             for (uint64_t off = 0; off < t->nbytes && !st;) {
                 size_t c = t->nbytes - off < (4u << 20) ? (size_t)(t->nbytes - off) : (4u << 20);
                 st = miser_st_writer_write(w, (const char *)t->data + off, c);
@@ -309,6 +423,8 @@ static miser_status convert(const miser_model *m, miser_dtype prec, const char *
 out:
     miser_st_writer_abort(w);
     miser_free(ent);
+    miser_free(lay);
+    miser_free(listed);
     miser_free(fbuf);
     miser_free(obuf);
     return st;
@@ -331,8 +447,10 @@ miser_status miser_precision_prepare(const char *model_dir, miser_dtype prec, co
     miser_dtype kept = MISER_DTYPE_COUNT;
     for (size_t i = 0; i < miser_model_tensor_count(m); i++) {
         const miser_tensor_info *t = miser_model_tensor_at(m, i);
-        miser_dtype to = miser_precision_target(t->dtype, t->ndim, t->ndim ? t->shape[t->ndim - 1] : 1, prec);
-        if (to != t->dtype) changes = 1;
+        out_layout lay;
+        plan_layout(t, prec, &lay);
+        miser_dtype to = lay.dtype;
+        if (to != t->dtype || lay.transpose) changes = 1;
         else if (t->ndim >= 2 && t->dtype != prec && kept == MISER_DTYPE_COUNT) kept = t->dtype;
     }
     if (kept != MISER_DTYPE_COUNT && note && note_cap)
