@@ -293,6 +293,20 @@ int miser_bench_kernels(int argc, char **argv)
         double g1 = time_linear(best, 1, a, ws, 1, 3), g2 = time_linear(best, 2, a, ws, 1, 3);
         printf("%-34s %-6s %8s %9.1f    %9.1f    %-12s\n", "gemm [128,1024]x[1024,4096]", "", best->name, flops / g1 / 1e9,
                flops / g2 / 1e9, "GFLOP/s");
+        if (dt == MISER_DTYPE_Q8_0) {
+            /* the layout the q8_0 precision cache stores Conv1D weights in: W^T [4096, 1024], blocks
+             * along k (int8 products where the set has them: kernels.h q8_dots_int8_min_m) */
+            miser_linear_args t = a;
+            t.wsk = 1, t.wsn = C, t.M = 1;
+            double d1 = time_linear(best, 1, t, ws, nmat, nmat * 4), d2 = time_linear(best, 2, t, ws, nmat, nmat * 4);
+            printf("%-34s %-6s %8s %9.1f    %9.1f    %-12s\n", "gemv, W^T [4096,1024] (cache)", "", best->name,
+                   bytes / d1 / 1e9, bytes / d2 / 1e9, "GB/s");
+            t.M = 128;
+            double t1 = time_linear(best, 1, t, ws, 1, 3), t2 = time_linear(best, 2, t, ws, 1, 3);
+            printf("%-34s %-6s %8s %9.1f    %9.1f    %-12s\n",
+                   best->q8_dots_int8_min_m ? "gemm, W^T (cache), int8 x" : "gemm, W^T (cache)", "", best->name,
+                   flops / t1 / 1e9, flops / t2 / 1e9, "GFLOP/s");
+        }
         for (int i = 0; i < nmat; i++) free(ws[i]);
         /* logits GEMV over the tied embedding [V, C] (dot layout) */
         void *wte = make_weights(dt, V * C);

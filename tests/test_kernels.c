@@ -106,7 +106,26 @@ static void check_linear(miser_dtype wdt, int rows_layout, int64_t M, int64_t N,
           *yt = calloc((size_t)(M * ldy), sizeof(float));
     miser_linear_args a = {.M = M, .N = N, .K = K, .x = x, .ldx = ldx, .w = w, .wdt = wdt, .wsk = wsk, .wsn = wsn,
                            .bias = b, .bdt = bdt, .y = yr, .ldy = ldy, .act = act};
+    /* a set that multiplies q8_0 in int8 (kernels.h q8_dots_int8_min_m) is
+     * compared with the reference on x quantised as kernels.h defines it */
+    const int qx = !rows_layout && wdt == MISER_DTYPE_Q8_0 && simd()->q8_dots_int8_min_m > 0 &&
+                   M >= simd()->q8_dots_int8_min_m;
+    float *xq = NULL;
+    if (qx) {
+        xq = malloc(sizeof(float) * (size_t)(M * ldx));
+        cr_assert(xq);
+        memcpy(xq, x, sizeof(float) * (size_t)(M * ldx));
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t k0 = 0; k0 < K; k0 += 32) {
+                float amax = 0;
+                for (int k = 0; k < 32; k++) amax = fmaxf(amax, fabsf(x[m * ldx + k0 + k]));
+                const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+                for (int k = 0; k < 32; k++) xq[m * ldx + k0 + k] = nearbyintf(x[m * ldx + k0 + k] * id) * d;
+            }
+        a.x = xq;
+    }
     run_split(miser_kernels_ref()->linear, &a, 1);
+    a.x = x;
     a.y = ys;
     run_split(simd()->linear, &a, 1);
     for (int64_t m = 0; m < M; m++)
@@ -133,6 +152,7 @@ static void check_linear(miser_dtype wdt, int rows_layout, int64_t M, int64_t N,
     }
     free(w);
     free(x);
+    free(xq);
     free(b);
     free(yr);
     free(ys);
@@ -207,6 +227,14 @@ Test(kernels, linear_dots_layout_all_dtypes)
                 if (k_wdts[d] == MISER_DTYPE_Q8_0) K = irand(1, 9) * 32; /* q8_0 blocks along k */
                 check_linear(k_wdts[d], 0, Ms[i], N, K, (int)(i & 1), i % 3 == 1 ? MISER_ACT_GELU : MISER_ACT_NONE);
             }
+        /* prefill shapes (the q8_0 int8 GEMM's blocking): more rows than one
+         * 132-row block with 1-5 rows in the last tile, K over two 256-k
+         * blocks, whole 32-column panels and a short last panel (1, 17 or 31
+         * columns), split unevenly between 2 and 3 threads */
+        static const int64_t Ns[] = {64 + 1, 96 + 17, 31};
+        for (size_t d = 0; d < 4; d++)
+            for (int i = 0; i < 3; i++)
+                check_linear(k_wdts[d], 0, 133 + 2 * i, Ns[i], 32 * (9 + 4 * i), i != 1, i == 2 ? MISER_ACT_GELU : MISER_ACT_NONE);
     }
 }
 

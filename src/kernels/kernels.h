@@ -83,6 +83,13 @@ typedef struct miser_kernels {
      * become 0); valid == NULL means all n. scale applied before exp. */
     void (*softmax)(float *y, const float *x, int64_t rows, int64_t n, float scale, const int64_t *valid_base,
                     int64_t valid_step_rows, int ith, int nth);
+    /* Activation quantisation: for q8_0 weights in the dot layout (wsk == 1)
+     * and M >= q8_dots_int8_min_m (0: never), linear multiplies in int8 as
+     * llama.cpp does: each row of x is quantised per 32-k block to
+     * qx = round_half_even(x / d), d = max|x| / 127 (d kept as f32; an
+     * all-zero block has d = 0), and y = sum over blocks of d * scale_w *
+     * (integer dot of qx and the weight block). Otherwise x is used as is. */
+    int q8_dots_int8_min_m;
 } miser_kernels;
 
 /* The best kernels for this CPU (or the reference when forced). */
