@@ -717,6 +717,78 @@ static __attribute__((noinline)) void gemm_dots_q8_vnni(const miser_linear_args 
     }
 }
 
+/* ---- q8_0 decode GEMV in the dot layout with int8 products (VNNI) ----
+ * M < 4: each row of x is quantised once per call (kernels.h q8_dots_int8_min_m), then
+ * each row of W is read once, two blocks (2 x 32 bytes) per zmm. Widening
+ * every weight to f32 here cost ~16 instructions per 34-byte block, which
+ * is what one core's share of memory bandwidth allows and no more; this
+ * loop spends ~11 per two blocks. vpdpbusd takes unsigned bytes first, so W
+ * goes in as qw + 128 (one xor) against signed qx, and each lane starts at
+ * -128 x (the sum of the lane's 4 qx): the products of the offset cancel. */
+#define V_KMAX 8192
+
+static __attribute__((noinline, target("avx512vnni"))) void gemv_dots_q8_vnni(const miser_linear_args *a, int64_t n0,
+                                                                               int64_t n1)
+{
+    int8_t xq[V_KMAX + 64] __attribute__((aligned(64)));
+    int32_t ncx[V_KMAX / 4 + 16] __attribute__((aligned(64))); /* -128 sum of each lane's 4 qx */
+    float sxl[V_KMAX / 4 + 16] __attribute__((aligned(64)));   /* each lane's block scale of x */
+    const int64_t K = a->K, nb = K / 32, np = (nb + 1) / 2;
+    for (int64_t m = 0; m < a->M; m++) { /* M < 4: once per row of x */
+    const float *x = a->x + m * a->ldx;
+    float *y = a->y + m * a->ldy;
+    for (int64_t b = 0; b < np * 2; b++) {
+        float d = 0.0f;
+        if (b < nb) {
+            const __m512 v0 = _mm512_loadu_ps(x + b * 32), v1 = _mm512_loadu_ps(x + b * 32 + 16);
+            const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+            d = amax / 127.0f;
+            const __m512 id = _mm512_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
+            _mm_store_si128((__m128i *)(xq + b * 32), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, id))));
+            _mm_store_si128((__m128i *)(xq + b * 32 + 16), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, id))));
+        } else
+            memset(xq + b * 32, 0, 32);
+        const __m256i q = _mm256_load_si256((const __m256i *)(xq + b * 32));
+        const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q); /* 4-sums of qx */
+        _mm256_store_si256((__m256i *)(ncx + b * 8), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s, 7)));
+        _mm256_store_ps(sxl + b * 8, _mm256_set1_ps(d));
+    }
+    const __m512i off = _mm512_set1_epi8((char)0x80);
+    const int64_t rb = a->wsn / 32 * MISER_Q8_0_BYTES; /* bytes from one row of W to the next */
+#define GV_ROWS(NR)                                                                                                    \
+    for (; n + (NR) <= n1; n += (NR)) {                                                                                \
+        const uint8_t *w = (const uint8_t *)a->w + n * rb;                                                             \
+        __m512 acc[NR];                                                                                                \
+        _Pragma("GCC unroll 4") for (int j = 0; j < (NR); j++) acc[j] = _mm512_setzero_ps();                           \
+        for (int64_t p = 0; p < np; p++) {                                                                             \
+            const __m512i xv = _mm512_load_si512(xq + p * 64), c = _mm512_load_si512(ncx + p * 16);                    \
+            const __m512 sx = _mm512_load_ps(sxl + p * 16);                                                            \
+            const int two = 2 * p + 1 < nb;                                                                            \
+            _Pragma("GCC unroll 4") for (int j = 0; j < (NR); j++)                                                     \
+            {                                                                                                          \
+                const uint8_t *b0 = w + j * rb + 2 * p * MISER_Q8_0_BYTES, *b1 = b0 + MISER_Q8_0_BYTES;                \
+                _mm_prefetch((const char *)b0 + (NR) * rb, _MM_HINT_T0);                                               \
+                __m512i wv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2)));                    \
+                uint16_t h0, h1 = 0;                                                                                   \
+                memcpy(&h0, b0, 2);                                                                                    \
+                if (two) {                                                                                             \
+                    wv = _mm512_inserti64x4(wv, _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);                     \
+                    memcpy(&h1, b1, 2);                                                                                \
+                }                                                                                                      \
+                const __m512i dot = _mm512_dpbusd_epi32(c, _mm512_xor_si512(wv, off), xv);                             \
+                const __m512 sw = _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16((short)h1), _mm_set1_epi16((short)h0))); \
+                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(sw, sx), acc[j]);                      \
+            }                                                                                                          \
+        }                                                                                                              \
+        _Pragma("GCC unroll 4") for (int j = 0; j < (NR); j++) y[n + j] = _mm512_reduce_add_ps(acc[j]);                \
+    }
+    int64_t n = n0;
+    GV_ROWS(4)
+    GV_ROWS(1)
+#undef GV_ROWS
+    }
+}
+
 /* ---- decode K split (kernels.h, MISER_KSPLIT_ROWS) ---- */
 
 /* Phase 0: work units are (chunk, 32 columns), chunk-major, so with fewer
@@ -795,7 +867,7 @@ static void avx512_linear(const miser_linear_args *a, int ith, int nth)
         }
         return;
     }
-    if (dt == MISER_DTYPE_Q8_0 && g_vnni && a->M >= 4) { /* int8 products: kernels.h q8_dots_int8_min_m */
+    if (dt == MISER_DTYPE_Q8_0 && g_vnni && (a->M >= 4 || a->K > V_KMAX)) { /* int8: kernels.h q8_dots_int8_min_m */
         int64_t u0, u1;
         miser_split((a->N + 31) / 32, ith, nth, &u0, &u1);
         n0 = u0 * 32;
@@ -805,6 +877,11 @@ static void avx512_linear(const miser_linear_args *a, int ith, int nth)
     }
     miser_split(a->N, ith, nth, &n0, &n1);
     if (n0 >= n1) return;
+    if (dt == MISER_DTYPE_Q8_0 && g_vnni) { /* M < 4, K <= V_KMAX */
+        gemv_dots_q8_vnni(a, n0, n1);
+        epilogue(a, n0, n1);
+        return;
+    }
     MISER_DISPATCH_DT(dot_cols, dt, a, n0, n1);
     epilogue(a, n0, n1);
 }
@@ -926,7 +1003,7 @@ static void avx512_init(void)
     g_avx512.linear = avx512_linear;
     g_avx512.attention = avx512_attention;
     g_vnni = __builtin_cpu_supports("avx512vnni");
-    g_avx512.q8_dots_int8_min_m = g_vnni ? 4 : 0;
+    g_avx512.q8_dots_int8_min_m = g_vnni ? 1 : 0; /* the GEMV for M < 4, the GEMM otherwise */
 }
 
 const miser_kernels *miser_kernels_avx512(void)
