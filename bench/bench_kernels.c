@@ -12,11 +12,14 @@
  * decode tok/s (1-token prompt, 128 new) and prefill tok/s (128-token prompt)
  * on a GPT-2-medium-shaped synthetic checkpoint (created once with
  * miser_synth_gpt2 in ~/.cache/miser/bench/medium, ~1.4 GB, never in the
- * repo), medians of runs, each precision converted through the precision
- * cache; printed beside the issue's peer figures and, when `make peers` has
- * installed them, the peers measured in the same run at the same thread
- * counts (tools/peers/bench_peers.py), then one side-by-side table with
- * miser's ratios against them and the issue's targets. */
+ * repo), each precision converted through the precision cache; printed
+ * beside the issue's peer figures and, when `make peers` has installed them,
+ * the peers measured in the same run at the same thread counts
+ * (tools/peers/bench_peers.py), then one side-by-side table with miser's
+ * ratios against them and the issue's targets. The run is N rounds, each
+ * measuring every miser configuration and then every peer once; figures are
+ * medians over rounds, so a slow spell of a shared machine falls on every
+ * runtime rather than on whichever was measured during it. */
 #include "kernels/kernels.h"
 #include "miser/alloc.h"
 #include "miser/graph.h"
@@ -411,6 +414,32 @@ typedef struct {
     double dec, pre, mem_mb; /* mem: miser's RssAnon with a session alive; peers' peak RSS */
 } e2e_row;
 
+/* One runtime configuration's figures, one per round; memory: the highest */
+typedef struct {
+    const char *runtime;
+    char prec[8];
+    int threads, n;
+    double dec[15], pre[15], mem_mb;
+} e2e_samples;
+
+static void add_sample(e2e_samples *s, int *n, const char *runtime, const char *prec, int threads, double dec,
+                       double pre, double mem)
+{
+    int i = 0;
+    while (i < *n && !(!strcmp(s[i].runtime, runtime) && !strcmp(s[i].prec, prec) && s[i].threads == threads)) i++;
+    if (i == *n) {
+        if (*n >= E2E_MAX_ROWS) return;
+        s[i] = (e2e_samples){.runtime = runtime, .threads = threads, .mem_mb = NAN};
+        snprintf(s[i].prec, sizeof s[i].prec, "%s", prec);
+        (*n)++;
+    }
+    if (s[i].n >= 15) return;
+    s[i].dec[s[i].n] = dec;
+    s[i].pre[s[i].n] = pre;
+    s[i].n++;
+    if (!isnan(mem) && !(s[i].mem_mb >= mem)) s[i].mem_mb = mem;
+}
+
 /* Appends bench_peers.py's --json-summary rows; -1 if the file is unusable. */
 static int read_peer_rows(const char *path, e2e_row *rows, int *n, int cap)
 {
@@ -528,10 +557,11 @@ int miser_bench_e2e(int argc, char **argv)
             printf("usage: miser-bench e2e [--dir DIR] [--runs N] [--threads LIST] [--precision LIST]\n"
                    "                       [--peers LIST | --no-peers]\n\n"
                    "Decode (1-token prompt, 128 new) and prefill (128-token prompt) tok/s on a GPT-2-medium-shaped\n"
-                   "checkpoint (written to DIR if missing), medians of N fresh sessions, and the peers measured\n"
-                   "at the same thread counts in the same run, with miser's ratios against the issue's targets.\n\n"
+                   "checkpoint (written to DIR if missing) and the peers at the same thread counts, with miser's\n"
+                   "ratios against the issue's targets. N rounds, each measuring every miser configuration (a\n"
+                   "fresh session) and then every peer (a fresh process) once; figures are medians over rounds.\n\n"
                    "  --dir DIR         checkpoint directory (default ~/.cache/miser/bench/medium)\n"
-                   "  --runs N          runs per figure (default 3)\n"
+                   "  --runs N          rounds (default 3, at most 15)\n"
                    "  --threads LIST    thread counts, e.g. 1,2 (default)\n"
                    "  --precision LIST  miser precisions (default f32,f16,q8_0)\n"
                    "  --peers LIST      peers for tools/peers/bench_peers.py (default %s)\n"
@@ -573,72 +603,74 @@ int miser_bench_e2e(int argc, char **argv)
     if (runs < 1) runs = 1;
     if (runs > 15) runs = 15;
     if (ensure_medium(dir)) return 1;
-    printf("end to end, %s (medians of %d runs; decode: 1-token prompt, 128 new; prefill: 128-token prompt)\n", dir,
+    printf("end to end, %s (%d rounds; decode: 1-token prompt, 128 new; prefill: 128-token prompt)\n", dir,
            runs);
     printf("%-28s %16s %16s %14s\n", "runtime", "decode tok/s", "prefill tok/s", "threads");
     printf("%-28s %16s %16s %14s\n", "llama.cpp f32 / f16 / q8_0", "11.6/18.8/25.7", "80/79/152", "2 (issue)");
     printf("%-28s %16s %16s %14s\n", "ONNX Runtime fp32", "11.2", "180", "2 (issue)");
     printf("%-28s %16s %16s %14s\n", "PyTorch 1.13 fp32", "5.9", "137", "2 (issue)");
-    char plist[256];
-    snprintf(plist, sizeof plist, "%s", prec_list);
-    for (char *save = NULL, *pn = strtok_r(plist, ",", &save); pn; pn = strtok_r(NULL, ",", &save)) {
-        miser_dtype prec;
-        if (miser_dtype_parse(pn, &prec)) {
-            fprintf(stderr, "e2e: unknown precision '%s'\n", pn);
-            return 2;
-        }
-        char *mdir = NULL;
-        char note[512] = "";
-        if (miser_precision_prepare(dir, prec, NULL, &mdir, note, sizeof note, NULL)) {
-            fprintf(stderr, "e2e: %s\n", miser_error_message());
-            return 1;
-        }
-        if (note[0]) fprintf(stderr, "e2e: %s\n", note);
-        miser_model *m = NULL;
-        miser_plan *plan = NULL;
-        miser_compile_options co = {.max_batch = 128, .max_context = 260};
-        if (miser_model_open(mdir, &m) || miser_plan_compile(m, &co, &plan)) {
-            fprintf(stderr, "e2e: %s\n", miser_error_message());
+    /* Rounds: each measures every miser configuration once (a fresh session)
+     * and then every peer once (a fresh process), and the figures are medians
+     * over rounds. On a shared machine whose speed drifts over minutes, this
+     * spreads the slow and fast spells over all runtimes alike; measuring
+     * all of miser's runs first and the peers' afterwards let one spell
+     * decide a ratio. */
+    e2e_samples smp[E2E_MAX_ROWS];
+    int nsmp = 0, peers_ok = peers, have_peers = peers;
+    if (peers && access(MISER_SOURCE_DIR "/tools/peers/node_modules/node-llama-cpp", F_OK) != 0) {
+        printf("peers: not installed, so not measured in this run (install them with `make peers`)\n");
+        peers_ok = have_peers = 0;
+    }
+    char name[64];
+    for (int round = 0; round < runs; round++) {
+        char plist[256];
+        snprintf(plist, sizeof plist, "%s", prec_list);
+        for (char *save = NULL, *pn = strtok_r(plist, ",", &save); pn; pn = strtok_r(NULL, ",", &save)) {
+            miser_dtype prec;
+            if (miser_dtype_parse(pn, &prec)) {
+                fprintf(stderr, "e2e: unknown precision '%s'\n", pn);
+                return 2;
+            }
+            char *mdir = NULL;
+            char note[512] = "";
+            if (miser_precision_prepare(dir, prec, NULL, &mdir, note, sizeof note, NULL)) {
+                fprintf(stderr, "e2e: %s\n", miser_error_message());
+                return 1;
+            }
+            if (note[0] && round == 0) fprintf(stderr, "e2e: %s\n", note);
+            miser_model *m = NULL;
+            miser_plan *plan = NULL;
+            miser_compile_options co = {.max_batch = 128, .max_context = 260};
+            if (miser_model_open(mdir, &m) || miser_plan_compile(m, &co, &plan)) {
+                fprintf(stderr, "e2e: %s\n", miser_error_message());
+                miser_model_free(m);
+                miser_free(mdir);
+                return 1;
+            }
+            char tl[64];
+            snprintf(tl, sizeof tl, "%s", threads_list);
+            for (char *s2 = NULL, *tn = strtok_r(tl, ",", &s2); tn; tn = strtok_r(NULL, ",", &s2)) {
+                int t = atoi(tn);
+                double dec, pre, anon = NAN;
+                if (e2e_once(plan, t, &dec, &pre, &anon)) {
+                    fprintf(stderr, "e2e: %s\n", miser_error_message());
+                    miser_plan_free(plan);
+                    miser_model_free(m);
+                    miser_free(mdir);
+                    return 1;
+                }
+                snprintf(name, sizeof name, "miser %s (%s)", miser_dtype_name(prec), miser_kernels_get()->name);
+                printf("round %d: %-24s %2d thr: decode %6.2f tok/s  prefill %6.1f tok/s  RssAnon %.0f MB\n",
+                       round + 1, name, t, dec, pre, anon);
+                fflush(stdout);
+                add_sample(smp, &nsmp, "miser", miser_dtype_name(prec), t, dec, pre, anon);
+            }
+            miser_plan_free(plan);
             miser_model_free(m);
             miser_free(mdir);
-            return 1;
         }
-        char tl[64];
-        snprintf(tl, sizeof tl, "%s", threads_list);
-        for (char *s2 = NULL, *tn = strtok_r(tl, ",", &s2); tn; tn = strtok_r(NULL, ",", &s2)) {
-            int t = atoi(tn);
-            double dec[15], pre[15], anon = 0;
-            int ok = 1;
-            for (int r = 0; r < runs && ok; r++) {
-                double a1 = NAN;
-                ok = e2e_once(plan, t, &dec[r], &pre[r], &a1) == 0;
-                if (a1 > anon) anon = a1;
-            }
-            if (!ok) {
-                fprintf(stderr, "e2e: %s\n", miser_error_message());
-                break;
-            }
-            qsort(dec, (size_t)runs, sizeof *dec, cmp_d);
-            qsort(pre, (size_t)runs, sizeof *pre, cmp_d);
-            char name[64];
-            snprintf(name, sizeof name, "miser %s (%s)", miser_dtype_name(prec), miser_kernels_get()->name);
-            printf("%-28s %16.1f %16.1f %14d\n", name, dec[runs / 2], pre[runs / 2], t);
-            fflush(stdout);
-            if (nrows < E2E_MAX_ROWS) {
-                rows[nrows] = (e2e_row){.runtime = "miser", .threads = t, .dec = dec[runs / 2],
-                                        .pre = pre[runs / 2], .mem_mb = anon};
-                snprintf(rows[nrows].prec, sizeof rows[nrows].prec, "%s", miser_dtype_name(prec));
-                nrows++;
-            }
-        }
-        miser_plan_free(plan);
-        miser_model_free(m);
-        miser_free(mdir);
-    }
-    /* The peers on the same weights, measured in this same run when they are
-     * installed (`make peers`), so the ratios compare like with like. */
-    int peers_ok = 0;
-    if (peers) {
+        /* the peers on the same weights, one run each, in this round */
+        if (!have_peers) continue;
         char summary[] = "/tmp/miser-e2e-peers-XXXXXX";
         int fd = mkstemp(summary);
         if (fd < 0) {
@@ -648,18 +680,38 @@ int miser_bench_e2e(int argc, char **argv)
         close(fd);
         char cmd[sizeof dir + 1024];
         snprintf(cmd, sizeof cmd,
-                 "/usr/bin/python3 %s/tools/peers/bench_peers.py --model '%s' --threads '%s' --runs %d "
+                 "/usr/bin/python3 %s/tools/peers/bench_peers.py --model '%s' --threads '%s' --runs 1 "
                  "--only '%s' --json-summary '%s'",
-                 MISER_SOURCE_DIR, dir, threads_list, runs, peer_list, summary);
-        if (access(MISER_SOURCE_DIR "/tools/peers/node_modules/node-llama-cpp", F_OK) != 0)
-            printf("peers: not installed, so not measured in this run (install them with `make peers`)\n");
-        else {
-            printf("peers on the same weights, this run (%s):\n", cmd);
-            fflush(stdout);
-            if (system(cmd) != 0) fprintf(stderr, "e2e: the peer benchmark failed (its output is above)\n");
-            else peers_ok = read_peer_rows(summary, rows, &nrows, E2E_MAX_ROWS) == 0;
-        }
+                 MISER_SOURCE_DIR, dir, threads_list, peer_list, summary);
+        printf("round %d: peers on the same weights (%s):\n", round + 1, cmd);
+        fflush(stdout);
+        e2e_row prow[E2E_MAX_ROWS];
+        int np = 0;
+        if (system(cmd) != 0) {
+            fprintf(stderr, "e2e: the peer benchmark failed (its output is above)\n");
+            peers_ok = 0;
+        } else if (read_peer_rows(summary, prow, &np, E2E_MAX_ROWS) != 0)
+            peers_ok = 0;
+        for (int i = 0; i < np; i++)
+            add_sample(smp, &nsmp, prow[i].runtime, prow[i].prec, prow[i].threads, prow[i].dec, prow[i].pre,
+                       prow[i].mem_mb);
         unlink(summary);
+    }
+    /* medians over rounds */
+    printf("\nmedians of %d rounds\n", runs);
+    printf("%-28s %16s %16s %14s\n", "runtime", "decode tok/s", "prefill tok/s", "threads");
+    for (int i = 0; i < nsmp && nrows < E2E_MAX_ROWS; i++) {
+        e2e_samples *q = &smp[i];
+        qsort(q->dec, (size_t)q->n, sizeof *q->dec, cmp_d);
+        qsort(q->pre, (size_t)q->n, sizeof *q->pre, cmp_d);
+        const int h = q->n / 2, odd = q->n & 1;
+        rows[nrows] = (e2e_row){.runtime = q->runtime, .threads = q->threads,
+                                .dec = odd ? q->dec[h] : (q->dec[h - 1] + q->dec[h]) / 2,
+                                .pre = odd ? q->pre[h] : (q->pre[h - 1] + q->pre[h]) / 2, .mem_mb = q->mem_mb};
+        snprintf(rows[nrows].prec, sizeof rows[nrows].prec, "%s", q->prec);
+        snprintf(name, sizeof name, "%s %s", q->runtime, q->prec);
+        printf("%-28s %16.2f %16.1f %14d\n", name, rows[nrows].dec, rows[nrows].pre, q->threads);
+        nrows++;
     }
     print_side_by_side(rows, nrows, peers_ok);
     return 0;
