@@ -593,6 +593,18 @@ VNNI_ENTRY(vnni_tile6, 6)
 VNNI_ENTRY(vnni_tile4, 4)
 VNNI_ENTRY(vnni_tile2, 2)
 
+/* 32 floats of x quantised as kernels.h q8_dots_int8_min_m defines (signed
+ * bytes into q, 32-byte aligned); returns the block's scale d */
+AI float quant32(const float *src, int8_t *q)
+{
+    const __m512 v0 = _mm512_loadu_ps(src), v1 = _mm512_loadu_ps(src + 16);
+    const float d = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1))) / 127.0f;
+    const __m512 id = _mm512_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
+    _mm_store_si128((__m128i *)q, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, id))));
+    _mm_store_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, id))));
+    return d;
+}
+
 /* x rows [m0, m0 + mc), k [k0, k0 + kc) quantised into tiles of V_MR rows;
  * padding rows are zeros (u = 128, scale 0) */
 static void vnni_quant_x(const miser_linear_args *a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, vnni_xpack *xp)
@@ -603,18 +615,13 @@ static void vnni_quant_x(const miser_linear_args *a, int64_t m0, int64_t mc, int
         for (int r = 0; r < V_MR; r++) {
             const int64_t m = t * V_MR + r;
             for (int b = 0; b < nb; b++) {
-                uint8_t q[32] __attribute__((aligned(32)));
+                int8_t q[32] __attribute__((aligned(32)));
                 float d = 0.0f;
                 if (m < mc) {
-                    const float *src = a->x + (m0 + m) * a->ldx + k0 + b * 32;
-                    const __m512 v0 = _mm512_loadu_ps(src), v1 = _mm512_loadu_ps(src + 16);
-                    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-                    d = amax / 127.0f;
-                    const __m512 id = _mm512_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
-                    const __m128i q0 = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, id)));
-                    const __m128i q1 = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, id)));
-                    const __m256i qq = _mm256_xor_si256(_mm256_set_m128i(q1, q0), _mm256_set1_epi8((char)0x80));
-                    _mm256_store_si256((__m256i *)q, qq);
+                    d = quant32(a->x + (m0 + m) * a->ldx + k0 + b * 32, q);
+                    /* u = qx + 128 */
+                    _mm256_store_si256((__m256i *)q, _mm256_xor_si256(_mm256_load_si256((const __m256i *)q),
+                                                                      _mm256_set1_epi8((char)0x80)));
                 } else
                     memset(q, 0x80, sizeof q);
                 xp->sx[t][b][r] = d;
@@ -642,10 +649,9 @@ static __attribute__((target("avx512vnni"))) void vnni_pack_w(const miser_linear
             /* Z[i] = [row i | row i + 4], Z[4 + i] = [row 8 + i | row 12 + i]: 32 bytes (8 dwords) each */
             __m512i z[8];
             for (int i = 0; i < 4; i++) {
-                const uint8_t *r0 = row[i] == g_zero_block ? g_zero_block : row[i] + off + 2;
-                const uint8_t *r1 = row[i + 4] == g_zero_block ? g_zero_block : row[i + 4] + off + 2;
-                const uint8_t *r2 = row[i + 8] == g_zero_block ? g_zero_block : row[i + 8] + off + 2;
-                const uint8_t *r3 = row[i + 12] == g_zero_block ? g_zero_block : row[i + 12] + off + 2;
+#define QS(j) (row[j] == g_zero_block ? g_zero_block : row[j] + off + 2) /* block b's 32 values */
+                const uint8_t *r0 = QS(i), *r1 = QS(i + 4), *r2 = QS(i + 8), *r3 = QS(i + 12);
+#undef QS
                 z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)r0)),
                                           _mm256_loadu_si256((const __m256i *)r1), 1);
                 z[4 + i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)r2)),
@@ -739,15 +745,8 @@ static __attribute__((noinline, target("avx512vnni"))) void gemv_dots_q8_vnni(co
     float *y = a->y + m * a->ldy;
     for (int64_t b = 0; b < np * 2; b++) {
         float d = 0.0f;
-        if (b < nb) {
-            const __m512 v0 = _mm512_loadu_ps(x + b * 32), v1 = _mm512_loadu_ps(x + b * 32 + 16);
-            const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-            d = amax / 127.0f;
-            const __m512 id = _mm512_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
-            _mm_store_si128((__m128i *)(xq + b * 32), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, id))));
-            _mm_store_si128((__m128i *)(xq + b * 32 + 16), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, id))));
-        } else
-            memset(xq + b * 32, 0, 32);
+        if (b < nb) d = quant32(x + b * 32, xq + b * 32);
+        else memset(xq + b * 32, 0, 32);
         const __m256i q = _mm256_load_si256((const __m256i *)(xq + b * 32));
         const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q); /* 4-sums of qx */
         _mm256_store_si256((__m256i *)(ncx + b * 8), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s, 7)));
