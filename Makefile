@@ -24,7 +24,7 @@ CFLAGS_BASE += -march=native
 endif
 CFLAGS_BASE += $(CFLAGS)
 DEFS := -DMISER_SOURCE_DIR='"$(CURDIR)"' -DMISER_BUILD_DIR='"$(CURDIR)/$(BUILD)"'
-LIBS := -lcjson -lutf8proc -lm -ldl -pthread
+LIBS := -lcjson -lutf8proc -lpcre2-8 -lm -ldl -pthread
 SIMD_FLAGS := -mavx2 -mfma -mf16c
 AVX512_FLAGS := $(SIMD_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq
 
