@@ -1,6 +1,8 @@
 /* The GPT-2 graph builder: emits the structure Keras builds (EinsumDense
  * attention projections whose kernels are views of the checkpoint's c_attn /
- * c_proj weights, einsum attention, Dense MLP, tied ReversibleEmbedding head). */
+ * c_proj weights, einsum attention, Dense MLP, tied ReversibleEmbedding head).
+ * Registered as "gpt2" in the architecture registry (src/model/gpt2.c);
+ * callers normally go through miser_model_build (graph.h). */
 #ifndef MISER_GPT2_H
 #define MISER_GPT2_H
 

@@ -1,5 +1,5 @@
 /* The graph IR: a model is a list of nodes in topological order, built by a
- * model builder (GPT-2: src/model/gpt2_graph.c), rewritten by compiler passes
+ * model builder (the registry's: src/model/gpt2_graph.c, src/model/llama.c), rewritten by compiler passes
  * (src/passes/) and run by the executor (src/runtime/).
  *
  * Shapes may use two symbols resolved at run time, so one compiled plan
@@ -113,8 +113,10 @@ typedef struct miser_graph {
     int64_t t_max, s_max;            /* worst-case symbols, for planning */
     uint64_t arena_bytes;            /* set by memory planning */
     uint64_t materialized_bytes;     /* bytes of constants the compiler created */
-    /* GPT-2 facts the executor needs */
-    int64_t n_layer, n_head, head_dim;
+    /* facts the executor needs (set by the builder): the KV cache holds
+     * n_layer x [capacity, n_kv_head, head_dim] per K and V; n_kv_head 0
+     * means n_head (graphs built before grouped-query attention) */
+    int64_t n_layer, n_head, head_dim, n_kv_head;
     miser_status last_error;         /* status of the last failed constructor */
 } miser_graph;
 
@@ -139,6 +141,13 @@ int32_t miser_g_einsum(miser_graph *g, const char *eq, int32_t a, int32_t b, con
 int32_t miser_g_reshape(miser_graph *g, int32_t x, int32_t ndim, const int64_t *shape, const char *name);
 int32_t miser_g_transpose(miser_graph *g, int32_t x, int32_t ndim, const int32_t *perm, const char *name);
 int32_t miser_g_slice(miser_graph *g, int32_t x, int32_t axis, int64_t start, int64_t len, const char *name);
+
+/* Build the graph of `m`'s architecture (the registry entry its config.json
+ * selected: miser_gpt2_build, the Llama builder, ...) into an initialised
+ * graph: t_max = most tokens per step, s_max = longest context. Logits of
+ * the last position ([1, 1, V]) or of every position ([1, T, V]) with
+ * all_logits. Constants are views of the model's mappings. */
+miser_status miser_model_build(miser_graph *g, const miser_model *m, int all_logits);
 
 /* Recompute a node's output dtype/shape from its inputs and attributes
  * (used after passes rewrite a node). */

@@ -25,7 +25,7 @@ typedef struct miser_compile_options {
 
 typedef struct miser_plan miser_plan;
 
-/* Build the GPT-2 graph of `m` and run the pass pipeline. The model must
+/* Build the graph of `m`'s architecture and run the pass pipeline. The model must
  * outlive the plan. */
 miser_status miser_plan_compile(const miser_model *m, const miser_compile_options *o, miser_plan **out);
 void miser_plan_free(miser_plan *p);

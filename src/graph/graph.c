@@ -311,8 +311,9 @@ miser_status miser_graph_infer(miser_graph *g, int32_t id)
         return MISER_OK;
     }
     case MISER_OP_KV_WRITE:
-        if (a->ndim != 4 || a->shape[1] != MISER_DIM_T || a->shape[2] != g->n_head || a->shape[3] != g->head_dim)
-            return shape_err(g, id, "kv_write needs [1, T, H, D]");
+        if (a->ndim != 4 || a->shape[1] != MISER_DIM_T ||
+            a->shape[2] != (g->n_kv_head > 0 ? g->n_kv_head : g->n_head) || a->shape[3] != g->head_dim)
+            return shape_err(g, id, "kv_write needs [1, T, KV heads, D]");
         if (n->attr.i[0] < 0 || n->attr.i[0] >= g->n_layer) return shape_err(g, id, "kv_write layer out of range");
         n->ndim = 4;
         memcpy(n->shape, a->shape, sizeof n->shape);

@@ -52,13 +52,14 @@ static int32_t dense(miser_graph *g, int32_t x, int32_t w, int32_t b, const char
 
 miser_status miser_gpt2_build(miser_graph *g, const miser_model *m, int all_logits)
 {
-    const miser_gpt2_config *c = miser_model_config(m);
+    const miser_config *c = miser_model_config(m);
     const int64_t C = c->n_embd, H = c->n_head, D = C / H;
     miser_status st = MISER_OK;
     char nm[48];
     g->n_layer = c->n_layer;
     g->n_head = H;
     g->head_dim = D;
+    g->n_kv_head = H;
 
     int32_t ids = miser_g_input(g, MISER_INPUT_TOKENS, "token_ids");
     int32_t pos = miser_g_input(g, MISER_INPUT_POSITIONS, "positions");

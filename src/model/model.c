@@ -1,12 +1,15 @@
-/* Checkpoint directory loader: reads config.json, maps model.safetensors (or
- * the shards listed by model.safetensors.index.json), builds a name-sorted
- * table of canonical tensor names pointing into the mappings, and checks
- * every tensor GPT-2 needs against the config before anyone reads a weight.
- * Names in the table point into the shards' name blobs, so the only heap is
- * the table itself plus one name blob per shard. */
+/* Checkpoint directory loader: reads config.json and hands it to the
+ * architecture it names (the registry, arch.h: "model_type" /
+ * "architectures"), maps model.safetensors (or the shards listed by
+ * model.safetensors.index.json), builds a name-sorted table of canonical
+ * tensor names pointing into the mappings, and has the architecture check
+ * every tensor its builder needs against the config before anyone reads a
+ * weight. Names in the table point into the shards' name blobs, so the only
+ * heap is the table itself plus one name blob per shard. */
 #include "miser/model.h"
 
 #include "miser/alloc.h"
+#include "model/arch.h"
 #include "model/safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -22,12 +25,12 @@
 
 #define CONFIG_MAX_BYTES (1u << 20)
 #define INDEX_MAX_BYTES (64u << 20)
-#define PREFIX "transformer."
 
 struct miser_model {
     char *dir;
     char *source; /* model.safetensors or the index file: named when a tensor is missing */
-    miser_gpt2_config cfg;
+    miser_config cfg;
+    const miser_arch *arch;
     miser_st_file **shards;
     size_t n_shards;
     miser_tensor_info *tensors; /* sorted by name */
@@ -90,8 +93,8 @@ static miser_status slurp(const char *path, size_t limit, char **out, size_t *le
 
 /* An integer config value in [lo, hi]. `def` < 0 makes it required. A JSON
  * null counts as absent. */
-static miser_status cfg_int(const char *path, const cJSON *root, const char *key, int64_t lo, int64_t hi,
-                            int64_t def, int64_t *out)
+miser_status miser_cfg_int(const char *path, const cJSON *root, const char *key, int64_t lo, int64_t hi,
+                           int64_t def, int64_t *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!v || cJSON_IsNull(v)) {
@@ -109,9 +112,38 @@ static miser_status cfg_int(const char *path, const cJSON *root, const char *key
     return MISER_OK;
 }
 
-static miser_status read_config(const char *dir, miser_gpt2_config *c)
+miser_status miser_cfg_num(const char *path, const cJSON *root, const char *key, double lo, double hi, double def,
+                           double *out)
 {
-    char *path = join(dir, "config.json");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return MISER_OK;
+    }
+    if (!cJSON_IsNumber(v)) return miser_error_set(MISER_ERR_FORMAT, "%s: \"%s\" is not a number", path, key);
+    if (!(v->valuedouble > lo) || !(v->valuedouble < hi))
+        return miser_error_set(MISER_ERR_RANGE, "%s: \"%s\" = %g is outside (%g, %g)", path, key, v->valuedouble,
+                               lo, hi);
+    *out = v->valuedouble;
+    return MISER_OK;
+}
+
+miser_status miser_cfg_bool(const char *path, const cJSON *root, const char *key, int def, int *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return MISER_OK;
+    }
+    if (!cJSON_IsBool(v)) return miser_error_set(MISER_ERR_FORMAT, "%s: \"%s\" is not true or false", path, key);
+    *out = cJSON_IsTrue(v);
+    return MISER_OK;
+}
+
+/* config.json -> the architecture it selects and its parsed config */
+static miser_status read_config(miser_model *m)
+{
+    char *path = join(m->dir, "config.json");
     if (!path) return MISER_ERR_NOMEM;
     char *text = NULL;
     size_t len = 0;
@@ -123,32 +155,11 @@ static miser_status read_config(const char *dir, miser_gpt2_config *c)
         st = miser_error_set(MISER_ERR_FORMAT, "%s: %s", path, root ? "not a JSON object" : "invalid JSON");
         goto done;
     }
-    memset(c, 0, sizeof *c);
-    int64_t v;
-    if ((st = cfg_int(path, root, "n_embd", 1, 1 << 16, -1, &c->n_embd))) goto done;
-    if ((st = cfg_int(path, root, "n_head", 1, 1 << 12, -1, &c->n_head))) goto done;
-    if ((st = cfg_int(path, root, "n_layer", 1, 1 << 12, -1, &c->n_layer))) goto done;
-    if ((st = cfg_int(path, root, "vocab_size", 1, 1 << 24, -1, &c->n_vocab))) goto done;
-    const cJSON *npos = cJSON_GetObjectItemCaseSensitive(root, "n_positions");
-    const char *ctx_key = npos && !cJSON_IsNull(npos) ? "n_positions" : "n_ctx";
-    if ((st = cfg_int(path, root, ctx_key, 1, 1 << 20, -1, &c->n_ctx))) goto done;
-    if ((st = cfg_int(path, root, "n_inner", 1, 1 << 20, 4 * c->n_embd, &c->n_inner))) goto done;
-    int64_t eos_def = c->n_vocab > 50256 ? 50256 : 0;
-    if ((st = cfg_int(path, root, "eos_token_id", 0, c->n_vocab - 1, eos_def, &v))) goto done;
-    const cJSON *eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
-    c->eos_token_id = ((!eos || cJSON_IsNull(eos)) && c->n_vocab <= 50256) ? -1 : (int32_t)v;
-    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_epsilon");
-    c->eps = 1e-5f;
-    if (eps && !cJSON_IsNull(eps)) {
-        if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0) || !(eps->valuedouble < 1)) {
-            st = miser_error_set(MISER_ERR_RANGE, "%s: \"layer_norm_epsilon\" must be a number in (0, 1)", path);
-            goto done;
-        }
-        c->eps = (float)eps->valuedouble;
-    }
-    if (c->n_embd % c->n_head)
-        st = miser_error_set(MISER_ERR_RANGE, "%s: n_embd %lld is not divisible by n_head %lld", path,
-                             (long long)c->n_embd, (long long)c->n_head);
+    if ((st = miser_arch_select(path, root, &m->arch))) goto done;
+    memset(&m->cfg, 0, sizeof m->cfg);
+    m->cfg.arch = m->arch->name;
+    st = m->arch->parse_config(path, root, &m->cfg);
+    m->cfg.arch = m->arch->name;
 done:
     cJSON_Delete(root);
     miser_free(text);
@@ -236,9 +247,13 @@ done:
     return st;
 }
 
-static const char *canonical(const char *stored)
+/* The table's name for a stored key: without the architecture's module
+ * prefix ("transformer." for GPT-2), when it has one. */
+static const char *canonical(const miser_model *m, const char *stored)
 {
-    return strncmp(stored, PREFIX, sizeof PREFIX - 1) ? stored : stored + sizeof PREFIX - 1;
+    const char *p = m->arch ? m->arch->strip_prefix : NULL;
+    size_t n = p ? strlen(p) : 0;
+    return n && !strncmp(stored, p, n) ? stored + n : stored;
 }
 
 static int cmp_info(const void *a, const void *b)
@@ -258,7 +273,7 @@ static miser_status build_table(miser_model *m)
             const miser_st_tensor *t = &f->hdr.tensors[i];
             if (t->dtype == MISER_DTYPE_COUNT) continue; /* opaque buffer: see find_opaque */
             miser_tensor_info *o = &m->tensors[m->n_tensors++];
-            o->name = canonical(t->name);
+            o->name = canonical(m, t->name);
             o->dtype = t->dtype;
             o->ndim = t->ndim;
             memcpy(o->shape, t->shape, sizeof o->shape);
@@ -273,9 +288,10 @@ static miser_status build_table(miser_model *m)
         const miser_tensor_info *a = &m->tensors[i - 1], *b = &m->tensors[i];
         if (!strcmp(a->name, b->name))
             return miser_error_set(MISER_ERR_FORMAT,
-                                   "%s: tensor '%s' is stored twice (with and without \"" PREFIX
-                                   "\", or in two shards: %s)",
-                                   m->shards[b->shard]->path, b->name, m->shards[a->shard]->path);
+                                   "%s: tensor '%s' is stored twice (with and without \"%s\", or in two shards: %s)",
+                                   m->shards[b->shard]->path, b->name,
+                                   m->arch && m->arch->strip_prefix ? m->arch->strip_prefix : "a prefix",
+                                   m->shards[a->shard]->path);
     }
     return MISER_OK;
 }
@@ -306,7 +322,7 @@ static miser_status apply_transposed(miser_model *m)
                 break;
             }
             const miser_st_tensor *t = miser_st_find(&f->hdr, name);
-            const miser_tensor_info *info = t && t->dtype != MISER_DTYPE_COUNT ? miser_model_tensor(m, canonical(name)) : NULL;
+            const miser_tensor_info *info = t && t->dtype != MISER_DTYPE_COUNT ? miser_model_tensor(m, canonical(m, name)) : NULL;
             if (!info || info->shard != (int32_t)s) {
                 st = miser_error_set(MISER_ERR_FORMAT, "%s: \"miser_transposed\" lists tensor '%s', which the file does "
                                      "not store%s", f->path, name, t ? " in a dtype miser reads" : "");
@@ -341,7 +357,7 @@ static const miser_st_tensor *find_opaque(const miser_model *m, const char *name
     for (size_t s = 0; s < m->n_shards; s++)
         for (size_t i = 0; i < m->shards[s]->hdr.n_tensors; i++) {
             const miser_st_tensor *t = &m->shards[s]->hdr.tensors[i];
-            if (t->dtype == MISER_DTYPE_COUNT && !strcmp(canonical(t->name), name)) {
+            if (t->dtype == MISER_DTYPE_COUNT && !strcmp(canonical(m, t->name), name)) {
                 *path = m->shards[s]->path;
                 return t;
             }
@@ -359,7 +375,7 @@ static void shape_str(char *buf, size_t cap, int32_t nd, const int64_t *sh)
 
 /* Require tensor `name` with shape [d0] (d1 < 0) or [d0, d1]; `why` says
  * which config values imply it. */
-static miser_status need(const miser_model *m, const char *name, int64_t d0, int64_t d1, const char *why)
+miser_status miser_model_need(const miser_model *m, const char *name, int64_t d0, int64_t d1, const char *why)
 {
     const miser_tensor_info *t = miser_model_tensor(m, name);
     if (!t) {
@@ -390,40 +406,12 @@ static miser_status need(const miser_model *m, const char *name, int64_t d0, int
     return MISER_OK;
 }
 
-static miser_status validate(const miser_model *m)
+const char *miser_model_tensor_path(const miser_model *m, const miser_tensor_info *t)
 {
-    const miser_gpt2_config *c = &m->cfg;
-    const int64_t C = c->n_embd, F = c->n_inner;
-    miser_status st;
-    if ((st = need(m, "wte.weight", c->n_vocab, C, "vocab_size x n_embd"))) return st;
-    if ((st = need(m, "wpe.weight", c->n_ctx, C, "n_positions x n_embd"))) return st;
-    char nm[64];
-    static const struct { const char *suffix; int r, c; } L[] = {
-        /* r, c: 1 = C, 3 = 3C, 4 = n_inner, 0 = absent (a vector) */
-        {"ln_1.weight", 1, 0},        {"ln_1.bias", 1, 0},         {"attn.c_attn.weight", 1, 3},
-        {"attn.c_attn.bias", 3, 0},   {"attn.c_proj.weight", 1, 1}, {"attn.c_proj.bias", 1, 0},
-        {"ln_2.weight", 1, 0},        {"ln_2.bias", 1, 0},         {"mlp.c_fc.weight", 1, 4},
-        {"mlp.c_fc.bias", 4, 0},      {"mlp.c_proj.weight", 4, 1}, {"mlp.c_proj.bias", 1, 0},
-    };
-    for (int64_t l = 0; l < c->n_layer; l++)
-        for (size_t i = 0; i < sizeof L / sizeof L[0]; i++) {
-            int64_t dim[5] = {0, C, 0, 3 * C, F};
-            snprintf(nm, sizeof nm, "h.%lld.%s", (long long)l, L[i].suffix);
-            const char *why = L[i].r == 4 || L[i].c == 4 ? "n_embd, n_inner" : "n_embd";
-            if ((st = need(m, nm, dim[L[i].r], L[i].c ? dim[L[i].c] : -1, why))) return st;
-        }
-    if ((st = need(m, "ln_f.weight", C, -1, "n_embd"))) return st;
-    if ((st = need(m, "ln_f.bias", C, -1, "n_embd"))) return st;
-    /* A stored lm_head shaped like wte is the tied copy; anything else would
-     * be an untied head, which the GPT-2 builder does not implement. */
-    const miser_tensor_info *lm = miser_model_tensor(m, "lm_head.weight");
-    if (lm && (lm->ndim != 2 || lm->shape[0] != c->n_vocab || lm->shape[1] != C))
-        return miser_error_set(MISER_ERR_UNSUPPORTED,
-                               "%s: tensor 'lm_head.weight' is not shaped like wte [%lld, %lld]: untied output "
-                               "heads are not supported",
-                               m->shards[lm->shard]->path, (long long)c->n_vocab, (long long)C);
-    return MISER_OK;
+    return m->shards[t->shard]->path;
 }
+
+const char *miser_model_source(const miser_model *m) { return m->source; }
 
 miser_status miser_model_open(const char *dir, miser_model **out)
 {
@@ -437,7 +425,7 @@ miser_status miser_model_open(const char *dir, miser_model **out)
         st = MISER_ERR_NOMEM;
         goto fail;
     }
-    if ((st = read_config(dir, &m->cfg))) goto fail;
+    if ((st = read_config(m))) goto fail;
 
     if (!(m->source = join(dir, "model.safetensors"))) {
         st = MISER_ERR_NOMEM;
@@ -464,7 +452,7 @@ miser_status miser_model_open(const char *dir, miser_model **out)
     }
     if ((st = build_table(m))) goto fail;
     if ((st = apply_transposed(m))) goto fail;
-    if ((st = validate(m))) goto fail;
+    if ((st = m->arch->validate(m))) goto fail;
     *out = m;
     return MISER_OK;
 fail:
@@ -483,7 +471,8 @@ void miser_model_free(miser_model *m)
     miser_free(m);
 }
 
-const miser_gpt2_config *miser_model_config(const miser_model *m) { return m ? &m->cfg : NULL; }
+const miser_config *miser_model_config(const miser_model *m) { return m ? &m->cfg : NULL; }
+const char *miser_model_arch(const miser_model *m) { return m && m->arch ? m->arch->name : NULL; }
 const char *miser_model_dir(const miser_model *m) { return m ? m->dir : NULL; }
 size_t miser_model_tensor_count(const miser_model *m) { return m ? m->n_tensors : 0; }
 uint64_t miser_model_mapped_bytes(const miser_model *m) { return m ? m->mapped : 0; }

@@ -10,7 +10,7 @@
 struct miser_plan {
     miser_graph g;
     const miser_model *model;
-    miser_gpt2_config cfg;
+    miser_config cfg;
     int64_t max_batch, max_context;
     int all_logits;
     int32_t output;        /* node id of the OUTPUT node */

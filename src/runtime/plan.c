@@ -1,7 +1,7 @@
-/* Compile: build the GPT-2 graph and run the pass pipeline into a plan. */
+/* Compile: build the graph of the checkpoint's architecture (the model
+ * registry picks the builder) and run the pass pipeline into a plan. */
 #include "internal.h"
 #include "miser/alloc.h"
-#include "miser/gpt2.h"
 
 #include <string.h>
 #include <time.h>
@@ -13,7 +13,7 @@ miser_status miser_plan_compile(const miser_model *m, const miser_compile_option
     if (!o) o = &def;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    const miser_gpt2_config *c = miser_model_config(m);
+    const miser_config *c = miser_model_config(m);
     miser_plan *p = miser_calloc(MISER_MEM_COMPILE, 1, sizeof *p);
     if (!p) return MISER_ERR_NOMEM;
     p->model = m;
@@ -23,7 +23,7 @@ miser_status miser_plan_compile(const miser_model *m, const miser_compile_option
     if (p->max_batch > p->max_context) p->max_batch = p->max_context;
     p->all_logits = o->all_logits;
     miser_status st = miser_graph_init(&p->g, p->max_batch, p->max_context);
-    if (!st) st = miser_gpt2_build(&p->g, m, o->all_logits);
+    if (!st) st = miser_model_build(&p->g, m, o->all_logits);
     if (!st) st = miser_passes_run_pipeline(&p->g, o->pipeline, o->disable, o->records, o->max_records, o->n_records);
     if (st) {
         miser_plan_free(p);

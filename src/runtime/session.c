@@ -24,7 +24,9 @@ miser_status miser_session_create(const miser_plan *p, const miser_session_optio
     s->kv_f16 = o->kv_f16;
     s->capacity = o->capacity > 0 && o->capacity < p->max_context ? o->capacity : p->max_context;
     const miser_graph *g = &p->g;
-    int64_t L = g->n_layer, HD = g->n_head * g->head_dim;
+    /* the cache holds the KV heads only (grouped-query attention shares
+     * each among n_head / n_kv_head query heads) */
+    int64_t L = g->n_layer, HD = (g->n_kv_head > 0 ? g->n_kv_head : g->n_head) * g->head_dim;
     miser_status st = miser_threadpool_create(o->threads > 0 ? o->threads : 1, &s->pool);
     if (st) goto fail;
     s->kcache = miser_calloc(MISER_MEM_KV, (size_t)L, sizeof(void *));
@@ -256,7 +258,7 @@ static miser_status run_node(miser_session *s, int32_t id, int64_t T, int64_t S)
         v->data = (char *)a->data + (T - 1) * a->stride[1] * 4;
         return MISER_OK;
     case MISER_OP_KV_WRITE: {
-        int64_t l = n->attr.i[0], H = g->n_head, D = g->head_dim, past = S - T;
+        int64_t l = n->attr.i[0], H = g->n_kv_head > 0 ? g->n_kv_head : g->n_head, D = g->head_dim, past = S - T;
         void *cache = n->attr.i[1] ? s->vcache[l] : s->kcache[l];
         if (a->stride[3] != 1 || a->stride[2] != D) return exec_fail(n, id, "kv_write input rows must be [H, D] contiguous");
         for (int64_t r = 0; r < T; r++) {
