@@ -24,7 +24,7 @@ CFLAGS_BASE += -march=native
 endif
 CFLAGS_BASE += $(CFLAGS)
 DEFS := -DMISER_SOURCE_DIR='"$(CURDIR)"' -DMISER_BUILD_DIR='"$(CURDIR)/$(BUILD)"'
-LIBS := -lcjson -lutf8proc -lpcre2-8 -lm -ldl -pthread
+LIBS := -lcjson -lutf8proc -lpcre2-8 -lmicrohttpd -lm -ldl -pthread
 SIMD_FLAGS := -mavx2 -mfma -mf16c
 AVX512_FLAGS := $(SIMD_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq
 
@@ -127,7 +127,7 @@ peers:
 
 $(BUILD)/miser.pc: Makefile
 	@mkdir -p $(dir $@)
-	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: miser\nDescription: memory-frugal GPT-2 inference and lifecycle memory profiler\nVersion: %s\nRequires.private: libcjson libutf8proc\nLibs: -L$${libdir} -lmiser\nLibs.private: -lm -ldl -pthread\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' > $@
+	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: miser\nDescription: memory-frugal GPT-2 inference and lifecycle memory profiler\nVersion: %s\nRequires.private: libcjson libutf8proc libmicrohttpd\nLibs: -L$${libdir} -lmiser\nLibs.private: -lm -ldl -pthread\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' > $@
 
 install: all $(BUILD)/miser.pc
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/miser
