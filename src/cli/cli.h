@@ -3,6 +3,8 @@
 #ifndef MISER_CLI_H
 #define MISER_CLI_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* Exit codes, documented in `miser --help` and the README. */
@@ -38,8 +40,44 @@ int miser_cli_exit_for_status(int status);
 /* Whole stdin (binary-safe) into a miser_malloc'd buffer, NUL-terminated.
  * NULL on failure, with the error printed under `cmd`. */
 char *miser_cli_read_stdin(const char *cmd, size_t *len);
-/* fflush + ferror check of stdout; prints the error. */
+/* fflush + ferror check of stdout; prints the error (once: main.c's final
+ * check does not print it again). */
 int miser_cli_finish_stdout(const char *cmd);
+/* main.c, after every command: flush and close stdout; a failed write
+ * (now or earlier: /dev/full, a closed pipe) prints one line and returns
+ * MISER_EXIT_FAIL, else MISER_EXIT_OK. A stdout closed by the caller that
+ * nothing was written to is not an error (coreutils' close_stdout rule). */
+int miser_cli_close_stdout(const char *cmd);
+
+/* Output paths, checked before any work so that a bad one costs nothing
+ * but this line: "miser CMD: cannot write --OPT PATH: <strerror>", exit
+ * MISER_EXIT_USAGE (0 when fine). A file: its directory must exist and
+ * take a new file (probed by creating and removing the temporary name the
+ * atomic writer uses), PATH must not be a directory. A directory (may not
+ * exist yet, miser_cli_mkdirs makes it later): the nearest existing
+ * ancestor must be a directory this process can write into. */
+int miser_cli_check_output(const char *cmd, const char *opt, const char *path);
+int miser_cli_check_output_dir(const char *cmd, const char *opt, const char *dir);
+/* mkdir -p. The topmost directory it created goes to first_new ("" when
+ * none). 0, or -1 with errno set. */
+int miser_cli_mkdirs(const char *dir, char *first_new, size_t cap);
+/* Undo miser_cli_mkdirs after a failure: rmdir dir and its parents up to
+ * first_new (only empty ones go). */
+void miser_cli_rmdirs(const char *dir, const char *first_new);
+
+/* Exit code for a failure to open or read an input the user named (a model
+ * directory, a profile): 3 unless the cause is memory (1) or the caller
+ * (2). A missing or unreadable input is invalid input data. */
+int miser_cli_exit_for_input(int status);
+
+struct miser_tokenizer;
+/* The one prompt check of generate, bench and compare: strict UTF-8, then
+ * encode, at least one token, at most the model's context (n_ctx), every id
+ * inside the vocabulary (n_vocab). `what` names the input in messages
+ * ("--prompt", "--prompt2", "the prompt on stdin"). Returns 0 with the ids
+ * (miser_free) or an exit code (3 for the prompt), the line printed. */
+int miser_cli_prompt_ids(const char *cmd, const char *what, const struct miser_tokenizer *tok, int64_t n_ctx,
+                         int64_t n_vocab, const char *text, size_t len, unsigned flags, int32_t **ids, size_t *n);
 /* 1 when s[0..n) is strict UTF-8 (shortest form, no surrogates). */
 int miser_cli_utf8_valid(const unsigned char *s, size_t n);
 /* Write s as a JSON string literal; invalid UTF-8 becomes U+FFFD and

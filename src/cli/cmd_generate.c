@@ -23,8 +23,9 @@ static void usage(FILE *f)
             "options:\n"
             "  --model DIR            checkpoint directory (required)\n"
             "  --prompt TEXT          the prompt (UTF-8)\n"
-            "  --max-new-tokens N     stop after N new tokens (default 50 unless --max-length)\n"
-            "  --max-length N         stop when prompt + generated reach N tokens (Keras' max_length)\n"
+            "  --max-new-tokens N     stop after N new tokens, N >= 1 (default 50 unless --max-length)\n"
+            "  --max-length N         stop when prompt + generated reach N tokens (Keras' max_length);\n"
+            "                         it must leave room for one new token\n"
             "  --temperature F        0 = greedy (default); > 0 samples\n"
             "  --top-k N              sample among the N most likely tokens\n"
             "  --top-p P              sample within the smallest set with probability >= P\n"
@@ -43,8 +44,13 @@ static void usage(FILE *f)
             "  --json                 print one JSON object instead of streaming text\n"
             "  -h, --help             this help\n"
             "\n"
-            "exit codes: 0 ok, 1 failure, 2 bad options, 3 bad model or prompt (invalid UTF-8,\n"
-            "            too long for the context).\n");
+            "Generation stops at <|endoftext|>, --max-new-tokens, --max-length, or when the model's\n"
+            "context (n_positions) is full; the last case is said in one line on stderr.\n"
+            "\n"
+            "exit codes: 0 ok, 1 failure (also: stdout could not be written), 2 bad options,\n"
+            "            3 bad model or prompt (a missing, unreadable or invalid checkpoint, a config\n"
+            "            field miser does not implement, a prompt that is empty, not UTF-8, longer\n"
+            "            than the context, or leaves no room under --max-length).\n");
 }
 
 typedef struct {
@@ -100,7 +106,13 @@ static int cmd_generate(int argc, char **argv)
         case 'h': usage(stdout); return MISER_EXIT_OK;
         case 'm': model_dir = optarg; break;
         case 'p': prompt = optarg; break;
-        case O_MAXNEW: bad = miser_cli_parse_i64(optarg, 0, 1 << 30, &max_new); break;
+        case O_MAXNEW:
+            if (miser_cli_parse_i64(optarg, 1, 1 << 30, &max_new)) {
+                miser_cli_error(cmd, "invalid value '%s' for --max-new-tokens: give a number of tokens >= 1 "
+                                "(without it, 50 or up to --max-length)", optarg);
+                return MISER_EXIT_USAGE;
+            }
+            break;
         case O_MAXLEN: bad = miser_cli_parse_i64(optarg, 1, 1 << 30, &max_len); break;
         case O_TEMP: bad = miser_cli_parse_f32(optarg, 0, 100, &temperature); break;
         case O_TOPK: bad = miser_cli_parse_i64(optarg, 0, 1 << 30, &top_k); break;
@@ -158,8 +170,9 @@ static int cmd_generate(int argc, char **argv)
     size_t n_ids = 0;
     miser_generate_result res = {0};
     miser_status st;
+    const char *what = stdin_buf ? "the prompt on stdin" : "--prompt";
     if (!miser_cli_utf8_valid((const unsigned char *)prompt, plen)) {
-        miser_cli_error(cmd, "the prompt is not valid UTF-8");
+        miser_cli_error(cmd, "%s is not valid UTF-8", what);
         rc = MISER_EXIT_DATA;
         goto out;
     }
@@ -167,6 +180,15 @@ static int cmd_generate(int argc, char **argv)
     if (precision) {
         char note[1024];
         int converted = 0;
+        /* the source is checked first, so that a bad checkpoint is exit 3
+         * and only a failure to make the cache is a runtime failure */
+        if ((st = miser_model_open(model_dir, &model))) {
+            miser_cli_error(cmd, "%s", miser_error_message());
+            rc = miser_cli_exit_for_input(st);
+            goto out;
+        }
+        miser_model_free(model);
+        model = NULL;
         if ((st = miser_precision_prepare(model_dir, prec, NULL, &weights_dir, note, sizeof note, &converted))) {
             miser_cli_error(cmd, "%s", miser_error_message());
             rc = miser_cli_exit_for_status(st);
@@ -178,34 +200,20 @@ static int cmd_generate(int argc, char **argv)
     if ((st = miser_model_open(weights_dir ? weights_dir : model_dir, &model)) || (st = miser_model_prefault(model)) ||
         (st = miser_tokenizer_open(model_dir, &tok))) {
         miser_cli_error(cmd, "%s", miser_error_message());
-        rc = miser_cli_exit_for_status(st);
+        rc = miser_cli_exit_for_input(st);
         goto out;
     }
     double t1 = miser_now_s();
     const miser_gpt2_config *cfg = miser_model_config(model);
-    if ((st = miser_tokenizer_encode(tok, prompt, plen, special_text ? MISER_TOKENIZE_SPECIAL_AS_TEXT : 0, &ids, &n_ids))) {
-        miser_cli_error(cmd, "%s", miser_error_message());
-        rc = miser_cli_exit_for_status(st);
+    if ((rc = miser_cli_prompt_ids(cmd, what, tok, cfg->n_ctx, cfg->n_vocab, prompt, plen,
+                                   special_text ? MISER_TOKENIZE_SPECIAL_AS_TEXT : 0, &ids, &n_ids)))
         goto out;
-    }
-    if (n_ids == 0) {
-        miser_cli_error(cmd, "the prompt is empty: give at least one token of text");
+    if (max_len && max_len <= (long long)n_ids) {
+        miser_cli_error(cmd, "%s has %zu tokens: --max-length %lld leaves no room for a new token", what, n_ids,
+                        max_len);
         rc = MISER_EXIT_DATA;
         goto out;
     }
-    if ((int64_t)n_ids > cfg->n_ctx) {
-        miser_cli_error(cmd, "the prompt has %zu tokens, more than the model's context of %lld", n_ids,
-                        (long long)cfg->n_ctx);
-        rc = MISER_EXIT_DATA;
-        goto out;
-    }
-    for (size_t i = 0; i < n_ids; i++)
-        if (ids[i] >= cfg->n_vocab) {
-            miser_cli_error(cmd, "prompt token %d is outside the model's vocabulary of %lld", ids[i],
-                            (long long)cfg->n_vocab);
-            rc = MISER_EXIT_DATA;
-            goto out;
-        }
     if (max_new < 0) max_new = max_len ? 0 : 50;
     int64_t want_ctx = (int64_t)n_ids + (max_new ? max_new : cfg->n_ctx);
     if (max_len && max_len < want_ctx) want_ctx = max_len > (long long)n_ids ? max_len : (long long)n_ids;
@@ -232,6 +240,11 @@ static int cmd_generate(int argc, char **argv)
         rc = miser_cli_exit_for_status(st);
         goto out;
     }
+    if (!strcmp(res.stop_reason, "capacity")) {
+        if (!json) fputc('\n', stdout);
+        fprintf(stderr, "miser generate: stopped after %lld new tokens: the model's context of %lld tokens is full\n",
+                (long long)res.n, (long long)cfg->n_ctx);
+    }
     if (json) {
         char *text = NULL;
         size_t tlen = 0;
@@ -253,7 +266,7 @@ static int cmd_generate(int argc, char **argv)
                res.n > 1 && res.decode_s > 0 ? (double)(res.n - 1) / res.decode_s : 0.0, threads,
                miser_kernels_get()->name, pipeline);
         miser_free(text);
-    } else
+    } else if (strcmp(res.stop_reason, "capacity"))
         fputc('\n', stdout);
     rc = miser_cli_finish_stdout(cmd);
 out:

@@ -1,15 +1,20 @@
-/* Helpers shared by the subcommands: stdin, UTF-8 checks, JSON strings,
- * strict number parsing. */
+/* Helpers shared by the subcommands: stdin, stdout's final check, output
+ * paths checked before any work, the one prompt check, UTF-8 checks, JSON
+ * strings, strict number parsing. */
 #include "cli.h"
 #include "miser/alloc.h"
 #include "miser/core.h"
+#include "miser/tokenizer.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <sched.h>
+#include <stdio_ext.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 char *miser_cli_read_stdin(const char *cmd, size_t *len)
 {
@@ -44,13 +49,179 @@ char *miser_cli_read_stdin(const char *cmd, size_t *len)
     return buf;
 }
 
+/* set once a stdout failure has been reported, so it is reported once */
+static int g_stdout_reported;
+
 int miser_cli_finish_stdout(const char *cmd)
 {
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        miser_cli_error(cmd, "writing stdout: %s", strerror(errno));
+    errno = 0;
+    int e = fflush(stdout) != 0 ? errno : 0;
+    if (e || ferror(stdout)) {
+        if (!g_stdout_reported) miser_cli_error(cmd, "writing stdout: %s", strerror(e ? e : EIO));
+        g_stdout_reported = 1;
         return MISER_EXIT_FAIL;
     }
     return MISER_EXIT_OK;
+}
+
+int miser_cli_close_stdout(const char *cmd)
+{
+    int pending = __fpending(stdout) != 0;
+    int failed = miser_cli_finish_stdout(cmd) != MISER_EXIT_OK;
+    errno = 0;
+    int closed = fclose(stdout) == 0;
+    int e = errno;
+    if (failed) return MISER_EXIT_FAIL;
+    if (!closed && (pending || e != EBADF)) {
+        if (!g_stdout_reported) miser_cli_error(cmd, "writing stdout: %s", strerror(e ? e : EIO));
+        g_stdout_reported = 1;
+        return MISER_EXIT_FAIL;
+    }
+    return MISER_EXIT_OK;
+}
+
+/* ---- output paths ---- */
+
+static int output_error(const char *cmd, const char *opt, const char *path, int e)
+{
+    miser_cli_error(cmd, "cannot write --%s %s: %s", opt, path, strerror(e));
+    return MISER_EXIT_USAGE;
+}
+
+int miser_cli_check_output(const char *cmd, const char *opt, const char *path)
+{
+    if (!path || !*path) return output_error(cmd, opt, "''", ENOENT);
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return output_error(cmd, opt, path, EISDIR);
+    size_t n = strlen(path) + 16;
+    char *tmp = miser_malloc(MISER_MEM_SCRATCH, n);
+    if (!tmp) return output_error(cmd, opt, path, ENOMEM);
+    snprintf(tmp, n, "%s.tmp.XXXXXX", path); /* the name miser_file_write_atomic uses */
+    int fd = mkstemp(tmp);
+    int e = errno;
+    if (fd >= 0) {
+        close(fd);
+        unlink(tmp);
+    }
+    miser_free(tmp);
+    return fd >= 0 ? MISER_EXIT_OK : output_error(cmd, opt, path, e);
+}
+
+int miser_cli_check_output_dir(const char *cmd, const char *opt, const char *dir)
+{
+    if (!dir || !*dir) return output_error(cmd, opt, "''", ENOENT);
+    char buf[4096];
+    if (strlen(dir) >= sizeof buf) return output_error(cmd, opt, dir, ENAMETOOLONG);
+    snprintf(buf, sizeof buf, "%s", dir);
+    for (;;) {
+        size_t l = strlen(buf);
+        while (l > 1 && buf[l - 1] == '/') buf[--l] = 0;
+        struct stat sb;
+        if (stat(buf, &sb) == 0) {
+            if (!S_ISDIR(sb.st_mode)) return output_error(cmd, opt, dir, ENOTDIR);
+            if (access(buf, W_OK | X_OK)) return output_error(cmd, opt, dir, errno);
+            return MISER_EXIT_OK;
+        }
+        if (errno != ENOENT) return output_error(cmd, opt, dir, errno);
+        char *slash = strrchr(buf, '/');
+        if (!slash) snprintf(buf, sizeof buf, ".");
+        else if (slash == buf) buf[1] = 0;
+        else *slash = 0;
+    }
+}
+
+int miser_cli_mkdirs(const char *dir, char *first_new, size_t cap)
+{
+    if (cap) first_new[0] = 0;
+    char buf[4096];
+    if (strlen(dir) >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    snprintf(buf, sizeof buf, "%s", dir);
+    size_t l = strlen(buf);
+    for (size_t i = 1; i <= l; i++) {
+        if (buf[i] != '/' && buf[i] != 0) continue;
+        if (buf[i - 1] == '/') continue;
+        char keep = buf[i];
+        buf[i] = 0;
+        if (mkdir(buf, 0755) == 0) {
+            if (cap && !first_new[0]) snprintf(first_new, cap, "%s", buf);
+        } else {
+            struct stat sb;
+            int e = errno;
+            if (e != EEXIST || stat(buf, &sb) || !S_ISDIR(sb.st_mode)) {
+                errno = e == EEXIST ? ENOTDIR : e;
+                return -1;
+            }
+        }
+        buf[i] = keep;
+    }
+    return 0;
+}
+
+void miser_cli_rmdirs(const char *dir, const char *first_new)
+{
+    if (!first_new || !*first_new) return;
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", dir);
+    size_t fl = strlen(first_new);
+    for (;;) {
+        size_t l = strlen(buf);
+        while (l > 1 && buf[l - 1] == '/') buf[--l] = 0;
+        if (l < fl || rmdir(buf)) return;
+        if (l == fl) return;
+        char *slash = strrchr(buf, '/');
+        if (!slash) return;
+        *slash = 0;
+    }
+}
+
+int miser_cli_exit_for_input(int st)
+{
+    switch ((miser_status)st) {
+    case MISER_OK: return MISER_EXIT_OK;
+    case MISER_ERR_NOMEM: return MISER_EXIT_FAIL;
+    case MISER_ERR_INVALID: return MISER_EXIT_USAGE;
+    default: return MISER_EXIT_DATA;
+    }
+}
+
+int miser_cli_prompt_ids(const char *cmd, const char *what, const miser_tokenizer *tok, int64_t n_ctx,
+                         int64_t n_vocab, const char *text, size_t len, unsigned flags, int32_t **ids, size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    if (!miser_cli_utf8_valid((const unsigned char *)text, len)) {
+        miser_cli_error(cmd, "%s is not valid UTF-8", what);
+        return MISER_EXIT_DATA;
+    }
+    miser_status st = miser_tokenizer_encode(tok, text, len, flags, ids, n);
+    if (st) {
+        miser_cli_error(cmd, "%s: %s", what, miser_error_message());
+        return miser_cli_exit_for_status(st);
+    }
+    int rc = MISER_EXIT_OK;
+    if (*n == 0) {
+        miser_cli_error(cmd, "%s is empty: give at least one token of text", what);
+        rc = MISER_EXIT_DATA;
+    } else if ((int64_t)*n > n_ctx) {
+        miser_cli_error(cmd, "%s has %zu tokens, more than the model's context of %lld", what, *n, (long long)n_ctx);
+        rc = MISER_EXIT_DATA;
+    } else {
+        for (size_t i = 0; i < *n && !rc; i++)
+            if ((*ids)[i] >= n_vocab) {
+                miser_cli_error(cmd, "%s: token %d is outside the model's vocabulary of %lld", what, (*ids)[i],
+                                (long long)n_vocab);
+                rc = MISER_EXIT_DATA;
+            }
+    }
+    if (rc) {
+        miser_free(*ids);
+        *ids = NULL;
+        *n = 0;
+    }
+    return rc;
 }
 
 /* length of the valid UTF-8 sequence at s[i], or 0 */

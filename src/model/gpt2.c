@@ -11,10 +11,53 @@
 #include <stdio.h>
 #include <string.h>
 
+/* config.json fields of Hugging Face's GPT2Config that change the
+ * computation and that the GPT-2 builder does not implement: refused
+ * (MISER_ERR_UNSUPPORTED naming the field and its value), never ignored.
+ * The builder computes tanh-GELU (gelu_new; gelu_pytorch_tanh and gelu_fast
+ * are the same function), scales attention scores by 1/sqrt(head_dim) only,
+ * and ties the output head to wte. Fields that only matter for training
+ * (dropouts), other heads (summary_*) or an encoder (add_cross_attention
+ * adds layers used only with encoder states) do not change generation. */
+static miser_status gpt2_check_unimplemented(const char *path, const cJSON *root)
+{
+    static const char *const gelus[] = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast"};
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "activation_function");
+    if (act && !cJSON_IsNull(act)) {
+        if (!cJSON_IsString(act) || !act->valuestring)
+            return miser_error_set(MISER_ERR_FORMAT, "%s: \"activation_function\" is not a string", path);
+        int ok = 0;
+        for (size_t i = 0; i < sizeof gelus / sizeof gelus[0]; i++) ok |= !strcmp(act->valuestring, gelus[i]);
+        if (!ok)
+            return miser_error_set(MISER_ERR_UNSUPPORTED,
+                                   "%s: \"activation_function\" \"%.64s\" is not supported (miser implements "
+                                   "the tanh GELU: gelu_new, gelu_pytorch_tanh, gelu_fast)",
+                                   path, act->valuestring);
+    }
+    /* {field, the value miser implements} */
+    static const struct { const char *key; int implemented; } flags[] = {
+        {"scale_attn_weights", 1},
+        {"scale_attn_by_inverse_layer_idx", 0},
+        {"reorder_and_upcast_attn", 0},
+        {"tie_word_embeddings", 1},
+    };
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        int v;
+        miser_status st = miser_cfg_bool(path, root, flags[i].key, flags[i].implemented, &v);
+        if (st) return st;
+        if (v != flags[i].implemented)
+            return miser_error_set(MISER_ERR_UNSUPPORTED, "%s: \"%s\" %s is not supported (miser implements %s)",
+                                   path, flags[i].key, v ? "true" : "false",
+                                   flags[i].implemented ? "true" : "false");
+    }
+    return MISER_OK;
+}
+
 static miser_status gpt2_parse_config(const char *path, const cJSON *root, miser_config *c)
 {
     miser_status st;
     int64_t v;
+    if ((st = gpt2_check_unimplemented(path, root))) return st;
     if ((st = miser_cfg_int(path, root, "n_embd", 1, 1 << 16, -1, &c->n_embd))) return st;
     if ((st = miser_cfg_int(path, root, "n_head", 1, 1 << 12, -1, &c->n_head))) return st;
     if ((st = miser_cfg_int(path, root, "n_layer", 1, 1 << 12, -1, &c->n_layer))) return st;
@@ -45,6 +88,7 @@ static miser_status gpt2_parse_config(const char *path, const cJSON *root, miser
     c->mlp = MISER_MLP_GELU;
     c->tied = 1;
     c->qkv_bias = 1;
+    c->o_bias = 1;
     return MISER_OK;
 }
 
