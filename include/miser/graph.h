@@ -53,10 +53,19 @@ typedef enum miser_op {
     MISER_OP_KV_WRITE,   /* in0 new [1, T, H, D]; attr.i[0] layer, attr.i[1] 0=K 1=V;
                             writes rows [S-T, S) of the cache; output: view [1, S, H, D] */
     MISER_OP_LAST_TOKEN, /* view: [1, T, C] -> [1, 1, C], the last position */
-    MISER_OP_ATTENTION,  /* fused causal attention: in0 q [1, T, H, D], in1 K [1, S, H, D],
-                            in2 V [1, S, H, D] (row-strided views allowed) -> [1, T, H, D];
-                            attr.f[0] scale */
+    MISER_OP_ATTENTION,  /* fused causal attention: in0 q [1, T, H, D], in1 K [1, S, KV, D],
+                            in2 V [1, S, KV, D] (row-strided views allowed) -> [1, T, H, D];
+                            KV divides H: query head h reads KV head h / (H / KV)
+                            (grouped-query attention); attr.f[0] scale */
     MISER_OP_OUTPUT,     /* marks in0 as a graph output (logits); no data of its own */
+    MISER_OP_RMSNORM,    /* in0 x [..., C], in1 gamma [C]; attr.f[0] eps:
+                            x / sqrt(mean(x^2) + eps) * gamma */
+    MISER_OP_ROPE,       /* rotary embedding, Hugging Face's rotate-half convention:
+                            in0 x [1, T, H, D] (rows may be strided, [H, D] contiguous),
+                            in1 positions i32 [1, T] -> [1, T, H, D]; frequencies from
+                            the graph's `rope` and head_dim */
+    MISER_OP_SILU,       /* x * sigmoid(x) */
+    MISER_OP_SWIGLU,     /* silu(in0) * in1, same shapes (fuse's MUL(SILU(gate), up)) */
     MISER_OP_COUNT
 } miser_op;
 
@@ -117,6 +126,7 @@ typedef struct miser_graph {
      * n_layer x [capacity, n_kv_head, head_dim] per K and V; n_kv_head 0
      * means n_head (graphs built before grouped-query attention) */
     int64_t n_layer, n_head, head_dim, n_kv_head;
+    miser_rope_config rope;          /* for MISER_OP_ROPE nodes */
     miser_status last_error;         /* status of the last failed constructor */
 } miser_graph;
 

@@ -52,6 +52,7 @@ typedef struct miser_config {
     miser_mlp_kind mlp;
     int tied;            /* logits use the token embedding (no separate lm_head) */
     int qkv_bias;        /* the Q/K/V projections have biases */
+    int o_bias;          /* the attention output projection has a bias (GPT-2: in c_proj) */
     miser_rope_config rope; /* pos == MISER_POS_ROPE */
 } miser_config;
 typedef miser_config miser_gpt2_config;

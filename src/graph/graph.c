@@ -8,7 +8,7 @@
 static const char *const g_op_names[MISER_OP_COUNT] = {
     "none", "input", "const", "gather", "add", "mul", "scale", "layernorm", "gelu", "softmax",
     "einsum", "matmul", "linear", "reshape", "transpose", "slice", "broadcast", "contiguous",
-    "kv_write", "last_token", "attention", "output"};
+    "kv_write", "last_token", "attention", "output", "rmsnorm", "rope", "silu", "swiglu"};
 
 const char *miser_op_name(miser_op op) { return (unsigned)op < MISER_OP_COUNT ? g_op_names[op] : "?"; }
 
@@ -158,7 +158,8 @@ miser_status miser_graph_infer(miser_graph *g, int32_t id)
         [MISER_OP_SOFTMAX] = 1, [MISER_OP_EINSUM] = -1, [MISER_OP_MATMUL] = 2, [MISER_OP_LINEAR] = -1,
         [MISER_OP_RESHAPE] = 1, [MISER_OP_TRANSPOSE] = 1, [MISER_OP_SLICE] = 1, [MISER_OP_BROADCAST] = 1,
         [MISER_OP_CONTIGUOUS] = 1, [MISER_OP_KV_WRITE] = 1, [MISER_OP_LAST_TOKEN] = 1,
-        [MISER_OP_ATTENTION] = 3, [MISER_OP_OUTPUT] = 1};
+        [MISER_OP_ATTENTION] = 3, [MISER_OP_OUTPUT] = 1, [MISER_OP_RMSNORM] = 2, [MISER_OP_ROPE] = 2,
+        [MISER_OP_SILU] = 1, [MISER_OP_SWIGLU] = 2};
     if ((unsigned)n->op >= MISER_OP_COUNT || n->op == MISER_OP_NONE) return shape_err(g, id, "unknown op");
     if (want_in[n->op] >= 0 && n->n_in != want_in[n->op]) return shape_err(g, id, "wrong number of inputs");
     n->flags &= ~MISER_NODE_VIEW;
@@ -188,6 +189,7 @@ miser_status miser_graph_infer(miser_graph *g, int32_t id)
     }
     case MISER_OP_SCALE:
     case MISER_OP_GELU:
+    case MISER_OP_SILU:
     case MISER_OP_SOFTMAX:
     case MISER_OP_CONTIGUOUS:
         n->ndim = a->ndim;
@@ -208,6 +210,29 @@ miser_status miser_graph_infer(miser_graph *g, int32_t id)
         n->dtype = MISER_DTYPE_F32;
         return MISER_OK;
     }
+    case MISER_OP_RMSNORM: {
+        const miser_node *p = &g->nodes[n->in[1]];
+        if (p->ndim != 1 || p->shape[0] != a->shape[a->ndim - 1]) return shape_err(g, id, "gamma must be [C]");
+        n->ndim = a->ndim;
+        memcpy(n->shape, a->shape, sizeof n->shape);
+        n->dtype = MISER_DTYPE_F32;
+        return MISER_OK;
+    }
+    case MISER_OP_ROPE:
+        if (a->ndim != 4 || a->shape[1] != MISER_DIM_T || a->shape[3] != g->head_dim || g->head_dim % 2 ||
+            b->dtype != MISER_DTYPE_I32 || b->ndim != 2 || b->shape[1] != MISER_DIM_T)
+            return shape_err(g, id, "rope needs x [1, T, H, head_dim] (head_dim even) and i32 positions [1, T]");
+        n->ndim = 4;
+        memcpy(n->shape, a->shape, sizeof n->shape);
+        n->dtype = MISER_DTYPE_F32;
+        return MISER_OK;
+    case MISER_OP_SWIGLU:
+        if (a->ndim != b->ndim || memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim))
+            return shape_err(g, id, "swiglu needs gate and up of one shape");
+        n->ndim = a->ndim;
+        memcpy(n->shape, a->shape, sizeof n->shape);
+        n->dtype = MISER_DTYPE_F32;
+        return MISER_OK;
     case MISER_OP_EINSUM: {
         if (n->n_in < 1 || n->n_in > 2) return shape_err(g, id, "einsum takes one or two operands");
         int32_t ranks[2] = {a->ndim, b ? b->ndim : 0};
@@ -332,9 +357,9 @@ miser_status miser_graph_infer(miser_graph *g, int32_t id)
     case MISER_OP_ATTENTION: {
         const miser_node *k = &g->nodes[n->in[1]], *v = &g->nodes[n->in[2]];
         if (a->ndim != 4 || k->ndim != 4 || v->ndim != 4 || a->shape[1] != MISER_DIM_T || k->shape[1] != MISER_DIM_S ||
-            v->shape[1] != MISER_DIM_S || a->shape[2] != k->shape[2] || a->shape[3] != k->shape[3] ||
+            v->shape[1] != MISER_DIM_S || k->shape[2] < 1 || a->shape[2] % k->shape[2] || a->shape[3] != k->shape[3] ||
             v->shape[2] != k->shape[2] || v->shape[3] != k->shape[3])
-            return shape_err(g, id, "attention needs q [1,T,H,D], k and v [1,S,H,D]");
+            return shape_err(g, id, "attention needs q [1,T,H,D], k and v [1,S,KV,D] with KV dividing H");
         n->ndim = 4;
         memcpy(n->shape, a->shape, sizeof n->shape);
         n->dtype = MISER_DTYPE_F32;

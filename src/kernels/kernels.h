@@ -52,12 +52,16 @@ static inline int64_t miser_linear_partial_floats(const miser_linear_args *a)
     return (a->K + MISER_KSPLIT_ROWS - 1) / MISER_KSPLIT_ROWS * a->N;
 }
 
-/* Causal attention over a KV cache: for t < T, h < H,
- *   out[t, h, :] = softmax_s<=S-T+t(scale * q[t,h,:] . k[s,h,:]) . v[s,h,:]
- * q[t, h, d] = q[t*q_row + h*D + d]; likewise k, v (f32 or f16 via kvdt), out.
- * scratch: at least S floats per thread (scratch + ith * S). */
+/* Causal attention over a KV cache: for t < T, h < H, with j = h / group
+ * the KV head of query head h (grouped-query attention; group 0 or 1: one
+ * KV head per query head),
+ *   out[t, h, :] = softmax_s<=S-T+t(scale * q[t,h,:] . k[s,j,:]) . v[s,j,:]
+ * q[t, h, d] = q[t*q_row + h*D + d]; k[s, j, d] = k[s*k_row + j*D + d],
+ * likewise v (f32 or f16 via kvdt), out. scratch: at least S floats per
+ * thread (scratch + ith * S). */
 typedef struct miser_attention_args {
     int64_t T, S, H, D;
+    int64_t group;
     const float *q;
     int64_t q_row;
     const void *k, *v;
@@ -77,6 +81,11 @@ typedef struct miser_kernels {
     void (*layernorm)(float *y, const float *x, const void *gamma, const void *beta, miser_dtype pdt, int64_t rows,
                       int64_t C, float eps, int ith, int nth);
     void (*gelu)(float *y, const float *x, int64_t n, int ith, int nth);
+    /* rows x C, contiguous: y = x / sqrt(mean(x^2) + eps) * gamma (dtype pdt) */
+    void (*rmsnorm)(float *y, const float *x, const void *gamma, miser_dtype pdt, int64_t rows, int64_t C, float eps,
+                    int ith, int nth);
+    /* y = silu(g) * u, all n contiguous (may alias g or u) */
+    void (*silu_mul)(float *y, const float *g, const float *u, int64_t n, int ith, int nth);
     /* y = a + b, all n contiguous */
     void (*add)(float *y, const float *a, const float *b, int64_t n, int ith, int nth);
     /* rows x n contiguous; row r sees its first valid[r] entries (the rest
@@ -91,6 +100,19 @@ typedef struct miser_kernels {
      * (integer dot of qx and the weight block). Otherwise x is used as is. */
     int q8_dots_int8_min_m;
 } miser_kernels;
+
+/* Rotary embedding, rotate-half convention, for rows r < T (token r) and
+ * heads h < H: with c = cs[r*D/2 + i], s = sn[r*D/2 + i] for i < D/2,
+ *   y[i]       = x[i] c - x[i + D/2] s
+ *   y[i + D/2] = x[i + D/2] c + x[i] s
+ * x row r, head h at x + r*x_row + h*D; y likewise with y_row. y may alias
+ * x (each pair is read before it is written). Rows are split by thread. */
+void miser_ref_rope(float *y, int64_t y_row, const float *x, int64_t x_row, int64_t T, int64_t H, int64_t D,
+                    const float *cs, const float *sn, int ith, int nth);
+/* The reference rmsnorm / silu_mul, for SIMD sets that do not have their own. */
+void miser_ref_rmsnorm(float *y, const float *x, const void *gamma, miser_dtype pdt, int64_t rows, int64_t C, float eps,
+                       int ith, int nth);
+void miser_ref_silu_mul(float *y, const float *g, const float *u, int64_t n, int ith, int nth);
 
 /* The best kernels for this CPU (or the reference when forced). */
 const miser_kernels *miser_kernels_get(void);

@@ -523,14 +523,15 @@ AI void attention_impl(const int f16, const miser_attention_args *a, int ith, in
     miser_causal_split(a->T, a->H, a->S, ith, nth, &lo, &hi);
     float *p = a->scratch + (int64_t)ith * a->S;
     const int64_t D = a->D, Dv = D / 8 * 8;
+    const int64_t group = a->group > 1 ? a->group : 1;
     for (int64_t w = lo; w < hi; w++) {
-        int64_t t = w / a->H, h = w % a->H;
+        int64_t t = w / a->H, h = w % a->H, j = h / group; /* j: the KV head */
         int64_t valid = a->S - a->T + t + 1;
         const float *q = a->q + t * a->q_row + h * D;
         /* scores: p[s] = scale * q . k[s] */
         float mx = -INFINITY;
         for (int64_t s = 0; s < valid; s++) {
-            int64_t kb = s * a->k_row + h * D;
+            int64_t kb = s * a->k_row + j * D;
             __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
             int64_t d = 0;
             for (; d + 16 <= Dv; d += 16) {
@@ -561,7 +562,7 @@ AI void attention_impl(const int f16, const miser_attention_args *a, int ith, in
         for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
         for (s = 0; s < valid; s++) {
             __m256 ps = _mm256_set1_ps(p[s]);
-            int64_t vb = s * a->v_row + h * D, d = 0;
+            int64_t vb = s * a->v_row + j * D, d = 0;
             for (; d < Dv; d += 8)
                 _mm256_storeu_ps(o + d, _mm256_fmadd_ps(ps, kv8(f16, a->v, vb + d), _mm256_loadu_ps(o + d)));
             for (; d < D; d++) o[d] += p[s] * kv1(f16, a->v, vb + d);
@@ -694,6 +695,8 @@ static const miser_kernels g_avx2 = {
     .attention = avx2_attention,
     .layernorm = avx2_layernorm,
     .gelu = avx2_gelu,
+    .rmsnorm = miser_ref_rmsnorm, /* to do: AVX2 versions (small next to the linears) */
+    .silu_mul = miser_ref_silu_mul,
     .add = avx2_add,
     .softmax = avx2_softmax,
 };

@@ -58,15 +58,16 @@ static void ref_attention(const miser_attention_args *a, int ith, int nth)
     /* work items: (t, h) pairs */
     int64_t lo, hi;
     miser_causal_split(a->T, a->H, a->S, ith, nth, &lo, &hi);
+    const int64_t group = a->group > 1 ? a->group : 1;
     float *p = a->scratch + (int64_t)ith * a->S;
     for (int64_t w = lo; w < hi; w++) {
-        int64_t t = w / a->H, h = w % a->H;
+        int64_t t = w / a->H, h = w % a->H, j = h / group;
         int64_t valid = a->S - a->T + t + 1;
         const float *q = a->q + t * a->q_row + h * a->D;
         double mx = -INFINITY;
         for (int64_t s = 0; s < valid; s++) {
             double dot = 0;
-            for (int64_t d = 0; d < a->D; d++) dot += (double)q[d] * kv_elem(a, a->k, s * a->k_row + h * a->D + d);
+            for (int64_t d = 0; d < a->D; d++) dot += (double)q[d] * kv_elem(a, a->k, s * a->k_row + j * a->D + d);
             p[s] = (float)(dot * a->scale);
             if (p[s] > mx) mx = p[s];
         }
@@ -78,7 +79,7 @@ static void ref_attention(const miser_attention_args *a, int ith, int nth)
         float *o = a->out + t * a->o_row + h * a->D;
         for (int64_t d = 0; d < a->D; d++) {
             double acc = 0;
-            for (int64_t s = 0; s < valid; s++) acc += (double)p[s] * kv_elem(a, a->v, s * a->v_row + h * a->D + d);
+            for (int64_t s = 0; s < valid; s++) acc += (double)p[s] * kv_elem(a, a->v, s * a->v_row + j * a->D + d);
             o[d] = (float)(acc / sum);
         }
     }
@@ -100,6 +101,44 @@ static void ref_layernorm(float *y, const float *x, const void *gamma, const voi
         for (int64_t c = 0; c < C; c++)
             y[r * C + c] = (float)((xr[c] - mean) * inv * miser_load_elem(pdt, gamma, c) + miser_load_elem(pdt, beta, c));
     }
+}
+
+void miser_ref_rmsnorm(float *y, const float *x, const void *gamma, miser_dtype pdt, int64_t rows, int64_t C, float eps,
+                       int ith, int nth)
+{
+    int64_t lo, hi;
+    miser_split(rows, ith, nth, &lo, &hi);
+    for (int64_t r = lo; r < hi; r++) {
+        const float *xr = x + r * C;
+        double ss = 0;
+        for (int64_t c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
+        double inv = 1.0 / sqrt(ss / (double)C + eps);
+        for (int64_t c = 0; c < C; c++) y[r * C + c] = (float)(xr[c] * inv * miser_load_elem(pdt, gamma, c));
+    }
+}
+
+void miser_ref_rope(float *y, int64_t y_row, const float *x, int64_t x_row, int64_t T, int64_t H, int64_t D,
+                    const float *cs, const float *sn, int ith, int nth)
+{
+    int64_t lo, hi, half = D / 2;
+    miser_split(T, ith, nth, &lo, &hi);
+    for (int64_t r = lo; r < hi; r++)
+        for (int64_t h = 0; h < H; h++) {
+            const float *xr = x + r * x_row + h * D;
+            float *yr = y + r * y_row + h * D;
+            for (int64_t i = 0; i < half; i++) {
+                const float c = cs[r * half + i], s = sn[r * half + i], x0 = xr[i], x1 = xr[i + half];
+                yr[i] = x0 * c - x1 * s;
+                yr[i + half] = x1 * c + x0 * s;
+            }
+        }
+}
+
+void miser_ref_silu_mul(float *y, const float *g, const float *u, int64_t n, int ith, int nth)
+{
+    int64_t lo, hi;
+    miser_split(n, ith, nth, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 static void ref_gelu(float *y, const float *x, int64_t n, int ith, int nth)
@@ -146,6 +185,8 @@ static const miser_kernels g_ref = {
     .attention = ref_attention,
     .layernorm = ref_layernorm,
     .gelu = ref_gelu,
+    .rmsnorm = miser_ref_rmsnorm,
+    .silu_mul = miser_ref_silu_mul,
     .add = ref_add,
     .softmax = ref_softmax,
 };

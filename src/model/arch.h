@@ -36,7 +36,7 @@ typedef struct miser_arch {
 miser_status miser_arch_select(const char *path, const cJSON *root, const miser_arch **out);
 const miser_arch *miser_arch_find(const char *name);
 
-extern const miser_arch miser_arch_gpt2;
+extern const miser_arch miser_arch_gpt2, miser_arch_llama;
 
 /* An integer config value in [lo, hi]. `def` < 0 makes it required. A JSON
  * null counts as absent. */

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const miser_arch *const g_archs[] = {&miser_arch_gpt2};
+static const miser_arch *const g_archs[] = {&miser_arch_gpt2, &miser_arch_llama};
 #define N_ARCHS (sizeof g_archs / sizeof g_archs[0])
 
 const miser_arch *miser_arch_find(const char *name)
@@ -27,7 +27,8 @@ static int listed(const char *const *list, const char *s)
 
 const char *miser_model_archs_known(void)
 {
-    return "gpt2 (model_type gpt2, GPT2LMHeadModel)";
+    return "gpt2 (model_type gpt2, GPT2LMHeadModel), llama (model_type llama / mistral / qwen2, "
+           "LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM)";
 }
 
 miser_status miser_arch_select(const char *path, const cJSON *root, const miser_arch **out)

@@ -6,11 +6,15 @@
  *    or after a reshape that only splits N, as EinsumDense's [H, D] bias —
  *    moves into the LINEAR (a [N] view of the same bias storage), and a
  *    following GELU becomes the LINEAR's activation.
+ *    MUL(SILU(gate), up) becomes one SWIGLU(gate, up).
  * 2. Attention: TRANSPOSE(MATMUL(causal SOFTMAX(MATMUL(q^T, k^T)), v^T)) as
- *    einsum decomposition leaves GPT-2's scores/combine einsums becomes one
- *    ATTENTION(q, k, v) reading the KV cache in place; a SCALE on the query
- *    is folded into the attention scale. Copies made redundant by this
- *    (CONTIGUOUS of a now contiguous value) are dropped.
+ *    einsum decomposition leaves GPT-2's (and multi-head Llama's)
+ *    scores/combine einsums becomes one ATTENTION(q, k, v) reading the KV
+ *    cache in place; so does the 5-D grouped-query chain of the Llama
+ *    builder's "bqvrh,bkvh->bvrqk" / "bvrqk,bkvh->bqvrh" (match_gqa), whose
+ *    K/V have the KV heads only. A SCALE on the query is folded into the
+ *    attention scale. Copies made redundant by this (CONTIGUOUS of a now
+ *    contiguous value) are dropped.
  * 3. QKV: LINEARs with the same input whose weights (and biases) are
  *    adjacent column blocks of one stored tensor — Q|K|V of c_attn [C, 3C],
  *    stored row-major or (q8_0 cache) transposed — become one LINEAR over
@@ -112,6 +116,26 @@ static miser_status fuse_linear(miser_graph *g)
             r.map[i] = r.map[absorbed[i] - 1];
             continue;
         }
+        /* SwiGLU: MUL(SILU(gate), up) -> SWIGLU(gate, up), one pass instead of two */
+        if (n->op == MISER_OP_MUL && n->in[0] != n->in[1]) {
+            int side = old[n->in[0]].op == MISER_OP_SILU ? 0 : old[n->in[1]].op == MISER_OP_SILU ? 1 : -1;
+            if (side >= 0) {
+                const miser_node *si = &old[n->in[side]];
+                int32_t gate = r.map[si->in[0]], up = r.map[n->in[1 - side]];
+                if (r.uses[n->in[side]] == 1 && same_shape(si, &old[n->in[1 - side]]) && same_shape(si, n) &&
+                    miser_pass_known_contiguous(g, gate) && miser_pass_known_contiguous(g, up)) {
+                    miser_node sw = {.op = MISER_OP_SWIGLU, .n_in = 2, .in = {gate, up}};
+                    memcpy(sw.name, n->name, sizeof sw.name);
+                    int32_t id = miser_rw_emit(&r, &sw);
+                    if (id < 0) {
+                        st = MISER_ERR_INVALID;
+                        break;
+                    }
+                    r.map[i] = id;
+                    continue;
+                }
+            }
+        }
         if (n->op == MISER_OP_GELU) {
             int32_t src = n->in[0], y = r.map[src];
             miser_node *l = &g->nodes[y];
@@ -132,6 +156,67 @@ static int is_transpose(const miser_node *nodes, int32_t id, int32_t p0, int32_t
     const miser_node *t = &nodes[id];
     return t->op == MISER_OP_TRANSPOSE && t->ndim == 4 && t->attr.perm[0] == p0 && t->attr.perm[1] == p1 &&
            t->attr.perm[2] == p2 && t->attr.perm[3] == p3;
+}
+
+static int is_transpose5(const miser_node *nodes, int32_t id, const int32_t *p)
+{
+    const miser_node *t = &nodes[id];
+    if (t->op != MISER_OP_TRANSPOSE || t->ndim != 5) return 0;
+    for (int i = 0; i < 5; i++)
+        if (t->attr.perm[i] != p[i]) return 0;
+    return 1;
+}
+
+/* The value under a RESHAPE that only inserts a unit dimension at `axis`
+ * into a 4-D input (decomposition's broadcast batch dim), or -1. */
+static int32_t unit_reshape_of(const miser_node *nodes, int32_t id, int axis)
+{
+    const miser_node *r = &nodes[id];
+    if (r->op != MISER_OP_RESHAPE || r->ndim != 5 || r->shape[axis] != 1) return -1;
+    const miser_node *x = &nodes[r->in[0]];
+    if (x->ndim != 4) return -1;
+    for (int i = 0, j = 0; i < 5; i++) {
+        if (i == axis) continue;
+        if (r->shape[i] != x->shape[j++]) return -1;
+    }
+    return r->in[0];
+}
+
+/* Grouped-query attention as decomposition leaves the Llama builder's
+ * scores "bqvrh,bkvh->bvrqk" and combine "bvrqk,bkvh->bqvrh" einsums:
+ *   TRANSPOSE(0,2,1,3,4)( MATMUL( TRANSPOSE(0,1,3,2,4)( causal SOFTMAX(
+ *       MATMUL( TRANSPOSE(0,2,3,1,4)(RESHAPE [1,T,KV,R,D] (q)),
+ *               RESHAPE [1,KV,1,D,S] (TRANSPOSE(0,2,3,1)(k)) ))),
+ *     RESHAPE [1,KV,1,S,D] (TRANSPOSE(0,2,1,3)(v)) ))
+ * Returns 1 with q, k, v (old ids) and the softmax's scale when node i is
+ * the root of that chain. */
+static int match_gqa(const miser_node *old, int32_t i, int32_t *q, int32_t *k, int32_t *v, float *scale)
+{
+    static const int32_t p_out[5] = {0, 2, 1, 3, 4}, p_pr[5] = {0, 1, 3, 2, 4}, p_q[5] = {0, 2, 3, 1, 4};
+    if (!is_transpose5(old, i, p_out)) return 0;
+    int32_t mm2 = miser_rw_skip_noops(old, old[i].in[0]);
+    if (old[mm2].op != MISER_OP_MATMUL) return 0;
+    int32_t tp = miser_rw_skip_noops(old, old[mm2].in[0]);
+    if (!is_transpose5(old, tp, p_pr)) return 0;
+    int32_t sm = miser_rw_skip_noops(old, old[tp].in[0]);
+    if (old[sm].op != MISER_OP_SOFTMAX || !old[sm].attr.i[0]) return 0;
+    int32_t mm1 = miser_rw_skip_noops(old, old[sm].in[0]);
+    if (old[mm1].op != MISER_OP_MATMUL) return 0;
+    int32_t tq = miser_rw_skip_noops(old, old[mm1].in[0]);
+    if (!is_transpose5(old, tq, p_q)) return 0;
+    int32_t q5 = old[tq].in[0];
+    if (old[q5].op != MISER_OP_RESHAPE || old[old[q5].in[0]].ndim != 4) return 0;
+    int32_t tk = unit_reshape_of(old, miser_rw_skip_noops(old, old[mm1].in[1]), 2);
+    int32_t tv = unit_reshape_of(old, miser_rw_skip_noops(old, old[mm2].in[1]), 2);
+    if (tk < 0 || tv < 0 || !is_transpose(old, tk, 0, 2, 3, 1) || !is_transpose(old, tv, 0, 2, 1, 3)) return 0;
+    const miser_node *qn = &old[old[q5].in[0]], *q5n = &old[q5];
+    /* the groups split the query heads as [KV, R] */
+    if (q5n->shape[2] * q5n->shape[3] != qn->shape[2] || q5n->shape[4] != qn->shape[3]) return 0;
+    *q = old[q5].in[0];
+    *k = old[tk].in[0];
+    *v = old[tv].in[0];
+    *scale = old[sm].attr.f[0];
+    return 1;
 }
 
 static miser_status fuse_attention(miser_graph *g)
@@ -172,6 +257,31 @@ static miser_status fuse_attention(miser_graph *g)
                         }
                         /* shapes did not fit an attention: keep the unfused form */
                     }
+                }
+            }
+        }
+        {
+            int32_t q, k, v;
+            float scale;
+            if (match_gqa(old, i, &q, &k, &v, &scale)) {
+                if (old[q].op == MISER_OP_SCALE) {
+                    scale *= old[q].attr.f[0];
+                    q = old[q].in[0];
+                }
+                miser_node a = {.op = MISER_OP_ATTENTION, .n_in = 3, .in = {r.map[q], r.map[k], r.map[v]}};
+                a.attr.f[0] = scale;
+                memcpy(a.name, n->name, sizeof a.name);
+                const miser_node *qn = &g->nodes[a.in[0]];
+                if (qn->ndim == 4 && qn->shape[1] == MISER_DIM_T) {
+                    int32_t id = miser_rw_emit(&r, &a);
+                    /* the chain's value is [1, T, KV, R, D]: a view of the result */
+                    if (id >= 0) id = miser_g_reshape(g, id, n->ndim, n->shape, n->name);
+                    if (id >= 0) {
+                        r.map[i] = id;
+                        continue;
+                    }
+                    st = MISER_ERR_INVALID;
+                    break;
                 }
             }
         }

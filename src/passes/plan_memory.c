@@ -2,8 +2,8 @@
  * sized for the worst case (T = t_max, S = s_max) and reserved once.
  * Liveness: a buffer lives from its producer to the last use of it or of any
  * view of it; graph outputs live to the end. Offsets are chosen first-fit
- * among buffers alive at the same time. Element-wise ops may take over an
- * input buffer that dies at that op (in place). */
+ * among buffers alive at the same time. Element-wise ops (and rmsnorm,
+ * rope) may take over an input buffer that dies at that op (in place). */
 #include "miser/alloc.h"
 #include "miser/passes.h"
 
@@ -30,8 +30,11 @@ static int32_t root_of(const miser_graph *g, int32_t id)
 
 static int elementwise(const miser_graph *g, const miser_node *n, int32_t in)
 {
+    /* rope reads each (i, i + D/2) pair before writing it; swiglu, silu and
+     * rmsnorm read element i (rmsnorm: its row, summed first) before writing it */
     if (n->op != MISER_OP_GELU && n->op != MISER_OP_SCALE && n->op != MISER_OP_ADD && n->op != MISER_OP_MUL &&
-        n->op != MISER_OP_LAYERNORM)
+        n->op != MISER_OP_LAYERNORM && n->op != MISER_OP_RMSNORM && n->op != MISER_OP_SILU &&
+        n->op != MISER_OP_SWIGLU && n->op != MISER_OP_ROPE)
         return 0;
     const miser_node *a = &g->nodes[in];
     if (a->ndim != n->ndim || memcmp(a->shape, n->shape, sizeof(int64_t) * (size_t)n->ndim)) return 0;

@@ -30,6 +30,11 @@ struct miser_session {
     float *partial;            /* decode K split's partial sums (kernels.h) */
     int64_t partial_cap;       /* floats in partial */
     miser_tview *views;        /* per node, resolved each step */
+    /* rotary embeddings (graphs with ROPE nodes): inverse frequencies
+     * [head_dim / 2] from the graph's rope config, and each step's cos / sin
+     * [max_batch, head_dim / 2] for its positions, computed once per step */
+    double *inv_freq;
+    float *rope_cos, *rope_sin;
 };
 
 #endif

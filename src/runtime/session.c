@@ -7,6 +7,27 @@
 #include <math.h>
 #include <string.h>
 
+/* Hugging Face's inverse frequencies (modeling_rope_utils): theta^(-2i/D),
+ * then the rope_scaling rule of the config (see miser_rope_config). */
+static void rope_inv_freq(const miser_rope_config *r, int64_t D, double *out)
+{
+    const double pi = 3.14159265358979323846;
+    for (int64_t i = 0; i < D / 2; i++) {
+        double f = 1.0 / pow(r->theta, (double)(2 * i) / (double)D);
+        if (r->type == MISER_ROPE_LINEAR) f /= r->factor;
+        else if (r->type == MISER_ROPE_LLAMA3) {
+            const double old = (double)r->original_ctx, lo_wl = old / r->low_freq_factor,
+                         hi_wl = old / r->high_freq_factor, wl = 2 * pi / f;
+            if (wl > lo_wl) f /= r->factor;
+            else if (wl >= hi_wl) { /* between: interpolate */
+                const double sm = (old / wl - r->low_freq_factor) / (r->high_freq_factor - r->low_freq_factor);
+                f = (1 - sm) * f / r->factor + sm * f;
+            }
+        }
+        out[i] = f;
+    }
+}
+
 static void *kv_alloc(miser_session *s, int64_t elems)
 {
     return miser_aligned_alloc(MISER_MEM_KV, 64, (size_t)elems * (s->kv_f16 ? 2 : 4));
@@ -60,6 +81,16 @@ miser_status miser_session_create(const miser_plan *p, const miser_session_optio
         s->partial = miser_aligned_alloc(MISER_MEM_SCRATCH, 64, sizeof(float) * (size_t)s->partial_cap);
         if (!s->partial) goto nomem;
     }
+    int has_rope = 0;
+    for (int32_t i = 0; i < g->n_nodes; i++) has_rope |= g->nodes[i].op == MISER_OP_ROPE;
+    if (has_rope) {
+        const int64_t half = g->head_dim / 2;
+        s->inv_freq = miser_malloc(MISER_MEM_OTHER, sizeof(double) * (size_t)(half ? half : 1));
+        s->rope_cos = miser_malloc(MISER_MEM_ACTIVATIONS, sizeof(float) * (size_t)(p->max_batch * half + 1));
+        s->rope_sin = miser_malloc(MISER_MEM_ACTIVATIONS, sizeof(float) * (size_t)(p->max_batch * half + 1));
+        if (!s->inv_freq || !s->rope_cos || !s->rope_sin) goto nomem;
+        rope_inv_freq(&g->rope, g->head_dim, s->inv_freq);
+    }
     s->views = miser_calloc(MISER_MEM_OTHER, (size_t)g->n_nodes + 1, sizeof *s->views);
     if (!s->arena || !s->ids || !s->positions || !s->scratch || !s->views) goto nomem;
     *out = s;
@@ -87,6 +118,9 @@ void miser_session_free(miser_session *s)
     miser_free(s->scratch);
     miser_free(s->partial);
     miser_free(s->views);
+    miser_free(s->inv_freq);
+    miser_free(s->rope_cos);
+    miser_free(s->rope_sin);
     miser_threadpool_free(s->pool);
     miser_free(s);
 }
@@ -194,6 +228,19 @@ static void task_run(void *ctx, int ith, int nth)
                      miser_tview_numel(t->in[0]) / C, C, n->attr.f[0], ith, nth);
         break;
     }
+    case MISER_OP_RMSNORM: {
+        int64_t C = t->in[0]->shape[t->in[0]->ndim - 1];
+        k->rmsnorm(y, t->in[0]->data, t->in[1]->data, t->in[1]->dtype, miser_tview_numel(t->in[0]) / C, C, n->attr.f[0],
+                   ith, nth);
+        break;
+    }
+    case MISER_OP_SWIGLU: k->silu_mul(y, t->in[0]->data, t->in[1]->data, miser_tview_numel(t->v), ith, nth); break;
+    case MISER_OP_ROPE: {
+        const miser_tview *x = t->in[0];
+        miser_ref_rope(y, x->shape[2] * x->shape[3], x->data, x->stride[1], t->T, x->shape[2], x->shape[3],
+                       t->s->rope_cos, t->s->rope_sin, ith, nth);
+        break;
+    }
     case MISER_OP_GELU: k->gelu(y, t->in[0]->data, miser_tview_numel(t->v), ith, nth); break;
     case MISER_OP_ADD: k->add(y, t->in[0]->data, t->in[1]->data, miser_tview_numel(t->v), ith, nth); break;
     case MISER_OP_SOFTMAX: {
@@ -216,6 +263,8 @@ static miser_status run_node(miser_session *s, int32_t id, int64_t T, int64_t S)
     for (int i = 0; i < n->n_in; i++) t.in[i] = &s->views[n->in[i]];
     const miser_tview *a = t.in[0], *b = t.in[1];
     v->dtype = n->dtype;
+    /* a view has its input's run-time dtype (a view of an f16 KV cache is f16) */
+    if ((n->flags & MISER_NODE_VIEW) && n->op != MISER_OP_KV_WRITE && a) v->dtype = a->dtype;
     v->ndim = n->ndim;
     for (int i = 0; i < n->ndim; i++) v->shape[i] = resolve_dim(n->shape[i], T, S);
     switch (n->op) {
@@ -308,7 +357,23 @@ static miser_status run_node(miser_session *s, int32_t id, int64_t T, int64_t S)
         return MISER_OK;
     case MISER_OP_GELU:
     case MISER_OP_LAYERNORM:
+    case MISER_OP_RMSNORM:
         if (!is_f32_contig(a)) return exec_fail(n, id, "input must be contiguous f32");
+        miser_threadpool_run(s->pool, task_run, &t);
+        return MISER_OK;
+    case MISER_OP_SILU: {
+        miser_ref_copy(a, y, 1.0f); /* any strides in, contiguous out */
+        const int64_t cnt = miser_tview_numel(v);
+        for (int64_t i = 0; i < cnt; i++) y[i] = y[i] / (1.0f + expf(-y[i]));
+        return MISER_OK;
+    }
+    case MISER_OP_SWIGLU:
+        if (!is_f32_contig(a) || !is_f32_contig(b)) return exec_fail(n, id, "swiglu inputs must be contiguous f32");
+        miser_threadpool_run(s->pool, task_run, &t);
+        return MISER_OK;
+    case MISER_OP_ROPE:
+        if (a->dtype != MISER_DTYPE_F32 || a->stride[3] != 1 || a->stride[2] != a->shape[3])
+            return exec_fail(n, id, "rope input rows must be [H, D] contiguous f32");
         miser_threadpool_run(s->pool, task_run, &t);
         return MISER_OK;
     case MISER_OP_SOFTMAX:
@@ -356,11 +421,11 @@ static miser_status run_node(miser_session *s, int32_t id, int64_t T, int64_t S)
     }
     case MISER_OP_ATTENTION: {
         const miser_tview *kv = t.in[1], *vv = t.in[2];
-        int64_t H = a->shape[2], D = a->shape[3];
-        if (a->stride[3] != 1 || a->stride[2] != D || kv->stride[3] != 1 || kv->stride[2] != D || vv->stride[3] != 1 ||
+        int64_t H = a->shape[2], D = a->shape[3], KVH = kv->shape[2];
+        if (KVH < 1 || H % KVH || a->stride[3] != 1 || a->stride[2] != D || kv->stride[3] != 1 || kv->stride[2] != D || vv->stride[3] != 1 ||
             vv->stride[2] != D || kv->dtype != vv->dtype)
             return exec_fail(n, id, "attention operands must have contiguous [H, D] rows");
-        t.aa = (miser_attention_args){.T = T, .S = S, .H = H, .D = D, .q = a->data, .q_row = a->stride[1],
+        t.aa = (miser_attention_args){.T = T, .S = S, .H = H, .D = D, .group = H / KVH, .q = a->data, .q_row = a->stride[1],
                                       .k = kv->data, .v = vv->data, .kvdt = kv->dtype, .k_row = kv->stride[1],
                                       .v_row = vv->stride[1], .out = y, .o_row = H * D, .scale = n->attr.f[0],
                                       .scratch = s->scratch};
@@ -381,6 +446,15 @@ static miser_status step(miser_session *s, const int32_t *ids, int64_t T)
                                    (long long)s->p->cfg.n_vocab - 1);
         s->ids[i] = ids[i];
         s->positions[i] = (int32_t)(s->past + i);
+    }
+    if (s->inv_freq) { /* this step's rotary angles, shared by every layer */
+        const int64_t half = g->head_dim / 2;
+        for (int64_t i = 0; i < T; i++)
+            for (int64_t j = 0; j < half; j++) {
+                const double ang = (double)s->positions[i] * s->inv_freq[j];
+                s->rope_cos[i * half + j] = (float)cos(ang);
+                s->rope_sin[i * half + j] = (float)sin(ang);
+            }
     }
     for (int32_t i = 0; i < g->n_nodes; i++) {
         if (g->nodes[i].op == MISER_OP_NONE) continue;
