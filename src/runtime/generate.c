@@ -17,7 +17,9 @@ static uint64_t splitmix64(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-static const float *g_sort_vals;
+/* Thread-local: qsort has no context argument, and two sessions may sample
+ * on two threads at once (the Python binding does). */
+static _Thread_local const float *g_sort_vals;
 static int cmp_desc(const void *a, const void *b)
 {
     float x = g_sort_vals[*(const int32_t *)a], y = g_sort_vals[*(const int32_t *)b];
