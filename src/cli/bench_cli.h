@@ -7,6 +7,16 @@
 /* Find or write (first use, progress on stderr) the synthetic GPT-2 medium
  * checkpoint; its directory goes to out. Returns 0 or an exit code. */
 int miser_bench_synthetic_dir(const char *cmd, char *out, size_t cap);
+/* The checks `miser bench` and `miser compare` make before any run, the
+ * same as `miser generate`'s: the checkpoint opens and validates (NULL
+ * model_dir: the synthetic GPT-2 medium, checked against its preset and
+ * the built-in vocabulary before it is written), each prompt passes
+ * miser_cli_prompt_ids and leaves room under max_length, and max_length
+ * fits the model's context. Returns 0, or the exit code with one line
+ * printed. ids1/ids2 (may be NULL) receive the prompts' ids as "a,b,c"
+ * (miser_free). */
+int miser_bench_validate(const char *cmd, const char *model_dir, const char *prompt, const char *prompt2,
+                         long long max_length, char **ids1, char **ids2);
 /* Run argv[0] (a path) with argv, inheriting stdio; its exit code,
  * 128+signal, or -1 when it could not be started. */
 int miser_bench_spawn(const char *cmd, char *const argv[]);

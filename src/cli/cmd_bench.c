@@ -75,7 +75,13 @@ static void usage(FILE *f)
             "                      per iteration (with --json: written there)\n"
             "  -h, --help          this help\n"
             "\n"
-            "exit codes: 0 ok, 1 a run failed, 2 bad options, 3 bad model or prompt.\n");
+            "Output paths, the checkpoint and the prompts are checked before the first run, as\n"
+            "`miser generate` checks them; reports are written only when a run completed.\n"
+            "\n"
+            "exit codes: 0 ok, 1 a run failed (also: stdout could not be written), 2 bad options\n"
+            "            (an output path that cannot be written, --max-length past the model's\n"
+            "            context), 3 bad model or prompt (missing, unreadable or invalid checkpoint;\n"
+            "            a prompt that is empty, not UTF-8 or leaves no room under --max-length).\n");
 }
 
 /* ---- the synthetic checkpoint ---- */
@@ -139,6 +145,75 @@ int miser_bench_synthetic_dir(const char *cmd, char *out, size_t cap)
         return MISER_EXIT_FAIL;
     }
     return 0;
+}
+
+/* ---- checks before any run ---- */
+
+static char *ids_csv(const int32_t *ids, size_t n)
+{
+    char *s = miser_malloc(MISER_MEM_SCRATCH, n * 12 + 1);
+    if (!s) return NULL;
+    size_t o = 0;
+    s[0] = 0;
+    for (size_t i = 0; i < n; i++) o += (size_t)sprintf(s + o, "%s%d", i ? "," : "", ids[i]);
+    return s;
+}
+
+int miser_bench_validate(const char *cmd, const char *model_dir, const char *prompt, const char *prompt2,
+                         long long max_length, char **ids1, char **ids2)
+{
+    if (ids1) *ids1 = NULL;
+    if (ids2) *ids2 = NULL;
+    miser_model *model = NULL;
+    miser_tokenizer *tok = NULL;
+    miser_gpt2_config preset;
+    const miser_gpt2_config *cfg = &preset;
+    miser_status st;
+    int rc = MISER_EXIT_OK;
+    if (model_dir) {
+        if ((st = miser_model_open(model_dir, &model)) || (st = miser_tokenizer_open(model_dir, &tok))) {
+            miser_cli_error(cmd, "%s", miser_error_message());
+            rc = miser_cli_exit_for_input(st);
+            goto out;
+        }
+        cfg = miser_model_config(model);
+    } else if ((st = miser_gpt2_preset("medium", &preset)) || (st = miser_tokenizer_open(NULL, &tok))) {
+        miser_cli_error(cmd, "%s", miser_error_message());
+        rc = MISER_EXIT_FAIL;
+        goto out;
+    }
+    if (max_length > cfg->n_ctx) {
+        miser_cli_error(cmd, "--max-length %lld is more than the model's context of %lld tokens", max_length,
+                        (long long)cfg->n_ctx);
+        rc = MISER_EXIT_USAGE;
+        goto out;
+    }
+    const char *texts[2] = {prompt, prompt2}, *what[2] = {"--prompt", "--prompt2"};
+    char **outs[2] = {ids1, ids2};
+    for (int k = 0; k < 2 && !rc; k++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        rc = miser_cli_prompt_ids(cmd, what[k], tok, cfg->n_ctx, cfg->n_vocab, texts[k], strlen(texts[k]), 0, &ids,
+                                  &n);
+        if (!rc && (long long)n >= max_length) {
+            miser_cli_error(cmd, "%s has %zu tokens: --max-length %lld leaves no room for a new token", what[k], n,
+                            max_length);
+            rc = MISER_EXIT_DATA;
+        }
+        if (!rc && outs[k] && !(*outs[k] = ids_csv(ids, n))) {
+            miser_cli_error(cmd, "out of memory");
+            rc = MISER_EXIT_FAIL;
+        }
+        miser_free(ids);
+    }
+    if (rc && ids1) {
+        miser_free(*ids1);
+        *ids1 = NULL;
+    }
+out:
+    miser_tokenizer_free(tok);
+    miser_model_free(model);
+    return rc;
 }
 
 /* ---- child: one run of the scenario ---- */
@@ -577,6 +652,18 @@ static int cmd_bench(int argc, char **argv)
         miser_cli_error(cmd, "unknown pipeline '%s' (default or naive)", sc.pipeline);
         return MISER_EXIT_USAGE;
     }
+    if (soak && (md || svg)) {
+        miser_cli_error(cmd, "--%s does not apply to --soak (its figures go to stdout and --json)", md ? "md" : "svg");
+        return MISER_EXIT_USAGE;
+    }
+    /* Every output path and the whole input are checked before the first
+     * run (or the synthetic checkpoint) starts. */
+    struct { const char *opt, *path; } paths[] = {
+        {"json", json}, {"md", md}, {"svg", svg}, {"profile-out", profile_out}, {"json-out", json_out}};
+    for (size_t k = 0; k < sizeof paths / sizeof paths[0]; k++) {
+        int prc = paths[k].path ? miser_cli_check_output(cmd, paths[k].opt, paths[k].path) : 0;
+        if (prc) return prc;
+    }
     if (child) {
         if (!sc.model_dir) {
             miser_cli_error(cmd, "--child needs --model");
@@ -584,6 +671,9 @@ static int cmd_bench(int argc, char **argv)
         }
         return run_child(cmd, &sc, profile_out, json_out);
     }
+    int vrc = miser_bench_validate(cmd, sc.model_dir, sc.prompt, soak ? sc.prompt : sc.prompt2, sc.max_length, NULL,
+                                   NULL);
+    if (vrc) return vrc;
     char synth_dir[4096];
     int synthetic = 0;
     if (!sc.model_dir) {
@@ -646,9 +736,11 @@ static int cmd_bench(int argc, char **argv)
     miser_bench_machine(rep.machine, sizeof rep.machine);
     miser_bench_check_agreement(&rep);
     if (row.nruns) miser_bench_write_table(&rep, stdout);
+    else if (json || md || svg)
+        fprintf(stderr, "miser bench: no run completed: no report written\n");
     struct { const char *path; miser_bench_writer w; } outs[] = {
         {json, miser_bench_write_json}, {md, miser_bench_write_markdown}, {svg, miser_bench_write_svg}};
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 3 && row.nruns; k++)
         if (outs[k].path && miser_bench_write_file(&rep, outs[k].w, outs[k].path)) {
             miser_cli_error(cmd, "%s", miser_error_message());
             rc = MISER_EXIT_FAIL;

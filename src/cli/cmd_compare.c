@@ -45,13 +45,19 @@ static void usage(FILE *f)
             "  --prompt2 TEXT      second prompt (default \"Test\")\n"
             "  --max-length N      total length counting the prompt (default 10)\n"
             "  --threads N         compute threads for every runtime (default: the CPUs available)\n"
-            "  --out DIR           report directory (default ./miser-report)\n"
+            "  --out DIR           report directory, created with its parents (default ./miser-report)\n"
             "  --peers-dir DIR     peer adapters (default: the source tree's tools/peers;\n"
             "                      also $MISER_PEERS_DIR)\n"
             "  -h, --help          this help\n"
             "\n"
             "A peer that is not installed is skipped with a one-line message (install: `make peers`).\n"
-            "exit codes: 0 ok, 1 a runtime failed or tokens disagree, 2 bad options, 3 bad model.\n");
+            "The report folder (created with its parents), a named peers folder, the checkpoint and\n"
+            "the prompts are checked before the first run, as `miser generate` checks them; no\n"
+            "report is written when no runtime completed a run.\n"
+            "exit codes: 0 ok, 1 a runtime failed, tokens disagree, nothing was measured or stdout\n"
+            "            could not be written, 2 bad options (a --out that cannot be written, a\n"
+            "            --peers-dir that is not a peers folder, --max-length past the context),\n"
+            "            3 bad model or prompt.\n");
 }
 
 typedef struct runtime_def {
@@ -69,28 +75,6 @@ static const runtime_def all_runtimes[] = {
     {"llamacpp", "node", "llamacpp_gpt2.js", NULL},
 };
 #define N_RUNTIMES (sizeof all_runtimes / sizeof all_runtimes[0])
-
-static int ids_text(const char *cmd, const char *model_dir, const char *prompt, char *out, size_t cap)
-{
-    miser_tokenizer *tok = NULL;
-    int32_t *ids = NULL;
-    size_t n = 0;
-    if (miser_tokenizer_open(model_dir, &tok) || miser_tokenizer_encode(tok, prompt, strlen(prompt), 0, &ids, &n)) {
-        miser_cli_error(cmd, "%s", miser_error_message());
-        miser_tokenizer_free(tok);
-        return MISER_EXIT_DATA;
-    }
-    size_t o = 0;
-    out[0] = 0;
-    for (size_t i = 0; i < n && o + 16 < cap; i++) o += (size_t)snprintf(out + o, cap - o, "%s%d", i ? "," : "", ids[i]);
-    miser_free(ids);
-    miser_tokenizer_free(tok);
-    if (!n) {
-        miser_cli_error(cmd, "the prompt \"%s\" has no tokens", prompt);
-        return MISER_EXIT_DATA;
-    }
-    return 0;
-}
 
 /* The adapters report ids, not text: the study's throughput (words of the
  * whole output text, prompt included, per first-inference second) is
@@ -118,6 +102,27 @@ static void peer_throughput(const char *model_dir, const char *prompt, const cha
     miser_free(whole);
     miser_free(text);
     miser_tokenizer_free(tok);
+}
+
+/* A peers folder someone named (--peers-dir or $MISER_PEERS_DIR) must be
+ * one: a directory holding at least one adapter. A wrong folder is a bad
+ * command line, never "PyTorch is not installed". */
+static int check_peers_dir(const char *cmd, const char *from, const char *dir)
+{
+    struct stat sb;
+    if (stat(dir, &sb) || !S_ISDIR(sb.st_mode)) {
+        miser_cli_error(cmd, "%s %s: %s", from, dir, stat(dir, &sb) ? strerror(errno) : strerror(ENOTDIR));
+        return MISER_EXIT_USAGE;
+    }
+    char p[4200];
+    for (size_t i = 0; i < N_RUNTIMES; i++) {
+        if (!all_runtimes[i].script) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, all_runtimes[i].script);
+        if (access(p, R_OK) == 0) return MISER_EXIT_OK;
+    }
+    miser_cli_error(cmd, "%s %s is not a peers folder: it holds none of torch_gpt2.py, ort_gpt2.js, llamacpp_gpt2.js "
+                    "(the default is the source tree's tools/peers)", from, dir);
+    return MISER_EXIT_USAGE;
 }
 
 static void on_warning(const char *msg, void *ctx)
@@ -151,9 +156,9 @@ static int cmd_compare(int argc, char **argv)
 {
     const char *cmd = "compare";
     const char *model_dir = NULL, *prompt = "Hello", *prompt2 = "Test", *out_dir = "miser-report";
-    const char *runtimes = NULL, *peers_dir = getenv("MISER_PEERS_DIR");
+    const char *runtimes = NULL, *peers_dir = getenv("MISER_PEERS_DIR"), *peers_from = "MISER_PEERS_DIR";
     long long runs = 3, max_length = 10, threads = miser_cli_default_threads();
-    if (!peers_dir || !*peers_dir) peers_dir = MISER_SOURCE_DIR "/tools/peers";
+    if (!peers_dir || !*peers_dir) peers_dir = NULL;
     enum { O_RT = 256, O_RUNS, O_P2, O_MAXLEN, O_THREADS, O_OUT, O_PEERS };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},       {"prompt", required_argument, 0, 'p'},
@@ -178,7 +183,10 @@ static int cmd_compare(int argc, char **argv)
         case O_MAXLEN: bad = miser_cli_parse_i64(optarg, 2, 1 << 20, &max_length); break;
         case O_THREADS: bad = miser_cli_parse_i64(optarg, 1, 256, &threads); break;
         case O_OUT: out_dir = optarg; break;
-        case O_PEERS: peers_dir = optarg; break;
+        case O_PEERS:
+            peers_dir = optarg;
+            peers_from = "--peers-dir";
+            break;
         default: return miser_cli_option_error(cmd, c, argv);
         }
         if (bad) return miser_cli_value_error(cmd, opts, li, optarg);
@@ -213,32 +221,45 @@ static int cmd_compare(int argc, char **argv)
             return MISER_EXIT_USAGE;
         }
     }
+    /* Everything the runs need is checked before the first one: the report
+     * folder, the peers folder when one is named, the checkpoint and the
+     * prompts (as `miser generate` checks them). */
+    int rc = miser_cli_check_output_dir(cmd, "out", out_dir);
+    if (rc) return rc;
+    if (peers_dir) {
+        rc = check_peers_dir(cmd, peers_from, peers_dir);
+        if (rc) return rc;
+    } else
+        peers_dir = MISER_SOURCE_DIR "/tools/peers"; /* missing in an installed copy: each peer is skipped */
+    char *p1 = NULL, *p2 = NULL;
+    if ((rc = miser_bench_validate(cmd, model_dir, prompt, prompt2, max_length, &p1, &p2))) return rc;
     char synth_dir[4096];
     int synthetic = 0;
     if (!model_dir) {
-        int rc = miser_bench_synthetic_dir(cmd, synth_dir, sizeof synth_dir);
-        if (rc) return rc;
+        if ((rc = miser_bench_synthetic_dir(cmd, synth_dir, sizeof synth_dir))) goto early;
         model_dir = synth_dir;
         synthetic = 1;
     }
-    char p1[1024], p2[1024];
-    int rc = ids_text(cmd, model_dir, prompt, p1, sizeof p1);
-    if (!rc) rc = ids_text(cmd, model_dir, prompt2, p2, sizeof p2);
-    if (rc) return rc;
-    if (mkdir(out_dir, 0755) && errno != EEXIST) {
-        miser_cli_error(cmd, "cannot create %s: %s", out_dir, strerror(errno));
-        return MISER_EXIT_FAIL;
+    char made[4096];
+    if (miser_cli_mkdirs(out_dir, made, sizeof made)) {
+        rc = MISER_EXIT_USAGE;
+        miser_cli_error(cmd, "cannot write --out %s: %s", out_dir, strerror(errno));
+        goto early;
     }
     char tmpdir[] = "/tmp/miser-compare-XXXXXX";
     if (!mkdtemp(tmpdir)) {
         miser_cli_error(cmd, "mkdtemp: %s", strerror(errno));
-        return MISER_EXIT_FAIL;
+        rc = MISER_EXIT_FAIL;
+        miser_cli_rmdirs(out_dir, made);
+        goto early;
     }
     miser_bench_row *rows = miser_calloc(MISER_MEM_OTHER, nsel, sizeof *rows);
     if (!rows) {
         miser_cli_error(cmd, "out of memory");
         rmdir(tmpdir);
-        return MISER_EXIT_FAIL;
+        miser_cli_rmdirs(out_dir, made);
+        rc = MISER_EXIT_FAIL;
+        goto early;
     }
     char self[4096], maxlen[32], thr[32], script[4200], res[4200];
     miser_bench_self_exe(self, sizeof self);
@@ -344,6 +365,17 @@ static int cmd_compare(int argc, char **argv)
              prompt, p1, prompt2, p2, max_length, threads, runs);
     miser_bench_machine(rep.machine, sizeof rep.machine);
     size_t disagree = miser_bench_check_agreement(&rep);
+    size_t measured = 0;
+    for (size_t r = 0; r < nsel; r++) measured += rows[r].nruns;
+    if (!measured) {
+        /* nothing was measured: no report of empty rows */
+        miser_cli_error(cmd, "no runtime completed a run: no report written");
+        for (size_t r = 0; r < nsel; r++) miser_profile_free(rows[r].timeline);
+        miser_free(rows);
+        miser_cli_rmdirs(out_dir, made);
+        rc = MISER_EXIT_FAIL;
+        goto early;
+    }
     miser_bench_write_table(&rep, stdout);
     char path[4200];
     struct { const char *name; miser_bench_writer w; } outs[] = {
@@ -360,8 +392,14 @@ static int cmd_compare(int argc, char **argv)
     if (disagree) fprintf(stderr, "miser compare: %zu runtime(s) generated different greedy tokens (see the report)\n", disagree);
     for (size_t r = 0; r < nsel; r++) miser_profile_free(rows[r].timeline);
     miser_free(rows);
+    miser_free(p1);
+    miser_free(p2);
     int frc = miser_cli_finish_stdout(cmd);
     return failed || disagree ? MISER_EXIT_FAIL : frc;
+early:
+    miser_free(p1);
+    miser_free(p2);
+    return rc;
 }
 
 MISER_CLI_COMMAND(compare, "compare", "run the memory study's scenario on miser and other runtimes", cmd_compare)
