@@ -3,6 +3,7 @@
 #   make run             the study's benchmark (`miser bench`) on its built-in default
 #   make test            unit/integration suite, then the same under ASan+UBSan, then short fuzz runs
 #   make test-unit       the suite once, optimised build
+#   make test-python     the Python binding's pytest suite (tests/python) over this build
 #   make test-sanitize   the suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz            libFuzzer targets for FUZZ_SECONDS each (clang)
 #   make bench           kernel microbenchmarks and end-to-end figures
@@ -45,7 +46,7 @@ BIN    := $(BUILD)/miser
 TESTS  := $(BUILD)/miser-tests
 BENCH  := $(BUILD)/miser-bench
 
-.PHONY: run all test test-unit test-sanitize fuzz bench peers install clean sanitize
+.PHONY: run all test test-unit test-python test-sanitize fuzz bench peers install clean sanitize
 all: $(STATIC) $(SHARED) $(BIN)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
@@ -90,7 +91,13 @@ test-sanitize:
 	  TEST_ARGS='$(TEST_ARGS)'
 sanitize: test-sanitize
 
+# The Python binding (python/miser over this build's libmiser.so and miser): Debian's pytest.
+test-python: $(SHARED) $(BIN)
+	PYTHONPATH=$(CURDIR)/python MISER_LIBRARY=$(abspath $(SHARED)) MISER_BIN=$(abspath $(BIN)) \
+	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/python $(PYTEST_ARGS)
+
 test: test-unit
+	$(MAKE) test-python
 	ASAN_OPTIONS=detect_leaks=1 $(MAKE) test-sanitize
 	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
 

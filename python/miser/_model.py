@@ -522,7 +522,7 @@ class Session:
     # non-zero to stop (a stop string matched, or `cancel` was set).
     def _native(self, ids: List[int], max_new: int, max_length: Optional[int], temperature: float, top_k: int,
                 top_p: float, seed: int, stop: Sequence[str], ignore_eos: bool, asm: _Assembler,
-                on_piece: Any, cancel: List[bool]) -> Generation:
+                on_piece: Any, cancel: List[bool], watch_cancel: bool) -> Generation:
         if temperature < 0 or not 0 <= top_p <= 1 or top_k < 0:
             raise InvalidInputError("temperature must be >= 0, top_k >= 0 and 0 <= top_p <= 1")
         m = self.model
@@ -538,7 +538,12 @@ class Session:
                 errors.append(e)
                 return 1
 
-        cb = _lib.TOKEN_FN(on_token)
+        # Without stop strings, a consumer or a Ctrl-C flag to watch, no
+        # callback at all: the whole generation then runs without the GIL
+        # (a callback needs it back once per token) and the text is
+        # assembled from the ids afterwards, through the same _Assembler.
+        need_cb = bool(stop) or on_piece is not None or watch_cancel
+        cb = _lib.TOKEN_FN(on_token) if need_cb else _lib.TOKEN_FN()
         arr = _ids_array(ids)
         out = POINTER(c_int32)()
         n = c_int64()
@@ -563,6 +568,10 @@ class Session:
             self._L.miser_free(out)
         if errors:
             raise errors[0]
+        if not need_cb:
+            with m._use():
+                for tok in gen_ids:
+                    asm.feed(m._token_bytes(tok))
         tail = asm.finish()
         if tail and on_piece is not None:
             on_piece(tail)
@@ -591,7 +600,7 @@ class Session:
             old = signal.signal(signal.SIGINT, _sigint)
         try:
             g = self._native(ids, max_new, max_length, temperature, top_k, top_p, seed, stops, ignore_eos, asm,
-                             None, cancel)
+                             None, cancel, old is not None)
         finally:
             if old is not None:
                 signal.signal(signal.SIGINT, old)
@@ -610,7 +619,7 @@ class Session:
         def work() -> None:
             try:
                 self._native(ids, max_new, max_length, temperature, top_k, top_p, seed, stops, ignore_eos, asm,
-                             q.put, cancel)
+                             q.put, cancel, True)
                 q.put(done)
             except BaseException as e:
                 q.put(e)
