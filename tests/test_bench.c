@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -160,10 +161,19 @@ Test(bench, compare_report_missing_peer_and_agreement, .timeout = 120)
 {
     char dir[64], cmd[1024], path[160];
     make_tmpdir(dir);
+    /* A peers folder whose PyTorch adapter finds no PyTorch: it exits 3, as
+     * the adapters' contract says (tools/peers/peer_common.py). */
+    snprintf(path, sizeof path, "%s/peers", dir);
+    cr_assert_eq(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/peers/torch_gpt2.py", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fputs("import sys\nprint('PyTorch is not installed', file=sys.stderr)\nsys.exit(3)\n", f);
+    fclose(f);
     snprintf(cmd, sizeof cmd,
-             "%s compare --model %s --runs 1 --runtimes miser,miser-naive,pytorch --peers-dir /nonexistent "
+             "%s compare --model %s --runs 1 --runtimes miser,miser-naive,pytorch --peers-dir %s/peers "
              "--out %s/rep 2>%s/stderr.txt",
-             MISER_BIN, TINY, dir, dir);
+             MISER_BIN, TINY, dir, dir, dir);
     char *out;
     cr_assert_eq(run_capture(cmd, &out), 0, "%s", out);
     snprintf(path, sizeof path, "%s/stderr.txt", dir);

@@ -37,10 +37,14 @@ static void usage(FILE *f)
             "  --dump-after FILE      write the compiled graph\n"
             "  --dot                  dumps in Graphviz DOT instead of text\n"
             "  --max-batch N          most tokens per step the plan is sized for (default 64)\n"
-            "  --max-context N        longest sequence (default: the model's n_ctx)\n"
+            "  --max-context N        longest sequence, at most the model's n_ctx (the default)\n"
             "  -h, --help             this help\n"
             "\n"
-            "exit codes: 0 ok, 1 failure, 2 bad options, 3 bad model.\n",
+            "The dump paths are checked before the model is opened.\n"
+            "\n"
+            "exit codes: 0 ok, 1 failure (also: stdout could not be written), 2 bad options (a dump\n"
+            "            path that cannot be written, --max-context past the model's context),\n"
+            "            3 bad model (missing, unreadable or invalid checkpoint).\n",
             "decompose_einsum, eliminate_noops, fold_constants, share_constants, cse, dce, fuse\n"
             "                         (plan_memory is always run)");
 }
@@ -225,13 +229,22 @@ static int cmd_inspect(int argc, char **argv)
         }
         p = e ? e + 1 : p + l;
     }
+    /* the dumps' paths are checked before the model is even opened */
+    int rc = dump_before ? miser_cli_check_output(cmd, "dump-before", dump_before) : 0;
+    if (!rc && dump_after) rc = miser_cli_check_output(cmd, "dump-after", dump_after);
+    if (rc) return rc;
     miser_model *model = NULL;
     miser_plan *plan = NULL;
-    int rc = MISER_EXIT_OK;
     miser_status st = miser_model_open(model_dir, &model);
     if (st) {
         miser_cli_error(cmd, "%s", miser_error_message());
-        return miser_cli_exit_for_status(st);
+        return miser_cli_exit_for_input(st);
+    }
+    if (max_ctx > miser_model_config(model)->n_ctx) {
+        miser_cli_error(cmd, "--max-context %lld is more than the model's context of %lld tokens", max_ctx,
+                        (long long)miser_model_config(model)->n_ctx);
+        miser_model_free(model);
+        return MISER_EXIT_USAGE;
     }
     if (dump_before) {
         /* the graph as built: pipeline none runs only plan_memory, which adds

@@ -27,7 +27,10 @@ static void tokenize_usage(FILE *f)
             "  -h, --help         this help\n"
             "\n"
             "Invalid UTF-8 is accepted: each invalid byte is encoded through its byte token,\n"
-            "so `miser detokenize` gives back the exact input bytes.\n");
+            "so `miser detokenize` gives back the exact input bytes.\n"
+            "\n"
+            "exit codes: 0 ok, 1 failure (also: stdout could not be written), 2 bad options,\n"
+            "            3 a --model directory that is missing or holds a bad vocabulary.\n");
 }
 
 static void detokenize_usage(FILE *f)
@@ -45,8 +48,10 @@ static void detokenize_usage(FILE *f)
             "                as \"hex\"\n"
             "  -h, --help    this help\n"
             "\n"
-            "exit codes: 2 for a malformed id on the command line, 3 for one on stdin or an id\n"
-            "outside the vocabulary.\n");
+            "exit codes: 0 ok, 1 failure (also: stdout could not be written), 2 bad options or a\n"
+            "            malformed id on the command line, 3 a malformed id on stdin, an id outside\n"
+            "            the vocabulary, or a --model directory that is missing or holds a bad\n"
+            "            vocabulary.\n");
 }
 
 static int open_tokenizer(const char *cmd, const char *model, miser_tokenizer **t)
@@ -54,7 +59,7 @@ static int open_tokenizer(const char *cmd, const char *model, miser_tokenizer **
     miser_status st = miser_tokenizer_open(model, t);
     if (st) {
         miser_cli_error(cmd, "%s", miser_error_message());
-        return miser_cli_exit_for_status(st);
+        return miser_cli_exit_for_input(st); /* a missing or bad --model is input data */
     }
     return MISER_EXIT_OK;
 }
