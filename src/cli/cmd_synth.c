@@ -5,6 +5,8 @@
 #include "miser/safetensors.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,11 +19,14 @@ static void synth_usage(FILE *f)
             "                   [--dtype f32|f16|bf16] [--seed S] [--quiet]\n"
             "\n"
             "Write a GPT-2 checkpoint with deterministic synthetic weights into DIR\n"
-            "(created if missing): model.safetensors, then config.json. The shape\n"
+            "(created with its parents if missing): model.safetensors, then config.json. The shape\n"
             "defaults to tiny (2 layers, n_embd 64, 4 heads, vocab 50257, ctx 128);\n"
             "--layers/--embd/--heads/--vocab/--ctx/--inner override it. Files are\n"
-            "written under temporary names and renamed when complete. Progress goes\n"
-            "to stderr for checkpoints over 64 MB unless --quiet.\n");
+            "written under temporary names and renamed when complete; interrupted\n"
+            "(SIGINT, SIGTERM, SIGHUP), synth removes its temporary file and dies of\n"
+            "that signal. Progress goes to stderr for checkpoints over 64 MB unless --quiet.\n"
+            "exit codes: 0 ok, 1 failure (a write failed), 2 bad options (also a --out that\n"
+            "            cannot be created or written).\n");
 }
 
 typedef struct {
@@ -39,6 +44,58 @@ static void progress(void *user, uint64_t done, uint64_t total)
     fprintf(stderr, "\rmiser synth: %3d%% (%llu / %llu MB, %.1f s)", pct, (unsigned long long)(done >> 20),
             (unsigned long long)(total >> 20), miser_now_s() - p->t0);
     if (done == total) fputc('\n', stderr);
+}
+
+/* ---- removing the temporary file on SIGINT / SIGTERM / SIGHUP ----
+ * The writer (src/model/st_writer.c) creates DIR/model.safetensors.tmp.XXXXXX
+ * and DIR/config.json.tmp.XXXXXX and holds them open while it writes. The
+ * handler finds them among this process's open files (/proc/self/fd, with
+ * readlink and unlink only: both async-signal-safe), unlinks them, and
+ * removes the folders this run made (g_made: the real path of the topmost,
+ * "" when none; rmdir is async-signal-safe too), and dies of the same
+ * signal. g_dir is the real path of DIR plus '/'; both are set before the
+ * handler is installed. */
+static char g_dir[4096], g_made[4096];
+static size_t g_dir_len;
+
+static int starts(const char *s, const char *p)
+{
+    while (*p)
+        if (*s++ != *p++) return 0;
+    return 1;
+}
+
+static void on_signal(int sig)
+{
+    char link[64] = "/proc/self/fd/", target[4200];
+    for (int fd = 3; fd < 1024; fd++) {
+        char num[12];
+        int k = 0;
+        for (int v = fd; v; v /= 10) num[k++] = (char)('0' + v % 10);
+        int o = 14;
+        while (k) link[o++] = num[--k];
+        link[o] = 0;
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= (ssize_t)g_dir_len) continue;
+        target[n] = 0;
+        if (!starts(target, g_dir)) continue;
+        const char *base = target + g_dir_len;
+        if (starts(base, "model.safetensors.tmp.") || starts(base, "config.json.tmp.")) unlink(target);
+    }
+    size_t made_len = 0;
+    while (g_made[made_len]) made_len++;
+    if (made_len) {
+        char d[4096];
+        size_t l = g_dir_len - 1;
+        for (size_t i = 0; i < l; i++) d[i] = g_dir[i];
+        d[l] = 0;
+        while (l >= made_len && rmdir(d) == 0) {
+            while (l > 0 && d[l] != '/') l--;
+            d[l] = 0;
+        }
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
 }
 
 static int parse_i64(const char *s, int64_t *out)
@@ -125,10 +182,30 @@ static int cmd_synth(int argc, char **argv)
         o.progress = progress;
         o.progress_user = &ps;
     }
+    /* DIR and its parents are made here (the writer makes only DIR), after
+     * the path was checked; a failed write removes the folders made. */
+    int rc = miser_cli_check_output_dir("synth", "out", out);
+    if (rc) return rc;
+    char made[4096];
+    if (miser_cli_mkdirs(out, made, sizeof made) || !realpath(out, g_dir) || strlen(g_dir) + 2 > sizeof g_dir) {
+        miser_cli_error("synth", "cannot write --out %s: %s", out, strerror(errno));
+        miser_cli_rmdirs(out, made);
+        return MISER_EXIT_USAGE;
+    }
+    strcat(g_dir, "/");
+    g_dir_len = strlen(g_dir);
+    if (!made[0] || !realpath(made, g_made)) g_made[0] = 0;
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction sa = {.sa_handler = on_signal}, old[3];
+    sigemptyset(&sa.sa_mask);
+    for (int k = 0; k < 3; k++) sigaddset(&sa.sa_mask, sigs[k]);
+    for (int k = 0; k < 3; k++) sigaction(sigs[k], &sa, &old[k]);
     miser_status st = miser_synth_gpt2(out, &cfg, &o);
+    for (int k = 0; k < 3; k++) sigaction(sigs[k], &old[k], NULL);
     if (st) {
         if (o.progress && ps.last_pct >= 0) fputc('\n', stderr);
         miser_cli_error("synth", "%s", miser_error_message());
+        miser_cli_rmdirs(out, made);
         return st == MISER_ERR_INVALID ? MISER_EXIT_USAGE : miser_cli_exit_for_status(st);
     }
     return MISER_EXIT_OK;
