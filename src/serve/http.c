@@ -694,6 +694,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     char line[400];
     int n = vsnprintf(line, sizeof line, fmt, ap);
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+    /* our own END_WITH_ERROR when a client left: the request's line says it */
+    if (strstr(line, "application error generating response")) return;
     logf_(s, "http: %s", line);
 }
 
