@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "kernels/kernels.h"
+#include "miser/graph.h"
 #include "miser/alloc.h"
 #include "miser/model.h"
 #include "miser/runtime.h"
@@ -210,4 +211,200 @@ Test(llama, pipelines_and_kernels)
     }
     miser_kernels_select("auto");
     free(r.last);
+}
+
+/* ---- the registry's refusals: MISER_ERR_UNSUPPORTED / FORMAT / RANGE naming the field ---- */
+
+/* config.json of `dir` with the members of the JSON object `extra` set
+ * (a null member is removed), written back */
+static void patch_config(const char *dir, const char *base_cfg, const char *extra)
+{
+    cJSON *c = cJSON_Parse(base_cfg), *x = cJSON_Parse(extra);
+    cr_assert(c && x, "%s", extra);
+    for (cJSON *e = x->child; e; e = e->next) {
+        cJSON_DeleteItemFromObjectCaseSensitive(c, e->string);
+        if (!cJSON_IsNull(e)) cJSON_AddItemToObject(c, e->string, cJSON_Duplicate(e, 1));
+    }
+    char path[200], *txt = cJSON_Print(c);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(txt, f);
+    fclose(f);
+    free(txt);
+    cJSON_Delete(c);
+    cJSON_Delete(x);
+}
+
+static void expect_refused(const char *dir, const char *base_cfg, const char *extra, miser_status want,
+                           const char *field)
+{
+    patch_config(dir, base_cfg, extra);
+    miser_model *m = NULL;
+    miser_status st = miser_model_open(dir, &m);
+    cr_assert_eq(st, want, "%s: status %d (%s), want %d", extra, st, miser_error_message(), want);
+    cr_assert_null(m);
+    cr_assert(strstr(miser_error_message(), field), "%s: message '%s' does not name '%s'", extra,
+              miser_error_message(), field);
+    cr_assert(strstr(miser_error_message(), "config.json") || strstr(miser_error_message(), "safetensors"),
+              "message '%s' names no file", miser_error_message());
+}
+
+Test(llama, refusals_name_the_field)
+{
+    const char *dir = make_ck("refuse", "--heads 4 --kv-heads 4 --tied");
+    char path[200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *base = test_read_file(path, NULL);
+    cr_assert_not_null(base);
+    struct { const char *extra; miser_status st; const char *field; } C[] = {
+        {"{\"hidden_act\": \"gelu\"}", MISER_ERR_UNSUPPORTED, "hidden_act"},
+        {"{\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}", MISER_ERR_UNSUPPORTED, "rope_scaling"},
+        {"{\"rope_scaling\": {\"type\": \"dynamic\", \"factor\": 2}}", MISER_ERR_UNSUPPORTED, "rope_scaling"},
+        {"{\"model_type\": \"mistral\", \"sliding_window\": 32}", MISER_ERR_UNSUPPORTED, "sliding_window"},
+        {"{\"model_type\": \"qwen2\", \"use_sliding_window\": true, \"sliding_window\": 16}", MISER_ERR_UNSUPPORTED,
+         "sliding_window"},
+        {"{\"mlp_bias\": true}", MISER_ERR_UNSUPPORTED, "mlp_bias"},
+        {"{\"model_type\": \"gemma\", \"architectures\": [\"GemmaForCausalLM\"]}", MISER_ERR_UNSUPPORTED, "model_type"},
+        {"{\"model_type\": null, \"architectures\": [\"FalconForCausalLM\"]}", MISER_ERR_UNSUPPORTED, "architectures"},
+        {"{\"num_key_value_heads\": 3}", MISER_ERR_RANGE, "num_key_value_heads"},
+        {"{\"head_dim\": 15}", MISER_ERR_RANGE, "head_dim"},
+        {"{\"num_hidden_layers\": null}", MISER_ERR_FORMAT, "num_hidden_layers"},
+        /* untied without lm_head.weight: the tensor is named */
+        {"{\"tie_word_embeddings\": false}", MISER_ERR_FORMAT, "lm_head.weight"},
+        /* attention_bias without the bias tensors */
+        {"{\"attention_bias\": true}", MISER_ERR_FORMAT, "q_proj.bias"},
+    };
+    for (size_t i = 0; i < sizeof C / sizeof C[0]; i++) expect_refused(dir, base, C[i].extra, C[i].st, C[i].field);
+    /* a wider sliding window is the whole context: accepted */
+    patch_config(dir, base, "{\"model_type\": \"mistral\", \"sliding_window\": 4096}");
+    miser_model *m = NULL;
+    cr_assert_eq(miser_model_open(dir, &m), MISER_OK, "%s", miser_error_message());
+    miser_model_free(m);
+    /* the CLI: exit 3 and one line naming the field */
+    patch_config(dir, base, "{\"hidden_act\": \"relu\"}");
+    cr_assert_eq(sh(MISER " inspect --model '%s' >/dev/null 2>%s/err.txt", dir, g_tmp), 3);
+    snprintf(path, sizeof path, "%s/err.txt", g_tmp);
+    char *txt = test_read_file(path, NULL);
+    cr_assert(txt && strstr(txt, "hidden_act"), "stderr: %s", txt ? txt : "(none)");
+    free(txt);
+    free(base);
+}
+
+/* ---- compile: no weight bytes materialised by default, per-consumer copies in naive ---- */
+
+Test(llama, compile_materialises_nothing)
+{
+    const char *dir = make_ck("cmp", "--heads 4 --kv-heads 2 --untied --seed 8");
+    miser_model *m;
+    cr_assert_eq(miser_model_open(dir, &m), MISER_OK, "%s", miser_error_message());
+    uint64_t weights = 0;
+    for (size_t i = 0; i < miser_model_tensor_count(m); i++) weights += miser_model_tensor_at(m, i)->nbytes;
+    const char *pipes[] = {"default", "naive"};
+    for (int k = 0; k < 2; k++) {
+        miser_compile_options co = {.pipeline = pipes[k]};
+        miser_plan *p;
+        cr_assert_eq(miser_plan_compile(m, &co, &p), MISER_OK, "%s", miser_error_message());
+        miser_graph_stats gs = miser_graph_get_stats(miser_plan_graph(p));
+        cr_assert_eq(gs.einsums, 0, "%s: %d einsums left", pipes[k], gs.einsums);
+        if (k == 0) {
+            cr_assert_eq(gs.materialized_bytes, 0, "default pipeline materialised %llu bytes",
+                         (unsigned long long)gs.materialized_bytes);
+            cr_assert_eq(gs.unique_const_bytes, weights, "every weight read in place, once");
+            int attn = 0, swiglu = 0;
+            const miser_graph *g = miser_plan_graph(p);
+            for (int32_t i = 0; i < g->n_nodes; i++) {
+                attn += g->nodes[i].op == MISER_OP_ATTENTION;
+                swiglu += g->nodes[i].op == MISER_OP_SWIGLU;
+                cr_assert_neq(g->nodes[i].op, MISER_OP_MATMUL, "unfused matmul '%s'", g->nodes[i].name);
+            }
+            cr_assert_eq(attn, 2, "one fused GQA attention per layer");
+            cr_assert_eq(swiglu, 2);
+        } else
+            cr_assert_gt(gs.materialized_bytes, 0, "the naive pipeline copies per consumer");
+        miser_plan_free(p);
+    }
+    miser_model_free(m);
+}
+
+/* ---- miser synth --arch llama, checked by the numpy reference ---- */
+
+Test(llama, synth_tiny_against_numpy)
+{
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/synth", g_tmp);
+    cr_assert_eq(sh(MISER " synth --arch llama --shape tiny --out '%s' --seed 3", dir), 0);
+    reference r;
+    ref_run(dir, &r);
+    check_against(dir, &r, NULL, 64, 0);
+    free(r.last);
+    cr_assert_eq(sh(MISER " synth --arch llama --shape nope --out '%s/x' 2>/dev/null", g_tmp), 2);
+    cr_assert_eq(sh(MISER " synth --kv-heads 2 --out '%s/x' 2>/dev/null", g_tmp), 2);
+}
+
+/* ---- llama.cpp on a GGUF of the same weights (make peers) ---- */
+
+static int have_llamacpp(void)
+{
+    return access(TOOLS "/peers/node_modules/node-llama-cpp/package.json", R_OK) == 0 &&
+           access(TOOLS "/peers/node_modules/.miser-llama.cpp/gguf-py/gguf/__init__.py", R_OK) == 0 &&
+           access("/usr/bin/node", X_OK) == 0;
+}
+
+static void check_llamacpp(const char *name, const char *args)
+{
+    const char *dir = make_ck(name, args);
+    reference r;
+    ref_run(dir, &r);
+    char ids[256], cmd[1024], out[160];
+    size_t k = 0;
+    for (int64_t i = 0; i < N_PROMPT; i++) k += (size_t)snprintf(ids + k, sizeof ids - k, "%s%d", i ? "," : "", PROMPT[i]);
+    snprintf(out, sizeof out, "%s/%s.llamacpp.json", g_tmp, name);
+    snprintf(cmd, sizeof cmd,
+             "node " TOOLS "/peers/llamacpp_llama.js --model '%s' --prompt-ids %s --max-new-tokens %d --threads 1 "
+             "--json-out '%s' --cache-dir '%s/cache' >/dev/null 2>&1",
+             dir, ids, N_GREEDY, out, g_tmp);
+    cr_assert_eq(sh("%s", cmd), 0, "%s", cmd);
+    char *txt = test_read_file(out, NULL);
+    cJSON *j = cJSON_Parse(txt);
+    free(txt);
+    cJSON *lc = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "first"), "ids");
+    cr_assert_eq(cJSON_GetArraySize(lc), N_GREEDY);
+    miser_model *m;
+    miser_plan *p;
+    miser_session *s;
+    cr_assert_eq(miser_model_open(dir, &m), MISER_OK, "%s", miser_error_message());
+    cr_assert_eq(miser_plan_compile(m, NULL, &p), MISER_OK, "%s", miser_error_message());
+    cr_assert_eq(miser_session_create(p, NULL, &s), MISER_OK, "%s", miser_error_message());
+    miser_generate_options go = {.max_new_tokens = N_GREEDY, .stop_at_eos = 0};
+    miser_generate_result res;
+    cr_assert_eq(miser_generate(s, PROMPT, N_PROMPT, &go, NULL, NULL, &res), MISER_OK, "%s", miser_error_message());
+    int same = 0;
+    for (int i = 0; i < N_GREEDY; i++) {
+        int want = cJSON_GetArrayItem(lc, i)->valueint;
+        if (res.ids[i] != want) {
+            cr_assert(r.margin[i] < MARGIN_TOL, "%s: token %d: miser %d, llama.cpp %d (numpy margin %.3g)", name, i,
+                      res.ids[i], want, r.margin[i]);
+            break;
+        }
+        same++;
+    }
+    cr_assert(same >= 5, "%s: only %d tokens compared with llama.cpp", name, same);
+    cJSON_Delete(j);
+    miser_free(res.ids);
+    miser_session_free(s);
+    miser_plan_free(p);
+    miser_model_free(m);
+    free(r.last);
+}
+
+Test(llama, llamacpp_same_greedy_tokens)
+{
+    if (!have_llamacpp()) {
+        cr_skip_test("llama.cpp peer not installed (node-llama-cpp + gguf-py under tools/peers/node_modules: "
+                     "`make peers`)");
+        return;
+    }
+    check_llamacpp("lc_mha", "--heads 4 --tied --dtype f16 --seed 11");
+    check_llamacpp("lc_gqa", "--hidden 64 --heads 8 --kv-heads 2 --untied --theta 500000 --seed 12");
 }

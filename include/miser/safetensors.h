@@ -72,6 +72,20 @@ typedef struct miser_synth_options {
  * (dtype), MISER_ERR_IO, MISER_ERR_NOMEM. */
 miser_status miser_synth_gpt2(const char *dir, const miser_gpt2_config *cfg, const miser_synth_options *opt);
 
+/* Llama shapes by name (src/model/llama_synth.c): "tiny" (2 layers, hidden
+ * 64, 4 heads, 2 KV heads, MLP 160, vocab 512, ctx 256) and "smollm2-360m"
+ * (32 layers, hidden 960, 15 heads, 5 KV heads, MLP 2560, vocab 49152, ctx
+ * 8192, rope_theta 100000); tied embeddings. MISER_ERR_INVALID otherwise. */
+miser_status miser_llama_preset(const char *shape, miser_config *out);
+/* Write a synthetic LlamaForCausalLM checkpoint into `dir` as
+ * miser_synth_gpt2 does (temporary names, config.json last, deterministic in
+ * seed and tensor name): Hugging Face key names ("model.layers.N.self_attn.
+ * q_proj.weight", ...), PyTorch Linear layouts [out, in], tensors in name
+ * order; lm_head.weight only when cfg->tied is 0. Uses n_embd, n_head,
+ * n_kv_head, head_dim, n_layer, n_inner, n_vocab, n_ctx, eps, rope.theta,
+ * tied, bos/eos. Errors as miser_synth_gpt2's. */
+miser_status miser_synth_llama(const char *dir, const miser_config *cfg, const miser_synth_options *opt);
+
 #ifdef __cplusplus
 }
 #endif

@@ -17,6 +17,7 @@ static void synth_usage(FILE *f)
             "usage: miser synth --out DIR [--shape tiny|small|medium|large]\n"
             "                   [--layers N] [--embd C] [--heads H] [--vocab V] [--ctx N] [--inner N]\n"
             "                   [--dtype f32|f16|bf16] [--seed S] [--quiet]\n"
+            "       miser synth --arch llama --out DIR [--shape tiny|smollm2-360m] [--kv-heads N] [...]\n"
             "\n"
             "Write a GPT-2 checkpoint with deterministic synthetic weights into DIR\n"
             "(created with its parents if missing): model.safetensors, then config.json. The shape\n"
@@ -26,7 +27,13 @@ static void synth_usage(FILE *f)
             "(SIGINT, SIGTERM, SIGHUP), synth removes its temporary file and dies of\n"
             "that signal. Progress goes to stderr for checkpoints over 64 MB unless --quiet.\n"
             "exit codes: 0 ok, 1 failure (a write failed), 2 bad options (also a --out that\n"
-            "            cannot be created or written).\n");
+            "            cannot be created or written).\n"
+            "\n"
+            "--arch llama writes a LlamaForCausalLM checkpoint instead (Hugging Face\n"
+            "key names, tied embeddings): shape tiny (2 layers, hidden 64, 4 heads,\n"
+            "2 KV heads, MLP 160, vocab 512, ctx 256) or smollm2-360m (32 layers,\n"
+            "hidden 960, 15 heads, 5 KV heads, MLP 2560, vocab 49152); --embd is\n"
+            "the hidden size, --inner the MLP width, --kv-heads the KV heads.\n");
 }
 
 typedef struct {
@@ -111,7 +118,8 @@ static int parse_i64(const char *s, int64_t *out)
 static int cmd_synth(int argc, char **argv)
 {
     const char *out = NULL, *shape = "tiny";
-    int64_t layers = 0, embd = 0, heads = 0, vocab = 0, ctx = 0, inner = 0, seed = 0;
+    int64_t layers = 0, embd = 0, heads = 0, vocab = 0, ctx = 0, inner = 0, seed = 0, kv_heads = 0;
+    const char *arch = "gpt2";
     miser_dtype dtype = MISER_DTYPE_F32;
     int quiet = 0;
     for (int i = 1; i < argc; i++) {
@@ -136,6 +144,7 @@ static int cmd_synth(int argc, char **argv)
                        : !strcmp(a, "--ctx")   ? &ctx
                        : !strcmp(a, "--inner") ? &inner
                        : !strcmp(a, "--seed")  ? &seed
+                       : !strcmp(a, "--kv-heads") ? &kv_heads
                                                : NULL;
         if (num) {
             if (parse_i64(v, num) || (num != &seed && *num == 0)) {
@@ -146,6 +155,12 @@ static int cmd_synth(int argc, char **argv)
             out = v;
         } else if (!strcmp(a, "--shape")) {
             shape = v;
+        } else if (!strcmp(a, "--arch")) {
+            if (strcmp(v, "gpt2") && strcmp(v, "llama")) {
+                miser_cli_error("synth", "--arch: '%s' is not gpt2 or llama", v);
+                return MISER_EXIT_USAGE;
+            }
+            arch = v;
         } else if (!strcmp(a, "--dtype")) {
             if (miser_dtype_parse(v, &dtype) ||
                 (dtype != MISER_DTYPE_F32 && dtype != MISER_DTYPE_F16 && dtype != MISER_DTYPE_BF16)) {
@@ -161,8 +176,13 @@ static int cmd_synth(int argc, char **argv)
         miser_cli_error("synth", "--out DIR is required (see --help)");
         return MISER_EXIT_USAGE;
     }
+    const int llama = !strcmp(arch, "llama");
+    if (kv_heads && !llama) {
+        miser_cli_error("synth", "--kv-heads needs --arch llama");
+        return MISER_EXIT_USAGE;
+    }
     miser_gpt2_config cfg;
-    if (miser_gpt2_preset(shape, &cfg)) {
+    if (llama ? miser_llama_preset(shape, &cfg) : miser_gpt2_preset(shape, &cfg)) {
         miser_cli_error("synth", "%s", miser_error_message());
         return MISER_EXIT_USAGE;
     }
@@ -171,7 +191,13 @@ static int cmd_synth(int argc, char **argv)
     if (vocab) cfg.n_vocab = vocab;
     if (ctx) cfg.n_ctx = ctx;
     if (embd) cfg.n_embd = embd;
-    cfg.n_inner = inner ? inner : 4 * cfg.n_embd;
+    if (llama) {
+        if (inner) cfg.n_inner = inner;
+        if (kv_heads) cfg.n_kv_head = kv_heads;
+        if (heads && !kv_heads) cfg.n_kv_head = heads;
+        if (heads || embd) cfg.head_dim = cfg.n_head ? cfg.n_embd / cfg.n_head : 0;
+    } else
+        cfg.n_inner = inner ? inner : 4 * cfg.n_embd;
     if (cfg.eos_token_id >= cfg.n_vocab) cfg.eos_token_id = -1; /* a small test vocabulary has no <|endoftext|> */
 
     progress_state ps = {miser_now_s(), -1};
@@ -200,7 +226,7 @@ static int cmd_synth(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     for (int k = 0; k < 3; k++) sigaddset(&sa.sa_mask, sigs[k]);
     for (int k = 0; k < 3; k++) sigaction(sigs[k], &sa, &old[k]);
-    miser_status st = miser_synth_gpt2(out, &cfg, &o);
+    miser_status st = llama ? miser_synth_llama(out, &cfg, &o) : miser_synth_gpt2(out, &cfg, &o);
     for (int k = 0; k < 3; k++) sigaction(sigs[k], &old[k], NULL);
     if (st) {
         if (o.progress && ps.last_pct >= 0) fputc('\n', stderr);
@@ -211,4 +237,4 @@ static int cmd_synth(int argc, char **argv)
     return MISER_EXIT_OK;
 }
 
-MISER_CLI_COMMAND(synth, "synth", "write a synthetic GPT-2 checkpoint (deterministic random weights)", cmd_synth)
+MISER_CLI_COMMAND(synth, "synth", "write a synthetic GPT-2 or Llama checkpoint (deterministic random weights)", cmd_synth)
