@@ -397,7 +397,8 @@ Test(e2e, cli_generate_contract, .timeout = 60)
     cr_assert_eq(run_cli("generate --model " TINY " --prompt Hi --bogus", NULL, NULL), 2);
     cr_assert_eq(run_cli("generate --prompt Hi", NULL, NULL), 2);
     cr_assert_eq(run_cli("generate --model " TINY, "\xff\xfe", NULL), 3);
-    cr_assert_eq(run_cli("generate --model /nonexistent/dir --prompt Hi", NULL, NULL), 1);
+    /* a missing checkpoint is invalid input data (README's exit codes) */
+    cr_assert_eq(run_cli("generate --model /nonexistent/dir --prompt Hi", NULL, NULL), 3);
     char *stderr_txt = test_read_file("/tmp/miser-e2e-stderr.txt", NULL);
     cr_assert(strstr(stderr_txt, "/nonexistent/dir") != NULL, "error names the path: %s", stderr_txt);
     free(stderr_txt);
