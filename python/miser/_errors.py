@@ -5,7 +5,10 @@ ValueError`` or ``except MemoryError`` keep working in code that does not
 know miser."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB)
+
+if TYPE_CHECKING:  # typing costs ~2 MB of RSS at run time: hints only
+    from typing import Dict, Optional, Type
 
 
 class MiserError(Exception):

@@ -22,14 +22,16 @@ The library is looked up once, on first use, in this order:
 """
 from __future__ import annotations
 
+import _thread
 import ctypes
-import ctypes.util
 import os
 import sys
-import threading
 from ctypes import (CFUNCTYPE, POINTER, c_char_p, c_double, c_float, c_int, c_int32, c_int64, c_size_t,
                     c_uint64, c_void_p)
-from typing import List, Optional, Tuple
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB)
+
+if TYPE_CHECKING:  # hints only (import cost)
+    from typing import List, Optional, Tuple
 
 from ._errors import LibraryNotFoundError
 
@@ -41,7 +43,7 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(_PKG_DIR))
 
 TOKEN_FN = CFUNCTYPE(c_int, c_void_p, c_int32)
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _lib: Optional[ctypes.CDLL] = None
 _lib_path: Optional[str] = None
 _lib_reason: str = ""
@@ -89,7 +91,8 @@ def _load() -> ctypes.CDLL:
             _lib, _lib_path, _lib_reason = lib, os.path.realpath(path), why
             return lib
         if not explicit:
-            name = ctypes.util.find_library("miser")
+            from ctypes import util  # ~4 MB of RSS: only when the fixed places failed
+            name = util.find_library("miser")
             if name:
                 try:
                     lib = ctypes.CDLL(name)

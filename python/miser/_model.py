@@ -8,22 +8,25 @@ threads may generate on two sessions at once.
 """
 from __future__ import annotations
 
+import _thread
+import _weakref
 import codecs
 import ctypes
 import os
-import queue
-import signal
-import threading
-import weakref
+import time
 from ctypes import POINTER, byref, c_char_p, c_double, c_float, c_int32, c_int64, c_size_t, c_void_p
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB)
+
+# Only cheap modules at import time (`import miser` adds <= 5 MB RSS):
+# typing, dataclasses, threading, queue and signal are imported where used
+# or only for type checkers.
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
+    PathLike = Union[str, "os.PathLike[str]"]
+    Prompt = Union[str, bytes, Sequence[int]]
 
 from . import _lib
 from ._errors import ClosedError, InvalidInputError, error_for
-
-PathLike = Union[str, "os.PathLike[str]"]
-Prompt = Union[str, bytes, Sequence[int]]
 
 _MISER_TOKENIZE_SPECIAL_AS_TEXT = 1
 
@@ -33,29 +36,42 @@ def _check(st: int) -> None:
         raise error_for(st, _lib.error_message())
 
 
-@dataclass
 class Timings:
-    """Seconds of one generation, as ``miser generate --json`` reports them."""
-    prefill_s: float   #: prompt evaluation up to the first token (= ttft_s)
-    decode_s: float    #: after the first token
-    ttft_s: float      #: time to first token
-    decode_tok_s: float  #: (tokens - 1) / decode_s; 0 with fewer than two tokens
+    """Seconds of one generation, as ``miser generate --json`` reports them:
+    ``prefill_s`` (prompt evaluation up to the first token, = ``ttft_s``),
+    ``decode_s`` (after the first token), ``ttft_s`` (time to first token),
+    ``decode_tok_s`` ((tokens - 1) / decode_s; 0 with fewer than two tokens)."""
+    __slots__ = ("prefill_s", "decode_s", "ttft_s", "decode_tok_s")
+
+    def __init__(self, prefill_s: float, decode_s: float, ttft_s: float, decode_tok_s: float):
+        self.prefill_s, self.decode_s, self.ttft_s, self.decode_tok_s = prefill_s, decode_s, ttft_s, decode_tok_s
 
     @property
     def total_s(self) -> float:
         return self.prefill_s + self.decode_s
 
+    def __repr__(self) -> str:
+        return (f"Timings(prefill_s={self.prefill_s:.6f}, decode_s={self.decode_s:.6f}, ttft_s={self.ttft_s:.6f}, "
+                f"decode_tok_s={self.decode_tok_s:.2f})")
 
-@dataclass
+
 class Generation:
-    """What :meth:`Model.generate` returns."""
-    text: str             #: the generated text (cut before a stop string, if one matched)
-    ids: List[int]        #: the generated token ids (including the one completing a stop string)
-    prompt_ids: List[int]  #: the prompt's token ids
-    stop_reason: str      #: "eos", "max_new_tokens", "max_length", "capacity" or "stop"
-    timings: Timings
-    #: the raw bytes of ``ids`` (``text`` is their UTF-8 decoding with U+FFFD for invalid sequences)
-    data: bytes = field(repr=False, default=b"")
+    """What :meth:`Model.generate` returns: ``text`` (cut before a stop
+    string, if one matched), ``ids`` (the generated token ids, including the
+    one that completed a stop string), ``prompt_ids``, ``stop_reason``
+    ("eos", "max_new_tokens", "max_length", "capacity" or "stop"),
+    ``timings`` (:class:`Timings`) and ``data``, the raw bytes of ``ids``
+    (``text`` is their UTF-8 decoding, U+FFFD for invalid sequences)."""
+    __slots__ = ("text", "ids", "prompt_ids", "stop_reason", "timings", "data")
+
+    def __init__(self, text: str, ids: "List[int]", prompt_ids: "List[int]", stop_reason: str, timings: Timings,
+                 data: bytes = b""):
+        self.text, self.ids, self.prompt_ids, self.stop_reason = text, ids, prompt_ids, stop_reason
+        self.timings, self.data = timings, data
+
+    def __repr__(self) -> str:
+        return (f"Generation(text={self.text!r}, ids={self.ids!r}, stop_reason={self.stop_reason!r}, "
+                f"timings={self.timings!r})")
 
 
 class _Assembler:
@@ -109,31 +125,31 @@ class _Live:
 
     def __init__(self, what: str):
         self._what = what
-        self._cv = threading.Condition()
+        self._mu = _thread.allocate_lock()
         self._uses = 0
         self._closed = False
 
     def enter(self) -> None:
-        with self._cv:
+        with self._mu:
             if self._closed:
                 raise ClosedError(f"this {self._what} is closed")
             self._uses += 1
 
     def leave(self) -> None:
-        with self._cv:
+        with self._mu:
             self._uses -= 1
-            if not self._uses:
-                self._cv.notify_all()
 
     def close(self) -> bool:
         """Mark closed and wait for running calls; True the first time."""
-        with self._cv:
+        with self._mu:
             if self._closed:
                 return False
             self._closed = True
-            while self._uses:
-                self._cv.wait()
-            return True
+        while True:  # closing while another thread is inside a call is rare: poll
+            with self._mu:
+                if not self._uses:
+                    return True
+            time.sleep(0.001)
 
     @property
     def closed(self) -> bool:
@@ -161,10 +177,6 @@ def _ids_array(ids: Iterable[int]) -> "ctypes.Array[c_int32]":
     return (c_int32 * len(lst))(*lst) if lst else (c_int32 * 1)()
 
 
-def _on_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
 class Model:
     """A checkpoint, ready to generate.
 
@@ -188,7 +200,7 @@ class Model:
                  ctx: Optional[int] = None):
         self._live = _Live("model")
         self._h: Optional[int] = None
-        self._sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
+        self._sessions: "dict[int, Any]" = {}  # id -> weak reference to each open session
         L = _lib.lib()
         self._L = L
         p = os.fspath(path)
@@ -200,7 +212,6 @@ class Model:
         _check(L.miser_llm_open(os.fsencode(p), precision.encode() if precision else None,
                                 int(threads or 0), int(ctx or 0), byref(h)))
         self._h = h.value
-        self._finalizer = weakref.finalize(self, L.miser_llm_free, h.value)
         self.path: str = p
         self.precision: Optional[str] = precision
         self._tok = L.miser_llm_tokenizer(self._h)
@@ -218,10 +229,20 @@ class Model:
     # -- lifetime --
     def close(self) -> None:
         """Free the native memory (sessions first). Idempotent."""
-        for s in list(self._sessions):
-            s.close()
-        if self._live.close():
-            self._finalizer()
+        for r in list(self._sessions.values()):
+            s = r()
+            if s is not None:
+                s.close()
+        if self._live.close() and self._h:
+            h, self._h = self._h, None
+            self._L.miser_llm_free(h)
+
+    def __del__(self) -> None:
+        # Collected: sessions hold a reference to their model, so none is left.
+        h = getattr(self, "_h", None)
+        if h:
+            self._h = None
+            self._L.miser_llm_free(h)
 
     @property
     def closed(self) -> bool:
@@ -417,15 +438,25 @@ class Session:
             h = c_void_p()
             _check(L.miser_llm_session(model._h, int(capacity or 0), 1 if kv_f16 else 0, byref(h)))
         self._h = h.value
-        self._finalizer = weakref.finalize(self, L.miser_session_free, h.value)
-        self._lock = threading.Lock()
-        model._sessions.add(self)
+        self._lock = _thread.allocate_lock()
+        model._sessions[id(self)] = _weakref.ref(self)
         self.capacity: int = L.miser_session_capacity(self._h)
 
     def close(self) -> None:
         """Free the native memory. Idempotent."""
-        if self._live.close():
-            self._finalizer()
+        if self._live.close() and self._h:
+            h, self._h = self._h, None
+            self.model._sessions.pop(id(self), None)
+            self._L.miser_session_free(h)
+
+    def __del__(self) -> None:
+        h = getattr(self, "_h", None)
+        if h:
+            self._h = None
+            self._L.miser_session_free(h)
+            sessions = getattr(self.model, "_sessions", None)
+            if sessions is not None:
+                sessions.pop(id(self), None)
 
     @property
     def closed(self) -> bool:
@@ -594,10 +625,14 @@ class Session:
         # interpreter checks for signals); the callback then stops the
         # generation and KeyboardInterrupt is raised once the C call has
         # returned cleanly.
-        if _on_main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        import signal
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             def _sigint(_sig: int, _frame: Any) -> None:
                 cancel[0] = True
-            old = signal.signal(signal.SIGINT, _sigint)
+            try:
+                old = signal.signal(signal.SIGINT, _sigint)
+            except ValueError:  # not the main thread: signals are not delivered here anyway
+                old = None
         try:
             g = self._native(ids, max_new, max_length, temperature, top_k, top_p, seed, stops, ignore_eos, asm,
                              None, cancel, old is not None)
@@ -610,6 +645,8 @@ class Session:
 
     def _stream(self, ids: List[int], max_new: int, max_length: Optional[int], temperature: float, top_k: int,
                 top_p: float, seed: int, stop: Union[None, str, Sequence[str]], ignore_eos: bool) -> Iterator[str]:
+        import queue
+        import threading
         stops = _stops(stop)
         cancel = [False]
         asm = _Assembler(stops)

@@ -11,17 +11,19 @@ profile`` when the process runs under it.
 """
 from __future__ import annotations
 
-import json
+import _thread
 import os
 import sys
-import threading
 from ctypes import byref, c_size_t, c_void_p, string_at
-from typing import Any, Dict, List, Optional
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB)
+
+if TYPE_CHECKING:  # hints only (import cost)
+    from typing import Any, Dict, List, Optional
 
 from . import _lib
 from ._errors import ClosedError, InvalidInputError, MiserError, error_for
 
-_active_lock = threading.Lock()
+_active_lock = _thread.allocate_lock()
 _active: Optional["Profiler"] = None
 
 _EXT_FORMATS = {".json": "json", ".md": "md", ".markdown": "md", ".svg": "svg", ".html": "html", ".htm": "html",
@@ -78,7 +80,7 @@ class Profiler:
         self._h: Optional[int] = None      # miser_profiler * while running
         self._prof: Optional[int] = None   # miser_profile * after stop
         self._finalizer: Any = None
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     # -- running --
     def start(self) -> "Profiler":
@@ -164,6 +166,7 @@ class Profiler:
     def report(self) -> Dict[str, Any]:
         """The profile as a dict in the JSON schema of ``miser profile --json``
         (docs/profiler.md: stages, timeline, warnings, metrics)."""
+        import json
         return json.loads(self.render("json"))
 
     @property
@@ -195,7 +198,7 @@ class _Finalizer:
     """Frees the native profiler/profile when the Profiler is collected."""
 
     def __init__(self, owner: Profiler, L: Any, running: int):
-        import weakref
+        import weakref  # at start(), not at import
         self.L, self.running, self.profile = L, running, None
         self._f = weakref.finalize(owner, self._free)
 
