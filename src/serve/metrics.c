@@ -103,6 +103,7 @@ void miser_metrics_render(miser_server *s, miser_sb *b)
     for (int i = 0; i < OUT_COUNT; i++)
         miser_sb_printf(b, "miser_requests_total{outcome=\"%s\"} %llu\n", outcomes[i], (unsigned long long)m.requests[i]);
     gauge(b, "miser_queue_depth", "Requests waiting for a slot.", qlen);
+    gauge(b, "miser_http_connections", "Open HTTP connections.", atomic_load(&s->connections));
     gauge(b, "miser_active_sequences", "Sequences in a slot (prefilling or decoding).", active);
     gauge(b, "miser_slots_total", "Sequence slots (--parallel).", nseq);
     gauge(b, "miser_kv_positions_used", "KV cache positions held by active sequences.", (double)used);
