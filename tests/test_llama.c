@@ -408,3 +408,163 @@ Test(llama, llamacpp_same_greedy_tokens)
     check_llamacpp("lc_mha", "--heads 4 --tied --dtype f16 --seed 11");
     check_llamacpp("lc_gqa", "--hidden 64 --heads 8 --kv-heads 2 --untied --theta 500000 --seed 12");
 }
+
+/* ---- --precision f16 / q8_0: the converted-weights cache for Llama weights ---- */
+
+#include "miser/precision.h"
+
+Test(llama, precision_f16_and_q8_0)
+{
+    const char *dir = make_ck("prec", "--hidden 64 --heads 4 --kv-heads 2 --untied --seed 9");
+    reference r;
+    ref_run(dir, &r);
+    const miser_dtype precs[2] = {MISER_DTYPE_F16, MISER_DTYPE_Q8_0};
+    const double tol[2] = {2e-3, 3e-2};
+    char cache[128];
+    snprintf(cache, sizeof cache, "%s/cache", g_tmp);
+    miser_precision_options po = {.cache_dir = cache};
+    for (int k = 0; k < 2; k++) {
+        char *out = NULL, note[512];
+        int conv = 0;
+        cr_assert_eq(miser_precision_prepare(dir, precs[k], &po, &out, note, sizeof note, &conv), MISER_OK, "%s",
+                     miser_error_message());
+        cr_assert(conv);
+        miser_model *m;
+        cr_assert_eq(miser_model_open(out, &m), MISER_OK, "%s", miser_error_message());
+        /* the [out, in] Linear weights are quantised along their rows, which
+         * is K: the dot layout, read in place (row-major, not listed as
+         * transposed); norms stay as stored */
+        const miser_tensor_info *q = miser_model_tensor(m, "model.layers.0.self_attn.q_proj.weight");
+        cr_assert_eq(q->dtype, precs[k]);
+        cr_assert(q->stride[1] == 1 && q->stride[0] == 64);
+        cr_assert_eq(miser_model_tensor(m, "model.norm.weight")->dtype, precs[k] == MISER_DTYPE_Q8_0 ? MISER_DTYPE_F32
+                                                                                                    : MISER_DTYPE_F16);
+        char sets[64];
+        snprintf(sets, sizeof sets, "%s", miser_kernels_available());
+        for (char *ks = strtok(sets, " "); ks; ks = strtok(NULL, " ")) {
+            cr_assert_eq(miser_kernels_select(ks), 0);
+            miser_plan *p;
+            miser_session *s;
+            cr_assert_eq(miser_plan_compile(m, NULL, &p), MISER_OK, "%s", miser_error_message());
+            cr_assert_eq(miser_graph_get_stats(miser_plan_graph(p)).materialized_bytes, 0);
+            cr_assert_eq(miser_session_create(p, NULL, &s), MISER_OK, "%s", miser_error_message());
+            const float *lg;
+            cr_assert_eq(miser_session_eval(s, PROMPT, N_PROMPT, &lg), MISER_OK, "%s", miser_error_message());
+            double num = 0, den = 0;
+            for (int64_t i = 0; i < r.V; i++) {
+                num += (lg[i] - r.last[i]) * (lg[i] - r.last[i]);
+                den += r.last[i] * r.last[i];
+            }
+            cr_assert(sqrt(num / den) < tol[k], "%s with %s kernels: relative L2 %.3g", miser_dtype_name(precs[k]), ks,
+                      sqrt(num / den));
+            miser_session_free(s);
+            miser_plan_free(p);
+        }
+        miser_kernels_select("auto");
+        miser_model_free(m);
+        miser_free(out);
+    }
+    free(r.last);
+}
+
+/* ---- kernels: rmsnorm, silu_mul, rope and grouped-query attention of every
+ * set against the definitions written out here in double ---- */
+
+static float frand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((*s >> 40) * (1.0 / 16777216.0) * 2.0 - 1.0);
+}
+
+Test(llama, kernels_against_definitions)
+{
+    uint64_t seed = 42;
+    enum { ROWS = 5, C = 67, N = 301 };
+    float x[ROWS * C], gam[C], y[ROWS * C], g[N], u[N], yo[N];
+    for (int i = 0; i < ROWS * C; i++) x[i] = 3 * frand(&seed);
+    for (int i = 0; i < C; i++) gam[i] = 1 + frand(&seed);
+    for (int i = 0; i < N; i++) g[i] = 8 * frand(&seed), u[i] = frand(&seed);
+    char sets[64];
+    snprintf(sets, sizeof sets, "%s", miser_kernels_available());
+    for (char *ks = strtok(sets, " "); ks; ks = strtok(NULL, " ")) {
+        const miser_kernels *k = miser_kernels_by_name(ks);
+        cr_assert_not_null(k);
+        for (int th = 0; th < 3; th++) k->rmsnorm(y, x, gam, MISER_DTYPE_F32, ROWS, C, 1e-5f, th, 3);
+        for (int r = 0; r < ROWS; r++) {
+            double ss = 0;
+            for (int c = 0; c < C; c++) ss += (double)x[r * C + c] * x[r * C + c];
+            for (int c = 0; c < C; c++) {
+                double want = x[r * C + c] / sqrt(ss / C + 1e-5) * gam[c];
+                cr_assert(fabs(y[r * C + c] - want) < 1e-5 * (1 + fabs(want)), "%s rmsnorm [%d,%d]", ks, r, c);
+            }
+        }
+        for (int th = 0; th < 2; th++) k->silu_mul(yo, g, u, N, th, 2);
+        for (int i = 0; i < N; i++) {
+            double want = g[i] / (1 + exp(-(double)g[i])) * u[i];
+            cr_assert(fabs(yo[i] - want) < 1e-5 * (1 + fabs(want)), "%s silu_mul [%d]: %g vs %g", ks, i, yo[i], want);
+        }
+        /* grouped-query attention: H query heads over KV heads, each query head
+         * h reading KV head h / (H / KV) */
+        const int64_t Ds[] = {8, 64, 128}, Gs[] = {1, 3};
+        for (int di = 0; di < 3; di++)
+            for (int gi = 0; gi < 2; gi++)
+                for (int f16 = 0; f16 < 2; f16++) {
+                    const int64_t D = Ds[di], KV = 2, H = KV * Gs[gi], T = 3, S = 7;
+                    float *q = malloc(sizeof(float) * T * H * D), *kv32 = malloc(sizeof(float) * 2 * S * KV * D);
+                    uint16_t *kv16 = malloc(2 * 2 * S * KV * D);
+                    float *out = malloc(sizeof(float) * T * H * D), *scr = malloc(sizeof(float) * S * 4);
+                    for (int64_t i = 0; i < T * H * D; i++) q[i] = frand(&seed);
+                    for (int64_t i = 0; i < 2 * S * KV * D; i++) {
+                        kv16[i] = miser_f32_to_f16(frand(&seed));
+                        kv32[i] = miser_f16_to_f32(kv16[i]); /* the same values either way */
+                    }
+                    const void *kp = f16 ? (const void *)kv16 : (const void *)kv32;
+                    const void *vp = f16 ? (const void *)(kv16 + S * KV * D) : (const void *)(kv32 + S * KV * D);
+                    miser_attention_args a = {.T = T, .S = S, .H = H, .D = D, .group = H / KV, .q = q, .q_row = H * D,
+                                              .k = kp, .v = vp, .kvdt = f16 ? MISER_DTYPE_F16 : MISER_DTYPE_F32,
+                                              .k_row = KV * D, .v_row = KV * D, .out = out, .o_row = H * D,
+                                              .scale = 0.3f, .scratch = scr};
+                    for (int th = 0; th < 4; th++) k->attention(&a, th, 4);
+                    for (int64_t t = 0; t < T; t++)
+                        for (int64_t h = 0; h < H; h++) {
+                            const int64_t j = h / (H / KV), valid = S - T + t + 1;
+                            double p[16], mx = -1e300, sum = 0;
+                            for (int64_t s = 0; s < valid; s++) {
+                                double d = 0;
+                                for (int64_t e = 0; e < D; e++) d += (double)q[(t * H + h) * D + e] * kv32[(s * KV + j) * D + e];
+                                p[s] = 0.3 * d;
+                                if (p[s] > mx) mx = p[s];
+                            }
+                            for (int64_t s = 0; s < valid; s++) sum += p[s] = exp(p[s] - mx);
+                            for (int64_t e = 0; e < D; e++) {
+                                double want = 0;
+                                for (int64_t s = 0; s < valid; s++) want += p[s] * kv32[S * KV * D + (s * KV + j) * D + e];
+                                want /= sum;
+                                cr_assert(fabs(out[(t * H + h) * D + e] - want) < 1e-5, "%s attention D=%lld group=%lld "
+                                          "f16=%d [%lld,%lld,%lld]", ks, (long long)D, (long long)(H / KV), f16,
+                                          (long long)t, (long long)h, (long long)e);
+                            }
+                        }
+                    free(q), free(kv32), free(kv16), free(out), free(scr);
+                }
+    }
+    /* rope, rotate-half: pairs (i, i + D/2) turn by the angle of i */
+    enum { T = 3, H = 2, D = 8 };
+    float xr[T * 5 * D], yr[T * H * D], cs[T * D / 2], sn[T * D / 2];
+    for (int i = 0; i < T * 5 * D; i++) xr[i] = frand(&seed);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < D / 2; i++) {
+            double ang = (t + 7) * pow(10000.0, -2.0 * i / D);
+            cs[t * D / 2 + i] = (float)cos(ang), sn[t * D / 2 + i] = (float)sin(ang);
+        }
+    miser_ref_rope(yr, H * D, xr, 5 * D, T, H, D, cs, sn, 0, 1); /* rows strided like a slice of a wider output */
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < D; i++) {
+                const float *xv = xr + t * 5 * D + h * D;
+                double ang = (t + 7) * pow(10000.0, -2.0 * (i % (D / 2)) / D);
+                double rot = i < D / 2 ? -xv[i + D / 2] : xv[i - D / 2];
+                double want = xv[i] * cos(ang) + rot * sin(ang);
+                cr_assert(fabs(yr[(t * H + h) * D + i] - want) < 1e-6, "rope [%d,%d,%d]", t, h, i);
+            }
+}

@@ -629,6 +629,42 @@ static void avx2_layernorm(float *y, const float *x, const void *gamma, const vo
     }
 }
 
+AI void rmsnorm_impl(miser_dtype pdt, float *y, const float *x, const void *gamma, int64_t rows, int64_t C, float eps,
+                     int ith, int nth)
+{
+    int64_t lo, hi;
+    miser_split(rows, ith, nth, &lo, &hi);
+    const int64_t Cv = C / 8 * 8;
+    for (int64_t r = lo; r < hi; r++) {
+        const float *xr = x + r * C;
+        float *yr = y + r * C;
+        __m256 s0 = _mm256_setzero_ps();
+        int64_t c = 0;
+        for (; c < Cv; c += 8) {
+            const __m256 v = _mm256_loadu_ps(xr + c);
+            s0 = _mm256_fmadd_ps(v, v, s0);
+        }
+        float ss = hsum(s0);
+        for (; c < C; c++) ss += xr[c] * xr[c];
+        const float inv = 1.0f / sqrtf(ss / (float)C + eps);
+        const __m256 vinv = _mm256_set1_ps(inv);
+        for (c = 0; c < Cv; c += 8)
+            _mm256_storeu_ps(yr + c, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + c), vinv), load8(pdt, gamma, c)));
+        for (; c < C; c++) yr[c] = xr[c] * inv * miser_load_elem(pdt, gamma, c);
+    }
+}
+
+static void avx2_rmsnorm(float *y, const float *x, const void *gamma, miser_dtype pdt, int64_t rows, int64_t C,
+                         float eps, int ith, int nth)
+{
+    switch (pdt) {
+    case MISER_DTYPE_F32: rmsnorm_impl(MISER_DTYPE_F32, y, x, gamma, rows, C, eps, ith, nth); break;
+    case MISER_DTYPE_F16: rmsnorm_impl(MISER_DTYPE_F16, y, x, gamma, rows, C, eps, ith, nth); break;
+    case MISER_DTYPE_BF16: rmsnorm_impl(MISER_DTYPE_BF16, y, x, gamma, rows, C, eps, ith, nth); break;
+    default: miser_ref_rmsnorm(y, x, gamma, pdt, rows, C, eps, ith, nth); break;
+    }
+}
+
 /* elementwise work in chunks of 8 floats so threads never share a vector */
 static void split8(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
 {
@@ -644,6 +680,18 @@ static void avx2_gelu(float *y, const float *x, int64_t n, int ith, int nth)
     split8(n, ith, nth, &lo, &hi);
     for (i = lo; i + 8 <= hi; i += 8) _mm256_storeu_ps(y + i, gelu8(_mm256_loadu_ps(x + i)));
     if (i < hi) gelu_tail(y + i, x + i, hi - i);
+}
+
+static void avx2_silu_mul(float *y, const float *g, const float *u, int64_t n, int ith, int nth)
+{
+    int64_t lo, hi, i;
+    split8(n, ith, nth, &lo, &hi);
+    for (i = lo; i + 8 <= hi; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 sig = _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), x)));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_div_ps(x, sig), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < hi; i++) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 static void avx2_add(float *y, const float *a, const float *b, int64_t n, int ith, int nth)
@@ -695,8 +743,8 @@ static const miser_kernels g_avx2 = {
     .attention = avx2_attention,
     .layernorm = avx2_layernorm,
     .gelu = avx2_gelu,
-    .rmsnorm = miser_ref_rmsnorm, /* to do: AVX2 versions (small next to the linears) */
-    .silu_mul = miser_ref_silu_mul,
+    .rmsnorm = avx2_rmsnorm,
+    .silu_mul = avx2_silu_mul,
     .add = avx2_add,
     .softmax = avx2_softmax,
 };
