@@ -53,7 +53,8 @@ int miser_cli_close_stdout(const char *cmd);
  * but this line: "miser CMD: cannot write --OPT PATH: <strerror>", exit
  * MISER_EXIT_USAGE (0 when fine). A file: its directory must exist and
  * take a new file (probed by creating and removing the temporary name the
- * atomic writer uses), PATH must not be a directory. A directory (may not
+ * atomic writer uses), PATH must not be a directory, a device or a FIFO
+ * (the rename would replace it). A directory (may not
  * exist yet, miser_cli_mkdirs makes it later): the nearest existing
  * ancestor must be a directory this process can write into. */
 int miser_cli_check_output(const char *cmd, const char *opt, const char *path);

@@ -652,6 +652,10 @@ static int cmd_bench(int argc, char **argv)
         miser_cli_error(cmd, "unknown pipeline '%s' (default or naive)", sc.pipeline);
         return MISER_EXIT_USAGE;
     }
+    if (sc.model_dir && !*sc.model_dir) {
+        miser_cli_error(cmd, "--model needs a directory (without --model: the synthetic checkpoint)");
+        return MISER_EXIT_USAGE;
+    }
     if (soak && (md || svg)) {
         miser_cli_error(cmd, "--%s does not apply to --soak (its figures go to stdout and --json)", md ? "md" : "svg");
         return MISER_EXIT_USAGE;

@@ -224,6 +224,10 @@ static int cmd_compare(int argc, char **argv)
     /* Everything the runs need is checked before the first one: the report
      * folder, the peers folder when one is named, the checkpoint and the
      * prompts (as `miser generate` checks them). */
+    if (model_dir && !*model_dir) {
+        miser_cli_error(cmd, "--model needs a directory (without --model: the synthetic checkpoint)");
+        return MISER_EXIT_USAGE;
+    }
     int rc = miser_cli_check_output_dir(cmd, "out", out_dir);
     if (rc) return rc;
     if (peers_dir) {

@@ -136,7 +136,7 @@ static int cmd_generate(int argc, char **argv)
         miser_cli_error(cmd, "unexpected argument '%s' (use --prompt TEXT)", argv[optind]);
         return MISER_EXIT_USAGE;
     }
-    if (!model_dir) {
+    if (!model_dir || !*model_dir) {
         miser_cli_error(cmd, "--model DIR is required (see --help)");
         return MISER_EXIT_USAGE;
     }

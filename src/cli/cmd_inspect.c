@@ -210,7 +210,7 @@ static int cmd_inspect(int argc, char **argv)
         miser_cli_error(cmd, "unexpected argument '%s'", argv[optind]);
         return MISER_EXIT_USAGE;
     }
-    if (!model_dir) {
+    if (!model_dir || !*model_dir) {
         miser_cli_error(cmd, "--model DIR is required (see --help)");
         return MISER_EXIT_USAGE;
     }

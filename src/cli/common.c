@@ -93,6 +93,13 @@ int miser_cli_check_output(const char *cmd, const char *opt, const char *path)
     if (!path || !*path) return output_error(cmd, opt, "''", ENOENT);
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return output_error(cmd, opt, path, EISDIR);
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        /* a device, FIFO or socket: the atomic writer's rename would replace
+         * it (/dev/full, /dev/stdout) instead of writing to it */
+        miser_cli_error(cmd, "cannot write --%s %s: not a regular file (reports are written to a new file and "
+                        "renamed into place)", opt, path);
+        return MISER_EXIT_USAGE;
+    }
     size_t n = strlen(path) + 16;
     char *tmp = miser_malloc(MISER_MEM_SCRATCH, n);
     if (!tmp) return output_error(cmd, opt, path, ENOMEM);
