@@ -259,6 +259,15 @@ Test(cli, inspect_checks_dump_paths_first)
     one_line_naming("--dump-after", "afile/x.txt");
     cr_assert_eq(miser("inspect --model %s --dump-before %s", TINY, g_tmp), 2);
     one_line_naming("--dump-before", "directory");
+    /* a FIFO (like /dev/full or /dev/stdout) would be replaced by the
+     * atomic writer's rename, not written to */
+    char fifo[128];
+    snprintf(fifo, sizeof fifo, "%s/fifo", g_tmp);
+    cr_assert_eq(mkfifo(fifo, 0644), 0);
+    cr_assert_eq(miser("inspect --model %s --dump-after %s", TINY, fifo), 2);
+    one_line_naming("--dump-after", "not a regular file");
+    struct stat sb;
+    cr_assert(stat(fifo, &sb) == 0 && S_ISFIFO(sb.st_mode), "the FIFO was replaced");
     cr_assert_eq(miser("inspect --model %s --max-context 100000", TINY), 2);
     one_line_naming("--max-context", NULL);
     cr_assert_eq(miser("inspect --model %s/none", g_tmp), 3);
