@@ -17,7 +17,7 @@
  * every occurrence, left to right without overlap. A min-heap of (rank,
  * position) gives the same result in O(n log n): all entries of the round's
  * rank are taken out before the pairs that their merges create are pushed. */
-#include "miser/tokenizer.h"
+#include "tok_internal.h"
 
 #include "miser/alloc.h"
 #include "pretokenize.h"
@@ -40,28 +40,25 @@ extern const uint64_t miser_gpt2_vocab_bpe_len __attribute__((visibility("hidden
 
 #define EOT_TEXT "<|endoftext|>"
 
-struct miser_tokenizer {
-    int32_t n_vocab;     /* max id + 1 */
-    int32_t eot;         /* id of "<|endoftext|>" or -1 */
-    uint32_t n_merges;
-    uint32_t pair_mask;  /* pair_slots has pair_mask + 1 entries */
-    uint32_t *tok_off;   /* n_vocab + 1 offsets; an id with an empty range is absent */
-    uint8_t *tok_bytes;  /* all tokens' raw bytes */
-    int32_t *merge_a;    /* one block of 3 * n_merges: left, right, result ids by rank */
-    int32_t *merge_b;
-    int32_t *merge_out;
-    uint32_t *pair_slots; /* rank + 1, 0 = empty */
-    int32_t byte_id[256];
-};
-
 /* ---- byte <-> unicode (GPT-2's bytes_to_unicode) ----------------------- */
 
 /* Bytes that are printable Latin-1 map to themselves; the other 68 map to
  * U+0100.. in byte order. Every code point of the image is < 324. */
+static void unicode_to_byte_table(int16_t inv[324]);
 static int byte_is_printable(unsigned b)
 {
     return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
 }
+
+uint32_t miser_tok_byte_to_unicode(unsigned b)
+{
+    if (byte_is_printable(b)) return b;
+    unsigned extra = 0;
+    for (unsigned c = 0; c < b; c++) extra += !byte_is_printable(c);
+    return 256 + extra;
+}
+
+void miser_tok_unicode_to_byte(int16_t inv[324]) { unicode_to_byte_table(inv); }
 
 /* Inverse mapping: code point (< 324) -> byte, or -1. */
 static void unicode_to_byte_table(int16_t inv[324])
@@ -395,6 +392,11 @@ miser_status miser_tokenizer_open(const char *dir, miser_tokenizer **out)
         if (snprintf(vpath, sizeof vpath, "%s/vocab.json", dir) >= (int)sizeof vpath ||
             snprintf(mpath, sizeof mpath, "%s/merges.txt", dir) >= (int)sizeof mpath)
             return miser_error_set(MISER_ERR_INVALID, "model directory path too long: %.100s...", dir);
+        char jpath[4096], cpath[4096];
+        if (snprintf(jpath, sizeof jpath, "%s/tokenizer.json", dir) >= (int)sizeof jpath ||
+            snprintf(cpath, sizeof cpath, "%s/tokenizer_config.json", dir) >= (int)sizeof cpath)
+            return miser_error_set(MISER_ERR_INVALID, "model directory path too long: %.100s...", dir);
+        if (file_exists(jpath)) return miser_tokenizer_open_json(jpath, file_exists(cpath) ? cpath : NULL, out);
         have_v = file_exists(vpath);
         have_m = file_exists(mpath);
         if (have_v != have_m)
@@ -427,6 +429,7 @@ miser_status miser_tokenizer_open(const char *dir, miser_tokenizer **out)
 void miser_tokenizer_free(miser_tokenizer *t)
 {
     if (!t) return;
+    miser_tok_hf_free(t->hf);
     miser_free(t->tok_off);
     miser_free(t->tok_bytes);
     miser_free(t->merge_a);
@@ -438,7 +441,7 @@ size_t miser_tokenizer_memory(const miser_tokenizer *t)
 {
     if (!t) return 0;
     return miser_alloc_size(t) + miser_alloc_size(t->tok_off) + miser_alloc_size(t->tok_bytes) +
-           miser_alloc_size(t->merge_a) + miser_alloc_size(t->pair_slots);
+           miser_alloc_size(t->merge_a) + miser_alloc_size(t->pair_slots) + miser_tok_hf_memory(t->hf);
 }
 
 /* ---- encoding ------------------------------------------------------------- */
@@ -582,6 +585,7 @@ miser_status miser_tokenizer_encode(const miser_tokenizer *t, const char *text, 
         return miser_error_set(MISER_ERR_INVALID, "miser_tokenizer_encode: NULL argument");
     *ids = NULL;
     *n_ids = 0;
+    if (t->hf) return miser_tok_hf_encode(t, (const uint8_t *)text, len, flags, ids, n_ids);
     enc_state e = {0};
     /* Most text gives about one token per 4 bytes. */
     e.cap = len / 4 + 16;
@@ -631,6 +635,12 @@ const char *miser_tokenizer_token_bytes(const miser_tokenizer *t, int32_t id, si
 miser_status miser_tokenizer_decode(const miser_tokenizer *t, const int32_t *ids, size_t n, char **out,
                                     size_t *out_len)
 {
+    return miser_tokenizer_decode_ex(t, ids, n, 0, out, out_len);
+}
+
+miser_status miser_tokenizer_decode_ex(const miser_tokenizer *t, const int32_t *ids, size_t n, unsigned flags,
+                                       char **out, size_t *out_len)
+{
     if (!t || !out || (!ids && n)) return miser_error_set(MISER_ERR_INVALID, "miser_tokenizer_decode: NULL argument");
     *out = NULL;
     if (out_len) *out_len = 0;
@@ -645,9 +655,24 @@ miser_status miser_tokenizer_decode(const miser_tokenizer *t, const int32_t *ids
     if (!buf) return MISER_ERR_NOMEM;
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
+        if ((flags & MISER_DECODE_SKIP_SPECIAL) && miser_tok_hf_is_special(t, ids[i])) continue;
         const char *p = miser_tokenizer_token_bytes(t, ids[i], &len);
         memcpy(buf + o, p, len);
         o += len;
+    }
+    if (t->hf) {
+        /* the decoder's whole-text Strip (Llama 2: one leading space) */
+        size_t lead, trail, a = 0;
+        uint8_t lc, tc;
+        miser_tok_hf_strip(t, &lead, &lc, &trail, &tc);
+        while (a < lead && a < o && (uint8_t)buf[a] == lc) a++;
+        size_t b = o, k = 0;
+        while (k < trail && b > a && (uint8_t)buf[b - 1] == tc) {
+            b--;
+            k++;
+        }
+        memmove(buf, buf + a, b - a);
+        o = b - a;
     }
     buf[o] = 0;
     *out = buf;
@@ -658,3 +683,12 @@ miser_status miser_tokenizer_decode(const miser_tokenizer *t, const int32_t *ids
 int32_t miser_tokenizer_vocab_size(const miser_tokenizer *t) { return t ? t->n_vocab : 0; }
 
 int32_t miser_tokenizer_eot(const miser_tokenizer *t) { return t ? t->eot : -1; }
+
+int32_t miser_tokenizer_bos(const miser_tokenizer *t) { return t ? miser_tok_hf_bos(t) : -1; }
+
+int miser_tokenizer_is_special(const miser_tokenizer *t, int32_t id)
+{
+    if (!t) return 0;
+    if (!t->hf) return id >= 0 && id == t->eot;
+    return miser_tok_hf_is_special(t, id);
+}
