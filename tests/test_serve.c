@@ -201,17 +201,22 @@ static char *completion_text(const char *body)
 }
 
 /* `miser generate` alone: the text of N greedy tokens (eos ignored). */
-static char *generate_text(const char *model, const char *prompt_file, int n)
+static char *generate_text_with(const char *model, const char *prompt_file, int n, const char *extra)
 {
     int rc;
-    char *o = capture(&rc, "%s generate --model %s --max-new-tokens %d --ignore-eos --threads 1 --json < %s", MISER,
-                      model, n, prompt_file);
+    char *o = capture(&rc, "%s generate --model %s --max-new-tokens %d --ignore-eos --threads 1 --json %s < %s", MISER,
+                      model, n, extra, prompt_file);
     cr_assert_eq(rc, 0, "%s", o);
     cJSON *j = json_or_fail(o);
     char *t = strdup(cJSON_GetStringValue(cJSON_GetObjectItem(j, "text")));
     cJSON_Delete(j);
     free(o);
     return t;
+}
+
+static char *generate_text(const char *model, const char *prompt_file, int n)
+{
+    return generate_text_with(model, prompt_file, n, "");
 }
 
 static void write_file(const char *path, const char *text)
@@ -497,6 +502,22 @@ Test(serve, concurrent_greedy_equals_generate_alone, .timeout = 60)
         free(body);
         unlink(of);
     }
+    /* sampled with a seed: the same tokens as `miser generate` with the same settings */
+    char pf[256];
+    snprintf(pf, sizeof pf, "%s/p5.txt", dir);
+    char *sampled = generate_text_with(TINY, pf, NT, "--temperature 0.9 --top-k 40 --top-p 0.95 --seed 7");
+    int code;
+    char body[512];
+    snprintf(body, sizeof body, "{\"prompt\":\"%s\",\"max_tokens\":%d,\"temperature\":0.9,\"top_k\":40,\"top_p\":0.95,"
+                                "\"seed\":7,\"ignore_eos\":true}", prompts[5], NT);
+    char *b = post(&s, "/v1/completions", body, NULL, &code, NULL);
+    cr_assert_eq(code, 200, "%s", b);
+    char *got = completion_text(b);
+    cr_assert_str_eq(got, sampled, "sampled: server %s, generate %s", got, sampled);
+    cr_assert_str_neq(got, want[5]); /* and it did sample */
+    free(got);
+    free(b);
+    free(sampled);
     cr_assert_eq(stop(&s), 0);
     for (int i = 0; i < NP; i++) free(want[i]);
     cr_assert_eq(system("rm -rf /tmp/miser-serve-greedy-*"), 0);
@@ -812,6 +833,27 @@ Test(serve, sigterm_drains_then_exits_0, .timeout = 30)
     unlink(out);
     char *log = test_read_file(s.err, NULL);
     cr_assert(log && strstr(log, "draining"), "%s", log ? log : "");
+    cr_assert(strstr(log, "POST /v1/completions 200 ") && strstr(log, " ok prompt=1 gen=120 finish=length"), "%s", log);
     free(log);
     unlink(s.err);
+}
+
+Test(serve, request_timeout_stops_a_generation, .timeout = 30)
+{
+    server s;
+    start(&s, "--model " TINY " --threads 1 --request-timeout 0.05");
+    int code;
+    char *b = post(&s, "/v1/completions", "{\"prompt\":\"Hello\",\"max_tokens\":127,\"ignore_eos\":true}", NULL, &code, NULL);
+    cr_assert_eq(code, 200, "%s", b);
+    cJSON *j = json_or_fail(b);
+    cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(c, "finish_reason")), "length");
+    int n = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "completion_tokens")->valueint;
+    cr_assert(n >= 1 && n < 127, "%d tokens in 50 ms", n);
+    cJSON_Delete(j);
+    free(b);
+    b = capture(NULL, "curl -s -m 5 %s/metrics", s.base);
+    cr_assert(strstr(b, "miser_requests_total{outcome=\"timeout\"} 1"), "%s", b);
+    free(b);
+    cr_assert_eq(stop(&s), 0);
 }

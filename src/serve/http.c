@@ -344,7 +344,10 @@ static enum MHD_Result handle_generate(req *r)
         if (chat) miser_chat_render(s->chat, q.messages, q.n_messages, &text);
         const char *t = chat ? text.data : q.prompt;
         size_t tl = chat ? text.len : q.prompt_len;
-        miser_status st = text.failed ? MISER_ERR_NOMEM : miser_tokenizer_encode(s->tok, t ? t : "", tl, 0, &ids, &n);
+        /* a rendered chat carries its own bos marker (as transformers'
+         * apply_chat_template, tokenized without adding special tokens) */
+        unsigned flags = chat ? MISER_TOKENIZE_NO_ADD_SPECIAL : 0;
+        miser_status st = text.failed ? MISER_ERR_NOMEM : miser_tokenizer_encode(s->tok, t ? t : "", tl, flags, &ids, &n);
         miser_sb_free(&text);
         if (st) {
             ret = fail(r, 500, "server_error", NULL, NULL, "tokenizing the prompt failed: %s", miser_error_message());
@@ -456,7 +459,8 @@ static enum MHD_Result handle_tokenize(req *r)
     if (miser_serve_request_parse(MISER_SERVE_TOKENIZE, r->body.data, r->body.len, &q, &e)) return send_error(r, &e);
     int32_t *ids = NULL;
     size_t n = 0;
-    if (miser_tokenizer_encode(s->tok, q.prompt, q.prompt_len, 0, &ids, &n)) {
+    /* llama-server's add_special: bos/eos as the tokenizer's config says only when asked */
+    if (miser_tokenizer_encode(s->tok, q.prompt, q.prompt_len, q.add_special ? 0 : MISER_TOKENIZE_NO_ADD_SPECIAL, &ids, &n)) {
         miser_serve_request_free(&q);
         return fail(r, 500, "server_error", NULL, NULL, "%s", miser_error_message());
     }
