@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -89,6 +90,9 @@ static void start(server *s, const char *args)
     s->pid = fork();
     cr_assert(s->pid >= 0);
     if (s->pid == 0) {
+        /* a failed assertion ends the test process without stop(): the
+         * server goes with it instead of outliving the suite */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(fd[1], 1);
         close(fd[0]);
         close(fd[1]);
@@ -520,7 +524,9 @@ Test(serve, concurrent_greedy_equals_generate_alone, .timeout = 60)
     free(sampled);
     cr_assert_eq(stop(&s), 0);
     for (int i = 0; i < NP; i++) free(want[i]);
-    cr_assert_eq(system("rm -rf /tmp/miser-serve-greedy-*"), 0);
+    char rm[128];
+    snprintf(rm, sizeof rm, "rm -rf %s", dir);
+    cr_assert_eq(system(rm), 0);
 }
 
 Test(serve, openai_package_completions_and_errors, .timeout = 60)

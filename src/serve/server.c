@@ -124,9 +124,10 @@ miser_status miser_serve_load(miser_server *s)
     pthread_mutex_unlock(&s->mu);
     if ((st = miser_sched_start(s))) return st;
     atomic_store(&s->phase, PHASE_READY);
-    logf_(s, "model %s ready in %.2f s: %d slot%s x %lld positions, %d thread%s, chat template %s", s->alias,
-          miser_now_s() - t0, e->n_seqs, e->n_seqs == 1 ? "" : "s", (long long)e->seq_capacity, s->o.threads,
-          s->o.threads == 1 ? "" : "s", miser_chat_format_name(s->chat));
+    logf_(s, "model %s ready in %.2f s: %d slot%s x %lld positions (KV cache %.1f MiB, reserved), %d thread%s, chat template %s",
+          s->alias, miser_now_s() - t0, e->n_seqs, e->n_seqs == 1 ? "" : "s", (long long)e->seq_capacity,
+          (double)miser_mem_get(MISER_MEM_KV).current / 1048576.0, s->o.threads, s->o.threads == 1 ? "" : "s",
+          miser_chat_format_name(s->chat));
     return MISER_OK;
 }
 
