@@ -757,7 +757,7 @@ Test(profiler_check, regression_exit_codes, .timeout = 60)
     cr_assert_eq(miser_profile_load_json(base, &pb), MISER_OK);
     cr_assert_eq(miser_profile_load_json(worse, &pw), MISER_OK);
     miser_check_result r;
-    miser_check_options o = {0.10, 8, 0};
+    miser_check_options o = {0.10, 8, 0, 0, 0};
     miser_profile_check(pb, pw, &o, &r);
     cr_assert_geq(r.regressions, 1);
     int found = 0;

@@ -77,6 +77,41 @@ typedef struct miser_kv {
     char *value;  /* owned by the profile; always a string, numbers as text */
 } miser_kv;
 
+/* What an interval's peak_rss_kb is (docs/profiler.md, "Exact peaks").
+ * Whatever the kind, the figure is never below a sample or a mark snapshot
+ * of the same interval. */
+typedef enum miser_peak_kind {
+    MISER_PEAK_UNKNOWN = 0, /* nothing was measured (no process, no sample) */
+    MISER_PEAK_EXACT,       /* one process: its high-water mark (or ru_maxrss when it was reaped) */
+    MISER_PEAK_UPPER_BOUND, /* a tree: the sum of every process's own peak; the processes may have
+                             * peaked at different moments, so the tree's peak is at most this */
+    MISER_PEAK_LOWER_BOUND, /* a tree in which a process was reaped by its parent, not by the
+                             * profiler: its peak never reached miser; the figure is the largest
+                             * reading (sample, snapshot or one process's own peak) and the real
+                             * peak is at least this */
+    MISER_PEAK_SAMPLED      /* no high-water-mark reset: the largest sample or snapshot (a lower bound) */
+} miser_peak_kind;
+/* "unknown", "exact", "upper-bound", "lower-bound", "sampled" (static). */
+const char *miser_peak_kind_name(miser_peak_kind k);
+/* Inverse of miser_peak_kind_name; 0 on success. */
+int miser_peak_kind_parse(const char *s, miser_peak_kind *out);
+
+/* Where a mark came from. Only MISER_MARK_API, MISER_MARK_PIPE_ACK, MISER_MARK_TIME and
+ * MISER_MARK_END are taken where the program is: a plain pipe marker and a [STAGE]
+ * line on stdout are measured when miser reads them, after the program has moved on. */
+typedef enum miser_mark_source {
+    MISER_MARK_UNKNOWN = 0, /* a profile from an older miser */
+    MISER_MARK_API,         /* miser_profiler_stage in process (synchronous) */
+    MISER_MARK_PIPE,        /* a marker-pipe line without ack=1 (asynchronous) */
+    MISER_MARK_PIPE_ACK,    /* a marker-pipe line with ack=1 (synchronous: the program waited) */
+    MISER_MARK_STDOUT,      /* a "[STAGE] ..." line on the command's stdout (asynchronous) */
+    MISER_MARK_TIME,        /* --mark SECONDS:NAME */
+    MISER_MARK_END          /* the implicit record at stop / exit */
+} miser_mark_source;
+/* "unknown", "api", "pipe", "pipe-ack", "stdout", "time", "end" (static). */
+const char *miser_mark_source_name(miser_mark_source s);
+int miser_mark_source_parse(const char *s, miser_mark_source *out);
+
 typedef struct miser_stage_record {
     char name[MISER_STAGE_NAME_MAX];
     char *description;   /* owned by the profile; "" when none */
@@ -87,9 +122,10 @@ typedef struct miser_stage_record {
     int64_t rss_kb, anon_kb, file_kb, shmem_kb, swap_kb;
     int64_t pss_kb;      /* -1 unless PSS was asked for */
     /* The interval (previous mark, this mark]. */
-    int64_t peak_rss_kb;     /* exact: VmHWM after a reset at the previous mark (summed per
-                              * process out of process); the sampled peak when peak_exact is 0 */
-    int peak_exact;          /* 1 when peak_rss_kb came from the high-water mark */
+    int64_t peak_rss_kb;     /* the interval's peak; what it is says peak_kind */
+    int peak_exact;          /* 1 when peak_kind is MISER_PEAK_EXACT */
+    miser_peak_kind peak_kind;
+    int interval_procs;      /* processes that lived in the interval (1 in process) */
     int64_t peak_sampled_kb; /* max sampled total RSS in the interval; -1 without a sampler */
     int64_t peak_swap_kb;    /* max of swap seen (samples and the two marks) */
     uint64_t minflt, majflt; /* page faults since start */
@@ -103,6 +139,14 @@ typedef struct miser_stage_record {
     /* key=value data passed with the marker (see docs/profiler.md). */
     size_t nkv;
     miser_kv *kv;
+    /* Where the mark came from. For a [STAGE] line the figures the command
+     * printed (its own reading, taken when it printed the line) are kept
+     * beside miser's snapshot above (taken when miser read the line). */
+    miser_mark_source source;
+    int64_t reported_rss_kb, reported_swap_kb; /* -1 unless the command printed them */
+    double report_delay_s; /* how late miser's reading is, at least: seconds since the sampler
+                            * last saw the printed figure (within 1% or 512 KiB; 0 when the
+                            * snapshot itself matches); NAN when no sample matched */
 } miser_stage_record;
 
 /* One timeline sample. */
@@ -252,7 +296,11 @@ typedef struct miser_profile_metrics {
     double decode_tok_s;         /* (tokens-1)/(first_inference_s-ttft_s), else tokens/second_inference_s */
     double second_decode_tok_s;  /* tokens= on stage 4 / second_inference_s */
     double throughput_tokens_s;  /* tokens / first_inference_s */
-    int peaks_exact;             /* every interval peak came from the high-water mark */
+    int peaks_exact;             /* every interval peak is exact (MISER_PEAK_EXACT) */
+    /* What peak_rss_mb is: EXACT when every interval's is; UPPER_BOUND when each is exact or
+     * an upper bound; LOWER_BOUND when each is exact, a lower bound or sampled; UNKNOWN when
+     * the intervals mix upper and lower bounds (the figure is then neither). */
+    miser_peak_kind peak_kind;
 } miser_profile_metrics;
 
 /* Compute metrics; stages are looked up by the study's names (0_INITIAL ...
@@ -294,13 +342,16 @@ typedef struct miser_check_options {
     double mem_tolerance;   /* relative, e.g. 0.10 = 10 % growth allowed */
     double mem_slack_mb;    /* absolute slack added to memory limits (noise floor) */
     double time_tolerance;  /* relative, for seconds (0 or less: times not checked) */
+    double time_slack_s;    /* absolute slack added to time limits (the CLI's default: 0.1 s) */
+    int any_command;        /* 1: compare profiles of different commands (labels) too */
 } miser_check_options;
 
 typedef struct miser_check_item {
     const char *metric;     /* static name */
     double baseline, current, limit;
     int regressed;          /* 1 when current > limit */
-    int skipped;            /* 1 when either value is missing */
+    int skipped;            /* 1 when the baseline lacks the figure (nothing to hold it to) */
+    int missing;            /* 1 when the baseline has the figure and current does not */
 } miser_check_item;
 
 #define MISER_CHECK_MAX_ITEMS 16
@@ -308,10 +359,17 @@ typedef struct miser_check_result {
     size_t n;
     miser_check_item items[MISER_CHECK_MAX_ITEMS];
     int regressions;
+    /* Why the two profiles cannot be compared ("" when they can): a run that
+     * crashed (non-zero exit or a signal), different commands, a figure the
+     * baseline has that the current profile lacks. One line, names what is wrong. */
+    char problem[256];
 } miser_check_result;
 
 /* Compare current against baseline: lower is better for every metric checked
- * (memory figures and, when time_tolerance > 0, inference seconds). Never fails. */
+ * (memory figures and, when time_tolerance > 0, inference seconds). A figure
+ * regresses when current > baseline + |baseline| * tolerance + slack. When
+ * problem is set the verdict is "cannot compare", never "no regression".
+ * Never fails. */
 void miser_profile_check(const miser_profile *baseline, const miser_profile *current,
                          const miser_check_options *opts, miser_check_result *out);
 

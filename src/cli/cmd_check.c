@@ -15,16 +15,24 @@ static void usage(FILE *f)
             "Compare a profile (from `miser profile --json`) with a baseline. Every figure\n"
             "compared is lower-is-better; one regresses when\n"
             "  current > baseline + |baseline| * tolerance + slack.\n"
+            "A figure the baseline lacks is skipped; one the baseline has and the current\n"
+            "profile lacks is an error, as are profiles of a run that crashed (non-zero exit\n"
+            "or a signal), of different commands, or holding a figure of the wrong type or a\n"
+            "negative size: the check never says \"no regression\" about what it could not\n"
+            "compare.\n"
             "\n"
             "options:\n"
             "  --baseline FILE        the stored profile (required)\n"
             "  --tolerance T          relative tolerance for memory, \"10%%\" or 0.10 (default 10%%)\n"
             "  --slack-mb MB          absolute slack for memory figures (default 8)\n"
-            "  --time-tolerance T     also check inference seconds with this tolerance\n"
+            "  --time-tolerance T     also check inference seconds with this relative tolerance\n"
+            "  --time-slack S         absolute slack for seconds, with --time-tolerance (default 0.1)\n"
+            "  --any-command          compare profiles of different commands too\n"
             "  -q, --quiet            print only regressions\n"
             "  -h, --help             this help\n"
             "\n"
-            "exit: 0 no regression, 4 regression, 3 unreadable profile, 2 bad command line.\n");
+            "exit: 0 no regression, 4 regression, 3 a profile that cannot be read or compared\n"
+            "(one line says why), 2 bad command line.\n");
 }
 
 static int parse_tol(const char *s, double *out)
@@ -36,7 +44,7 @@ static int parse_tol(const char *s, double *out)
         v /= 100;
         end++;
     }
-    if (*end || v < 0 || isnan(v)) return -1;
+    if (*end || !(v >= 0) || isinf(v)) return -1;
     *out = v;
     return 0;
 }
@@ -44,7 +52,7 @@ static int parse_tol(const char *s, double *out)
 static int run(int argc, char **argv)
 {
     const char *base = NULL, *cur = NULL;
-    miser_check_options o = {0.10, 8.0, 0.0};
+    miser_check_options o = {0.10, 8.0, 0.0, 0.1, 0};
     int quiet = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
@@ -52,21 +60,24 @@ static int run(int argc, char **argv)
             usage(stdout);
             return MISER_EXIT_OK;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = 1;
+        else if (!strcmp(a, "--any-command")) o.any_command = 1;
         else if (!strcmp(a, "--baseline") || !strcmp(a, "--tolerance") || !strcmp(a, "--slack-mb") ||
-                 !strcmp(a, "--time-tolerance")) {
+                 !strcmp(a, "--time-tolerance") || !strcmp(a, "--time-slack")) {
             if (!next) {
                 miser_cli_error("check", "%s needs a value", a);
                 return MISER_EXIT_USAGE;
             }
             i++;
             if (!strcmp(a, "--baseline")) base = next;
-            else if (!strcmp(a, "--slack-mb")) {
+            else if (!strcmp(a, "--slack-mb") || !strcmp(a, "--time-slack")) {
                 char *end;
-                o.mem_slack_mb = strtod(next, &end);
-                if (*end || o.mem_slack_mb < 0) {
-                    miser_cli_error("check", "bad --slack-mb '%s'", next);
+                double v = strtod(next, &end);
+                if (end == next || *end || !(v >= 0) || isinf(v)) {
+                    miser_cli_error("check", "bad %s '%s' (a number >= 0)", a, next);
                     return MISER_EXIT_USAGE;
                 }
+                if (!strcmp(a, "--slack-mb")) o.mem_slack_mb = v;
+                else o.time_slack_s = v;
             } else if (parse_tol(next, !strcmp(a, "--tolerance") ? &o.mem_tolerance : &o.time_tolerance)) {
                 miser_cli_error("check", "bad %s '%s' (e.g. 10%% or 0.1)", a, next);
                 return MISER_EXIT_USAGE;
@@ -94,6 +105,12 @@ static int run(int argc, char **argv)
     }
     miser_check_result r;
     miser_profile_check(pb, pc, &o, &r);
+    if (r.problem[0]) {
+        miser_cli_error("check", "cannot compare %s with %s: %s", cur, base, r.problem);
+        miser_profile_free(pb);
+        miser_profile_free(pc);
+        return MISER_EXIT_DATA;
+    }
     size_t compared = 0;
     if (!quiet) printf("%-24s %12s %12s %12s  %s\n", "metric", "baseline", "current", "limit", "verdict");
     for (size_t i = 0; i < r.n; i++) {

@@ -18,6 +18,18 @@ static void usage(FILE *f)
             "the study's \"[STAGE] NAME: X MB (swap: Y MB) - desc\" lines on CMD's stdout\n"
             "(passed through unchanged), and --mark options.\n"
             "\n"
+            "Only a marker-pipe line with ack=1 is synchronous: CMD waits for miser's byte\n"
+            "on $" MISER_MARKER_ACK_ENV ", so the mark measures CMD where it is (the helpers in\n"
+            "tools/markers/ do this). A pipe line without ack=1 and a [STAGE] line are measured\n"
+            "when miser reads them, after CMD has moved on; for [STAGE] lines the report keeps\n"
+            "both figures, CMD's own (\"printed\") and miser's reading at receipt, with the\n"
+            "estimated delay. Python children must flush: run `python3 -u` or print with\n"
+            "flush=True, or stdout into a pipe is block-buffered and the lines arrive late.\n"
+            "\n"
+            "Peaks: for one process the exact high-water mark of each interval; for a tree\n"
+            "the sum of per-process peaks (an upper bound), or, when a process was reaped\n"
+            "by its own parent, the largest reading (a lower bound). The report labels each.\n"
+            "\n"
             "options:\n"
             "  -i, --interval MS     timeline sampler interval (default 20; 0 turns it off)\n"
             "  --mark SECONDS:NAME[:DESC]  mark a stage at a time after the start (repeatable)\n"
@@ -34,8 +46,10 @@ static void usage(FILE *f)
             "  --no-marker-pipe      do not pass a marker pipe\n"
             "  -h, --help            this help\n"
             "\n"
-            "Files are written whole or not at all. Exit status: CMD's, 128+N if it was\n"
-            "killed by signal N, 127 if it could not be run, 2 on a bad command line.\n");
+            "Every output FILE is checked before CMD starts (an unwritable one is exit 2 and\n"
+            "CMD does not run); files are written whole or not at all. Exit status: CMD's,\n"
+            "128+N if it was killed by signal N, 127 if it could not be run, 2 on a bad\n"
+            "command line, 1 if CMD succeeded but a report could not be written.\n");
 }
 
 static void print_warning(const char *msg, void *ctx)
@@ -156,6 +170,18 @@ static int run(int argc, char **argv)
     int write_failed = 0;
     for (int k = 0; k < 4; k++)
         if (out[k] && miser_profile_write_file(p, fmts[k], out[k])) {
+    /* Refuse a bad output path before CMD runs: it costs the user nothing but
+     * this line. Two reports into one file would overwrite each other. */
+    static const char *const out_opt[4] = {"json", "csv", "md", "svg"};
+    for (int k = 0; k < 4; k++) {
+        if (!out[k]) continue;
+        for (int j = 0; j < k; j++)
+            if (out[j] && !strcmp(out[j], out[k])) {
+                miser_cli_error("profile", "--%s and --%s both write %s", out_opt[j], out_opt[k], out[k]);
+                goto done;
+            }
+        if (miser_cli_check_output("profile", out_opt[k], out[k]) != MISER_EXIT_OK) goto done;
+    }
             miser_cli_error("profile", "%s", miser_error_message());
             write_failed = 1;
         }

@@ -129,10 +129,19 @@ static miser_status mark(miser_profiler *p, const char *name, const char *desc, 
     s->peak_sampled_kb = smax;
     int64_t sw = swmax > st.swap_kb ? swmax : st.swap_kb;
     s->peak_swap_kb = sw > p->prev_swap ? sw : p->prev_swap;
+    s->interval_procs = 1;
+    s->source = implicit ? MISER_MARK_END : MISER_MARK_API;
     if (p->hwm_ok && st.hwm_kb >= 0) {
-        s->peak_rss_kb = st.hwm_kb;
+        /* The kernel's hiwater_rss is kept from approximate per-CPU counters
+         * while VmRSS is their exact sum, so a sample can read a few pages
+         * above VmHWM: the peak is the larger of the two, never below a sample. */
+        int64_t pk = st.hwm_kb > st.rss_kb ? st.hwm_kb : st.rss_kb;
+        if (smax > pk) pk = smax;
+        s->peak_rss_kb = pk;
         s->peak_exact = 1;
+        s->peak_kind = MISER_PEAK_EXACT;
     } else {
+        s->peak_kind = MISER_PEAK_SAMPLED;
         int64_t pk = st.rss_kb > p->prev_rss ? st.rss_kb : p->prev_rss;
         if (smax > pk) pk = smax;
         s->peak_rss_kb = pk;

@@ -45,7 +45,7 @@ void miser_profile_metrics_compute(const miser_profile *p, miser_profile_metrics
 {
     double nan = NAN;
     *m = (miser_profile_metrics){nan, nan, nan, nan, nan, nan, nan, nan, nan, "marks",
-                                 nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, 0};
+                                 nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, 0, MISER_PEAK_UNKNOWN};
     if (!p) return;
     const miser_stage_record *s0 = miser_profile_find_stage(p, "0_INITIAL");
     const miser_stage_record *s1 = miser_profile_find_stage(p, "1_MODEL_LOADED");
@@ -66,14 +66,17 @@ void miser_profile_metrics_compute(const miser_profile *p, miser_profile_metrics
     }
     polled = sampled;
     int64_t exact = -1;
-    int all_exact = p->nstages > 0;
+    int all_exact = p->nstages > 0, has_upper = 0, has_lower = 0;
     for (size_t i = 0; i < p->nstages; i++) {
         const miser_stage_record *s = &p->stages[i];
         if (s->rss_kb > polled) polled = s->rss_kb;
         if (s->swap_kb > swap) swap = s->swap_kb;
         if (s->peak_swap_kb > swap) swap = s->peak_swap_kb;
         if (s->peak_rss_kb > exact) exact = s->peak_rss_kb;
-        if (!s->peak_exact) all_exact = 0;
+        if (s->peak_rss_kb < 0) continue;
+        if (s->peak_kind != MISER_PEAK_EXACT) all_exact = 0;
+        if (s->peak_kind == MISER_PEAK_UPPER_BOUND) has_upper = 1;
+        else if (s->peak_kind != MISER_PEAK_EXACT) has_lower = 1;
     }
     if (p->nsamples) m->peak_ram_source = "sampled"; /* at sample_interval_ms */
     m->peak_ram_mb = mb(polled) - r0;
@@ -81,7 +84,12 @@ void miser_profile_metrics_compute(const miser_profile *p, miser_profile_metrics
     m->peak_rss_mb = mb(exact);
     m->peak_growth_mb = mb(exact) - r0;
     m->peak_sampled_mb = mb(sampled);
-    m->peaks_exact = all_exact;
+    m->peaks_exact = all_exact && exact >= 0;
+    m->peak_kind = exact < 0 ? MISER_PEAK_UNKNOWN
+                   : has_upper && has_lower ? MISER_PEAK_UNKNOWN
+                   : has_upper ? MISER_PEAK_UPPER_BOUND
+                   : has_lower ? MISER_PEAK_LOWER_BOUND
+                               : MISER_PEAK_EXACT;
 
     double f = kv_num(s3, "seconds");
     if (isnan(f) && s3 && s2) f = s3->t_s - s2->t_s;

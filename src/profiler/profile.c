@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/utsname.h>
@@ -90,9 +91,44 @@ miser_stage_record *prof_add_stage(miser_profile *p, const char *name, const cha
     s->peak_rss_kb = s->peak_sampled_kb = s->peak_swap_kb = s->gpu_kb = -1;
     return s;
 }
+    s->reported_rss_kb = s->reported_swap_kb = -1;
+    s->report_delay_s = NAN;
 
 miser_status prof_stage_set_kv(miser_stage_record *s, const char *key, const char *value)
 {
+static const char *const peak_kind_names[] = {"unknown", "exact", "upper-bound", "lower-bound", "sampled"};
+static const char *const mark_source_names[] = {"unknown", "api", "pipe", "pipe-ack", "stdout", "time", "end"};
+
+const char *miser_peak_kind_name(miser_peak_kind k)
+{
+    return (unsigned)k < sizeof peak_kind_names / sizeof *peak_kind_names ? peak_kind_names[k] : "unknown";
+}
+
+int miser_peak_kind_parse(const char *s, miser_peak_kind *out)
+{
+    for (size_t i = 0; s && i < sizeof peak_kind_names / sizeof *peak_kind_names; i++)
+        if (!strcmp(s, peak_kind_names[i])) {
+            *out = (miser_peak_kind)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *miser_mark_source_name(miser_mark_source k)
+{
+    return (unsigned)k < sizeof mark_source_names / sizeof *mark_source_names ? mark_source_names[k] : "unknown";
+}
+
+int miser_mark_source_parse(const char *s, miser_mark_source *out)
+{
+    for (size_t i = 0; s && i < sizeof mark_source_names / sizeof *mark_source_names; i++)
+        if (!strcmp(s, mark_source_names[i])) {
+            *out = (miser_mark_source)i;
+            return 0;
+        }
+    return -1;
+}
+
     for (size_t i = 0; i < s->nkv; i++)
         if (!strcmp(s->kv[i].key, key)) {
             char *v = miser_strdup(MISER_MEM_PROFILER, value);

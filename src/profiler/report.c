@@ -85,7 +85,8 @@ static void json_metrics(FILE *f, const miser_profile_metrics *m)
         fprintf(f, "%s\"%s\": ", i ? ", " : "", cn[i]);
         json_d(f, cv[i]);
     }
-    fprintf(f, ", \"peaks_exact\": %s}\n  }", m->peaks_exact ? "true" : "false");
+    fprintf(f, ", \"peaks_exact\": %s, \"peak_kind\": \"%s\"}\n  }", m->peaks_exact ? "true" : "false",
+            miser_peak_kind_name(m->peak_kind));
 }
 
 static void write_json(const miser_profile *p, FILE *f)
@@ -126,9 +127,15 @@ static void write_json(const miser_profile *p, FILE *f)
         fprintf(f, ", \"peak_exact\": %s, \"peak_sampled_kb\": ", s->peak_exact ? "true" : "false");
         json_i(f, s->peak_sampled_kb);
         fputs(", \"peak_swap_kb\": ", f); json_i(f, s->peak_swap_kb);
+        fprintf(f, ", \"peak_kind\": \"%s\", \"interval_procs\": %d", miser_peak_kind_name(s->peak_kind),
+                s->interval_procs);
         fprintf(f, ", \"minflt\": %llu, \"majflt\": %llu, \"nprocs\": %d, \"gpu_kb\": ", (unsigned long long)s->minflt,
                 (unsigned long long)s->majflt, s->nprocs);
         json_i(f, s->gpu_kb);
+        fprintf(f, ",\n     \"source\": \"%s\", \"reported_rss_kb\": ", miser_mark_source_name(s->source));
+        json_i(f, s->reported_rss_kb);
+        fputs(", \"reported_swap_kb\": ", f); json_i(f, s->reported_swap_kb);
+        fputs(", \"report_delay_s\": ", f); json_d(f, s->report_delay_s);
         if (s->has_alloc) {
             fputs(",\n     \"alloc\": {", f);
             for (int c = 0; c <= MISER_MEM_COUNT; c++) {
@@ -190,8 +197,10 @@ static void csv_i(FILE *f, int64_t v)
 
 static void write_csv(const miser_profile *p, FILE *f)
 {
+    /* New columns go after description, so readers by position keep working. */
     fputs("stage,implicit,t_s,cpu_s,rss_kb,anon_kb,file_kb,shmem_kb,swap_kb,pss_kb,peak_rss_kb,peak_exact,"
-          "peak_sampled_kb,peak_swap_kb,minflt,majflt,nprocs,gpu_kb,description\n",
+          "peak_sampled_kb,peak_swap_kb,minflt,majflt,nprocs,gpu_kb,description,peak_kind,interval_procs,source,"
+          "reported_rss_kb,reported_swap_kb,report_delay_s\n",
           f);
     for (size_t i = 0; i < p->nstages; i++) {
         const miser_stage_record *s = &p->stages[i];
@@ -207,6 +216,12 @@ static void write_csv(const miser_profile *p, FILE *f)
         csv_i(f, s->gpu_kb);
         fputc(',', f);
         csv_str(f, s->description);
+        fprintf(f, ",%s,%d,%s,", miser_peak_kind_name(s->peak_kind), s->interval_procs, miser_mark_source_name(s->source));
+        csv_i(f, s->reported_rss_kb);
+        fputc(',', f);
+        csv_i(f, s->reported_swap_kb);
+        fputc(',', f);
+        if (!isnan(s->report_delay_s)) fprintf(f, "%.6f", s->report_delay_s);
         fputc('\n', f);
     }
 }
@@ -233,6 +248,43 @@ miser_status miser_profile_write_stage_line(const miser_stage_record *s, FILE *f
     if (fprintf(f, "[STAGE] %s: %.2f MB (swap: %.2f MB) - %s\n", s->name, rss, swap, s->description) < 0)
         return miser_error_set(MISER_ERR_IO, "report: write failed");
     return MISER_OK;
+}
+
+/* Short labels for the tables. */
+static const char *kind_short(miser_peak_kind k)
+{
+    switch (k) {
+    case MISER_PEAK_EXACT: return "exact";
+    case MISER_PEAK_UPPER_BOUND: return "<= this";
+    case MISER_PEAK_LOWER_BOUND: return ">= this";
+    case MISER_PEAK_SAMPLED: return "sampled";
+    default: return "-";
+    }
+}
+
+static const char *kind_phrase(miser_peak_kind k)
+{
+    switch (k) {
+    case MISER_PEAK_EXACT: return "exact";
+    case MISER_PEAK_UPPER_BOUND: return "an upper bound (sum of per-process peaks)";
+    case MISER_PEAK_LOWER_BOUND: return "a lower bound (a process's peak was not readable)";
+    case MISER_PEAK_SAMPLED: return "sampled (a lower bound)";
+    default: return "of mixed bounds (neither an upper nor a lower bound)";
+    }
+}
+
+/* Is a mark's snapshot taken after the program moved on? */
+static int is_late_source(miser_mark_source s) { return s == MISER_MARK_STDOUT || s == MISER_MARK_PIPE; }
+
+/* The note under a [STAGE] line that came from the command's stdout. */
+static void reported_note(const miser_stage_record *s, char *b, size_t n)
+{
+    if (isnan(s->report_delay_s))
+        snprintf(b, n, "the command printed %.2f MB; miser's reading is from when the line arrived, delay unknown",
+                 mb(s->reported_rss_kb));
+    else
+        snprintf(b, n, "the command printed %.2f MB; miser's reading is from when the line arrived, >= %.3f s later",
+                 mb(s->reported_rss_kb), s->report_delay_s);
 }
 
 typedef struct {
@@ -293,17 +345,42 @@ static void write_table(const miser_profile *p, FILE *f)
     if (p->sample_interval_ms > 0) fprintf(f, "%g ms (%zu samples)", p->sample_interval_ms, p->nsamples);
     else fputs("off", f);
     fprintf(f, "; %s\n\n", ex);
-    for (size_t i = 0; i < p->nstages; i++)
-        if (!p->stages[i].implicit) miser_profile_write_stage_line(&p->stages[i], f);
-    fprintf(f, "\n%-22s %8s %8s %9s %9s %9s %8s %9s %5s %9s %8s\n", "stage", "t s", "cpu s", "RSS MB", "anon MB",
-            "file MB", "swap MB", "peak MB", "exact", "sampled", "faults");
+    /* miser's own readings in the study's line format, labelled as such: the
+     * command's own [STAGE] lines (passed through on stdout) carry its figures,
+     * which differ when miser read the line late; each such line says so. */
+    int any_stage = 0, any_late = 0;
     for (size_t i = 0; i < p->nstages; i++) {
         const miser_stage_record *s = &p->stages[i];
-        char c[6][24];
-        stage_cells(s, c);
-        fprintf(f, "%-22s %8.3f %8.3f %9s %9s %9s %8s %9s %5s %9s %8llu\n", s->name, s->t_s, s->cpu_s, c[0], c[1], c[2],
-                c[3], c[4], s->peak_exact ? "yes" : "no", c[5], (unsigned long long)(s->minflt + s->majflt));
+        if (s->implicit) continue;
+        if (!any_stage) fputs("miser's readings at each mark, in the study's format:\n", f);
+        any_stage = 1;
+        miser_profile_write_stage_line(s, f);
+        if (s->reported_rss_kb >= 0) {
+            char note[200];
+            reported_note(s, note, sizeof note);
+            fprintf(f, "        (%s)\n", note);
+        }
+        if (is_late_source(s->source)) any_late = 1;
     }
+    if (any_late)
+        fputs("(marks from [STAGE] lines on stdout and from marker-pipe lines without ack=1 are measured when miser\n"
+              " reads them, after the command has moved on; ack=1 on the marker pipe measures where the command is)\n",
+              f);
+    fprintf(f, "\n%-22s %8s %8s %9s %9s %9s %8s %9s %-8s %9s %8s %-8s %9s\n", "stage", "t s", "cpu s", "RSS MB",
+            "anon MB", "file MB", "swap MB", "peak MB", "peak is", "sampled", "faults", "mark", "printed");
+    for (size_t i = 0; i < p->nstages; i++) {
+        const miser_stage_record *s = &p->stages[i];
+        char c[6][24], rep_mb[24];
+        stage_cells(s, c);
+        fmt_num(rep_mb, sizeof rep_mb, mb(s->reported_rss_kb), "%.2f");
+        fprintf(f, "%-22s %8.3f %8.3f %9s %9s %9s %8s %9s %-8s %9s %8llu %-8s %9s\n", s->name, s->t_s, s->cpu_s, c[0],
+                c[1], c[2], c[3], c[4], kind_short(s->peak_kind), c[5], (unsigned long long)(s->minflt + s->majflt),
+                miser_mark_source_name(s->source), rep_mb);
+    }
+    fputs("(peak is: exact = one process's high-water mark; <= this = a tree's sum of per-process peaks, an upper\n"
+          " bound; >= this = a process's peak was lost to its parent's wait(), a lower bound; sampled = no reset.\n"
+          " printed = the figure on the command's own [STAGE] line.)\n",
+          f);
     mrow r[16];
     size_t n = study_rows(&m, r);
     fprintf(f, "\nstudy metrics (its definitions, for comparison with published tables):\n");
@@ -313,12 +390,13 @@ static void write_table(const miser_profile *p, FILE *f)
         fprintf(f, "  %-22s %12s   %s\n", r[i].name, b, r[i].note);
     }
     n = corrected_rows(&m, r);
-    fprintf(f, "corrected (%s peaks):\n", m.peaks_exact ? "exact" : "not all exact");
+    fprintf(f, "corrected (the whole-run peak is %s):\n", kind_phrase(m.peak_kind));
     for (size_t i = 0; i < n; i++) {
         char b[32];
         fmt_num(b, sizeof b, r[i].v, r[i].fmt);
         fprintf(f, "  %-22s %12s   %s\n", r[i].name, b, r[i].note);
     }
+    attrib_write_table(p, f); /* --attribute: top consumers per stage peak (attrib_report.c) */
     for (size_t i = 0; i < p->nwarnings; i++) fprintf(f, "warning: %s\n", p->warnings[i]);
 }
 
@@ -361,18 +439,29 @@ static void write_md(const miser_profile *p, FILE *f)
         fmt_num(b, sizeof b, r[i].v, r[i].fmt);
         fprintf(f, "| %s | %s | %s |\n", r[i].name, b, r[i].note);
     }
-    fputs("\n## Stages\n\n| stage | t s | RSS MB | anon MB | file MB | swap MB | peak MB | exact | sampled peak MB | "
-          "description |\n|---|---:|---:|---:|---:|---:|---:|---|---:|---|\n",
+    fprintf(f, "\nThe whole-run peak is %s.\n", kind_phrase(m.peak_kind));
+    fputs("\n## Stages\n\nRSS is miser's snapshot at the mark. *mark* says where the mark came from: `api` and "
+          "`pipe-ack` (marker pipe with ack=1) are measured where the program is; `stdout` ([STAGE] lines) and `pipe` "
+          "are measured when miser reads the line, after the program has moved on. *printed MB* is the figure on the "
+          "program's own [STAGE] line and *delay s* how much later miser read, at least (since the sampler last saw "
+          "the printed figure). *peak is*: exact "
+          "(one process), upper-bound (sum of per-process peaks), lower-bound (a process's peak was lost to its "
+          "parent's wait()), sampled.\n\n"
+          "| stage | t s | RSS MB | anon MB | file MB | swap MB | peak MB | peak is | sampled peak MB | mark | printed MB "
+          "| delay s | description |\n|---|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---|\n",
           f);
     for (size_t i = 0; i < p->nstages; i++) {
         const miser_stage_record *s = &p->stages[i];
-        char c[6][24];
+        char c[6][24], rep_mb[24], delay[24];
         stage_cells(s, c);
-        fprintf(f, "| %s | %.3f | %s | %s | %s | %s | %s | %s | %s | ", s->name, s->t_s, c[0], c[1], c[2], c[3], c[4],
-                s->peak_exact ? "yes" : "no", c[5]);
+        fmt_num(rep_mb, sizeof rep_mb, mb(s->reported_rss_kb), "%.2f");
+        fmt_num(delay, sizeof delay, s->report_delay_s, "%.3f");
+        fprintf(f, "| %s | %.3f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | ", s->name, s->t_s, c[0], c[1], c[2],
+                c[3], c[4], miser_peak_kind_name(s->peak_kind), c[5], miser_mark_source_name(s->source), rep_mb, delay);
         md_text(f, s->description);
         fputs(" |\n", f);
     }
+    attrib_write_md(p, f); /* --attribute: top consumers per stage peak (attrib_report.c) */
     if (p->nwarnings) fputs("\n## Warnings\n\n", f);
     for (size_t i = 0; i < p->nwarnings; i++) {
         fputs("- ", f);

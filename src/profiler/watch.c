@@ -1,13 +1,33 @@
 /* Out-of-process profiling: run a command, watch it and every descendant,
  * take stage marks from a marker pipe, from the study's "[STAGE]" stdout
  * lines and from the clock; exact peaks come from each process's VmHWM,
- * reset through /proc/PID/clear_refs at every mark. */
+ * reset through /proc/PID/clear_refs at every mark.
+ *
+ * How an interval's peak is put together (docs/profiler.md, "Exact peaks"):
+ *  - every reading of a process (at samples and marks) keeps the largest of
+ *    its VmHWM and VmRSS seen in the interval (tproc.hwm_max);
+ *  - the watcher is a subreaper, so it reaps the command and every orphan;
+ *    a reaped process's peak is the larger of its wait4() ru_maxrss and
+ *    hwm_max. On this kernel family ru_maxrss follows the clear_refs reset
+ *    of the image that exits (the peak since the last mark), keeps the peak
+ *    of an image replaced by exec, and includes the peaks of the children
+ *    the process reaped itself (a max, not a sum);
+ *  - a process reaped by its own parent gives its peak to that parent only
+ *    (as a max, never readable from outside). The watcher sees that it
+ *    happened: the parent's cminflt (faults of reaped children) grows. Read
+ *    at each mark for live processes and from the zombie (waitid WNOWAIT)
+ *    for processes the watcher reaps;
+ *  - one process in the interval: its peak is exact; several, every peak
+ *    accounted for: their sum is an upper bound of the tree's peak; a peak
+ *    lost to a parent: the largest reading is a lower bound. The figure is
+ *    never below a sample or snapshot of the interval. */
 #include "internal.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +45,8 @@ typedef struct {
     int sfd, statfd;
     int seen;
 } tproc;
+    int64_t hwm_max;  /* largest VmHWM / VmRSS read in this interval; -1 none */
+    uint64_t cmin0;   /* cminflt at the interval's start (0 for a process born in it) */
 
 typedef struct {
     char *buf;
@@ -43,7 +65,11 @@ typedef struct {
     long ticks;
     /* Per-interval state. */
     int64_t int_max_rss, int_max_swap, prev_rss, prev_swap;
-    int64_t exited_peak_kb;    /* ru_maxrss of processes reaped in this interval */
+    int64_t reaped_peak_kb;    /* sum of the peaks of processes reaped in this interval */
+    int64_t max_single_kb;     /* largest single-process reading in this interval */
+    int interval_procs;        /* processes that lived in this interval */
+    int lost_peak;             /* a tree process reaped a child itself: that peak is unknown */
+    int inflated;              /* a reaped process's ru_maxrss may hold older children's peaks */
     int interval_inexact;      /* a reset failed for a process in the tree */
     int warned_reset;
     /* Totals of reaped processes. */
@@ -62,6 +88,12 @@ enum { MARK_OTHER = 0, MARK_PIPE = 1, MARK_STDOUT = 2 };
 
 static volatile sig_atomic_t g_fwd_pid;
 static void forward_signal(int sig)
+/* The stdout line's own figures, passed to take_mark. */
+typedef struct {
+    miser_mark_source source;
+    int64_t rss_kb, swap_kb;
+} mark_info;
+
 {
     if (g_fwd_pid > 0) kill((pid_t)g_fwd_pid, sig);
 }
@@ -109,9 +141,12 @@ static void add_proc(watch *w, pid_t pid)
         close(sfd);
         return;
     }
-    /* A process that joins the tree after the last mark has a high-water
-     * mark covering only its own life, which lies inside this interval. */
-    w->procs[w->nprocs++] = (tproc){pid, sfd, statfd, 1};
+    /* A process that joins the tree after the last mark was born in this
+     * interval (every mark scans the whole tree): its high-water mark covers
+     * only its own life, and any child it has reaped was reaped in this
+     * interval, so its cminflt baseline is 0. */
+    w->procs[w->nprocs++] = (tproc){pid, sfd, statfd, 1, -1, 0};
+    w->interval_procs++;
 }
 
 static void drop_unseen(watch *w)
@@ -227,8 +262,14 @@ static void read_tree_mem(watch *w, tree_mem *m, int64_t *hwm_each)
         if (hwm_each) hwm_each[i] = -1;
         if (proc_pread(w->procs[i].sfd, buf, sizeof buf) < 0 || miser_proc_parse_status(buf, &st)) continue;
         m->rss += st.rss_kb;
-        m->hwm += st.hwm_kb > 0 ? st.hwm_kb : st.rss_kb;
-        if (hwm_each) hwm_each[i] = st.hwm_kb;
+        /* VmHWM comes from approximate per-CPU counters, VmRSS from their
+         * exact sum: either can be the larger by a few pages. */
+        int64_t h = st.hwm_kb > st.rss_kb ? st.hwm_kb : st.rss_kb;
+        tproc *t = &w->procs[i];
+        if (h > t->hwm_max) t->hwm_max = h;
+        if (t->hwm_max > w->max_single_kb) w->max_single_kb = t->hwm_max;
+        m->hwm += t->hwm_max;
+        if (hwm_each) hwm_each[i] = t->hwm_max;
         if (st.anon_kb < 0 || st.file_kb < 0) have_anon = 0;
         else {
             m->anon += st.anon_kb;
@@ -272,19 +313,45 @@ static void sample(watch *w)
 static void reap(watch *w)
 {
     for (;;) {
+/* cminflt of pid (a zombie's too), or -1. */
+static int64_t read_cminflt(pid_t pid)
+{
+    char path[64], buf[2048];
+    miser_proc_stat st;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    if (proc_read_file(path, buf, sizeof buf) < 0 || miser_proc_parse_stat(buf, &st)) return -1;
+    return (int64_t)st.cminflt;
+}
+
         int status;
         struct rusage ru;
-        pid_t r = wait4(-1, &status, WNOHANG, &ru);
+        pid_t r = wait4(zp, &status, WNOHANG, &ru);
+        /* Look at the zombie before reaping it: its cminflt says whether it
+         * reaped children of its own since the last mark (their peaks went
+         * to it as a max, not to us). */
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0) break;
+        pid_t zp = si.si_pid;
+        tproc *t = find_proc(w, zp);
+        int64_t cmin = read_cminflt(zp);
         if (r <= 0) break;
         if (!WIFEXITED(status) && !WIFSIGNALED(status)) continue;
-        /* ru_maxrss: the peak since the last reset at a mark (bounded below by
-         * the forked image before exec, which is the watcher's own size). */
-        w->exited_peak_kb += ru.ru_maxrss;
+        if (cmin > (int64_t)(t ? t->cmin0 : 0)) w->lost_peak = 1;
+        /* ru_maxrss includes the peaks of every child it ever reaped: one
+         * reaped in an earlier interval inflates it (still an upper bound). */
+        if (cmin > 0) w->inflated = 1;
+        /* Its peak: ru_maxrss (the exiting image's peak since the last reset,
+         * the peak of any image it replaced by exec, its reaped children's),
+         * or the largest reading of it if larger (counters differ by pages). */
+        int64_t pk = (int64_t)ru.ru_maxrss;
+        if (t && t->hwm_max > pk) pk = t->hwm_max;
+        if (!t) w->interval_procs++; /* born and gone between two readings */
+        w->reaped_peak_kb += pk;
         w->dead_cpu_s += (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
                          ru.ru_stime.tv_usec * 1e-6;
         w->dead_minflt += (uint64_t)ru.ru_minflt;
         w->dead_majflt += (uint64_t)ru.ru_majflt;
-        tproc *t = find_proc(w, r);
         if (t) t->seen = 0, drop_unseen(w);
         if (r == w->child) {
             w->child_done = 1;
@@ -301,14 +368,36 @@ static int same_as_last(const watch *w, int source, const char *name)
 }
 
 static void take_mark(watch *w, const char *name, const char *desc, const miser_kv *kv, size_t nkv, int implicit,
-                      int source)
+                      int source, const mark_info *mi)
 {
+/* How late a [STAGE] line was read, at least: seconds from the newest sample
+ * (or the snapshot itself) whose RSS matches the printed figure to receipt.
+ * The command took its reading at or before that sample. */
+static double report_delay(const miser_profile *p, const miser_stage_record *s)
+{
+    if (s->reported_rss_kb < 0) return NAN;
+    int64_t tol = s->reported_rss_kb / 100 > 512 ? s->reported_rss_kb / 100 : 512;
+    if (s->rss_kb >= 0 && llabs((long long)(s->rss_kb - s->reported_rss_kb)) <= tol) return 0;
+    for (size_t i = p->nsamples; i-- > 0;) {
+        const miser_sample *x = &p->samples[i];
+        if (x->t_s > s->t_s || x->rss_kb < 0) continue;
+        if (llabs((long long)(x->rss_kb - s->reported_rss_kb)) <= tol) return s->t_s - x->t_s;
+    }
+    return NAN;
+}
+
+static int kind_rank(miser_peak_kind k)
+{
+    return k == MISER_PEAK_EXACT ? 0 : k == MISER_PEAK_UPPER_BOUND ? 1 : k == MISER_PEAK_LOWER_BOUND ? 2 : 3;
+}
+
     /* a [STAGE] line echoing the pipe mark just taken adds nothing */
     if (source == MARK_STDOUT && same_as_last(w, MARK_PIPE, name)) return;
     /* a pipe mark (synchronous, exact) replaces the stdout one it follows,
      * keeping the larger peak of the two windows */
     int merge = source == MARK_PIPE && same_as_last(w, MARK_STDOUT, name);
-    int64_t prev_peak = merge ? w->prof->stages[w->prof->nstages - 1].peak_rss_kb : -1;
+    miser_stage_record prev = {0};
+    if (merge) prev = w->prof->stages[w->prof->nstages - 1]; /* the numbers only: freed below */
     discover(w, 1);
     w->last_scan = prof_now();
     int64_t *hwm = miser_calloc(MISER_MEM_PROFILER, w->nprocs + 1, sizeof *hwm);
@@ -328,6 +417,9 @@ static void take_mark(watch *w, const char *name, const char *desc, const miser_
         }
         if (w->o->pss) {
             char path[64], sb[4096];
+            /* A child reaped by this process (not by us) took its peak with it. */
+            if (st.cminflt > w->procs[i].cmin0) w->lost_peak = 1;
+            w->procs[i].cmin0 = st.cminflt;
             miser_proc_pss ps;
             snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)w->procs[i].pid);
             if (proc_read_file(path, sb, sizeof sb) >= 0 && miser_proc_parse_smaps_rollup(sb, &ps) == MISER_OK)
@@ -347,6 +439,7 @@ static void take_mark(watch *w, const char *name, const char *desc, const miser_
     s->t_s = prof_now() - w->t0;
     s->cpu_s = cpu;
     s->nprocs = m.n;
+    s->source = mi ? mi->source : implicit ? MISER_MARK_END : MISER_MARK_TIME;
     if (m.n > 0) {
         s->rss_kb = m.rss;
         s->anon_kb = m.anon;
@@ -363,24 +456,55 @@ static void take_mark(watch *w, const char *name, const char *desc, const miser_
     s->peak_sampled_kb = smax;
     int64_t sw = w->int_max_swap > cur_swap ? w->int_max_swap : cur_swap;
     s->peak_swap_kb = sw > w->prev_swap ? sw : w->prev_swap;
-    int64_t exact = m.hwm + w->exited_peak_kb;
-    if (m.n == 0 && w->exited_peak_kb == 0) {
-        /* Nothing left to read and nothing reaped: the peak is unknown. */
+    /* Lower bound: any reading of the interval (samples, the two snapshots,
+     * one process's own peak). Upper bound: every process's peak, summed. */
+    int64_t lower = cur_rss > w->prev_rss ? cur_rss : w->prev_rss;
+    if (smax > lower) lower = smax;
+    int64_t upper = m.hwm + w->reaped_peak_kb;
+    s->interval_procs = w->interval_procs;
+    if (w->interval_procs == 0) {
+        /* Nothing lived in this interval (marks read after the command's end). */
         s->peak_rss_kb = smax;
-    } else if (!w->o->no_hwm_reset && !w->interval_inexact) {
-        s->peak_rss_kb = exact;
-        s->peak_exact = 1;
+        s->peak_kind = smax >= 0 ? MISER_PEAK_SAMPLED : MISER_PEAK_UNKNOWN;
+    } else if (w->o->no_hwm_reset || w->interval_inexact) {
+        s->peak_rss_kb = lower;
+        s->peak_kind = MISER_PEAK_SAMPLED;
+    } else if (w->lost_peak) {
+        if (w->max_single_kb > lower) lower = w->max_single_kb;
+        s->peak_rss_kb = lower;
+        s->peak_kind = MISER_PEAK_LOWER_BOUND;
     } else {
-        int64_t pk = cur_rss > w->prev_rss ? cur_rss : w->prev_rss;
-        if (smax > pk) pk = smax;
-        s->peak_rss_kb = pk;
+        s->peak_rss_kb = upper > lower ? upper : lower;
+        s->peak_kind = w->interval_procs == 1 && !w->inflated ? MISER_PEAK_EXACT : MISER_PEAK_UPPER_BOUND;
     }
-    if (prev_peak > s->peak_rss_kb) s->peak_rss_kb = prev_peak;
+    if (mi && mi->source == MISER_MARK_STDOUT) {
+        s->reported_rss_kb = mi->rss_kb;
+        s->reported_swap_kb = mi->swap_kb;
+        s->report_delay_s = report_delay(w->prof, s);
+    }
+    if (merge) {
+        /* One stage announced both ways covers both windows: the larger peak,
+         * the weaker kind, and the [STAGE] line's own figures. */
+        if (prev.peak_rss_kb > s->peak_rss_kb) s->peak_rss_kb = prev.peak_rss_kb;
+        if (kind_rank(prev.peak_kind) > kind_rank(s->peak_kind)) s->peak_kind = prev.peak_kind;
+        s->interval_procs += prev.interval_procs;
+        if (prev.reported_rss_kb >= 0) {
+            s->reported_rss_kb = prev.reported_rss_kb;
+            s->reported_swap_kb = prev.reported_swap_kb;
+            s->report_delay_s = isnan(prev.report_delay_s) ? NAN : prev.report_delay_s + (s->t_s - prev.t_s);
+        }
+    }
+    s->peak_exact = s->peak_kind == MISER_PEAK_EXACT;
     for (size_t i = 0; i < nkv; i++)
         if (prof_stage_set_kv(s, kv[i].key, kv[i].value)) warn(w, "out of memory storing marker data");
     /* Reset for the next interval. */
     w->interval_inexact = 0;
-    w->exited_peak_kb = 0;
+    w->reaped_peak_kb = 0;
+    w->max_single_kb = 0;
+    w->lost_peak = 0;
+    w->inflated = 0;
+    w->interval_procs = (int)w->nprocs;
+    for (size_t i = 0; i < w->nprocs; i++) w->procs[i].hwm_max = -1;
     w->int_max_rss = cur_rss;
     w->int_max_swap = cur_swap;
     w->prev_rss = cur_rss;
@@ -432,7 +556,8 @@ static void handle_marker_line(watch *w, char *line)
                 kv[i] = kv[--nkv];
                 break;
             }
-        take_mark(w, name, desc, kv, nkv, 0, MARK_PIPE);
+        mark_info mi = {ack ? MISER_MARK_PIPE_ACK : MISER_MARK_PIPE, -1, -1};
+        take_mark(w, name, desc, kv, nkv, 0, MARK_PIPE, &mi);
         if (ack && w->ack_fd >= 0) {
             ssize_t r = write(w->ack_fd, "\n", 1);
             (void)r; /* a full or closed pipe: the reader is gone or not reading */
@@ -454,7 +579,11 @@ static void handle_stdout_line(watch *w, const char *line)
     snprintf(a, sizeof a, "%.2f", rss);
     snprintf(b, sizeof b, "%.2f", swap);
     miser_kv kv[2] = {{"reported_rss_mb", a}, {"reported_swap_mb", b}};
-    take_mark(w, name, desc, kv, 2, 0, MARK_STDOUT);
+    /* The command's own figures (its reading when it printed the line) stay
+     * beside miser's snapshot (taken now, when the line arrives). */
+    mark_info mi = {MISER_MARK_STDOUT, rss >= 0 ? (int64_t)llround(rss * 1024) : -1,
+                    swap >= 0 ? (int64_t)llround(swap * 1024) : -1};
+    take_mark(w, name, desc, kv, 2, 0, MARK_STDOUT, &mi);
 }
 
 /* Read what is there; 1 at EOF or error. */
@@ -580,7 +709,7 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
     extern char **environ;
     size_t nenv = 0;
     while (environ[nenv]) nenv++;
-    envp = miser_calloc(MISER_MEM_PROFILER, nenv + 3, sizeof *envp);
+    envp = miser_calloc(MISER_MEM_PROFILER, nenv + 5, sizeof *envp);
     if (!envp) {
         rc = miser_error_set(MISER_ERR_NOMEM, "profile: out of memory");
         goto fail;
@@ -682,7 +811,7 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
             if (next_sample < now) next_sample = now + iv; /* fell behind: skip, do not burst */
         }
         while (next_tm < opts->ntime_marks && now >= tm[next_tm]->at_s && !w->child_done) {
-            take_mark(w, tm[next_tm]->name, tm[next_tm]->description, NULL, 0, 0, MARK_OTHER);
+            take_mark(w, tm[next_tm]->name, tm[next_tm]->description, NULL, 0, 0, MARK_OTHER, NULL);
             next_tm++;
         }
         reap(w);
@@ -730,7 +859,7 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
         w->prof->exit.exited = 1;
         w->prof->exit.code = WEXITSTATUS(st);
     }
-    take_mark(w, "exit", w->prof->exit.signaled ? "command killed by a signal" : "command exited", NULL, 0, 1, MARK_OTHER);
+    take_mark(w, "exit", w->prof->exit.signaled ? "command killed by a signal" : "command exited", NULL, 0, 1, MARK_OTHER, NULL);
     if (w->nprocs) warn(w, "%zu descendant process(es) still running when the command exited", w->nprocs);
     for (size_t i = 0; i < w->nprocs; i++) close(w->procs[i].sfd), close(w->procs[i].statfd);
     if (mk[0] >= 0) close(mk[0]);

@@ -31,6 +31,7 @@ CMDS = {
     "torch": ["/usr/bin/python3", os.path.join(HERE, "torch_gpt2.py")],
     "ort": ["node", os.path.join(HERE, "ort_gpt2.js")],
     "llamacpp": ["node", os.path.join(HERE, "llamacpp_gpt2.js")],
+    "llamacpp_llama": ["node", os.path.join(HERE, "llamacpp_llama.js")],  # Llama-family checkpoints
 }
 
 
