@@ -863,3 +863,35 @@ Test(serve, request_timeout_stops_a_generation, .timeout = 30)
     free(b);
     cr_assert_eq(stop(&s), 0);
 }
+
+Test(serve, health_is_503_until_the_model_is_loaded, .timeout = 30)
+{
+    /* in process: listen before load, as the command does */
+    miser_serve_options o = {.model_dir = TINY, .port = 0, .parallel = 1, .threads = 1, .queue = 4};
+    miser_server *srv = NULL;
+    uint64_t before = miser_mem_total().current;
+    cr_assert_eq(miser_serve_create(&o, &srv), MISER_OK, "%s", miser_error_message());
+    cr_assert_eq(miser_serve_listen(srv), MISER_OK, "%s", miser_error_message());
+    server s = {.port = miser_serve_port(srv)};
+    snprintf(s.base, sizeof s.base, "http://127.0.0.1:%d", s.port);
+    cr_assert_eq(http_status(&s, "/health"), 503);
+    int code;
+    char *b = post(&s, "/v1/completions", "{\"prompt\":\"Hello\"}", NULL, &code, NULL);
+    cr_assert_eq(code, 503, "%s", b);
+    cr_assert(strstr(b, "\"loading\""), "%s", b);
+    free(b);
+    cr_assert_eq(miser_serve_load(srv), MISER_OK, "%s", miser_error_message());
+    cr_assert_eq(http_status(&s, "/health"), 200);
+    b = post(&s, "/v1/completions", "{\"prompt\":\"Hello\",\"max_tokens\":20,\"temperature\":0}", NULL, &code, NULL);
+    cr_assert_eq(code, 200, "%s", b);
+    char *t = completion_text(b);
+    cr_assert_str_eq(t, HELLO20);
+    free(t);
+    free(b);
+    cr_assert_eq(miser_serve_drain(srv, 5), 0);
+    cr_assert_eq(http_status(&s, "/health"), 503);
+    miser_serve_free(srv);
+    cr_assert_eq(http_status(&s, "/health"), -1); /* closed */
+    /* everything the server allocated through miser's allocator is back */
+    cr_assert_eq(miser_mem_total().current, before, "%llu bytes left", (unsigned long long)(miser_mem_total().current - before));
+}
