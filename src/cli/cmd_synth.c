@@ -26,14 +26,15 @@ static void synth_usage(FILE *f)
             "written under temporary names and renamed when complete; interrupted\n"
             "(SIGINT, SIGTERM, SIGHUP), synth removes its temporary file and dies of\n"
             "that signal. Progress goes to stderr for checkpoints over 64 MB unless --quiet.\n"
-            "exit codes: 0 ok, 1 failure (a write failed), 2 bad options (also a --out that\n"
-            "            cannot be created or written).\n"
             "\n"
             "--arch llama writes a LlamaForCausalLM checkpoint instead (Hugging Face\n"
             "key names, tied embeddings): shape tiny (2 layers, hidden 64, 4 heads,\n"
             "2 KV heads, MLP 160, vocab 512, ctx 256) or smollm2-360m (32 layers,\n"
             "hidden 960, 15 heads, 5 KV heads, MLP 2560, vocab 49152); --embd is\n"
-            "the hidden size, --inner the MLP width, --kv-heads the KV heads.\n");
+            "the hidden size, --inner the MLP width, --kv-heads the KV heads.\n"
+            "\n"
+            "exit codes: 0 ok, 1 failure (a write failed), 2 bad options (also a --out that\n"
+            "            cannot be created or written).\n");
 }
 
 typedef struct {
