@@ -78,7 +78,8 @@ fail:
 int miser_job_submit(miser_server *s, miser_job *j)
 {
     pthread_mutex_lock(&s->mu);
-    int ok = atomic_load(&s->phase) == PHASE_READY && s->qlen < s->o.queue + (s->eng->n_seqs - s->n_active);
+    /* checked under mu with stop: a job queued after the scheduler left would wait forever */
+    int ok = atomic_load(&s->phase) == PHASE_READY && !s->stop && s->qlen < s->o.queue + (s->eng->n_seqs - s->n_active);
     if (ok) {
         j->refs++;
         j->state = JOB_QUEUED;
@@ -137,6 +138,7 @@ static void finish(miser_server *s, miser_job *j, const char *reason, const char
     if (j->slot >= 0 && s->slots[j->slot] == j) {
         s->slots[j->slot] = NULL;
         s->n_active--;
+        if (s->eng->seq_release) s->eng->seq_release(s->eng, j->slot);
     }
     pthread_cond_broadcast(&j->cv);
     job_unref(j);
@@ -236,11 +238,13 @@ static void *sched_main(void *arg)
         /* join */
         while (s->qhead && s->n_active < N) {
             miser_job *j = s->qhead;
+            int k = 0;
+            while (s->slots[k]) k++;
+            /* first come, first served: the head waits until it fits */
+            if (e->admit && !e->admit(e, k, j->n_prompt, j->limit)) break;
             s->qhead = j->next;
             if (!s->qhead) s->qtail = NULL;
             s->qlen--;
-            int k = 0;
-            while (s->slots[k]) k++;
             s->slots[k] = j;
             j->slot = k;
             j->state = JOB_RUNNING;

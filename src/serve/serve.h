@@ -177,6 +177,14 @@ typedef struct miser_serve_engine {
     miser_status (*step)(struct miser_serve_engine *e, miser_serve_item *items, int n);
     /* Positions held by a sequence now. */
     int64_t (*seq_used)(const struct miser_serve_engine *e, int seq);
+    /* Admission (optional; NULL: a free slot is enough). An engine with a
+     * paged KV pool answers whether a sequence of up to n_prompt + max_new
+     * positions can be guaranteed its blocks now, and reserves them; the
+     * scheduler keeps the request queued otherwise. With no sequence
+     * active it must admit any request that fits one sequence's capacity. */
+    int (*admit)(struct miser_serve_engine *e, int seq, int64_t n_prompt, int64_t max_new);
+    /* The sequence left its slot (optional): return what admit reserved. */
+    void (*seq_release)(struct miser_serve_engine *e, int seq);
     void (*destroy)(struct miser_serve_engine *e);
 } miser_serve_engine;
 
