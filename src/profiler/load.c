@@ -5,9 +5,9 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <stdio.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,16 +114,16 @@ static miser_status parse(const cJSON *root, miser_profile **out)
     p->started_unix = get_d(&c, root, "started_unix", 0);
     p->sample_interval_ms = get_nonneg(&c, root, "sample_interval_ms", 0);
     const cJSON *ex = cJSON_GetObjectItemCaseSensitive(root, "exit");
-    if (cJSON_IsObject(ex)) {
     if (ex && !cJSON_IsNull(ex) && !cJSON_IsObject(ex)) fail(&c, "exit is %s, not an object", type_name(ex));
+    if (cJSON_IsObject(ex)) {
         snprintf(c.where, sizeof c.where, "exit");
         p->exit.exited = get_b(&c, ex, "exited");
         p->exit.code = (int)get_d(&c, ex, "code", 0);
         p->exit.signaled = get_b(&c, ex, "signaled");
         p->exit.signal = (int)get_nonneg(&c, ex, "signal", 0);
     }
-    const cJSON *js;
     if (c.bad) goto bad;
+    const cJSON *js;
     int idx = 0;
     cJSON_ArrayForEach(js, stages)
     {
@@ -177,8 +177,8 @@ static miser_status parse(const cJSON *root, miser_profile **out)
         s->reported_swap_kb = get_i(&c, js, "reported_swap_kb");
         s->report_delay_s = get_d(&c, js, "report_delay_s", NAN);
         const cJSON *al = cJSON_GetObjectItemCaseSensitive(js, "alloc");
-        if (cJSON_IsObject(al)) {
         if (al && !cJSON_IsNull(al) && !cJSON_IsObject(al)) fail(&c, "alloc is %s, not an object", type_name(al));
+        if (cJSON_IsObject(al)) {
             s->has_alloc = 1;
             for (int cat = 0; cat <= MISER_MEM_COUNT; cat++) {
                 const cJSON *a = cJSON_GetObjectItemCaseSensitive(
@@ -207,7 +207,6 @@ static miser_status parse(const cJSON *root, miser_profile **out)
             }
             if (prof_stage_set_kv(s, kv->string, kv->valuestring)) goto nomem;
         }
-        idx++;
         if (c.bad) goto bad;
         if (s->peak_rss_kb >= 0 && s->peak_sampled_kb > s->peak_rss_kb && s->peak_kind != MISER_PEAK_SAMPLED &&
             s->peak_kind != MISER_PEAK_UNKNOWN && pk) {
@@ -215,9 +214,10 @@ static miser_status parse(const cJSON *root, miser_profile **out)
                  (long long)s->peak_sampled_kb);
             goto bad;
         }
+        idx++;
     }
-    const cJSON *tl = cJSON_GetObjectItemCaseSensitive(root, "timeline");
     snprintf(c.where, sizeof c.where, "timeline");
+    const cJSON *tl = cJSON_GetObjectItemCaseSensitive(root, "timeline");
     const cJSON *rows = cJSON_GetObjectItemCaseSensitive(tl, "rows"), *row;
     int ri = 0;
     const cJSON *rarr = cJSON_IsArray(rows) ? rows : NULL;
@@ -244,13 +244,16 @@ static miser_status parse(const cJSON *root, miser_profile **out)
             } else *dst[i] = (int64_t)x->valuedouble;
         }
         if (prof_add_sample(p, &sm)) goto nomem;
-    }
         ri++;
+    }
     const cJSON *ws = cJSON_GetObjectItemCaseSensitive(root, "warnings"), *wi;
     const cJSON *warr = cJSON_IsArray(ws) ? ws : NULL;
     cJSON_ArrayForEach(wi, warr) if (cJSON_IsString(wi)) prof_warn(p, "%s", wi->valuestring);
     *out = p;
     return MISER_OK;
+bad:
+    miser_profile_free(p);
+    return MISER_ERR_FORMAT;
 nomem:
     miser_profile_free(p);
     return miser_error_set(MISER_ERR_NOMEM, "profile JSON: out of memory");
@@ -259,9 +262,6 @@ nomem:
 miser_status miser_profile_parse_json(const char *text, size_t len, miser_profile **out)
 {
     if (!text || !out) return miser_error_set(MISER_ERR_INVALID, "profile JSON: NULL argument");
-bad:
-    miser_profile_free(p);
-    return MISER_ERR_FORMAT;
     *out = NULL;
     cJSON *root = cJSON_ParseWithLength(text, len);
     if (!root) return miser_error_set(MISER_ERR_FORMAT, "profile JSON: not valid JSON");

@@ -2,8 +2,8 @@
  * in-process and out-of-process paths and by the JSON loader. */
 #include "internal.h"
 
-#include <stdarg.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/utsname.h>
@@ -89,13 +89,11 @@ miser_stage_record *prof_add_stage(miser_profile *p, const char *name, const cha
     s->description = d;
     s->rss_kb = s->anon_kb = s->file_kb = s->shmem_kb = s->swap_kb = s->pss_kb = -1;
     s->peak_rss_kb = s->peak_sampled_kb = s->peak_swap_kb = s->gpu_kb = -1;
-    return s;
-}
     s->reported_rss_kb = s->reported_swap_kb = -1;
     s->report_delay_s = NAN;
+    return s;
+}
 
-miser_status prof_stage_set_kv(miser_stage_record *s, const char *key, const char *value)
-{
 static const char *const peak_kind_names[] = {"unknown", "exact", "upper-bound", "lower-bound", "sampled"};
 static const char *const mark_source_names[] = {"unknown", "api", "pipe", "pipe-ack", "stdout", "time", "end"};
 
@@ -129,6 +127,8 @@ int miser_mark_source_parse(const char *s, miser_mark_source *out)
     return -1;
 }
 
+miser_status prof_stage_set_kv(miser_stage_record *s, const char *key, const char *value)
+{
     for (size_t i = 0; i < s->nkv; i++)
         if (!strcmp(s->kv[i].key, key)) {
             char *v = miser_strdup(MISER_MEM_PROFILER, value);

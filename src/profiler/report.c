@@ -396,7 +396,6 @@ static void write_table(const miser_profile *p, FILE *f)
         fmt_num(b, sizeof b, r[i].v, r[i].fmt);
         fprintf(f, "  %-22s %12s   %s\n", r[i].name, b, r[i].note);
     }
-    attrib_write_table(p, f); /* --attribute: top consumers per stage peak (attrib_report.c) */
     for (size_t i = 0; i < p->nwarnings; i++) fprintf(f, "warning: %s\n", p->warnings[i]);
 }
 
@@ -461,7 +460,6 @@ static void write_md(const miser_profile *p, FILE *f)
         md_text(f, s->description);
         fputs(" |\n", f);
     }
-    attrib_write_md(p, f); /* --attribute: top consumers per stage peak (attrib_report.c) */
     if (p->nwarnings) fputs("\n## Warnings\n\n", f);
     for (size_t i = 0; i < p->nwarnings; i++) {
         fputs("- ", f);

@@ -26,8 +26,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -44,9 +44,9 @@ typedef struct {
     pid_t pid;
     int sfd, statfd;
     int seen;
-} tproc;
     int64_t hwm_max;  /* largest VmHWM / VmRSS read in this interval; -1 none */
     uint64_t cmin0;   /* cminflt at the interval's start (0 for a process born in it) */
+} tproc;
 
 typedef struct {
     char *buf;
@@ -86,14 +86,14 @@ typedef struct {
  * one stage, recorded once. */
 enum { MARK_OTHER = 0, MARK_PIPE = 1, MARK_STDOUT = 2 };
 
-static volatile sig_atomic_t g_fwd_pid;
-static void forward_signal(int sig)
 /* The stdout line's own figures, passed to take_mark. */
 typedef struct {
     miser_mark_source source;
     int64_t rss_kb, swap_kb;
 } mark_info;
 
+static volatile sig_atomic_t g_fwd_pid;
+static void forward_signal(int sig)
 {
     if (g_fwd_pid > 0) kill((pid_t)g_fwd_pid, sig);
 }
@@ -310,9 +310,6 @@ static void sample(watch *w)
     if (m.swap > w->int_max_swap) w->int_max_swap = m.swap;
 }
 
-static void reap(watch *w)
-{
-    for (;;) {
 /* cminflt of pid (a zombie's too), or -1. */
 static int64_t read_cminflt(pid_t pid)
 {
@@ -323,9 +320,9 @@ static int64_t read_cminflt(pid_t pid)
     return (int64_t)st.cminflt;
 }
 
-        int status;
-        struct rusage ru;
-        pid_t r = wait4(zp, &status, WNOHANG, &ru);
+static void reap(watch *w)
+{
+    for (;;) {
         /* Look at the zombie before reaping it: its cminflt says whether it
          * reaped children of its own since the last mark (their peaks went
          * to it as a max, not to us). */
@@ -335,6 +332,9 @@ static int64_t read_cminflt(pid_t pid)
         pid_t zp = si.si_pid;
         tproc *t = find_proc(w, zp);
         int64_t cmin = read_cminflt(zp);
+        int status;
+        struct rusage ru;
+        pid_t r = wait4(zp, &status, WNOHANG, &ru);
         if (r <= 0) break;
         if (!WIFEXITED(status) && !WIFSIGNALED(status)) continue;
         if (cmin > (int64_t)(t ? t->cmin0 : 0)) w->lost_peak = 1;
@@ -367,9 +367,6 @@ static int same_as_last(const watch *w, int source, const char *name)
     return n && w->last_source == source && !strcmp(w->prof->stages[n - 1].name, name);
 }
 
-static void take_mark(watch *w, const char *name, const char *desc, const miser_kv *kv, size_t nkv, int implicit,
-                      int source, const mark_info *mi)
-{
 /* How late a [STAGE] line was read, at least: seconds from the newest sample
  * (or the snapshot itself) whose RSS matches the printed figure to receipt.
  * The command took its reading at or before that sample. */
@@ -391,6 +388,9 @@ static int kind_rank(miser_peak_kind k)
     return k == MISER_PEAK_EXACT ? 0 : k == MISER_PEAK_UPPER_BOUND ? 1 : k == MISER_PEAK_LOWER_BOUND ? 2 : 3;
 }
 
+static void take_mark(watch *w, const char *name, const char *desc, const miser_kv *kv, size_t nkv, int implicit,
+                      int source, const mark_info *mi)
+{
     /* a [STAGE] line echoing the pipe mark just taken adds nothing */
     if (source == MARK_STDOUT && same_as_last(w, MARK_PIPE, name)) return;
     /* a pipe mark (synchronous, exact) replaces the stdout one it follows,
@@ -414,12 +414,12 @@ static int kind_rank(miser_peak_kind k)
             cpu += (double)(st.utime + st.stime + st.cutime + st.cstime) / (double)tck;
             minflt += st.minflt + st.cminflt;
             majflt += st.majflt + st.cmajflt;
-        }
-        if (w->o->pss) {
-            char path[64], sb[4096];
             /* A child reaped by this process (not by us) took its peak with it. */
             if (st.cminflt > w->procs[i].cmin0) w->lost_peak = 1;
             w->procs[i].cmin0 = st.cminflt;
+        }
+        if (w->o->pss) {
+            char path[64], sb[4096];
             miser_proc_pss ps;
             snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)w->procs[i].pid);
             if (proc_read_file(path, sb, sizeof sb) >= 0 && miser_proc_parse_smaps_rollup(sb, &ps) == MISER_OK)
@@ -436,10 +436,10 @@ static int kind_rank(miser_peak_kind k)
         return;
     }
     s->implicit = implicit;
+    s->source = mi ? mi->source : implicit ? MISER_MARK_END : MISER_MARK_TIME;
     s->t_s = prof_now() - w->t0;
     s->cpu_s = cpu;
     s->nprocs = m.n;
-    s->source = mi ? mi->source : implicit ? MISER_MARK_END : MISER_MARK_TIME;
     if (m.n > 0) {
         s->rss_kb = m.rss;
         s->anon_kb = m.anon;
