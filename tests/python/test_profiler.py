@@ -23,6 +23,8 @@ SPIKE = 48 << 20
 
 def spike(live_s=0.002):
     """48 MB of anonymous memory, written (so resident), for a few ms.
+    Returns how long it was fully resident (end of the fill to the end of
+    the unmap), which CPU contention can stretch.
 
     Transparent huge pages are asked for (madvise) so the fill takes a few
     ms instead of tens; ctypes.memset releases the GIL, so a polling thread
@@ -35,9 +37,11 @@ def spike(live_s=0.002):
             pass
     c = ctypes.c_char.from_buffer(mm)
     ctypes.memset(ctypes.addressof(c), 1, SPIKE)
+    t0 = time.perf_counter()
     time.sleep(live_s)
     del c
     mm.close()
+    return time.perf_counter() - t0
 
 
 class PsutilSampler:
@@ -65,35 +69,46 @@ class PsutilSampler:
 
 
 def test_exact_peak_catches_short_spike_psutil_misses_it():
-    trials = 10
+    """The exact peak must see every spike; the study's 20 ms poller, in the
+    same process over the same intervals, must miss most of those that
+    really lived only a few ms (on an overloaded machine a spike can be
+    stretched past the poll interval: such trials count for the exact peak
+    only)."""
+    want, short_max = 10, 0.006
     rnd = random.Random(1)
-    polled = []
+    trials = []  # (polled max KiB, fully-resident seconds)
     spike()  # the first huge-page fault may compact memory: not part of the trials
     sampler = PsutilSampler()
     sampler.t.start()
     try:
         with miser.Profiler() as prof:
-            for i in range(trials):
+            for i in range(4 * want):
                 time.sleep(rnd.uniform(0.0, 0.02))  # a random phase against the poller
                 prof.stage(f"before_{i}")
                 sampler.window()
-                spike()
+                live = spike()
                 time.sleep(0.003)
-                polled.append(sampler.window() // 1024)  # the poller's maximum in the interval, KiB
+                trials.append((sampler.window() // 1024, live))  # the poller's maximum in the interval
                 prof.stage(f"after_{i}")
+                if sum(1 for _, t in trials if t <= short_max) >= want:
+                    break
     finally:
         sampler.stop.set()
         sampler.t.join()
     stages = {s["name"]: s for s in prof.report()["stages"]}
-    exact_hits = sampled_hits = 0
-    for i in range(trials):
+    full = 0.95 * SPIKE / 1024
+    short = polled_hits = 0
+    for i, (polled, live) in enumerate(trials):
         base = stages[f"before_{i}"]["rss_kb"]
         after = stages[f"after_{i}"]
         assert after["peak_exact"]
-        exact_hits += after["peak_rss_kb"] - base >= 0.95 * SPIKE / 1024
-        sampled_hits += polled[i] - base >= 0.95 * SPIKE / 1024
-    assert exact_hits == trials
-    assert sampled_hits <= trials // 2, f"the 20 ms poller saw the spike {sampled_hits}/{trials} times"
+        assert after["peak_rss_kb"] - base >= full, f"trial {i}: the exact peak missed the spike"
+        if live <= short_max:
+            short += 1
+            polled_hits += polled - base >= full
+    if short < want // 2:
+        pytest.skip(f"only {short} of {len(trials)} spikes stayed under {short_max * 1e3:.0f} ms (machine overloaded)")
+    assert polled_hits <= short // 2, f"the 20 ms poller saw {polled_hits} of {short} short spikes"
 
 
 def test_report_schema_is_miser_profile_json(cli, tmp_path):
@@ -104,7 +119,7 @@ def test_report_schema_is_miser_profile_json(cli, tmp_path):
     cmd = json.loads(out.read_text())
     with miser.Profiler(sample_interval_ms=5) as prof:
         miser.stage("0_INITIAL", "start", echo=False, tokens=3, text="a b")
-        time.sleep(0.02)
+        time.sleep(0.1)
     rep = prof.report()
     assert rep["schema"] == cmd["schema"] == "miser-profile" and rep["version"] == cmd["version"]
     assert rep["mode"] == "in-process" and cmd["mode"] == "command"
