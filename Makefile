@@ -25,11 +25,11 @@ CFLAGS_BASE += -march=native
 endif
 CFLAGS_BASE += $(CFLAGS)
 DEFS := -DMISER_SOURCE_DIR='"$(CURDIR)"' -DMISER_BUILD_DIR='"$(CURDIR)/$(BUILD)"'
-LIBS := -lcjson -lutf8proc -lpcre2-8 -lmicrohttpd -lm -ldl -pthread
+LIBS := -lcjson -lutf8proc -lpcre2-8 -lmicrohttpd -ldw -lelf -lm -ldl -pthread
 SIMD_FLAGS := -mavx2 -mfma -mf16c
 AVX512_FLAGS := $(SIMD_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq
 
-LIB_C   := $(filter-out src/cli/%,$(wildcard src/*/*.c))
+LIB_C   := $(filter-out src/cli/% src/attrib/%,$(wildcard src/*/*.c))
 LIB_S   := $(wildcard src/*/*.S)
 CLI_C   := $(wildcard src/cli/*.c)
 TEST_C  := $(wildcard tests/*.c)
@@ -45,9 +45,15 @@ SHARED := $(BUILD)/libmiser.so
 BIN    := $(BUILD)/miser
 TESTS  := $(BUILD)/miser-tests
 BENCH  := $(BUILD)/miser-bench
+# The attribution interposer (`miser profile --attribute`): preloaded into
+# profiled processes, so never part of libmiser and never sanitized; and the
+# known-truth program its tests profile (docs/attribution.md).
+ATTRIB := $(BUILD)/libmiser-attrib.so
+ATTRIB_TRUTH := $(BUILD)/attrib-truth
+ATTRIB_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O2 -Wall -Wextra -Wno-unused-parameter -fPIC -pthread
 
 .PHONY: run all test test-unit test-python test-sanitize fuzz bench peers install clean sanitize
-all: $(STATIC) $(SHARED) $(BIN)
+all: $(STATIC) $(SHARED) $(BIN) $(ATTRIB)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
@@ -75,7 +81,19 @@ $(SHARED): $(LIB_O)
 $(BIN): $(CLI_O) $(STATIC)
 	$(CC) $(CFLAGS_BASE) -o $@ $(CLI_O) $(STATIC) $(LIBS)
 
-$(TESTS): $(TEST_O) $(STATIC) $(BIN)
+$(ATTRIB): $(wildcard src/attrib/*.c) $(wildcard src/attrib/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ATTRIB_CFLAGS) -fvisibility=hidden -shared -o $@ $(filter %.c,$^) -lunwind -ldl
+
+$(ATTRIB_TRUTH): tests/attrib/truth.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ATTRIB_CFLAGS) -O1 -fno-inline -o $@ $^
+
+$(BUILD)/attrib-own: tests/attrib/own_malloc.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ATTRIB_CFLAGS) -O1 -o $@ $^
+
+$(TESTS): $(TEST_O) $(STATIC) $(BIN) $(ATTRIB) $(ATTRIB_TRUTH) $(BUILD)/attrib-own
 	$(CC) $(CFLAGS_BASE) -o $@ $(TEST_O) $(STATIC) -lcriterion $(LIBS)
 
 $(BENCH): $(BENCH_O) $(STATIC)
@@ -134,13 +152,14 @@ peers:
 
 $(BUILD)/miser.pc: Makefile
 	@mkdir -p $(dir $@)
-	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: miser\nDescription: memory-frugal GPT-2 inference and lifecycle memory profiler\nVersion: %s\nRequires.private: libcjson libutf8proc libmicrohttpd\nLibs: -L$${libdir} -lmiser\nLibs.private: -lm -ldl -pthread\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' > $@
+	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: miser\nDescription: memory-frugal GPT-2 inference and lifecycle memory profiler\nVersion: %s\nRequires.private: libcjson libutf8proc libmicrohttpd libdw\nLibs: -L$${libdir} -lmiser\nLibs.private: -lm -ldl -pthread\nCflags: -I$${includedir}\n' '$(PREFIX)' '$(VERSION)' > $@
 
 install: all $(BUILD)/miser.pc
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/miser
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/miser
 	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/libmiser.a
 	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/libmiser.so.$(VERSION)
+	install -m 755 $(ATTRIB) $(DESTDIR)$(PREFIX)/lib/libmiser-attrib.so
 	ln -sf libmiser.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libmiser.so.0
 	ln -sf libmiser.so.0 $(DESTDIR)$(PREFIX)/lib/libmiser.so
 	install -m 644 include/miser/*.h $(DESTDIR)$(PREFIX)/include/miser/

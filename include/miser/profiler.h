@@ -241,6 +241,11 @@ typedef struct miser_watch_options {
     /* Called (from the watching thread) for each warning as it happens; may be NULL. */
     void (*on_warning)(const char *msg, void *ctx);
     void *ctx;
+    /* Per-stage peak attribution (docs/attribution.md): the interposer
+     * library to preload into every process of the tree (NULL: off), and the
+     * smallest stack listed (smaller ones are summed as "other"). */
+    const char *attribute_lib;
+    int64_t attribute_min;
 } miser_watch_options;
 
 /* Run argv (argv[0] looked up in PATH) and watch it and its descendants
@@ -335,6 +340,29 @@ miser_status miser_profile_write_stage_line(const miser_stage_record *s, FILE *f
  * the path and what is wrong), UNSUPPORTED for a newer schema version, NOMEM. */
 miser_status miser_profile_load_json(const char *path, miser_profile **out);
 miser_status miser_profile_parse_json(const char *text, size_t len, miser_profile **out);
+
+/* ---- per-stage peak attribution (docs/attribution.md) ---- */
+
+/* Parse a size: bytes, or a number with K, M, G (KiB, MiB, GiB; "KB", "MiB"
+ * accepted). Returns 0 on success, -1 on anything else or a negative size. */
+int miser_attrib_parse_size(const char *s, int64_t *out);
+/* Find the interposer libmiser-attrib.so: $MISER_ATTRIB_LIB, then next to
+ * the running executable (the build tree), then ../lib/ from it (an
+ * installed miser). Errors: UNSUPPORTED with the places looked at. */
+miser_status miser_attrib_find_lib(char *path, size_t cap);
+/* 1 when the profile carries attribution (`miser profile --attribute`). */
+int miser_profile_has_attribution(const miser_profile *p);
+/* Write the icicle (flame) graphs of every stage's peak as one standalone
+ * SVG (hover: stack, bytes; click: zoom). Errors: INVALID without
+ * attribution, IO. miser_profile_write_attribution_svg_file writes atomically. */
+miser_status miser_profile_write_attribution_svg(const miser_profile *p, FILE *f);
+miser_status miser_profile_write_attribution_svg_file(const miser_profile *p, const char *path);
+/* Print the call stacks whose bytes at a stage's peak grew most from
+ * baseline to current (at most max lines per stage, stages matched by
+ * name); nothing when either profile lacks attribution. Returns the number
+ * of stacks printed. */
+size_t miser_profile_write_attribution_growth(const miser_profile *baseline, const miser_profile *current,
+                                              size_t max, FILE *f);
 
 /* ---- regression check ---- */
 

@@ -10,6 +10,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f)
 {
@@ -57,6 +58,20 @@ typedef struct {
     const miser_tokenizer *tok;
     int stream;
 } stream_ctx;
+
+/* Under `miser profile`, announce the lifecycle stages (load, compile,
+ * session, generate) on the marker pipe and wait for the snapshot (ack=1),
+ * so each stage's peak and attribution (--attribute) cover exactly that
+ * work. Outside the profiler this does nothing (docs/profiler.md). */
+static void stage_mark(const char *name)
+{
+    const char *fd = getenv("MISER_MARKER_FD"), *ack = getenv("MISER_MARKER_ACK_FD");
+    if (!fd || !*fd) return;
+    char line[96];
+    int n = snprintf(line, sizeof line, "stage %s%s\n", name, ack && *ack ? " ack=1" : "");
+    char c;
+    if (write(atoi(fd), line, (size_t)n) == n && ack && *ack && read(atoi(ack), &c, 1) < 0) return;
+}
 
 static int on_token(void *user, int32_t token)
 {
@@ -204,6 +219,7 @@ static int cmd_generate(int argc, char **argv)
         goto out;
     }
     double t1 = miser_now_s();
+    stage_mark("load");
     const miser_gpt2_config *cfg = miser_model_config(model);
     if ((rc = miser_cli_prompt_ids(cmd, what, tok, cfg->n_ctx, cfg->n_vocab, prompt, plen,
                                    special_text ? MISER_TOKENIZE_SPECIAL_AS_TEXT : 0, &ids, &n_ids)))
@@ -224,12 +240,14 @@ static int cmd_generate(int argc, char **argv)
         rc = miser_cli_exit_for_status(st);
         goto out;
     }
+    stage_mark("compile");
     miser_session_options so = {.capacity = want_ctx, .threads = (int)threads, .kv_f16 = kv_f16};
     if ((st = miser_session_create(plan, &so, &sess))) {
         miser_cli_error(cmd, "%s", miser_error_message());
         rc = miser_cli_exit_for_status(st);
         goto out;
     }
+    stage_mark("session");
     miser_generate_options go = {.max_new_tokens = max_new, .max_length = max_len, .temperature = temperature,
                                  .top_k = (int)top_k, .top_p = top_p, .seed = (uint64_t)seed,
                                  .stop_at_eos = !ignore_eos, .eos_token = cfg->eos_token_id};

@@ -44,6 +44,10 @@ static void usage(FILE *f)
             "  --no-hwm-reset        do not reset high-water marks (peaks become sampled)\n"
             "  --no-stdout-markers   let CMD write to stdout directly (no [STAGE] parsing)\n"
             "  --no-marker-pipe      do not pass a marker pipe\n"
+            "  --attribute           attribute each stage's peak to call stacks: preload an\n"
+            "                        interposer into every process (docs/attribution.md)\n"
+            "  --attribute-min SIZE  smallest stack listed (bytes, or with K/M/G; default 0)\n"
+            "  --attribute-svg FILE  icicle graph of every stage's peak (implies --attribute)\n"
             "  -h, --help            this help\n"
             "\n"
             "Every output FILE is checked before CMD starts (an unwritable one is exit 2 and\n"
@@ -90,6 +94,8 @@ static int run(int argc, char **argv)
     o.on_warning = print_warning;
     const char *out[4] = {NULL, NULL, NULL, NULL}; /* json csv md svg */
     const char *fmt = "table";
+    int attribute = 0;
+    const char *attribute_svg = NULL;
     miser_time_mark *marks = calloc((size_t)argc + 1, sizeof *marks);
     if (!marks) {
         miser_cli_error("profile", "out of memory");
@@ -112,7 +118,8 @@ static int run(int argc, char **argv)
             return MISER_EXIT_OK;
         }
         int takes = !strcmp(a, "-i") || !strcmp(a, "--interval") || !strcmp(a, "--mark") || !strcmp(a, "--json") ||
-                    !strcmp(a, "--csv") || !strcmp(a, "--md") || !strcmp(a, "--svg") || !strcmp(a, "--format");
+                    !strcmp(a, "--csv") || !strcmp(a, "--md") || !strcmp(a, "--svg") || !strcmp(a, "--format") ||
+                    !strcmp(a, "--attribute-min") || !strcmp(a, "--attribute-svg");
         if (takes && !next) {
             miser_cli_error("profile", "%s needs a value", a);
             goto done;
@@ -146,7 +153,14 @@ static int run(int argc, char **argv)
         else if (!strcmp(a, "--no-hwm-reset")) o.no_hwm_reset = 1;
         else if (!strcmp(a, "--no-stdout-markers")) o.stdout_markers = 0;
         else if (!strcmp(a, "--no-marker-pipe")) o.marker_pipe = 0;
-        else {
+        else if (!strcmp(a, "--attribute")) attribute = 1; /* attribution: docs/attribution.md */
+        else if (!strcmp(a, "--attribute-svg")) attribute = 1, attribute_svg = next;
+        else if (!strcmp(a, "--attribute-min")) {
+            if (miser_attrib_parse_size(next, &o.attribute_min)) {
+                miser_cli_error("profile", "bad --attribute-min '%s' (bytes, or a number with K, M or G)", next);
+                goto done;
+            }
+        } else {
             miser_cli_error("profile", "unknown option '%s' (see --help)", a);
             goto done;
         }
@@ -155,6 +169,29 @@ static int run(int argc, char **argv)
     if (i >= argc) {
         miser_cli_error("profile", "no command given (miser profile [options] -- CMD ARGS...)");
         goto done;
+    }
+    /* Refuse a bad output path before CMD runs: it costs the user nothing but
+     * this line. Two reports into one file would overwrite each other. */
+    static const char *const out_opt[4] = {"json", "csv", "md", "svg"};
+    for (int k = 0; k < 4; k++) {
+        if (!out[k]) continue;
+        for (int j = 0; j < k; j++)
+            if (out[j] && !strcmp(out[j], out[k])) {
+                miser_cli_error("profile", "--%s and --%s both write %s", out_opt[j], out_opt[k], out[k]);
+                goto done;
+            }
+        if (miser_cli_check_output("profile", out_opt[k], out[k]) != MISER_EXIT_OK) goto done;
+    }
+    /* attribution: find the interposer before CMD runs */
+    char attrib_lib[4096];
+    if (attribute_svg && miser_cli_check_output("profile", "attribute-svg", attribute_svg) != MISER_EXIT_OK) goto done;
+    if (attribute) {
+        if (miser_attrib_find_lib(attrib_lib, sizeof attrib_lib)) {
+            miser_cli_error("profile", "%s", miser_error_message());
+            rc = MISER_EXIT_FAIL;
+            goto done;
+        }
+        o.attribute_lib = attrib_lib;
     }
     o.time_marks = marks;
     o.ntime_marks = nmarks;
@@ -170,21 +207,13 @@ static int run(int argc, char **argv)
     int write_failed = 0;
     for (int k = 0; k < 4; k++)
         if (out[k] && miser_profile_write_file(p, fmts[k], out[k])) {
-    /* Refuse a bad output path before CMD runs: it costs the user nothing but
-     * this line. Two reports into one file would overwrite each other. */
-    static const char *const out_opt[4] = {"json", "csv", "md", "svg"};
-    for (int k = 0; k < 4; k++) {
-        if (!out[k]) continue;
-        for (int j = 0; j < k; j++)
-            if (out[j] && !strcmp(out[j], out[k])) {
-                miser_cli_error("profile", "--%s and --%s both write %s", out_opt[j], out_opt[k], out[k]);
-                goto done;
-            }
-        if (miser_cli_check_output("profile", out_opt[k], out[k]) != MISER_EXIT_OK) goto done;
-    }
             miser_cli_error("profile", "%s", miser_error_message());
             write_failed = 1;
         }
+    if (attribute_svg && miser_profile_write_attribution_svg_file(p, attribute_svg)) {
+        miser_cli_error("profile", "%s", miser_error_message());
+        write_failed = 1;
+    }
     miser_report_format f;
     if (strcmp(fmt, "none") && !miser_report_format_parse(fmt, &f)) {
         fputc('\n', stderr);

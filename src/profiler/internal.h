@@ -23,6 +23,7 @@ struct miser_profile {
     char **warnings;
     size_t nwarnings, cap_warnings;
     miser_profile_exit exit;
+    struct miser_attribution *attribution; /* owned; NULL unless --attribute ran (attrib.h) */
 };
 
 miser_profile *prof_new(const char *mode, const char *label);

@@ -2,6 +2,7 @@
  * `miser check` and `miser compare` can work from stored runs. Metrics are
  * recomputed from the stages rather than trusted from the file. */
 #include "internal.h"
+#include "attrib.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -249,6 +250,13 @@ static miser_status parse(const cJSON *root, miser_profile **out)
     const cJSON *ws = cJSON_GetObjectItemCaseSensitive(root, "warnings"), *wi;
     const cJSON *warr = cJSON_IsArray(ws) ? ws : NULL;
     cJSON_ArrayForEach(wi, warr) if (cJSON_IsString(wi)) prof_warn(p, "%s", wi->valuestring);
+    {
+        miser_status ast = attrib_json_parse(p, root); /* --attribute data (attrib_report.c) */
+        if (ast) {
+            miser_profile_free(p);
+            return ast;
+        }
+    }
     *out = p;
     return MISER_OK;
 bad:

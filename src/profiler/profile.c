@@ -1,6 +1,7 @@
 /* The profile: stage records, timeline and warnings, shared by the
  * in-process and out-of-process paths and by the JSON loader. */
 #include "internal.h"
+#include "attrib.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -50,6 +51,7 @@ void miser_profile_free(miser_profile *p)
     for (size_t i = 0; i < p->nwarnings; i++) miser_free(p->warnings[i]);
     miser_free(p->warnings);
     miser_free(p->label);
+    miser_attribution_free(p->attribution); /* attrib.c */
     miser_free(p);
 }
 

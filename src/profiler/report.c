@@ -3,6 +3,7 @@
  * JSON is written by hand (streaming, no allocation); files are written to a
  * temporary in the same directory and renamed, never left half-written. */
 #include "internal.h"
+#include "attrib.h"
 
 #include <errno.h>
 #include <math.h>
@@ -154,7 +155,9 @@ static void write_json(const miser_profile *p, FILE *f)
             fputs(": ", f);
             json_str(f, s->kv[k].value);
         }
-        fputs("}}", f);
+        fputc('}', f);
+        attrib_json_stage(p, i, f); /* --attribute: per-stage attribution (attrib_report.c) */
+        fputc('}', f);
     }
     fprintf(f, "\n  ],\n  \"timeline\": {\"columns\": [\"t_s\", \"rss_kb\", \"anon_kb\", \"file_kb\", \"swap_kb\", "
                "\"gpu_kb\"], \"dropped\": %zu, \"rows\": [",
@@ -174,6 +177,7 @@ static void write_json(const miser_profile *p, FILE *f)
         json_str(f, p->warnings[i]);
     }
     fputs("],\n", f);
+    attrib_json_top(p, f); /* --attribute: processes and leaks (attrib_report.c) */
     json_metrics(f, &m);
     fputs("\n}\n", f);
 }
@@ -396,6 +400,7 @@ static void write_table(const miser_profile *p, FILE *f)
         fmt_num(b, sizeof b, r[i].v, r[i].fmt);
         fprintf(f, "  %-22s %12s   %s\n", r[i].name, b, r[i].note);
     }
+    attrib_write_table(p, f); /* --attribute: top consumers per stage peak (attrib_report.c) */
     for (size_t i = 0; i < p->nwarnings; i++) fprintf(f, "warning: %s\n", p->warnings[i]);
 }
 
@@ -460,6 +465,7 @@ static void write_md(const miser_profile *p, FILE *f)
         md_text(f, s->description);
         fputs(" |\n", f);
     }
+    attrib_write_md(p, f); /* --attribute: top consumers per stage peak (attrib_report.c) */
     if (p->nwarnings) fputs("\n## Warnings\n\n", f);
     for (size_t i = 0; i < p->nwarnings; i++) {
         fputs("- ", f);

@@ -22,6 +22,7 @@
  *    lost to a parent: the largest reading is a lower bound. The figure is
  *    never below a sample or snapshot of the interval. */
 #include "internal.h"
+#include "attrib.h" /* --attribute: per-stage peak attribution (attrib.c) */
 
 #include <dirent.h>
 #include <errno.h>
@@ -79,6 +80,7 @@ typedef struct {
     int ack_fd;                /* write end of the acknowledgement pipe, or -1 */
     int last_source;           /* MARK_* of the newest stage record */
     linebuf out_lb, mk_lb;
+    attrib_watch *attrib;      /* --attribute: the interposer's side of the run, or NULL */
 } watch;
 
 /* Where a mark came from. A child may announce a stage both ways (a [STAGE]
@@ -146,6 +148,7 @@ static void add_proc(watch *w, pid_t pid)
      * only its own life, and any child it has reaped was reaped in this
      * interval, so its cminflt baseline is 0. */
     w->procs[w->nprocs++] = (tproc){pid, sfd, statfd, 1, -1, 0};
+    attrib_watch_saw_pid(w->attrib, (int)pid); /* attribution: processes without the interposer */
     w->interval_procs++;
 }
 
@@ -497,6 +500,8 @@ static void take_mark(watch *w, const char *name, const char *desc, const miser_
     s->peak_exact = s->peak_kind == MISER_PEAK_EXACT;
     for (size_t i = 0; i < nkv; i++)
         if (prof_stage_set_kv(s, kv[i].key, kv[i].value)) warn(w, "out of memory storing marker data");
+    /* attribution: the interposers' stage counter moves on before the reset */
+    attrib_watch_mark(w->attrib, w->prof->nstages - 1);
     /* Reset for the next interval. */
     w->interval_inexact = 0;
     w->reaped_peak_kb = 0;
@@ -714,11 +719,16 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
         rc = miser_error_set(MISER_ERR_NOMEM, "profile: out of memory");
         goto fail;
     }
+    /* attribution: LD_PRELOAD (ours first) and the interposers' directory */
+    if (opts->attribute_lib && (rc = attrib_watch_begin(opts->attribute_lib, opts->attribute_min, &w->attrib)))
+        goto fail;
     size_t ne = 0;
     for (size_t i = 0; i < nenv; i++)
         if (strncmp(environ[i], MISER_MARKER_ENV "=", sizeof MISER_MARKER_ENV) &&
-            strncmp(environ[i], MISER_MARKER_ACK_ENV "=", sizeof MISER_MARKER_ACK_ENV))
+            strncmp(environ[i], MISER_MARKER_ACK_ENV "=", sizeof MISER_MARKER_ACK_ENV) &&
+            !(w->attrib && (!strncmp(environ[i], "LD_PRELOAD=", 11) || !strncmp(environ[i], "MISER_ATTRIB_DIR=", 17))))
             envp[ne++] = environ[i];
+    for (char *const *ae = w->attrib ? attrib_watch_env(w->attrib) : NULL; ae && *ae; ae++) envp[ne++] = *ae;
     if (mk[1] >= 0) {
         snprintf(env_mk, sizeof env_mk, "%s=%d", MISER_MARKER_ENV, mk[1]);
         snprintf(env_ak, sizeof env_ak, "%s=%d", MISER_MARKER_ACK_ENV, ak[0]);
@@ -870,6 +880,8 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
     miser_free(w->mk_lb.buf);
     miser_free(tm);
     miser_free(envp);
+    attrib_watch_finish(w->attrib, w->prof); /* attribution: read, symbolise, attach */
+    attrib_watch_free(w->attrib);
     *out = w->prof;
     return MISER_OK;
 
@@ -885,5 +897,6 @@ fail:
     miser_free(w->mk_lb.buf);
     miser_free(tm);
     miser_free(envp);
+    attrib_watch_free(w->attrib);
     return rc;
 }

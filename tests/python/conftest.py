@@ -2,6 +2,7 @@
 PYTHONPATH=python, MISER_LIBRARY and MISER_BIN pointing at the build)."""
 import json
 import os
+import shutil
 import subprocess
 
 import pytest

@@ -16,6 +16,7 @@ import pytest
 
 import miser
 
+from conftest import REPO
 
 SPIKE = 48 << 20
 

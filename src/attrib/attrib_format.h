@@ -1,0 +1,121 @@
+/* The per-process attribution file: the one format shared by the interposer
+ * (src/attrib/interpose.c, preloaded into every process of a profiled tree)
+ * and the watcher's collector (src/profiler/attrib.c).
+ *
+ * Why a shared file mapping rather than a stream: each process image keeps its
+ * whole state (stack table, frames, per-stage snapshots, load maps) in a
+ * MAP_SHARED mapping of its own file, so a process that crashes, calls _exit or
+ * execs leaves everything it recorded up to that instant for the collector to
+ * read after the run; nothing sits in a buffer waiting to be flushed.
+ *
+ * Stages: the watcher owns a second small file ("stage") whose first 8 bytes
+ * are the current interval number; it increments it at each mark, after it
+ * read the tree's high-water marks and before it resets them. The interposer
+ * reads it (acquire) on every event; on a change it writes the closing
+ * interval's per-stack snapshot (bytes at the interval's live-bytes peak, at
+ * its start, and those allocated and freed inside it) before charging the
+ * event to the new interval. The interval in progress is never snapshotted by
+ * the interposer: the collector computes it from the stack table with the
+ * same rule (mattr_peak_value below), which is what makes a crash harmless.
+ *
+ * The collector treats every field as untrusted (attrib_image_parse validates
+ * offsets, counts and indices; tests/fuzz/fuzz_attrib.c). Native byte order:
+ * the file never leaves the machine that wrote it. */
+#ifndef MISER_ATTRIB_FORMAT_H
+#define MISER_ATTRIB_FORMAT_H
+
+#include <stdint.h>
+
+#define MATTR_MAGIC 0x31525454414d534dULL /* "MSMATTR1" */
+#define MATTR_VERSION 1
+#define MATTR_MAX_DEPTH 64
+#define MATTR_HEADER_SIZE 4096
+#define MATTR_EXE_MAX 512
+
+/* Environment the watcher gives the tree. */
+#define MATTR_ENV_DIR "MISER_ATTRIB_DIR"          /* directory of the per-process files */
+#define MATTR_ENV_MAX_STACKS "MISER_ATTRIB_MAX_STACKS" /* optional: stack table size */
+#define MATTR_STAGE_FILE "stage"
+
+enum { MATTR_KIND_HEAP = 0, MATTR_KIND_ANON = 1, MATTR_KIND_FILE = 2, MATTR_NKINDS = 3 };
+
+/* header flags */
+#define MATTR_FLAG_OWN_MALLOC 1u   /* malloc in the global scope is not ours: own allocator */
+#define MATTR_FLAG_EXITED 2u       /* the image ran its destructors (normal exit) */
+#define MATTR_FLAG_FORKED 4u       /* created in a fork child (before any exec) */
+#define MATTR_FLAG_NO_UNWIND 8u    /* the unwinder failed to initialise: stacks are empty */
+
+typedef struct mattr_header {
+    uint64_t magic;
+    uint32_t version, header_size;
+    int32_t pid, ppid;
+    uint64_t file_size;
+    /* layout: offsets from the file's start, capacities in elements/bytes */
+    uint64_t stacks_off, frames_off, snaps_off, maps_off;
+    uint32_t max_stacks, max_frames, max_snaps, max_maps;
+    uint32_t flags, unwinder; /* unwinder: 1 libunwind unw_backtrace */
+    char exe[MATTR_EXE_MAX];  /* /proc/self/exe at creation */
+    char own_malloc[256];     /* the object whose malloc wins, when FLAG_OWN_MALLOC */
+    /* live state, written under the interposer's lock */
+    uint64_t interval;        /* interval of the newest event */
+    uint64_t interval_first;  /* interval in which this image started */
+    uint64_t peak_gen;        /* incremented at each new peak and at each interval start */
+    int64_t cur_total;        /* live heap + anonymous-mmap bytes */
+    int64_t peak_total;       /* high-water mark of cur_total in the current interval */
+    int64_t start_total;      /* cur_total when the current interval began */
+    uint32_t nstacks, nframes, nsnaps, maps_len;
+    uint64_t calls;           /* malloc-family calls tracked */
+    uint64_t map_calls;       /* mmap/munmap/mremap calls tracked */
+    uint64_t stack_overflow;  /* allocations charged to stack 0 because the table was full */
+    uint64_t snap_overflow;   /* snapshot records that did not fit (counted, reported) */
+    uint64_t maps_overflow;   /* load-map versions that did not fit */
+    uint64_t table_overflow;  /* allocations left untracked: the allocation table could not grow */
+    uint64_t region_overflow; /* mappings left untracked: the region table was full */
+    uint64_t unknown_frees;   /* frees of pointers never seen (allocated before tracking) */
+    uint64_t seq;             /* bumped after every completed update (for readers) */
+} mattr_header;
+
+/* One distinct (call stack, kind). Index 0 is reserved for allocations made
+ * when the table was full ("overflow"). Per-interval values are kept lazily:
+ *  - value at the current interval's peak: cur if mod_gen < peak_gen (not
+ *    modified since the peak was reached), else saved;
+ *  - value at the current interval's start: cur if start_interval !=
+ *    interval, else start;
+ *  - temporary (allocated and freed inside the interval): temp if
+ *    temp_interval == interval, else 0. */
+typedef struct mattr_stack {
+    uint64_t hash;
+    uint32_t frame_off, depth;
+    uint32_t kind, pad;
+    int64_t cur_bytes, cur_count;
+    int64_t saved_bytes, saved_count;
+    uint64_t mod_gen;
+    int64_t start_bytes, start_count;
+    uint64_t start_interval;
+    int64_t temp_bytes, temp_count;
+    uint64_t temp_interval;
+} mattr_stack;
+
+/* A closed interval's value for one stack (stack == MATTR_TOTALS: the
+ * image's totals, peak_* = peak_total and start_* = start_total). A record
+ * covers intervals first..last (several when the image saw no event in
+ * between: its memory did not change, so peak = start = the state then). */
+#define MATTR_TOTALS 0xffffffffu
+typedef struct mattr_snap {
+    uint32_t first, last;
+    uint32_t stack, pad;
+    int64_t peak_bytes, peak_count;
+    int64_t start_bytes, start_count;
+    int64_t temp_bytes, temp_count;
+} mattr_snap;
+
+static inline int64_t mattr_peak_bytes(const mattr_stack *s, uint64_t peak_gen)
+{
+    return s->mod_gen < peak_gen ? s->cur_bytes : s->saved_bytes;
+}
+static inline int64_t mattr_peak_count(const mattr_stack *s, uint64_t peak_gen)
+{
+    return s->mod_gen < peak_gen ? s->cur_count : s->saved_count;
+}
+
+#endif

@@ -1,0 +1,943 @@
+/* libmiser-attrib.so: the allocation interposer of `miser profile --attribute`.
+ *
+ * Preloaded (LD_PRELOAD, which the watcher sets and which survives fork and
+ * exec) into every process of a profiled tree. It wraps the malloc family
+ * (malloc, calloc, realloc, free, posix_memalign, aligned_alloc, memalign,
+ * valloc, pvalloc, reallocarray) and mmap/mmap64/munmap/mremap, records the
+ * native call stack of every allocation (libunwind's unw_backtrace: the
+ * fastest of the three unwinders measured that works on -O2 code without
+ * frame pointers, docs/attribution.md), deduplicates stacks by hash, and keeps
+ * per stack the live bytes now, at the current stage's live-bytes peak, at the
+ * stage's start, and those that came and went inside the stage. Everything
+ * that must outlive the process lives in its own MAP_SHARED file
+ * (attrib_format.h): a crash keeps its data. Symbolisation happens after the
+ * run, in the watcher.
+ *
+ * Not part of libmiser: built alone by the Makefile ($(BUILD)/libmiser-attrib.so)
+ * with -lunwind. Without $MISER_ATTRIB_DIR it only forwards calls.
+ *
+ * Robustness rules, in the order they bite:
+ *  - bootstrap: dlsym may allocate before the real functions are known; those
+ *    calls are served from a static arena that is never freed;
+ *  - reentrancy: a thread-local guard is set for the whole of a hook, so
+ *    allocations by the unwinder, by our own table growth, by an allocator's
+ *    own mmap calls underneath malloc, and by a signal handler that
+ *    interrupts a hook pass straight through untracked (no recursion and no
+ *    self-deadlock on the lock);
+ *  - threads: one mutex around the tables (the per-stage peak must be exact
+ *    over the whole process, so updates are serialised); stacks are unwound
+ *    before taking it;
+ *  - fork: pthread_atfork holds the lock across fork; the child drops the
+ *    inherited tables and opens its own file on its next event;
+ *  - bounded memory: the stack table and frame pool have fixed capacities;
+ *    an allocation whose stack does not fit is charged to stack 0 and
+ *    counted (stack_overflow), never dropped. */
+#include "attrib_format.h"
+
+#define UNW_LOCAL_ONLY
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libunwind.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* ---- the real functions ---- */
+
+static void *(*r_malloc)(size_t);
+static void *(*r_calloc)(size_t, size_t);
+static void *(*r_realloc)(void *, size_t);
+static void (*r_free)(void *);
+static int (*r_posix_memalign)(void **, size_t, size_t);
+static void *(*r_aligned_alloc)(size_t, size_t);
+static void *(*r_memalign)(size_t, size_t);
+static void *(*r_valloc)(size_t);
+static void *(*r_pvalloc)(size_t);
+static void *(*r_mmap)(void *, size_t, int, int, int, off_t);
+static int (*r_munmap)(void *, size_t);
+static void *(*r_mremap)(void *, size_t, size_t, int, ...);
+
+/* Static bootstrap arena: serves allocations made while dlsym resolves the
+ * real functions (glibc's dlsym may calloc its error buffer). Never freed. */
+static _Alignas(64) unsigned char g_boot[1 << 16];
+static size_t g_boot_used;
+static int g_resolving;
+
+static int in_boot(const void *p) { return (const unsigned char *)p >= g_boot && (const unsigned char *)p < g_boot + sizeof g_boot; }
+
+static void *boot_alloc(size_t n, size_t align)
+{
+    if (align < 16) align = 16;
+    size_t at = (g_boot_used + align - 1) & ~(align - 1);
+    if (at + n > sizeof g_boot) return NULL;
+    g_boot_used = at + n;
+    return g_boot + at;
+}
+
+static void resolve(void)
+{
+    if (r_malloc || g_resolving) return;
+    g_resolving = 1;
+    r_calloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "calloc");
+    r_realloc = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
+    r_free = (void (*)(void *))dlsym(RTLD_NEXT, "free");
+    r_posix_memalign = (int (*)(void **, size_t, size_t))dlsym(RTLD_NEXT, "posix_memalign");
+    r_aligned_alloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "aligned_alloc");
+    r_memalign = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "memalign");
+    r_valloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "valloc");
+    r_pvalloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "pvalloc");
+    r_mmap = (void *(*)(void *, size_t, int, int, int, off_t))dlsym(RTLD_NEXT, "mmap");
+    r_munmap = (int (*)(void *, size_t))dlsym(RTLD_NEXT, "munmap");
+    r_mremap = (void *(*)(void *, size_t, size_t, int, ...))dlsym(RTLD_NEXT, "mremap");
+    void *m = dlsym(RTLD_NEXT, "malloc");
+    g_resolving = 0;
+    r_malloc = (void *(*)(size_t))m; /* last: it is the "resolved" flag */
+}
+
+/* ---- state ---- */
+
+typedef struct {
+    uintptr_t ptr; /* 0: empty slot */
+    uint64_t size;
+    uint32_t stack, interval;
+} live_slot;
+
+typedef struct {
+    uintptr_t start;
+    uint64_t len;
+    uint32_t stack, interval;
+} region;
+
+static __thread int t_guard __attribute__((tls_model("initial-exec")));
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_state;              /* 0 not tried, 1 active, -1 inactive (no env or failure) */
+static volatile int g_reinit;    /* set in a fork child: start afresh on the next event */
+static mattr_header *g_hdr;      /* the file mapping (shared) */
+static size_t g_file_size;
+static mattr_stack *g_stacks;
+static uint64_t *g_frames;
+static mattr_snap *g_snaps;
+static char *g_maps;
+static uint64_t g_maps_hash;     /* of the newest load map stored */
+static const _Atomic uint64_t *g_stage; /* the watcher's interval counter, or NULL */
+static uint32_t *g_index;        /* stack hash index (private): capacity 2*max_stacks, values id+1 */
+static uint32_t g_index_cap;
+static live_slot *g_live;        /* open addressing, linear probing, backward-shift deletion */
+static uint64_t g_live_cap, g_live_n;
+static region *g_regions;
+static uint32_t g_nregions, g_max_regions;
+static uintptr_t g_self_lo, g_self_hi; /* our own text: frames inside it are skipped */
+
+static void *priv_map(size_t n)
+{
+    void *p = r_mmap ? r_mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                     : (void *)syscall(SYS_mmap, NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+static void priv_unmap(void *p, size_t n)
+{
+    if (p) r_munmap ? (void)r_munmap(p, n) : (void)syscall(SYS_munmap, p, n);
+}
+
+static int find_self(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    uintptr_t me = (uintptr_t)data;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (me >= lo && me < hi) {
+            g_self_lo = lo;
+            g_self_hi = hi;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static uint64_t fnv(const void *p, size_t n, uint64_t h)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* Append /proc/self/maps to the file when it changed since the last copy
+ * (read with raw syscalls: no allocation). */
+static void store_maps(void)
+{
+    if (!g_hdr) return;
+    uint32_t at = g_hdr->maps_len;
+    const char tag[] = "#maps\n";
+    if (at + sizeof tag + 4096 > g_hdr->max_maps) {
+        g_hdr->maps_overflow++;
+        return;
+    }
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    char *dst = g_maps + at;
+    memcpy(dst, tag, sizeof tag - 1);
+    size_t n = sizeof tag - 1, room = g_hdr->max_maps - at - 1;
+    int full = 0;
+    for (;;) {
+        if (n >= room) {
+            full = 1;
+            break;
+        }
+        ssize_t r = syscall(SYS_read, fd, dst + n, room - n);
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    syscall(SYS_close, fd);
+    if (full) {
+        g_hdr->maps_overflow++;
+        return;
+    }
+    uint64_t h = fnv(dst, n, 0xcbf29ce484222325ULL);
+    if (h == g_maps_hash) return;
+    g_maps_hash = h;
+    g_hdr->maps_len = at + (uint32_t)n;
+}
+
+static void fork_prepare(void) { pthread_mutex_lock(&g_lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&g_lock); }
+static void fork_child(void)
+{
+    pthread_mutex_unlock(&g_lock);
+    if (g_state == 1) g_reinit = 1;
+}
+
+static int env_u32(const char *name, uint32_t dflt, uint32_t lo, uint32_t hi)
+{
+    const char *s = getenv(name);
+    if (!s || !*s) return (int)dflt;
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (*end || v < lo || v > hi) return (int)dflt;
+    return (int)v;
+}
+
+/* Create this image's file and the private tables. Called with g_lock held
+ * and the guard set. forked: this is a fork child dropping its parent's. */
+static void open_channel(int forked)
+{
+    const char *dir = getenv(MATTR_ENV_DIR);
+    if (!dir || !*dir || strlen(dir) > 3000) {
+        g_state = -1;
+        return;
+    }
+    uint32_t max_stacks = (uint32_t)env_u32(MATTR_ENV_MAX_STACKS, 65536, 16, 1u << 22);
+    uint32_t max_frames = max_stacks * 24, max_snaps = 1u << 20, max_maps = 8u << 20;
+    size_t stacks_off = MATTR_HEADER_SIZE;
+    size_t frames_off = stacks_off + (size_t)max_stacks * sizeof(mattr_stack);
+    size_t snaps_off = frames_off + (size_t)max_frames * sizeof(uint64_t);
+    size_t maps_off = snaps_off + (size_t)max_snaps * sizeof(mattr_snap);
+    size_t size = (maps_off + max_maps + 4095) & ~(size_t)4095;
+    char path[3100];
+    int fd = -1;
+    pid_t pid = (pid_t)syscall(SYS_getpid);
+    for (int seq = 0; seq < 1000 && fd < 0; seq++) {
+        snprintf(path, sizeof path, "%s/%d.%d.mattr", dir, (int)pid, seq);
+        fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST) break;
+    }
+    if (fd < 0 || syscall(SYS_ftruncate, fd, (long)size) != 0) {
+        if (fd >= 0) syscall(SYS_close, fd);
+        g_state = -1;
+        return;
+    }
+    void *m = r_mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    syscall(SYS_close, fd);
+    if (m == MAP_FAILED) {
+        g_state = -1;
+        return;
+    }
+    uint32_t icap = max_stacks * 2;
+    uint32_t *index = priv_map((size_t)icap * sizeof *index);
+    live_slot *live = priv_map((size_t)(1u << 16) * sizeof *live);
+    region *regs = priv_map((size_t)16384 * sizeof *regs);
+    if (!index || !live || !regs) {
+        priv_unmap(index, (size_t)icap * sizeof *index);
+        priv_unmap(live, (size_t)(1u << 16) * sizeof *live);
+        priv_unmap(regs, (size_t)16384 * sizeof *regs);
+        r_munmap(m, size);
+        g_state = -1;
+        return;
+    }
+    g_hdr = m;
+    g_file_size = size;
+    g_index = index;
+    g_index_cap = icap;
+    g_live = live;
+    g_live_cap = 1u << 16;
+    g_live_n = 0;
+    g_regions = regs;
+    g_max_regions = 16384;
+    g_nregions = 0;
+    g_maps_hash = 0;
+    mattr_header *h = g_hdr;
+    h->version = MATTR_VERSION;
+    h->header_size = MATTR_HEADER_SIZE;
+    h->pid = (int32_t)pid;
+    h->ppid = (int32_t)syscall(SYS_getppid);
+    h->file_size = size;
+    h->stacks_off = stacks_off;
+    h->frames_off = frames_off;
+    h->snaps_off = snaps_off;
+    h->maps_off = maps_off;
+    h->max_stacks = max_stacks;
+    h->max_frames = max_frames;
+    h->max_snaps = max_snaps;
+    h->max_maps = max_maps;
+    h->unwinder = 1;
+    h->flags = forked ? MATTR_FLAG_FORKED : 0;
+    ssize_t el = syscall(SYS_readlinkat, AT_FDCWD, "/proc/self/exe", h->exe, sizeof h->exe - 1);
+    h->exe[el > 0 ? el : 0] = 0;
+    g_stacks = (mattr_stack *)((char *)m + stacks_off);
+    g_frames = (uint64_t *)((char *)m + frames_off);
+    g_snaps = (mattr_snap *)((char *)m + snaps_off);
+    g_maps = (char *)m + maps_off;
+    /* stack 0: the overflow bucket */
+    g_stacks[0].kind = MATTR_KIND_HEAP;
+    h->nstacks = 1;
+    uint64_t iv = g_stage ? atomic_load_explicit(g_stage, memory_order_acquire) : 0;
+    h->interval = h->interval_first = iv;
+    h->peak_gen = 1;
+    /* Does a malloc other than ours win in the global scope (an executable
+     * that brings its own allocator)? Then little or nothing reaches us. */
+    Dl_info mine, theirs;
+    void *gm = dlsym(RTLD_DEFAULT, "malloc");
+    if (gm && dladdr((void *)&open_channel, &mine) && dladdr(gm, &theirs) && theirs.dli_fbase != mine.dli_fbase) {
+        h->flags |= MATTR_FLAG_OWN_MALLOC;
+        snprintf(h->own_malloc, sizeof h->own_malloc, "%s", theirs.dli_fname ? theirs.dli_fname : "?");
+    }
+    store_maps();
+    atomic_thread_fence(memory_order_release);
+    h->magic = MATTR_MAGIC; /* last: a reader ignores a file without it */
+    g_state = 1;
+}
+
+static void init_locked(void)
+{
+    if (g_state) return;
+    resolve();
+    if (!r_malloc || !r_mmap || !r_munmap) {
+        g_state = -1;
+        return;
+    }
+    const char *dir = getenv(MATTR_ENV_DIR);
+    if (!dir || !*dir) {
+        g_state = -1;
+        return;
+    }
+    char path[3100];
+    snprintf(path, sizeof path, "%s/%s", dir, MATTR_STAGE_FILE);
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        void *m = r_mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+        syscall(SYS_close, fd);
+        if (m != MAP_FAILED) g_stage = m;
+    }
+    dl_iterate_phdr(find_self, (void *)(uintptr_t)&find_self);
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    open_channel(0);
+}
+
+/* A fork child: drop the parent's tables (copies) and start our own file. */
+static void reinit_child_locked(void)
+{
+    g_reinit = 0;
+    if (g_hdr) r_munmap(g_hdr, g_file_size);
+    priv_unmap(g_index, (size_t)g_index_cap * sizeof *g_index);
+    priv_unmap(g_live, (size_t)g_live_cap * sizeof *g_live);
+    priv_unmap(g_regions, (size_t)g_max_regions * sizeof *g_regions);
+    g_hdr = NULL;
+    g_index = NULL;
+    g_live = NULL;
+    g_regions = NULL;
+    open_channel(1);
+}
+
+/* ---- per-interval bookkeeping ---- */
+
+static void snap_put(uint32_t first, uint32_t last, uint32_t stack, int64_t pb, int64_t pc, int64_t sb, int64_t sc,
+                     int64_t tb, int64_t tc)
+{
+    mattr_header *h = g_hdr;
+    if (h->nsnaps >= h->max_snaps) {
+        h->snap_overflow++;
+        return;
+    }
+    g_snaps[h->nsnaps] = (mattr_snap){first, last, stack, 0, pb, pc, sb, sc, tb, tc};
+    h->nsnaps++;
+}
+
+/* The watcher moved on to interval now: close ours (and any it skipped). */
+static void close_interval(uint64_t now)
+{
+    mattr_header *h = g_hdr;
+    uint32_t iv = (uint32_t)h->interval;
+    snap_put(iv, iv, MATTR_TOTALS, h->peak_total, 0, h->start_total, 0, 0, 0);
+    for (uint32_t i = 0; i < h->nstacks; i++) {
+        mattr_stack *s = &g_stacks[i];
+        int64_t pb = mattr_peak_bytes(s, h->peak_gen), pc = mattr_peak_count(s, h->peak_gen);
+        int64_t sb = s->start_interval == h->interval ? s->start_bytes : s->cur_bytes;
+        int64_t sc = s->start_interval == h->interval ? s->start_count : s->cur_count;
+        int64_t tb = s->temp_interval == h->interval ? s->temp_bytes : 0;
+        int64_t tc = s->temp_interval == h->interval ? s->temp_count : 0;
+        if (pb || sb || tb) snap_put(iv, iv, i, pb, pc, sb, sc, tb, tc);
+    }
+    if (now > h->interval + 1) {
+        /* no event in between: each skipped interval held the state as it is */
+        uint32_t a = iv + 1, b = (uint32_t)(now - 1);
+        snap_put(a, b, MATTR_TOTALS, h->cur_total, 0, h->cur_total, 0, 0, 0);
+        for (uint32_t i = 0; i < h->nstacks; i++) {
+            mattr_stack *s = &g_stacks[i];
+            if (s->cur_bytes) snap_put(a, b, i, s->cur_bytes, s->cur_count, s->cur_bytes, s->cur_count, 0, 0);
+        }
+    }
+    h->interval = now;
+    h->start_total = h->peak_total = h->cur_total;
+    h->peak_gen++; /* the state now is the new interval's peak so far */
+    store_maps();  /* libraries loaded meanwhile (dlopen) */
+}
+
+static inline void check_interval(void)
+{
+    if (!g_stage) return;
+    uint64_t now = atomic_load_explicit(g_stage, memory_order_acquire);
+    if (now > g_hdr->interval) close_interval(now);
+}
+
+/* Before changing stack s: keep its values at the peak and at the start. */
+static inline void touch(mattr_stack *s)
+{
+    mattr_header *h = g_hdr;
+    if (s->mod_gen < h->peak_gen) {
+        s->saved_bytes = s->cur_bytes;
+        s->saved_count = s->cur_count;
+        s->mod_gen = h->peak_gen;
+    }
+    if (s->start_interval != h->interval) {
+        s->start_bytes = s->cur_bytes;
+        s->start_count = s->cur_count;
+        s->start_interval = h->interval;
+    }
+    if (s->temp_interval != h->interval) {
+        s->temp_bytes = s->temp_count = 0;
+        s->temp_interval = h->interval;
+    }
+}
+
+static inline void total_add(int kind, int64_t d)
+{
+    if (kind == MATTR_KIND_FILE) return; /* file mappings are not allocations: not in the peak */
+    mattr_header *h = g_hdr;
+    h->cur_total += d;
+    if (h->cur_total > h->peak_total) {
+        h->peak_total = h->cur_total;
+        h->peak_gen++;
+    }
+}
+
+static void charge(uint32_t sid, int kind, int64_t bytes, int64_t count)
+{
+    mattr_stack *s = &g_stacks[sid];
+    touch(s);
+    s->cur_bytes += bytes;
+    s->cur_count += count;
+    total_add(kind, bytes);
+}
+
+static void discharge(uint32_t sid, int kind, int64_t bytes, uint32_t born)
+{
+    mattr_stack *s = &g_stacks[sid];
+    touch(s);
+    s->cur_bytes -= bytes;
+    s->cur_count -= 1;
+    if (born == (uint32_t)g_hdr->interval) {
+        s->temp_bytes += bytes;
+        s->temp_count += 1;
+    }
+    total_add(kind, -bytes);
+}
+
+/* Intern a stack; 0 (the overflow bucket) when the table or pool is full. */
+static uint32_t intern(const uint64_t *ips, int n, int kind)
+{
+    mattr_header *h = g_hdr;
+    uint64_t hash = fnv(ips, (size_t)n * sizeof *ips, 0xcbf29ce484222325ULL ^ (uint64_t)kind);
+    if (!hash) hash = 1;
+    uint32_t mask = g_index_cap - 1, at = (uint32_t)hash & mask;
+    for (;;) {
+        uint32_t v = g_index[at];
+        if (!v) break;
+        mattr_stack *s = &g_stacks[v - 1];
+        if (s->hash == hash && s->kind == (uint32_t)kind && s->depth == (uint32_t)n &&
+            !memcmp(&g_frames[s->frame_off], ips, (size_t)n * sizeof *ips))
+            return v - 1;
+        at = (at + 1) & mask;
+    }
+    if (h->nstacks >= h->max_stacks || h->nframes + (uint32_t)n > h->max_frames) {
+        h->stack_overflow++;
+        return 0;
+    }
+    uint32_t id = h->nstacks;
+    mattr_stack *s = &g_stacks[id];
+    memcpy(&g_frames[h->nframes], ips, (size_t)n * sizeof *ips);
+    s->hash = hash;
+    s->frame_off = h->nframes;
+    s->depth = (uint32_t)n;
+    s->kind = (uint32_t)kind;
+    s->mod_gen = h->peak_gen; /* new: its peak value (0) is in saved */
+    s->start_interval = h->interval;
+    s->temp_interval = h->interval;
+    h->nframes += (uint32_t)n;
+    h->nstacks = id + 1;
+    g_index[at] = id + 1;
+    /* a growing number of stacks often means new code was loaded */
+    if ((id & (id - 1)) == 0 && id >= 64) store_maps();
+    return id;
+}
+
+/* ---- the live-allocation table ---- */
+
+static inline uint64_t slot_of(uintptr_t p, uint64_t cap) { return ((p >> 4) * 0x9e3779b97f4a7c15ULL) >> 20 & (cap - 1); }
+
+static int live_grow(void)
+{
+    uint64_t ncap = g_live_cap * 2;
+    live_slot *n = priv_map((size_t)ncap * sizeof *n);
+    if (!n) return -1;
+    for (uint64_t i = 0; i < g_live_cap; i++) {
+        if (!g_live[i].ptr) continue;
+        uint64_t at = slot_of(g_live[i].ptr, ncap);
+        while (n[at].ptr) at = (at + 1) & (ncap - 1);
+        n[at] = g_live[i];
+    }
+    priv_unmap(g_live, (size_t)g_live_cap * sizeof *g_live);
+    g_live = n;
+    g_live_cap = ncap;
+    return 0;
+}
+
+static int live_put(uintptr_t p, uint64_t size, uint32_t sid)
+{
+    if ((g_live_n + 1) * 2 > g_live_cap && live_grow()) return -1;
+    uint64_t at = slot_of(p, g_live_cap);
+    while (g_live[at].ptr) {
+        if (g_live[at].ptr == p) break;
+        at = (at + 1) & (g_live_cap - 1);
+    }
+    if (!g_live[at].ptr) g_live_n++;
+    else /* freed behind our back (e.g. by an allocator's internal path): it is gone */
+        discharge(g_live[at].stack, MATTR_KIND_HEAP, (int64_t)g_live[at].size, g_live[at].interval);
+    g_live[at] = (live_slot){p, size, sid, (uint32_t)g_hdr->interval};
+    return 0;
+}
+
+/* Remove p; returns 1 and its slot when it was tracked. */
+static int live_take(uintptr_t p, live_slot *out)
+{
+    uint64_t mask = g_live_cap - 1, at = slot_of(p, g_live_cap);
+    while (g_live[at].ptr && g_live[at].ptr != p) at = (at + 1) & mask;
+    if (!g_live[at].ptr) return 0;
+    *out = g_live[at];
+    /* backward-shift deletion keeps probe chains intact without tombstones */
+    uint64_t hole = at, j = at;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!g_live[j].ptr) break;
+        uint64_t home = slot_of(g_live[j].ptr, g_live_cap);
+        if (((j - home) & mask) >= ((j - hole) & mask)) {
+            g_live[hole] = g_live[j];
+            hole = j;
+        }
+    }
+    g_live[hole].ptr = 0;
+    g_live_n--;
+    return 1;
+}
+
+/* ---- capture and the common paths ---- */
+
+static __attribute__((noinline)) int capture(uint64_t *ips)
+{
+    void *buf[MATTR_MAX_DEPTH + 8];
+    int n = unw_backtrace(buf, MATTR_MAX_DEPTH + 8);
+    int k = 0;
+    while (k < n && (uintptr_t)buf[k] >= g_self_lo && (uintptr_t)buf[k] < g_self_hi) k++;
+    int m = 0;
+    for (; k < n && m < MATTR_MAX_DEPTH; k++) ips[m++] = (uint64_t)(uintptr_t)buf[k];
+    return m;
+}
+
+/* Enter a hook that tracks: returns 1 with the lock held and the channel
+ * ready; 0 when nothing is to be tracked. The guard is set by the caller. */
+static int enter(void)
+{
+    if (g_state < 0) return 0;
+    pthread_mutex_lock(&g_lock);
+    if (!g_state) init_locked();
+    if (g_reinit) reinit_child_locked();
+    if (g_state != 1) {
+        pthread_mutex_unlock(&g_lock);
+        return 0;
+    }
+    check_interval();
+    return 1;
+}
+static void leave(void)
+{
+    g_hdr->seq++;
+    pthread_mutex_unlock(&g_lock);
+}
+
+static void track_alloc(void *p, size_t size, const uint64_t *ips, int n)
+{
+    if (!p) return;
+    if (!enter()) return;
+    g_hdr->calls++;
+    uint32_t sid = intern(ips, n, MATTR_KIND_HEAP);
+    if (live_put((uintptr_t)p, size, sid)) g_hdr->table_overflow++;
+    else charge(sid, MATTR_KIND_HEAP, (int64_t)size, 1);
+    leave();
+}
+
+/* Untrack p before the real free (another thread may get the address back). */
+static void track_free(void *p, live_slot *got)
+{
+    got->ptr = 0;
+    if (!p || !enter()) return;
+    g_hdr->calls++;
+    live_slot s;
+    if (live_take((uintptr_t)p, &s)) {
+        discharge(s.stack, MATTR_KIND_HEAP, (int64_t)s.size, s.interval);
+        *got = s;
+    } else g_hdr->unknown_frees++;
+    leave();
+}
+
+#define HOOK_BEGIN int guarded_ = t_guard; t_guard = 1
+#define HOOK_END t_guard = guarded_
+
+EXPORT void *malloc(size_t n)
+{
+    if (!r_malloc) {
+        resolve();
+        if (!r_malloc) return boot_alloc(n, 16);
+    }
+    if (t_guard || g_state < 0) return r_malloc(n);
+    HOOK_BEGIN;
+    uint64_t ips[MATTR_MAX_DEPTH];
+    void *p = r_malloc(n);
+    if (p) track_alloc(p, n, ips, capture(ips));
+    HOOK_END;
+    return p;
+}
+
+EXPORT void *calloc(size_t a, size_t b)
+{
+    if (!r_malloc) {
+        resolve();
+        if (!r_malloc) {
+            if (b && a > SIZE_MAX / b) return NULL;
+            return boot_alloc(a * b, 16); /* static: already zero */
+        }
+    }
+    if (t_guard || g_state < 0) return r_calloc(a, b);
+    HOOK_BEGIN;
+    uint64_t ips[MATTR_MAX_DEPTH];
+    void *p = r_calloc(a, b);
+    if (p) track_alloc(p, a * b, ips, capture(ips));
+    HOOK_END;
+    return p;
+}
+
+EXPORT void free(void *p)
+{
+    if (!p || in_boot(p)) return;
+    if (!r_malloc) resolve();
+    if (t_guard || g_state < 0) {
+        r_free(p);
+        return;
+    }
+    HOOK_BEGIN;
+    live_slot s;
+    track_free(p, &s);
+    r_free(p);
+    HOOK_END;
+}
+
+EXPORT void *realloc(void *p, size_t n)
+{
+    if (!r_malloc) resolve();
+    if (p && in_boot(p)) {
+        /* a bootstrap block: move it to the real heap (its size is unknown,
+         * but it lies inside the arena: copy at most what is left of it) */
+        void *q = malloc(n);
+        if (q) {
+            size_t left = (size_t)(g_boot + sizeof g_boot - (unsigned char *)p);
+            memcpy(q, p, n < left ? n : left);
+        }
+        return q;
+    }
+    if (!r_malloc) return boot_alloc(n, 16);
+    if (t_guard || g_state < 0) return r_realloc(p, n);
+    HOOK_BEGIN;
+    uint64_t ips[MATTR_MAX_DEPTH];
+    int depth = capture(ips);
+    live_slot old;
+    track_free(p, &old);
+    void *q = r_realloc(p, n);
+    if (q) track_alloc(q, n, ips, depth);
+    else if (old.ptr && n && enter()) {
+        /* failed: the old block is still live, as it was */
+        if (!live_put(old.ptr, old.size, old.stack)) charge(old.stack, MATTR_KIND_HEAP, (int64_t)old.size, 1);
+        leave();
+    }
+    HOOK_END;
+    return q;
+}
+
+EXPORT void *reallocarray(void *p, size_t a, size_t b)
+{
+    if (b && a > SIZE_MAX / b) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return realloc(p, a * b);
+}
+
+#define ALIGNED_HOOK(call, size)                                  \
+    if (t_guard || g_state < 0) return call;                      \
+    HOOK_BEGIN;                                                   \
+    uint64_t ips[MATTR_MAX_DEPTH];                                \
+    void *p_ = call;                                              \
+    if (p_) track_alloc(p_, size, ips, capture(ips));             \
+    HOOK_END;                                                     \
+    return p_
+
+EXPORT void *memalign(size_t al, size_t n)
+{
+    if (!r_malloc) {
+        resolve();
+        if (!r_malloc) return boot_alloc(n, al);
+    }
+    ALIGNED_HOOK(r_memalign(al, n), n);
+}
+EXPORT void *aligned_alloc(size_t al, size_t n)
+{
+    if (!r_malloc) {
+        resolve();
+        if (!r_malloc) return boot_alloc(n, al);
+    }
+    ALIGNED_HOOK(r_aligned_alloc(al, n), n);
+}
+EXPORT void *valloc(size_t n)
+{
+    if (!r_malloc) resolve();
+    ALIGNED_HOOK(r_valloc(n), n);
+}
+EXPORT void *pvalloc(size_t n)
+{
+    if (!r_malloc) resolve();
+    ALIGNED_HOOK(r_pvalloc(n), n);
+}
+EXPORT int posix_memalign(void **out, size_t al, size_t n)
+{
+    if (!r_malloc) {
+        resolve();
+        if (!r_malloc) {
+            *out = boot_alloc(n, al);
+            return *out ? 0 : ENOMEM;
+        }
+    }
+    if (t_guard || g_state < 0) return r_posix_memalign(out, al, n);
+    HOOK_BEGIN;
+    uint64_t ips[MATTR_MAX_DEPTH];
+    int rc = r_posix_memalign(out, al, n);
+    if (!rc) track_alloc(*out, n, ips, capture(ips));
+    HOOK_END;
+    return rc;
+}
+
+/* ---- mappings ---- */
+
+/* Remove [a, a+len) from the region table (splitting a region that
+ * contains it), discharging what was removed. Lock held. */
+static void regions_cut(uintptr_t a, uint64_t len)
+{
+    uintptr_t b = a + len;
+    for (uint32_t i = 0; i < g_nregions; i++) {
+        region *r = &g_regions[i];
+        uintptr_t rs = r->start, re = r->start + r->len;
+        if (re <= a || rs >= b) continue;
+        int kind = (int)g_stacks[r->stack].kind;
+        uintptr_t cs = rs > a ? rs : a, ce = re < b ? re : b;
+        uint64_t cut = ce - cs;
+        mattr_stack *s = &g_stacks[r->stack];
+        touch(s);
+        s->cur_bytes -= (int64_t)cut;
+        if (r->interval == (uint32_t)g_hdr->interval) s->temp_bytes += (int64_t)cut;
+        total_add(kind, -(int64_t)cut);
+        if (cs == rs && ce == re) { /* whole region gone */
+            s->cur_count--;
+            if (r->interval == (uint32_t)g_hdr->interval) s->temp_count++;
+            g_regions[i] = g_regions[--g_nregions];
+            i--;
+        } else if (cs == rs) {
+            r->start = ce;
+            r->len = re - ce;
+        } else if (ce == re) {
+            r->len = cs - rs;
+        } else { /* a hole in the middle: two regions, one more mapping */
+            r->len = cs - rs;
+            if (g_nregions < g_max_regions) {
+                g_regions[g_nregions++] = (region){ce, re - ce, r->stack, r->interval};
+                s->cur_count++;
+            } else { /* cannot keep the tail: stop counting it, say so */
+                s->cur_bytes -= (int64_t)(re - ce);
+                total_add(kind, -(int64_t)(re - ce));
+                g_hdr->region_overflow++;
+            }
+        }
+    }
+}
+
+static void track_map(void *p, uint64_t len, int kind, const uint64_t *ips, int n, int fixed)
+{
+    if (!enter()) return;
+    g_hdr->map_calls++;
+    len = (len + 4095) & ~(uint64_t)4095;
+    if (fixed) regions_cut((uintptr_t)p, len);
+    uint32_t sid = intern(ips, n, kind);
+    if (g_nregions >= g_max_regions) g_hdr->region_overflow++;
+    else {
+        g_regions[g_nregions++] = (region){(uintptr_t)p, len, sid, (uint32_t)g_hdr->interval};
+        charge(sid, kind, (int64_t)len, 1);
+    }
+    leave();
+}
+
+static void *mmap_hook(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    if (!r_mmap) resolve();
+    if (!r_mmap) return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+    if (t_guard || g_state < 0) return r_mmap(addr, len, prot, flags, fd, off);
+    HOOK_BEGIN;
+    uint64_t ips[MATTR_MAX_DEPTH];
+    void *p = r_mmap(addr, len, prot, flags, fd, off);
+    if (p != MAP_FAILED)
+        track_map(p, len, (flags & MAP_ANONYMOUS) ? MATTR_KIND_ANON : MATTR_KIND_FILE, ips, capture(ips),
+                  (flags & MAP_FIXED) != 0);
+    HOOK_END;
+    return p;
+}
+
+EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    return mmap_hook(addr, len, prot, flags, fd, off);
+}
+EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    return mmap_hook(addr, len, prot, flags, fd, off);
+}
+
+EXPORT int munmap(void *addr, size_t len)
+{
+    if (!r_munmap) resolve();
+    if (!r_munmap) return (int)syscall(SYS_munmap, addr, len);
+    if (t_guard || g_state < 0) return r_munmap(addr, len);
+    HOOK_BEGIN;
+    int rc = r_munmap(addr, len);
+    if (!rc && enter()) {
+        g_hdr->map_calls++;
+        regions_cut((uintptr_t)addr, (len + 4095) & ~(uint64_t)4095);
+        leave();
+    }
+    HOOK_END;
+    return rc;
+}
+
+EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+{
+    void *new_addr = NULL;
+    if (flags & MREMAP_FIXED) {
+        __builtin_va_list ap;
+        __builtin_va_start(ap, flags);
+        new_addr = __builtin_va_arg(ap, void *);
+        __builtin_va_end(ap);
+    }
+    if (!r_mremap) resolve();
+    if (!r_mremap) return (void *)syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
+    if (t_guard || g_state < 0) return r_mremap(old, old_len, new_len, flags, new_addr);
+    HOOK_BEGIN;
+    void *p = r_mremap(old, old_len, new_len, flags, new_addr);
+    if (p != MAP_FAILED && enter()) {
+        /* the new range keeps the stack (and kind) of the mapping it came from */
+        g_hdr->map_calls++;
+        uint32_t sid = 0, born = (uint32_t)g_hdr->interval;
+        int found = 0;
+        for (uint32_t i = 0; i < g_nregions; i++)
+            if ((uintptr_t)old >= g_regions[i].start && (uintptr_t)old < g_regions[i].start + g_regions[i].len) {
+                sid = g_regions[i].stack;
+                born = g_regions[i].interval;
+                found = 1;
+                break;
+            }
+        if (found) {
+            regions_cut((uintptr_t)old, (old_len + 4095) & ~(uint64_t)4095);
+            uint64_t len = (new_len + 4095) & ~(uint64_t)4095;
+            regions_cut((uintptr_t)p, len);
+            if (g_nregions < g_max_regions) {
+                g_regions[g_nregions++] = (region){(uintptr_t)p, len, sid, born};
+                charge(sid, (int)g_stacks[sid].kind, (int64_t)len, 1);
+            } else g_hdr->region_overflow++;
+        }
+        leave();
+    }
+    HOOK_END;
+    return p;
+}
+
+/* ---- life cycle ---- */
+
+__attribute__((constructor)) static void attrib_ctor(void)
+{
+    int g = t_guard;
+    t_guard = 1;
+    pthread_mutex_lock(&g_lock);
+    if (!g_state) init_locked();
+    pthread_mutex_unlock(&g_lock);
+    t_guard = g;
+}
+
+__attribute__((destructor)) static void attrib_dtor(void)
+{
+    if (g_state != 1 || g_reinit) return;
+    int g = t_guard;
+    t_guard = 1;
+    pthread_mutex_lock(&g_lock);
+    if (g_hdr) {
+        check_interval();
+        store_maps();
+        g_hdr->flags |= MATTR_FLAG_EXITED;
+        g_hdr->seq++;
+    }
+    pthread_mutex_unlock(&g_lock);
+    t_guard = g;
+}

@@ -1,0 +1,185 @@
+/* Symbolisation of attribution stacks after the run, with elfutils' libdwfl:
+ * function (symbol table), library (the mapped object) and, where DWARF
+ * line information exists, file and line. Each process image gets its own
+ * symboliser built from the load maps its interposer recorded while it was
+ * alive (ASLR puts libraries at different addresses in every process). The
+ * maps may hold several versions (libraries loaded and unloaded during the
+ * run): the newest is tried first, then older ones for addresses it lacks.
+ * Results are cached per address. Never fails: unknown parts are "??". */
+#include "attrib.h"
+#include "internal.h"
+
+#include <elfutils/libdwfl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SYM_MAX_VERSIONS 4
+
+typedef struct {
+    uint64_t ip;
+    int used;
+    miser_attrib_frame f;
+} sym_cache;
+
+struct attrib_sym {
+    Dwfl *dwfl[SYM_MAX_VERSIONS];
+    int ndwfl;
+    sym_cache *cache;
+    size_t cap, n;
+};
+
+static char *debuginfo_path;
+static const Dwfl_Callbacks g_cb = {
+    .find_elf = dwfl_linux_proc_find_elf,
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .debuginfo_path = &debuginfo_path,
+};
+
+static char *dup_s(const char *s)
+{
+    char *d = miser_strdup(MISER_MEM_PROFILER, s ? s : "");
+    return d;
+}
+
+/* One dwfl from one maps version [a, b). */
+static Dwfl *dwfl_from(const char *a, size_t n)
+{
+    Dwfl *d = dwfl_begin(&g_cb);
+    if (!d) return NULL;
+    FILE *f = fmemopen((void *)a, n, "r");
+    if (!f) {
+        dwfl_end(d);
+        return NULL;
+    }
+    dwfl_report_begin(d);
+    int rc = dwfl_linux_proc_maps_report(d, f);
+    fclose(f);
+    if (rc != 0 || dwfl_report_end(d, NULL, NULL) != 0) {
+        dwfl_end(d);
+        return NULL;
+    }
+    return d;
+}
+
+attrib_sym *attrib_sym_new(const char *maps)
+{
+    attrib_sym *s = miser_calloc(MISER_MEM_PROFILER, 1, sizeof *s);
+    if (!s) return NULL;
+    if (!maps) return s;
+    /* versions start at "#maps\n" lines; newest last */
+    const char *starts[64];
+    size_t nst = 0;
+    for (const char *p = maps; (p = strstr(p, "#maps\n")); p += 6) {
+        if (nst == 64) memmove(starts, starts + 1, 63 * sizeof *starts), nst = 63;
+        starts[nst++] = p + 6;
+    }
+    if (!nst) starts[nst++] = maps;
+    for (size_t k = nst; k-- > 0 && s->ndwfl < SYM_MAX_VERSIONS;) {
+        const char *a = starts[k], *e = strstr(a, "#maps\n");
+        size_t n = e ? (size_t)(e - a) : strlen(a);
+        if (!n) continue;
+        Dwfl *d = dwfl_from(a, n);
+        if (d) s->dwfl[s->ndwfl++] = d;
+    }
+    return s;
+}
+
+static void frame_copy(miser_attrib_frame *dst, const miser_attrib_frame *src)
+{
+    dst->function = dup_s(src->function);
+    dst->library = dup_s(src->library);
+    dst->file = src->file ? dup_s(src->file) : NULL;
+    dst->line = src->line;
+}
+
+static void resolve(attrib_sym *s, uint64_t ip, int ret, miser_attrib_frame *f)
+{
+    /* a return address points after the call: look up the call itself */
+    Dwarf_Addr a = ret && ip ? ip - 1 : ip;
+    const char *fn = NULL, *lib = NULL, *file = NULL;
+    int line = 0;
+    Dwarf_Addr modoff = 0;
+    for (int k = 0; k < s->ndwfl; k++) {
+        Dwfl_Module *m = dwfl_addrmodule(s->dwfl[k], a);
+        if (!m) continue;
+        const char *mainfile = NULL;
+        Dwarf_Addr mstart = 0;
+        const char *name = dwfl_module_info(m, NULL, &mstart, NULL, NULL, NULL, &mainfile, NULL);
+        lib = name;
+        modoff = a - mstart;
+        GElf_Sym sym;
+        GElf_Off off;
+        fn = dwfl_module_addrinfo(m, a, &off, &sym, NULL, NULL, NULL);
+        Dwfl_Line *l = dwfl_module_getsrc(m, a);
+        if (l) file = dwfl_lineinfo(l, NULL, &line, NULL, NULL, NULL);
+        break;
+    }
+    char hex[32];
+    const char *base = lib ? strrchr(lib, '/') : NULL;
+    char hexbuf[300];
+    if (!fn && lib) {
+        /* no symbol (a static function in a stripped object): object+offset */
+        snprintf(hexbuf, sizeof hexbuf, "%s+0x%llx", base ? base + 1 : lib, (unsigned long long)modoff);
+        fn = hexbuf;
+    } else if (!fn) {
+        snprintf(hex, sizeof hex, "0x%llx", (unsigned long long)ip);
+        fn = hex;
+    }
+    f->function = dup_s(fn);
+    f->library = dup_s(base ? base + 1 : lib ? lib : "");
+    f->file = file ? dup_s(file) : NULL;
+    f->line = file ? line : 0;
+}
+
+void attrib_sym_frame(attrib_sym *s, uint64_t ip, int ret, miser_attrib_frame *f)
+{
+    memset(f, 0, sizeof *f);
+    if (!s) {
+        f->function = dup_s("??");
+        f->library = dup_s("");
+        return;
+    }
+    if (s->n * 2 >= s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 1024;
+        sym_cache *n = miser_calloc(MISER_MEM_PROFILER, nc, sizeof *n);
+        if (n) {
+            for (size_t i = 0; i < s->cap; i++) {
+                if (!s->cache[i].used) continue;
+                size_t at = (size_t)(s->cache[i].ip * 0x9e3779b97f4a7c15ULL >> 20) & (nc - 1);
+                while (n[at].used) at = (at + 1) & (nc - 1);
+                n[at] = s->cache[i];
+            }
+            miser_free(s->cache);
+            s->cache = n;
+            s->cap = nc;
+        }
+    }
+    uint64_t key = ip ^ (ret ? 0 : 1ULL << 63);
+    if (s->cap && s->n * 2 < s->cap) {
+        size_t at = (size_t)(key * 0x9e3779b97f4a7c15ULL >> 20) & (s->cap - 1);
+        while (s->cache[at].used && s->cache[at].ip != key) at = (at + 1) & (s->cap - 1);
+        if (!s->cache[at].used) {
+            resolve(s, ip, ret, &s->cache[at].f);
+            s->cache[at].used = 1;
+            s->cache[at].ip = key;
+            s->n++;
+        }
+        frame_copy(f, &s->cache[at].f);
+        return;
+    }
+    resolve(s, ip, ret, f);
+}
+
+void attrib_sym_free(attrib_sym *s)
+{
+    if (!s) return;
+    for (int k = 0; k < s->ndwfl; k++) dwfl_end(s->dwfl[k]);
+    for (size_t i = 0; i < s->cap; i++)
+        if (s->cache[i].used) {
+            miser_free(s->cache[i].f.function);
+            miser_free(s->cache[i].f.library);
+            miser_free(s->cache[i].f.file);
+        }
+    miser_free(s->cache);
+    miser_free(s);
+}

@@ -1,0 +1,453 @@
+/* Per-stage peak attribution (`miser profile --attribute`, docs/attribution.md).
+ *
+ * Known truth: tests/attrib/truth.c allocates from named call sites with
+ * sizes fixed in its source, frees some between the stages it announces, and
+ * forks + execs a child; the expected bytes per site at every stage's peak
+ * are derived here from that sequence, not from miser's output. The study's
+ * bug: the naive pipeline's fold-constants pass copies weights per consumer,
+ * so >= 95 % of the compile stage's extra peak must sit under
+ * src/passes/fold_constants.c (the pass's own source file, named by DWARF
+ * line information), and none with the default pipeline.
+ *
+ * The interposer is built without sanitizers and must not be preloaded into
+ * sanitized binaries: under ASan these tests are skipped (the plain build
+ * runs them). */
+#include <criterion/criterion.h>
+#include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "attrib/attrib_format.h"
+#include "miser/profiler.h"
+#include "profiler/attrib.h"
+#include "support.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define ATTRIB_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ATTRIB_UNDER_ASAN 1
+#endif
+#endif
+#ifndef ATTRIB_UNDER_ASAN
+#define ATTRIB_UNDER_ASAN 0
+#endif
+
+#define SKIP_UNDER_ASAN()                                                                                          \
+    do {                                                                                                           \
+        if (ATTRIB_UNDER_ASAN)                                                                                     \
+            cr_skip_test("attribution: the interposer is not preloaded into sanitized binaries (tested in the "   \
+                         "plain build)");                                                                          \
+    } while (0)
+
+static const char *lib_path(void) { return MISER_BUILD_DIR "/libmiser-attrib.so"; }
+
+/* Run argv under the profiler with attribution; the profile as parsed JSON
+ * (what a user reads), written and loaded through the public writer. */
+static cJSON *profile_json(char *const argv[], miser_profile **keep)
+{
+    miser_watch_options o = {0};
+    o.marker_pipe = 1;
+    o.stdout_markers = 1; /* the command's stdout (generated text) goes to /dev/null */
+    o.stdout_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    o.attribute_lib = lib_path();
+    miser_profile *p = NULL;
+    miser_status st = miser_profile_command(&o, argv, &p);
+    close(o.stdout_fd);
+    cr_assert_eq(st, MISER_OK, "%s", miser_error_message());
+    cr_assert(miser_profile_has_attribution(p));
+    char path[] = "/tmp/miser-attrib-test-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    cr_assert_eq(miser_profile_write_file(p, MISER_REPORT_JSON, path), MISER_OK, "%s", miser_error_message());
+    char *text = test_read_file(path, NULL);
+    unlink(path);
+    cr_assert(text);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cr_assert(j, "the profile JSON does not parse");
+    if (keep) *keep = p;
+    else miser_profile_free(p);
+    return j;
+}
+
+static const cJSON *stage(const cJSON *j, const char *name)
+{
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItem(j, "stages"))
+    {
+        const cJSON *n = cJSON_GetObjectItem(s, "name");
+        if (cJSON_IsString(n) && !strcmp(n->valuestring, name)) return s;
+    }
+    cr_assert_fail("no stage '%s'", name);
+    return NULL;
+}
+
+static double num(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItem(o, k);
+    cr_assert(cJSON_IsNumber(v), "%s is not a number", k);
+    return v->valuedouble;
+}
+
+/* Sum of bytes (and count) of the entries in list `key` whose innermost
+ * frame is `fn`, optionally only for pid == want_pid (>0) or pid != -want_pid
+ * (<0). Returns the number of matching entries. */
+static int site(const cJSON *s, const char *key, const char *fn, int pid_sel, double *bytes, double *count,
+                const char **kind)
+{
+    *bytes = *count = 0;
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(s, key))
+    {
+        const cJSON *st = cJSON_GetObjectItem(e, "stack");
+        const cJSON *f0 = cJSON_GetArrayItem(st, 0);
+        if (!cJSON_IsString(f0) || strcmp(f0->valuestring, fn)) continue;
+        int pid = (int)num(e, "pid");
+        if (pid_sel > 0 && pid != pid_sel) continue;
+        if (pid_sel < 0 && pid == -pid_sel) continue;
+        *bytes += num(e, "bytes");
+        *count += num(e, "count");
+        if (kind) *kind = cJSON_GetObjectItem(e, "kind")->valuestring;
+        n++;
+    }
+    return n;
+}
+
+static void expect_site(const cJSON *s, const char *key, const char *fn, int pid_sel, double bytes, double count,
+                        const char *kind)
+{
+    double b, c;
+    const char *k = NULL;
+    int n = site(s, key, fn, pid_sel, &b, &c, &k);
+    const char *sn = cJSON_GetObjectItem(s, "name") ? cJSON_GetObjectItem(s, "name")->valuestring : "(top)";
+    if (bytes == 0) {
+        cr_expect_eq(n, 0, "stage %s %s: %s should not be listed (%.0f bytes)", sn, key, fn, b);
+        return;
+    }
+    cr_expect_eq(n, 1, "stage %s %s: %s listed %d times", sn, key, fn, n);
+    cr_expect_eq(b, bytes, "stage %s %s: %s has %.0f bytes, expected %.0f", sn, key, fn, b, bytes);
+    cr_expect_eq(c, count, "stage %s %s: %s has %.0f blocks, expected %.0f", sn, key, fn, c, count);
+    if (kind && k) cr_expect_str_eq(k, kind, "stage %s: %s kind", sn, fn);
+}
+
+static int parent_pid(const cJSON *j)
+{
+    /* the profiled command is the process whose parent is not in the list */
+    const cJSON *procs = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "attribution"), "processes"), *p, *q;
+    cJSON_ArrayForEach(p, procs)
+    {
+        int in = 0;
+        cJSON_ArrayForEach(q, procs) in |= num(q, "pid") == num(p, "ppid");
+        if (!in) return (int)num(p, "pid");
+    }
+    cr_assert_fail("no root process");
+    return 0;
+}
+
+Test(attrib, known_truth_every_site_at_every_stage_peak)
+{
+    SKIP_UNDER_ASAN();
+    char *argv[] = {MISER_BUILD_DIR "/attrib-truth", NULL};
+    cJSON *j = profile_json(argv, NULL);
+    int me = parent_pid(j);
+    const double MiB8 = 8388608;
+    const cJSON *one = stage(j, "one"), *two = stage(j, "two"), *three = stage(j, "three");
+    /* one: A 2 x 1,000,000 + B 4,000,000 */
+    expect_site(one, "attribution", "site_a", me, 2000000, 2, "heap");
+    expect_site(one, "attribution", "site_b", me, 4000000, 1, "heap");
+    cr_expect_geq(num(one, "attribution_peak_bytes"), 6000000);
+    /* two: B freed; A's 3,000,000 came and went; C mapped */
+    expect_site(two, "attribution", "site_a", me, 2000000, 2, "heap");
+    expect_site(two, "attribution", "site_b", me, 0, 0, NULL);
+    expect_site(two, "attribution", "site_c", me, MiB8, 1, "mmap-anon");
+    expect_site(two, "attribution_temporary", "site_a", me, 3000000, 1, NULL);
+    /* three: the parent's peak is before munmap(C) and before A's third block */
+    expect_site(three, "attribution", "site_a", me, 2000000, 2, "heap");
+    expect_site(three, "attribution", "site_b_realloc", me, 6000000, 1, "heap");
+    expect_site(three, "attribution", "site_c", me, MiB8, 1, "mmap-anon");
+    /* the exec'd child's allocation is its own, under its own pid */
+    expect_site(three, "attribution", "site_d", -me, 5000000, 1, "heap");
+    expect_site(three, "attribution", "site_d", me, 0, 0, NULL);
+    expect_site(three, "attribution_temporary", "site_d", -me, 5000000, 1, NULL);
+    double b, c;
+    site(three, "attribution", "site_d", -me, &b, &c, NULL);
+    /* the child's stack names its own caller */
+    const cJSON *e;
+    int saw_child_frame = 0;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(three, "attribution"))
+    {
+        const cJSON *st = cJSON_GetObjectItem(e, "stack");
+        if (strcmp(cJSON_GetArrayItem(st, 0)->valuestring, "site_d")) continue;
+        saw_child_frame = !strcmp(cJSON_GetArrayItem(st, 1)->valuestring, "child");
+        const cJSON *f0 = cJSON_GetArrayItem(cJSON_GetObjectItem(e, "frames"), 0);
+        const cJSON *file = cJSON_GetObjectItem(f0, "file");
+        cr_expect(cJSON_IsString(file) && strstr(file->valuestring, "truth.c"), "site_d's frame has no source file");
+        cr_expect_gt(num(f0, "line"), 0);
+    }
+    cr_expect(saw_child_frame, "site_d's caller is not child()");
+    /* growth over the stage start: B's 6,000,000 is new in three, C's is not */
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(three, "attribution"))
+    {
+        const char *f0 = cJSON_GetArrayItem(cJSON_GetObjectItem(e, "stack"), 0)->valuestring;
+        if (!strcmp(f0, "site_c")) cr_expect_eq(num(e, "start_bytes"), MiB8);
+        if (!strcmp(f0, "site_b_realloc")) cr_expect_eq(num(e, "start_bytes"), 0);
+    }
+    /* at exit: A's three blocks and B's realloc'd block leak; C was unmapped */
+    const cJSON *top = cJSON_GetObjectItem(j, "attribution");
+    expect_site(top, "leaks", "site_a", me, 3000000, 3, NULL);
+    expect_site(top, "leaks", "site_b_realloc", me, 6000000, 1, NULL);
+    expect_site(top, "leaks", "site_c", me, 0, 0, NULL);
+    expect_site(top, "leaks", "site_d", -me, 0, 0, NULL);
+    const cJSON *p;
+    int nproc = 0;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItem(top, "processes"))
+    {
+        nproc++;
+        cr_expect_str_eq(cJSON_GetObjectItem(p, "allocator")->valuestring, "interposed");
+    }
+    cr_expect_eq(nproc, 2, "parent and exec'd child (the fork child made no allocation before exec)");
+    cJSON_Delete(j);
+}
+
+Test(attrib, threads_fork_in_thread_and_a_crashing_child)
+{
+    SKIP_UNDER_ASAN();
+    char *argv[] = {MISER_BUILD_DIR "/attrib-truth", "threads", NULL};
+    cJSON *j = profile_json(argv, NULL);
+    int me = parent_pid(j);
+    const cJSON *top = cJSON_GetObjectItem(j, "attribution");
+    expect_site(top, "leaks", "site_t", me, 400000, 400, NULL);
+    expect_site(top, "leaks", "site_churn", me, 0, 0, NULL);
+    /* the child died of SIGSEGV after allocating: its bytes are kept */
+    expect_site(stage(j, "exit"), "attribution", "site_crash", -me, 777777, 1, "heap");
+    cJSON_Delete(j);
+}
+
+Test(attrib, own_allocator_is_reported)
+{
+    SKIP_UNDER_ASAN();
+    char *argv[] = {MISER_BUILD_DIR "/attrib-own", NULL};
+    miser_profile *p = NULL;
+    cJSON *j = profile_json(argv, &p);
+    const cJSON *pr = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "attribution"), "processes"), 0);
+    cr_assert(pr);
+    cr_expect(!strncmp(cJSON_GetObjectItem(pr, "allocator")->valuestring, "own: ", 5), "allocator: %s",
+              cJSON_GetObjectItem(pr, "allocator")->valuestring);
+    int warned = 0;
+    for (size_t i = 0; i < miser_profile_warning_count(p); i++)
+        warned |= strstr(miser_profile_warning(p, i), "brings its own allocator") != NULL;
+    cr_expect(warned);
+    miser_profile_free(p);
+    cJSON_Delete(j);
+}
+
+/* Bytes of a stage's growth (bytes - start_bytes, allocations only) under
+ * frames from src/passes/fold_constants.c, and the stage's total growth. */
+static void fold_share(const cJSON *s, double *fold, double *extra)
+{
+    *extra = num(s, "attribution_peak_bytes") - num(s, "attribution_start_bytes");
+    *fold = 0;
+    const cJSON *e, *f;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(s, "attribution"))
+    {
+        if (!strcmp(cJSON_GetObjectItem(e, "kind")->valuestring, "mmap-file")) continue;
+        int through = 0;
+        cJSON_ArrayForEach(f, cJSON_GetObjectItem(e, "frames"))
+        {
+            const cJSON *file = cJSON_GetObjectItem(f, "file");
+            through |= cJSON_IsString(file) && strstr(file->valuestring, "passes/fold_constants.c") != NULL;
+        }
+        if (through) *fold += num(e, "bytes") - num(e, "start_bytes");
+    }
+}
+
+static cJSON *generate_profile(const char *pipeline, miser_profile **keep)
+{
+    char *argv[] = {MISER_BUILD_DIR "/miser", "generate", "--model", MISER_SOURCE_DIR "/tests/data/hf-tiny-a",
+                    "--prompt", "Hello", "--max-new-tokens", "2", "--pipeline", (char *)pipeline, NULL};
+    return profile_json(argv, keep);
+}
+
+Test(attrib, naive_pipeline_peak_is_fold_constants_copies)
+{
+    SKIP_UNDER_ASAN();
+    miser_profile *naive = NULL, *dflt = NULL;
+    cJSON *n = generate_profile("naive", &naive), *d = generate_profile("default", &dflt);
+    double fold, extra;
+    fold_share(stage(n, "compile"), &fold, &extra);
+    cr_expect_gt(extra, 1e6, "the naive compile should grow by the weights' copies (%.0f bytes)", extra);
+    cr_expect_geq(fold, 0.95 * extra, "only %.0f of %.0f bytes (%.1f %%) under fold_constants", fold, extra,
+                  100.0 * fold / extra);
+    fold_share(stage(d, "compile"), &fold, &extra);
+    cr_expect_eq(fold, 0, "the default pipeline keeps %.0f bytes from fold_constants at the compile peak", fold);
+    /* miser check: the stacks that grew most from default to naive name the pass */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    size_t k = miser_profile_write_attribution_growth(dflt, naive, 3, m);
+    fclose(m);
+    cr_expect_gt(k, 0);
+    cr_expect(buf && strstr(buf, "miser_pass_fold_constants"), "growth report:\n%s", buf ? buf : "");
+    free(buf);
+    buf = NULL;
+    m = open_memstream(&buf, &len);
+    k = miser_profile_write_attribution_growth(dflt, dflt, 3, m);
+    fclose(m);
+    cr_expect_eq(k, 0, "a profile against itself grew:\n%s", buf);
+    free(buf);
+    /* the SVG icicle names the pass too */
+    buf = NULL;
+    m = open_memstream(&buf, &len);
+    cr_expect_eq(miser_profile_write_attribution_svg(naive, m), MISER_OK);
+    fclose(m);
+    cr_expect(strstr(buf, "<svg") && strstr(buf, "miser_pass_fold_constants"));
+    free(buf);
+    miser_profile_free(naive);
+    miser_profile_free(dflt);
+    cJSON_Delete(n);
+    cJSON_Delete(d);
+}
+
+Test(attrib, json_round_trip_keeps_attribution)
+{
+    SKIP_UNDER_ASAN();
+    char *argv[] = {MISER_BUILD_DIR "/attrib-truth", NULL};
+    miser_profile *p = NULL;
+    cJSON *j = profile_json(argv, &p);
+    char *a = cJSON_PrintUnformatted(j);
+    miser_profile *q = NULL;
+    cr_assert_eq(miser_profile_parse_json(a, strlen(a), &q), MISER_OK, "%s", miser_error_message());
+    cr_assert(miser_profile_has_attribution(q));
+    /* written again, the attribution members are the same */
+    char *b1 = NULL, *b2 = NULL;
+    size_t l1 = 0, l2 = 0;
+    FILE *f1 = open_memstream(&b1, &l1), *f2 = open_memstream(&b2, &l2);
+    attrib_json_top(p, f1);
+    attrib_json_top(q, f2);
+    for (size_t i = 0; i < miser_profile_stage_count(p); i++) attrib_json_stage(p, i, f1), attrib_json_stage(q, i, f2);
+    fclose(f1);
+    fclose(f2);
+    cr_expect_str_eq(b1, b2);
+    free(b1);
+    free(b2);
+    /* a wrong type is refused, naming attribution */
+    cJSON *bad = cJSON_Duplicate(j, 1);
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(bad, "attribution"), "processes", cJSON_CreateString("x"));
+    char *t = cJSON_PrintUnformatted(bad);
+    miser_profile *r = NULL;
+    cr_expect_eq(miser_profile_parse_json(t, strlen(t), &r), MISER_ERR_FORMAT);
+    cr_expect(strstr(miser_error_message(), "attribution"));
+    miser_profile_free(r);
+    free(t);
+    cJSON_Delete(bad);
+    free(a);
+    miser_profile_free(p);
+    miser_profile_free(q);
+    cJSON_Delete(j);
+}
+
+Test(attrib, interposer_without_the_watcher_only_forwards)
+{
+    SKIP_UNDER_ASAN();
+    pid_t pid = fork();
+    if (pid == 0) {
+        unsetenv(MATTR_ENV_DIR);
+        setenv("LD_PRELOAD", lib_path(), 1);
+        execl(MISER_BUILD_DIR "/attrib-truth", "attrib-truth", (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+}
+
+Test(attrib, image_parser_rejects_damage)
+{
+    /* a minimal valid image built here, then damaged field by field */
+    size_t len = MATTR_HEADER_SIZE + 4 * sizeof(mattr_stack) + 16 * 8 + 4 * sizeof(mattr_snap) + 64;
+    unsigned char *buf = calloc(1, len);
+    mattr_header *h = (mattr_header *)buf;
+    h->magic = MATTR_MAGIC;
+    h->version = MATTR_VERSION;
+    h->header_size = MATTR_HEADER_SIZE;
+    h->stacks_off = MATTR_HEADER_SIZE;
+    h->max_stacks = 4;
+    h->frames_off = h->stacks_off + 4 * sizeof(mattr_stack);
+    h->max_frames = 16;
+    h->snaps_off = h->frames_off + 16 * 8;
+    h->max_snaps = 4;
+    h->maps_off = h->snaps_off + 4 * sizeof(mattr_snap);
+    h->max_maps = 64;
+    h->nstacks = 2;
+    h->nframes = 2;
+    h->interval = 1;
+    h->peak_gen = 5;
+    mattr_stack *s = (mattr_stack *)(buf + h->stacks_off);
+    s[1] = (mattr_stack){.hash = 9, .frame_off = 0, .depth = 2, .kind = MATTR_KIND_HEAP, .cur_bytes = 100,
+                         .cur_count = 1, .mod_gen = 1};
+    mattr_snap *sn = (mattr_snap *)(buf + h->snaps_off);
+    sn[0] = (mattr_snap){0, 0, 1, 0, 70, 1, 0, 0, 0, 0};
+    h->nsnaps = 1;
+    attrib_image im;
+    cr_assert_eq(attrib_image_parse(buf, len, &im), MISER_OK, "%s", miser_error_message());
+    cr_expect_eq(im.nintervals, 2);
+    cr_expect_eq(im.intervals[0].nvals, 1);
+    cr_expect_eq(im.intervals[0].vals[0].peak_bytes, 70);
+    cr_expect_eq(im.intervals[1].vals[0].peak_bytes, 100, "not modified since the peak: the current value");
+    cr_expect_eq(im.leak[1].peak_bytes, 100);
+    attrib_image_free(&im);
+    struct {
+        size_t off;
+        uint64_t v;
+        int width;
+    } damage[] = {
+        {offsetof(mattr_header, magic), 1, 8},
+        {offsetof(mattr_header, nstacks), 5, 4},
+        {offsetof(mattr_header, max_stacks), 1u << 30, 4},
+        {offsetof(mattr_header, maps_len), 65, 4},
+        {offsetof(mattr_header, interval_first), 2, 8},
+        {h->stacks_off + sizeof(mattr_stack) + offsetof(mattr_stack, depth), 3, 4},
+        {h->stacks_off + sizeof(mattr_stack) + offsetof(mattr_stack, kind), 7, 4},
+        {h->snaps_off + offsetof(mattr_snap, stack), 3, 4},
+        {h->snaps_off + offsetof(mattr_snap, last), 1, 4},
+    };
+    for (size_t k = 0; k < sizeof damage / sizeof *damage; k++) {
+        unsigned char *c = malloc(len);
+        memcpy(c, buf, len);
+        if (damage[k].width == 8) memcpy(c + damage[k].off, &damage[k].v, 8);
+        else {
+            uint32_t v = (uint32_t)damage[k].v;
+            memcpy(c + damage[k].off, &v, 4);
+        }
+        cr_expect_eq(attrib_image_parse(c, len, &im), MISER_ERR_FORMAT, "damage %zu accepted", k);
+        free(c);
+    }
+    cr_expect_eq(attrib_image_parse(buf, MATTR_HEADER_SIZE - 1, &im), MISER_ERR_FORMAT);
+    cr_expect_eq(attrib_image_parse(buf, h->maps_off, &im), MISER_ERR_FORMAT, "truncated before the maps");
+    free(buf);
+}
+
+Test(attrib, size_option)
+{
+    int64_t v;
+    cr_expect_eq(miser_attrib_parse_size("4096", &v), 0);
+    cr_expect_eq(v, 4096);
+    cr_expect_eq(miser_attrib_parse_size("64K", &v), 0);
+    cr_expect_eq(v, 65536);
+    cr_expect_eq(miser_attrib_parse_size("1.5MiB", &v), 0);
+    cr_expect_eq(v, 1572864);
+    cr_expect_eq(miser_attrib_parse_size("2G", &v), 0);
+    cr_expect_eq(v, 2147483648LL);
+    cr_expect_neq(miser_attrib_parse_size("", &v), 0);
+    cr_expect_neq(miser_attrib_parse_size("-1", &v), 0);
+    cr_expect_neq(miser_attrib_parse_size("12Q", &v), 0);
+    cr_expect_neq(miser_attrib_parse_size("1e30", &v), 0);
+}
