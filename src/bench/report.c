@@ -1,13 +1,18 @@
 /* Reports of `miser bench` and `miser compare`: the terminal summary, JSON,
  * Markdown and HTML (with inline SVG charts). Everything shown is derived
  * from the rows; the only outside data is the study's published file, shown
- * apart and marked as figures from another machine. */
+ * apart and marked as figures from another machine. Markdown and HTML are
+ * two renderings of one content (the doc_* functions), so the page says what
+ * the Markdown says, escaped, with no Markdown syntax in it; the charts are
+ * drawn with the profiler's chart helpers (src/profiler/chart.h). */
 #include "miser/alloc.h"
 #include "miser/bench.h"
+#include "profiler/chart.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -31,12 +36,15 @@ static int row_measured(const miser_bench_row *w)
     return !w->skipped && w->nruns > 0;
 }
 
+/* Terminal figures: fixed decimals where they hold 3 significant digits,
+ * significant digits below that (0.00612, never "0.00" for a small value). */
 static void fmt_num(char *b, size_t cap, double v, const char *unit)
 {
     if (!isfinite(v)) snprintf(b, cap, "n/a");
-    else if (!strcmp(unit, "s")) snprintf(b, cap, "%.3f", v);
+    else if (!strcmp(unit, "s") && (fabs(v) >= 0.1 || v == 0)) snprintf(b, cap, "%.3f", v);
     else if (fabs(v) >= 100) snprintf(b, cap, "%.0f", v);
-    else snprintf(b, cap, "%.2f", v);
+    else if (fabs(v) >= 1 || v == 0) snprintf(b, cap, "%.2f", v);
+    else miser_chart_fmt_sig(b, cap, v, 3);
 }
 
 static void fmt_stat(char *b, size_t cap, miser_bench_stat s, const char *unit)
@@ -67,20 +75,6 @@ static void json_num(FILE *f, double v)
 {
     if (isfinite(v)) fprintf(f, "%.6g", v);
     else fputs("null", f);
-}
-
-/* HTML/XML escape (also used for SVG text). */
-static void xml_str(FILE *f, const char *s)
-{
-    for (; *s; s++) {
-        switch (*s) {
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '&': fputs("&amp;", f); break;
-        case '"': fputs("&quot;", f); break;
-        default: fputc(*s, f);
-        }
-    }
 }
 
 static const char *palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
@@ -275,354 +269,612 @@ static size_t measured_order(const miser_bench_report *r, const char *metric, in
     return n;
 }
 
-static void write_rankings_md(const miser_bench_report *r, FILE *f)
+/* ---- documents: one content, rendered as Markdown or as HTML ---- */
+
+/* The Markdown and HTML reports say the same things: the sections below are
+ * written once against these few constructs. In HTML every text is escaped
+ * (no Markdown syntax reaches the page) and tables sit in a container that
+ * scrolls sideways when the page is narrower than the table. */
+typedef struct doc {
+    FILE *f;
+    int html;
+    size_t ncols;     /* header cells so far (Markdown's alignment row) */
+    char align[64];   /* 'l' or 'r' per column */
+} doc;
+
+static void doc_text(const doc *d, const char *s)
+{
+    if (d->html) {
+        miser_chart_xml_text(d->f, s);
+        return;
+    }
+    for (; s && *s; s++) {
+        if (*s == '|') fputs("\\|", d->f);
+        else if (*s == '\n' || *s == '\r') fputc(' ', d->f);
+        else fputc(*s, d->f);
+    }
+}
+
+static void doc_textf(const doc *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void doc_textf(const doc *d, const char *fmt, ...)
+{
+    char b[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, sizeof b, fmt, ap);
+    va_end(ap);
+    doc_text(d, b);
+}
+
+static void doc_h(const doc *d, int lvl, const char *s)
+{
+    if (d->html) fprintf(d->f, "<h%d>", lvl);
+    else fprintf(d->f, "%s%.*s ", lvl > 1 ? "\n" : "", lvl, "######");
+    doc_text(d, s);
+    if (d->html) fprintf(d->f, "</h%d>\n", lvl);
+    else fputs("\n\n", d->f);
+}
+
+static void doc_p_begin(const doc *d) { if (d->html) fputs("<p>", d->f); }
+static void doc_p_end(const doc *d) { fputs(d->html ? "</p>\n" : "\n\n", d->f); }
+static void doc_p(const doc *d, const char *s)
+{
+    doc_p_begin(d);
+    doc_text(d, s);
+    doc_p_end(d);
+}
+static void doc_note_begin(const doc *d) { fputs(d->html ? "<p class=\"note\">" : "> ", d->f); }
+
+static void doc_strong(const doc *d, const char *s)
+{
+    fputs(d->html ? "<strong>" : "**", d->f);
+    doc_text(d, s);
+    fputs(d->html ? "</strong>" : "**", d->f);
+}
+
+static void doc_code(const doc *d, const char *s)
+{
+    fputs(d->html ? "<code>" : "`", d->f);
+    doc_text(d, s);
+    fputs(d->html ? "</code>" : "`", d->f);
+}
+
+/* A note written by the commands (why a runtime was skipped, the token
+ * check): `...` spans are inline code, shown as code in HTML. */
+static void doc_rich(const doc *d, const char *s)
+{
+    if (!d->html) {
+        doc_text(d, s);
+        return;
+    }
+    char buf[1024];
+    while (s && *s) {
+        const char *a = strchr(s, '`'), *b = a ? strchr(a + 1, '`') : NULL;
+        if (!b) {
+            doc_text(d, s);
+            return;
+        }
+        snprintf(buf, sizeof buf, "%.*s", (int)(a - s), s);
+        doc_text(d, buf);
+        snprintf(buf, sizeof buf, "%.*s", (int)(b - a - 1), a + 1);
+        doc_code(d, buf);
+        s = b + 1;
+    }
+}
+
+static void doc_list_begin(const doc *d) { if (d->html) fputs("<ul>\n", d->f); }
+static void doc_list_end(const doc *d) { if (d->html) fputs("</ul>\n", d->f); }
+static void doc_li_begin(const doc *d) { fputs(d->html ? "<li>" : "- ", d->f); }
+static void doc_li_end(const doc *d) { fputs(d->html ? "</li>\n" : "\n", d->f); }
+
+static void doc_table_begin(doc *d)
+{
+    d->ncols = 0;
+    if (d->html) fputs("<div class=\"scroll\"><table>\n<thead><tr>", d->f);
+}
+
+static void doc_th(doc *d, const char *s, int left)
+{
+    if (d->ncols < sizeof d->align) d->align[d->ncols] = left ? 'l' : 'r';
+    d->ncols++;
+    if (d->html) fputs(left ? "<th class=\"l\">" : "<th>", d->f);
+    else fputs(d->ncols == 1 ? "| " : " ", d->f);
+    doc_text(d, s);
+    fputs(d->html ? "</th>" : " |", d->f);
+}
+
+static void doc_thead_end(const doc *d)
+{
+    if (d->html) {
+        fputs("</tr></thead>\n<tbody>\n", d->f);
+        return;
+    }
+    fputs("\n|", d->f);
+    for (size_t i = 0; i < d->ncols; i++) fputs(i < sizeof d->align && d->align[i] == 'l' ? "---|" : "---:|", d->f);
+    fputc('\n', d->f);
+}
+
+static void doc_tr_begin(const doc *d) { fputs(d->html ? "<tr>" : "|", d->f); }
+static void doc_tr_end(const doc *d) { fputs(d->html ? "</tr>\n" : "\n", d->f); }
+static void doc_td_begin(const doc *d, int left) { fputs(d->html ? (left ? "<td class=\"l\">" : "<td>") : " ", d->f); }
+static void doc_td_end(const doc *d) { fputs(d->html ? "</td>" : " |", d->f); }
+static void doc_td(const doc *d, const char *s, int left)
+{
+    doc_td_begin(d, left);
+    doc_text(d, s);
+    doc_td_end(d);
+}
+static void doc_table_end(const doc *d) { fputs(d->html ? "</tbody></table></div>\n" : "", d->f); }
+
+/* A figure for the documents: seconds with their unit ("6.21 ms", "1.47 s"),
+ * anything else with 3 significant digits (never "0.00" for a small value). */
+static void fmt_value(char *b, size_t cap, double v, const char *unit)
+{
+    if (!strcmp(unit, "s")) miser_chart_fmt_seconds(b, cap, v);
+    else miser_chart_fmt_sig(b, cap, v, 3);
+}
+
+/* The value with its unit, for running text ("22.6 MB", "6.21 ms"). */
+static void fmt_value_unit(char *b, size_t cap, double v, const char *unit)
+{
+    char n[64];
+    fmt_value(n, sizeof n, v, unit);
+    if (!strcmp(unit, "s") || !isfinite(v) || !unit[0]) snprintf(b, cap, "%s", n);
+    else snprintf(b, cap, "%.40s %.20s", n, unit);
+}
+
+/* A column header: the label, with the unit unless the cells carry it (seconds). */
+static void metric_head(char *b, size_t cap, const miser_bench_metric *m)
+{
+    if (!strcmp(m->unit, "s")) snprintf(b, cap, "%s", m->label);
+    else snprintf(b, cap, "%s (%s)", m->label, m->unit);
+}
+
+static const miser_bench_metric *metric_named(const char *name)
+{
+    size_t nm;
+    const miser_bench_metric *ms = miser_bench_metrics(&nm);
+    for (size_t k = 0; k < nm; k++)
+        if (!strcmp(ms[k].name, name)) return &ms[k];
+    return NULL;
+}
+
+/* Median, and the range over runs when there are several. */
+static void doc_stat(const doc *d, miser_bench_stat s, const char *unit)
+{
+    char m[64], lo[64], hi[64];
+    fmt_value(m, sizeof m, s.median, unit);
+    doc_td_begin(d, 0);
+    doc_text(d, m);
+    if (s.n > 1) {
+        fmt_value(lo, sizeof lo, s.min, unit);
+        fmt_value(hi, sizeof hi, s.max, unit);
+        if (d->html) {
+            fputs("<span class=\"range\">", d->f);
+            doc_textf(d, "%s \xe2\x80\x93 %s", lo, hi);
+            fputs("</span>", d->f);
+        } else
+            doc_textf(d, " (%s-%s)", lo, hi);
+    }
+    doc_td_end(d);
+}
+
+static void doc_metric_table(doc *d, const miser_bench_report *r, int study)
+{
+    size_t nm;
+    const miser_bench_metric *ms = miser_bench_metrics(&nm);
+    doc_table_begin(d);
+    doc_th(d, "runtime", 1);
+    for (size_t k = 0; k < nm; k++)
+        if (ms[k].study == study) {
+            char h[160];
+            metric_head(h, sizeof h, &ms[k]);
+            doc_th(d, h, 0);
+        }
+    doc_thead_end(d);
+    for (size_t i = 0; i < r->nrows; i++) {
+        const miser_bench_row *w = &r->rows[i];
+        if (!row_measured(w)) continue;
+        doc_tr_begin(d);
+        doc_td_begin(d, 1);
+        doc_text(d, w->name);
+        if (r->synthetic) doc_text(d, " (synthetic weights)");
+        doc_td_end(d);
+        for (size_t k = 0; k < nm; k++)
+            if (ms[k].study == study) doc_stat(d, row_stat(w, ms[k].name), ms[k].unit);
+        doc_tr_end(d);
+    }
+    doc_table_end(d);
+}
+
+static void doc_rankings(doc *d, const miser_bench_report *r)
 {
     static const struct { const char *metric, *label; int hb; } ranks[] = {
-        {"peak_rss_mb", "lowest peak RSS (MB)", 0},
-        {"total_growth_anon_mb", "lowest anonymous memory growth (MB)", 0},
-        {"ttft_s", "shortest time to first token (s)", 0},
+        {"peak_rss_mb", "lowest peak RSS", 0},
+        {"total_growth_anon_mb", "lowest anonymous memory growth", 0},
+        {"ttft_s", "shortest time to first token", 0},
         {"decode_tok_s", "fastest decode (tokens/s, excluding the prompt)", 1},
-        {"first_inference_s", "shortest first inference (s)", 0},
+        {"first_inference_s", "shortest first inference", 0},
         {"mem_per_tok_s", "least peak memory per decode token/s", 0},
     };
-    size_t *idx = malloc((r->nrows + 1) * sizeof *idx);
+    size_t *idx = miser_malloc(MISER_MEM_OTHER, (r->nrows + 1) * sizeof *idx);
     if (!idx) return;
-    fputs("\n## Rankings\n\n", f);
+    doc_h(d, 2, "Rankings");
+    doc_list_begin(d);
     for (size_t k = 0; k < sizeof ranks / sizeof ranks[0]; k++) {
+        const miser_bench_metric *m = metric_named(ranks[k].metric);
+        const char *unit = m ? m->unit : "";
         size_t n = measured_order(r, ranks[k].metric, ranks[k].hb, idx);
-        fprintf(f, "- %s: ", ranks[k].label);
-        if (!n) fputs("no data", f);
+        doc_li_begin(d);
+        doc_textf(d, "%s: ", ranks[k].label);
+        if (!n) doc_text(d, "no data");
         for (size_t i = 0; i < n; i++) {
-            char b[32];
-            fmt_num(b, sizeof b, row_median(&r->rows[idx[i]], ranks[k].metric), "");
-            fprintf(f, "%s%zu. %s (%s)", i ? ", " : "", i + 1, r->rows[idx[i]].name, b);
+            char b[64];
+            fmt_value_unit(b, sizeof b, row_median(&r->rows[idx[i]], ranks[k].metric), unit);
+            doc_textf(d, "%s%zu. %s (%s)", i ? ", " : "", i + 1, r->rows[idx[i]].name, b);
         }
-        fputc('\n', f);
+        doc_li_end(d);
     }
+    doc_list_end(d);
     /* Tiers: each measured peak is a memory budget; within it, which runtime
      * decodes fastest and which needs least. */
     size_t n = measured_order(r, "peak_rss_mb", 0, idx);
-    fputs("\n## Recommendations by memory tier\n\n"
-          "Each tier is a memory budget equal to a measured peak RSS (rounded up to 64 MB); the recommendation is "
-          "the runtime with the fastest median decode among those whose median peak fits (derived from the "
-          "rows above, nothing hard-coded).\n\n| budget | runtimes that fit | fastest decode | lowest memory |\n"
-          "|---|---|---|---|\n",
-          f);
+    doc_h(d, 2, "Recommendations by memory tier");
+    doc_p(d, "Each tier is a memory budget equal to a measured peak RSS (rounded up to 64 MB); the recommendation is "
+             "the runtime with the fastest median decode among those whose median peak fits (derived from the rows "
+             "above, nothing hard-coded).");
+    doc_table_begin(d);
+    doc_th(d, "budget", 0);
+    doc_th(d, "runtimes that fit", 1);
+    doc_th(d, "fastest decode", 1);
+    doc_th(d, "lowest memory", 1);
+    doc_thead_end(d);
     double last_budget = -1;
     for (size_t t = 0; t < n; t++) {
         double budget = ceil(row_median(&r->rows[idx[t]], "peak_rss_mb") / 64.0) * 64.0;
         if (budget == last_budget) continue;
         last_budget = budget;
-        fprintf(f, "| %.0f MB | ", budget);
+        doc_tr_begin(d);
+        char b[64];
+        snprintf(b, sizeof b, "%.0f MB", budget);
+        doc_td(d, b, 0);
+        doc_td_begin(d, 1);
         int best = -1;
         double best_v = -1;
+        int first = 1;
         for (size_t i = 0; i < n; i++) {
             const miser_bench_row *w = &r->rows[idx[i]];
             if (row_median(w, "peak_rss_mb") > budget) continue;
-            fprintf(f, "%s%s", i ? ", " : "", w->name);
-            double d = row_median(w, "decode_tok_s");
-            if (isfinite(d) && d > best_v) {
-                best_v = d;
+            doc_textf(d, "%s%s", first ? "" : ", ", w->name);
+            first = 0;
+            double v = row_median(w, "decode_tok_s");
+            if (isfinite(v) && v > best_v) {
+                best_v = v;
                 best = (int)idx[i];
             }
         }
-        fprintf(f, " | %s", best >= 0 ? r->rows[best].name : "n/a");
-        if (best >= 0) fprintf(f, " (%.1f tok/s)", best_v);
-        fprintf(f, " | %s |\n", r->rows[idx[0]].name);
+        doc_td_end(d);
+        doc_td_begin(d, 1);
+        if (best >= 0) {
+            miser_chart_fmt_sig(b, sizeof b, best_v, 3);
+            doc_textf(d, "%s (%s tok/s)", r->rows[best].name, b);
+        } else
+            doc_text(d, "n/a");
+        doc_td_end(d);
+        doc_td(d, r->rows[idx[0]].name, 1);
+        doc_tr_end(d);
     }
-    if (!n) fputs("| n/a | no measured runtime | | |\n", f);
-    free(idx);
+    if (!n) {
+        doc_tr_begin(d);
+        doc_td(d, "n/a", 0);
+        doc_td(d, "no measured runtime", 1);
+        doc_td(d, "", 1);
+        doc_td(d, "", 1);
+        doc_tr_end(d);
+    }
+    doc_table_end(d);
+    miser_free(idx);
 }
 
-/* ---- Markdown ---- */
-
-static void md_metric_table(const miser_bench_report *r, FILE *f, int study)
-{
-    size_t nm;
-    const miser_bench_metric *ms = miser_bench_metrics(&nm);
-    fputs("| runtime |", f);
-    for (size_t k = 0; k < nm; k++)
-        if (ms[k].study == study) fprintf(f, " %s (%s) |", ms[k].label, ms[k].unit);
-    fputs("\n|---|", f);
-    for (size_t k = 0; k < nm; k++)
-        if (ms[k].study == study) fputs("---:|", f);
-    fputc('\n', f);
-    for (size_t i = 0; i < r->nrows; i++) {
-        const miser_bench_row *w = &r->rows[i];
-        if (!row_measured(w)) continue;
-        fprintf(f, "| %s%s |", w->name, r->synthetic ? " (synthetic weights)" : "");
-        for (size_t k = 0; k < nm; k++) {
-            if (ms[k].study != study) continue;
-            char b[128];
-            fmt_stat(b, sizeof b, row_stat(w, ms[k].name), ms[k].unit);
-            fprintf(f, " %s |", b);
-        }
-        fputc('\n', f);
-    }
-}
-
-static void md_published(const miser_bench_report *r, FILE *f)
+static void doc_published(doc *d, const miser_bench_report *r)
 {
     published p;
     if (!published_load(r->published_path, &p)) return;
-    fputs("\n## Published figures (another machine)\n\n**Published figures from another machine**, not measured "
-          "here: compare shapes and ratios, not absolute values. Source: ",
-          f);
-    fputs(p.source, f);
-    fprintf(f, ". Machine: %s Data file: `%s`.\n\n| runtime (published) |", p.machine, r->published_path);
+    doc_h(d, 2, "Published figures (another machine)");
+    doc_p_begin(d);
+    doc_strong(d, "Published figures from another machine");
+    doc_text(d, ", not measured here: compare shapes and ratios, not absolute values. Source: ");
+    doc_text(d, p.source);
+    doc_text(d, ". Machine: ");
+    doc_text(d, p.machine);
+    doc_text(d, " Data file: ");
+    doc_code(d, r->published_path);
+    doc_text(d, ".");
+    doc_p_end(d);
+    doc_table_begin(d);
+    doc_th(d, "runtime (published, other machine)", 1);
     const cJSON *c;
-    cJSON_ArrayForEach(c, p.columns) fprintf(f, " %s |", cJSON_IsString(c) ? c->valuestring : "?");
-    fputs("\n|---|", f);
-    cJSON_ArrayForEach(c, p.columns) fputs("---:|", f);
-    fputc('\n', f);
+    cJSON_ArrayForEach(c, p.columns)
+    {
+        const char *name = cJSON_IsString(c) ? c->valuestring : "?";
+        const miser_bench_metric *m = metric_named(name);
+        char h[160];
+        if (m) metric_head(h, sizeof h, m);
+        else snprintf(h, sizeof h, "%s", name);
+        doc_th(d, h, 0);
+    }
+    doc_thead_end(d);
     const cJSON *row;
     cJSON_ArrayForEach(row, p.cpu)
     {
-        fprintf(f, "| %s (published, other machine) |", row->string);
+        doc_tr_begin(d);
+        doc_td(d, row->string ? row->string : "?", 1);
         cJSON_ArrayForEach(c, p.columns)
         {
-            double v = published_value(&p, row, cJSON_IsString(c) ? c->valuestring : "");
-            char b[32];
-            fmt_num(b, sizeof b, v, "");
-            fprintf(f, " %s |", b);
+            const char *name = cJSON_IsString(c) ? c->valuestring : "";
+            const miser_bench_metric *m = metric_named(name);
+            char b[64];
+            fmt_value(b, sizeof b, published_value(&p, row, name), m ? m->unit : "");
+            doc_td(d, b, 0);
         }
-        fputc('\n', f);
+        doc_tr_end(d);
     }
+    doc_table_end(d);
     cJSON_Delete(p.root);
+}
+
+static miser_status write_svg(const miser_bench_report *r, FILE *f);
+
+/* The report, in either rendering; the HTML one has the charts after the header. */
+static miser_status doc_report(doc *d, const miser_bench_report *r)
+{
+    doc_h(d, 1, r->title);
+    if (r->synthetic) {
+        doc_note_begin(d);
+        doc_strong(d, "Synthetic weights.");
+        doc_text(d, " The checkpoint holds deterministic synthetic weights of GPT-2's shape (a real safetensors file, so "
+                    "loading is real file I/O): memory and timings are real, generated text is meaningless.");
+        doc_p_end(d);
+    }
+    doc_list_begin(d);
+    doc_li_begin(d);
+    doc_text(d, "model: ");
+    doc_code(d, r->model);
+    doc_li_end(d);
+    doc_li_begin(d);
+    doc_textf(d, "scenario: %s", r->scenario);
+    doc_li_end(d);
+    doc_li_begin(d);
+    doc_textf(d, "machine: %s", r->machine);
+    doc_li_end(d);
+    doc_list_end(d);
+    if (d->html) {
+        doc_h(d, 2, "Charts");
+        fputs("<figure>\n", d->f);
+        miser_status st = write_svg(r, d->f);
+        if (st) return st;
+        fputs("</figure>\n", d->f);
+    }
+    doc_h(d, 2, "The study's CPU table (measured here)");
+    doc_p(d, "Median over runs, with the range (min-max) when there are several. Definitions as in the study: loading "
+             "= rss(1)-rss(0), compilation = rss(3)-rss(2), peak = max sampled RSS - rss(0), growth = rss(5)-rss(0), "
+             "throughput = words of the output text / first-inference seconds.");
+    doc_metric_table(d, r, 1);
+    doc_h(d, 2, "Corrected and derived figures");
+    doc_p(d, "Time to first token and decode tokens/s (tokens, excluding the prompt) from the runtime's own timings; "
+             "peak RSS from the kernel's high-water mark per stage; anon (private allocations) and file-backed "
+             "(mmapped weights, shared) memory separately; memory per token/s = peak RSS / decode tok/s; "
+             "compilation MB/s = compilation MB / first-inference s.");
+    doc_metric_table(d, r, 0);
+    doc_h(d, 2, "Run-to-run variance");
+    doc_p(d, "Coefficient of variation (sample stddev / mean) over runs.");
+    doc_table_begin(d);
+    static const char *vcols[] = {"first_inference_s", "second_inference_s", "decode_tok_s", "peak_rss_mb"};
+    static const char *vheads[] = {"first inference", "second inference", "decode tok/s", "peak RSS"};
+    doc_th(d, "runtime", 1);
+    doc_th(d, "runs", 0);
+    for (int k = 0; k < 4; k++) doc_th(d, vheads[k], 0);
+    doc_thead_end(d);
+    for (size_t i = 0; i < r->nrows; i++) {
+        const miser_bench_row *w = &r->rows[i];
+        if (!row_measured(w)) continue;
+        doc_tr_begin(d);
+        doc_td(d, w->name, 1);
+        char b[64];
+        snprintf(b, sizeof b, "%zu", w->nruns);
+        doc_td(d, b, 0);
+        for (int k = 0; k < 4; k++) {
+            double cv = row_stat(w, vcols[k]).cv;
+            char n[48];
+            miser_chart_fmt_sig(n, sizeof n, cv * 100, 2);
+            if (isfinite(cv)) snprintf(b, sizeof b, "%s %%", n);
+            else snprintf(b, sizeof b, "n/a");
+            doc_td(d, b, 0);
+        }
+        doc_tr_end(d);
+    }
+    doc_table_end(d);
+    doc_h(d, 2, "Greedy tokens");
+    doc_table_begin(d);
+    doc_th(d, "runtime", 1);
+    doc_th(d, "version", 1);
+    doc_th(d, "tokens (first prompt)", 1);
+    doc_th(d, "check", 1);
+    doc_thead_end(d);
+    for (size_t i = 0; i < r->nrows; i++) {
+        const miser_bench_row *w = &r->rows[i];
+        doc_tr_begin(d);
+        doc_td(d, w->name, 1);
+        doc_td(d, w->version, 1);
+        doc_td_begin(d, 1);
+        for (size_t j = 0; w->has_ids && j < w->nids[0]; j++) doc_textf(d, "%s%d", j ? " " : "", w->ids[0][j]);
+        doc_td_end(d);
+        doc_td_begin(d, 1);
+        if (w->agree == 0) {
+            doc_strong(d, "FLAGGED");
+            doc_text(d, " ");
+        }
+        doc_rich(d, w->skipped ? "skipped" : w->agree_note);
+        doc_td_end(d);
+        doc_tr_end(d);
+    }
+    doc_table_end(d);
+    int any = 0;
+    for (size_t i = 0; i < r->nrows; i++)
+        if (r->rows[i].skipped || r->rows[i].failed) {
+            if (!any) doc_h(d, 2, "Skipped or failed"), doc_list_begin(d);
+            any = 1;
+            doc_li_begin(d);
+            doc_textf(d, "%s %s: ", r->rows[i].skipped ? "skipped" : "FAILED", r->rows[i].name);
+            doc_rich(d, r->rows[i].note);
+            doc_li_end(d);
+        }
+    if (any) doc_list_end(d);
+    doc_rankings(d, r);
+    doc_published(d, r);
+    return MISER_OK;
 }
 
 miser_status miser_bench_write_markdown(const miser_bench_report *r, FILE *f)
 {
-    fprintf(f, "# %s\n\n", r->title);
-    if (r->synthetic)
-        fputs("> **Synthetic weights.** The checkpoint holds deterministic synthetic weights of GPT-2's shape "
-              "(a real safetensors file, so loading is real file I/O): memory and timings are real, generated "
-              "text is meaningless.\n\n",
-              f);
-    fprintf(f, "- model: `%s`\n- scenario: %s\n- machine: %s\n", r->model, r->scenario, r->machine);
-    fputs("\n## The study's CPU table (measured here)\n\nMedian over runs, (min-max) when there are several. "
-          "Definitions as in the study: loading = rss(1)-rss(0), compilation = rss(3)-rss(2), peak = max sampled "
-          "RSS - rss(0), growth = rss(5)-rss(0), throughput = words of the output text / first-inference seconds.\n\n",
-          f);
-    md_metric_table(r, f, 1);
-    fputs("\n## Corrected and derived figures\n\nTime to first token and decode tokens/s (tokens, excluding the "
-          "prompt) from the runtime's own timings; peak RSS from the kernel's high-water mark per stage; anon "
-          "(private allocations) and file-backed (mmapped weights, shared) memory separately; memory per token/s "
-          "= peak RSS / decode tok/s; compilation MB/s = compilation MB / first-inference s.\n\n",
-          f);
-    md_metric_table(r, f, 0);
-    fputs("\n## Run-to-run variance\n\nCoefficient of variation (sample stddev / mean) over runs.\n\n"
-          "| runtime | runs | first inference | second inference | decode tok/s | peak RSS |\n|---|---:|---:|---:|---:|---:|\n",
-          f);
-    for (size_t i = 0; i < r->nrows; i++) {
-        const miser_bench_row *w = &r->rows[i];
-        if (!row_measured(w)) continue;
-        fprintf(f, "| %s | %zu |", w->name, w->nruns);
-        const char *cols[] = {"first_inference_s", "second_inference_s", "decode_tok_s", "peak_rss_mb"};
-        for (int k = 0; k < 4; k++) {
-            double cv = row_stat(w, cols[k]).cv;
-            if (isfinite(cv)) fprintf(f, " %.1f %% |", cv * 100);
-            else fputs(" n/a |", f);
-        }
-        fputc('\n', f);
-    }
-    fputs("\n## Greedy tokens\n\n| runtime | version | tokens (first prompt) | check |\n|---|---|---|---|\n", f);
-    for (size_t i = 0; i < r->nrows; i++) {
-        const miser_bench_row *w = &r->rows[i];
-        fprintf(f, "| %s | %s | ", w->name, w->version[0] ? w->version : "");
-        for (size_t j = 0; w->has_ids && j < w->nids[0]; j++) fprintf(f, "%s%d", j ? " " : "", w->ids[0][j]);
-        fprintf(f, " | %s%s |\n", w->agree == 0 ? "**FLAGGED** " : "", w->skipped ? "skipped" : w->agree_note);
-    }
-    int any = 0;
-    for (size_t i = 0; i < r->nrows; i++)
-        if (r->rows[i].skipped || r->rows[i].failed) {
-            if (!any) fputs("\n## Skipped or failed\n\n", f);
-            any = 1;
-            fprintf(f, "- %s %s: %s\n", r->rows[i].skipped ? "skipped" : "FAILED", r->rows[i].name, r->rows[i].note);
-        }
-    write_rankings_md(r, f);
-    md_published(r, f);
-    return io_check(f);
+    doc d = {.f = f, .html = 0};
+    miser_status st = doc_report(&d, r);
+    return st ? st : io_check(f);
 }
 
-/* ---- SVG ---- */
+/* ---- SVG: bars and one timeline panel per runtime ---- */
 
-static void svg_bars(const miser_bench_report *r, FILE *f, const char *metric, const char *title, int y0)
+#define SVG_W 960.0
+
+static int svg_height_bars(const miser_bench_report *r)
 {
+    int n = 0;
+    for (size_t i = 0; i < r->nrows; i++) n += row_measured(&r->rows[i]);
+    return 30 + 20 * n + 8;
+}
+
+static void svg_bars(const miser_bench_report *r, FILE *f, const char *metric, const char *title, double y0)
+{
+    const miser_bench_metric *m = metric_named(metric);
+    const char *unit = m ? m->unit : "";
     double maxv = 0;
     for (size_t i = 0; i < r->nrows; i++)
         if (row_measured(&r->rows[i])) {
             double v = row_median(&r->rows[i], metric);
             if (isfinite(v) && v > maxv) maxv = v;
         }
-    fprintf(f, "<text x=\"10\" y=\"%d\" font-weight=\"bold\">", y0 + 14);
-    xml_str(f, title);
+    fprintf(f, "<text x=\"10\" y=\"%.1f\" font-size=\"13\" font-weight=\"bold\">", y0 + 16);
+    miser_chart_xml_text(f, title);
     fputs("</text>\n", f);
-    int y = y0 + 24;
-    for (size_t i = 0; i < r->nrows; i++) {
+    double y = y0 + 26;
+    size_t c = 0;
+    for (size_t i = 0; i < r->nrows; i++, c++) {
         const miser_bench_row *w = &r->rows[i];
         if (!row_measured(w)) continue;
         double v = row_median(w, metric);
-        double len = isfinite(v) && maxv > 0 ? 480.0 * v / maxv : 0;
-        fprintf(f, "<text x=\"10\" y=\"%d\">", y + 12);
-        xml_str(f, w->name);
-        fprintf(f, "</text><rect x=\"150\" y=\"%d\" width=\"%.1f\" height=\"14\" fill=\"%s\"/>", y, len,
-                palette[i % 8]);
-        char b[32];
-        fmt_num(b, sizeof b, v, "");
-        fprintf(f, "<text x=\"%.1f\" y=\"%d\">%s</text>\n", 155 + len, y + 12, b);
-        y += 18;
+        double len = isfinite(v) && maxv > 0 ? 600.0 * v / maxv : 0;
+        char b[64];
+        fmt_value_unit(b, sizeof b, v, unit);
+        fprintf(f, "<g class=\"bar\"><title>");
+        miser_chart_xml_text(f, w->name);
+        fprintf(f, ": %s (median)</title><text x=\"10\" y=\"%.1f\">", b, y + 12);
+        miser_chart_xml_text_fit(f, w->name, 12, 150);
+        fprintf(f, "</text><rect x=\"170\" y=\"%.1f\" width=\"%.1f\" height=\"14\" fill=\"%s\"/>", y, len, palette[i % 8]);
+        fprintf(f, "<text class=\"value\" x=\"%.1f\" y=\"%.1f\">%s</text></g>\n", 176 + len, y + 12, b);
+        y += 20;
     }
 }
 
-static int svg_height_bars(const miser_bench_report *r)
+/* Each measured runtime's first run as a timeline panel, all on the same
+ * scales so the panels compare; the key under the last one. */
+static miser_status svg_timelines(const miser_bench_report *r, FILE *f, double y0, double *height)
 {
-    int n = 0;
-    for (size_t i = 0; i < r->nrows; i++) n += row_measured(&r->rows[i]);
-    return 30 + 18 * n;
+    double tmax = 0, ymax = 0;
+    size_t last = r->nrows;
+    for (size_t i = 0; i < r->nrows; i++) {
+        const miser_profile *p = r->rows[i].timeline;
+        if (!row_measured(&r->rows[i]) || !p) continue;
+        double t, y;
+        miser_chart_timeline_extent(p, &t, &y);
+        if (t > tmax) tmax = t;
+        if (y > ymax) ymax = y;
+        last = i;
+    }
+    double y = y0;
+    if (last == r->nrows) {
+        *height = 0;
+        return MISER_OK;
+    }
+    if (f)
+        fprintf(f, "<text x=\"10\" y=\"%.1f\" font-size=\"13\" font-weight=\"bold\">Stage timelines: memory of each "
+                   "runtime's first run (same scales)</text>\n",
+                y + 16);
+    y += 26;
+    for (size_t i = 0; i <= last; i++) {
+        const miser_profile *p = r->rows[i].timeline;
+        if (!row_measured(&r->rows[i]) || !p) continue;
+        miser_chart_timeline_opts o = {.x = 0, .y = y, .width = SVG_W, .plot_height = 200, .tmax_s = tmax,
+                                       .ymax_mb = ymax, .title = r->rows[i].name, .title_color = palette[i % 8],
+                                       .series_key = i == last};
+        double h;
+        miser_status st = miser_chart_timeline(f, p, &o, &h);
+        if (st) return st;
+        y += h + 8;
+    }
+    *height = y - y0;
+    return MISER_OK;
 }
 
-static void svg_timeline(const miser_bench_report *r, FILE *f, int y0)
+static miser_status write_svg(const miser_bench_report *r, FILE *f)
 {
-    const int H = 220, X0 = 60, W = 640;
-    double tmax = 0, mmax = 0;
-    for (size_t i = 0; i < r->nrows; i++) {
-        const miser_profile *p = r->rows[i].timeline;
-        if (!row_measured(&r->rows[i]) || !p) continue;
-        for (size_t k = 0; k < miser_profile_stage_count(p); k++) {
-            const miser_stage_record *s = miser_profile_stage(p, k);
-            if (s->t_s > tmax) tmax = s->t_s;
-            double m = (double)(s->peak_rss_kb > s->rss_kb ? s->peak_rss_kb : s->rss_kb) / 1024.0;
-            if (m > mmax) mmax = m;
-        }
-    }
-    fprintf(f, "<text x=\"10\" y=\"%d\" font-weight=\"bold\">Stage timelines overlaid (RSS at each stage mark, "
-               "first run; x: seconds, y: MB, max %.0f MB over %.1f s)</text>\n",
-            y0 + 14, mmax, tmax);
-    int top = y0 + 24;
-    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#999\"/>\n", X0, top, W, H);
-    if (tmax <= 0 || mmax <= 0) return;
-    int ly = top + H + 16;
-    for (size_t i = 0; i < r->nrows; i++) {
-        const miser_profile *p = r->rows[i].timeline;
-        if (!row_measured(&r->rows[i]) || !p) continue;
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", palette[i % 8]);
-        for (size_t k = 0; k < miser_profile_stage_count(p); k++) {
-            const miser_stage_record *s = miser_profile_stage(p, k);
-            if (s->rss_kb < 0) continue;
-            fprintf(f, "%.1f,%.1f ", X0 + W * s->t_s / tmax, top + H - H * ((double)s->rss_kb / 1024.0) / mmax);
-        }
-        fputs("\"/>\n", f);
-        for (size_t k = 0; k < miser_profile_stage_count(p); k++) {
-            const miser_stage_record *s = miser_profile_stage(p, k);
-            if (s->rss_kb < 0 || s->implicit) continue;
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"><title>", X0 + W * s->t_s / tmax,
-                    top + H - H * ((double)s->rss_kb / 1024.0) / mmax, palette[i % 8]);
-            xml_str(f, r->rows[i].name);
-            fprintf(f, " %s: %.1f MB at %.2f s</title></circle>\n", s->name, (double)s->rss_kb / 1024.0, s->t_s);
-        }
-        fprintf(f, "<text x=\"%d\" y=\"%d\" fill=\"%s\">", X0, ly, palette[i % 8]);
-        xml_str(f, r->rows[i].name);
-        fputs("</text>\n", f);
-        ly += 16;
-    }
+    double hb = svg_height_bars(r), ht;
+    miser_status st = svg_timelines(r, NULL, 3 * hb, &ht);
+    if (st) return st;
+    double height = 3 * hb + ht + 10;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"miser-charts\" width=\"%.0f\" height=\"%.0f\" "
+               "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"11\">\n"
+               "<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n",
+            SVG_W, height, SVG_W, height);
+    svg_bars(r, f, "peak_rss_mb", r->synthetic ? "Peak RSS (median; synthetic weights)" : "Peak RSS (median)", 0);
+    svg_bars(r, f, "first_inference_s", "First inference (median)", hb);
+    svg_bars(r, f, "second_inference_s", "Second inference (median)", 2 * hb);
+    st = svg_timelines(r, f, 3 * hb, &ht);
+    fputs("</svg>\n", f);
+    return st;
 }
 
 miser_status miser_bench_write_svg(const miser_bench_report *r, FILE *f)
 {
-    int hb = svg_height_bars(r);
-    int nt = 0;
-    for (size_t i = 0; i < r->nrows; i++) nt += row_measured(&r->rows[i]) && r->rows[i].timeline;
-    int height = 3 * hb + 260 + 16 * nt + 20;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"%d\" font-family=\"sans-serif\" "
-               "font-size=\"12\">\n",
-            height);
-    svg_bars(r, f, "peak_rss_mb", r->synthetic ? "Peak RSS, MB (median; synthetic weights)" : "Peak RSS, MB (median)", 0);
-    svg_bars(r, f, "first_inference_s", "First inference, s (median)", hb);
-    svg_bars(r, f, "second_inference_s", "Second inference, s (median)", 2 * hb);
-    svg_timeline(r, f, 3 * hb);
-    fputs("</svg>\n", f);
-    return io_check(f);
+    miser_status st = write_svg(r, f);
+    return st ? st : io_check(f);
 }
 
-/* ---- HTML: the Markdown report's content as a page, with the charts ---- */
+/* ---- HTML ---- */
+
+static const char html_style[] =
+    "body{font-family:sans-serif;color:#222;line-height:1.4;max-width:1320px;margin:0 auto;padding:0 16px 32px}"
+    "h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}"
+    ".scroll{max-width:100%;overflow-x:auto;margin:.5em 0}"
+    "table{border-collapse:collapse;font-variant-numeric:tabular-nums}"
+    "th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top}"
+    "th{background:#f5f5f5;vertical-align:bottom;font-weight:600;min-width:3.5em;hyphens:auto}"
+    "td{white-space:nowrap}th.l,td.l{text-align:left}td.l{white-space:normal;overflow-wrap:anywhere;min-width:6em}"
+    ".range{display:block;color:#666;font-size:85%}"
+    ".note{background:#fff3cd;border-left:4px solid #e0a800;padding:6px 10px}"
+    "code{background:#f3f3f3;padding:0 3px;overflow-wrap:anywhere}"
+    "li{overflow-wrap:anywhere}figure{margin:0}svg{display:block;max-width:100%;height:auto}";
 
 miser_status miser_bench_write_html(const miser_bench_report *r, FILE *f)
 {
-    /* Render the Markdown into memory, then convert its few constructs
-     * (headings, tables, list items, quotes, paragraphs) line by line. */
-    char *md = NULL;
-    size_t mdlen = 0;
-    FILE *m = open_memstream(&md, &mdlen);
-    if (!m) return miser_error_set(MISER_ERR_NOMEM, "report: cannot buffer the Markdown report");
-    miser_status st = miser_bench_write_markdown(r, m);
-    fclose(m);
-    if (st) {
-        free(md);
-        return st;
-    }
-    fputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>", f);
-    xml_str(f, r->title);
-    fputs("</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-          "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child{text-align:left}"
-          "blockquote{background:#fff3cd;padding:6px}</style></head><body>\n",
+    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>",
           f);
-    int in_table = 0, in_list = 0;
-    char *save = NULL;
-    for (char *line = strtok_r(md, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        int is_row = line[0] == '|';
-        if (in_table && !is_row) {
-            fputs("</table>\n", f);
-            in_table = 0;
-        }
-        if (in_list && strncmp(line, "- ", 2)) {
-            fputs("</ul>\n", f);
-            in_list = 0;
-        }
-        if (is_row) {
-            if (!strncmp(line, "|---", 4)) continue;
-            if (!in_table) fputs("<table>\n", f);
-            fputs("<tr>", f);
-            const char *tag = in_table ? "td" : "th";
-            in_table = 1;
-            char *cs = NULL;
-            for (char *cell = strtok_r(line + 1, "|", &cs); cell; cell = strtok_r(NULL, "|", &cs)) {
-                while (*cell == ' ') cell++;
-                fprintf(f, "<%s>", tag);
-                xml_str(f, cell);
-                fprintf(f, "</%s>", tag);
-            }
-            fputs("</tr>\n", f);
-        } else if (line[0] == '#') {
-            int lvl = 0;
-            while (line[lvl] == '#') lvl++;
-            fprintf(f, "<h%d>", lvl);
-            xml_str(f, line + lvl + 1);
-            fprintf(f, "</h%d>\n", lvl);
-            if (lvl == 1) {
-                fputs("<h2>Charts</h2>\n", f);
-                miser_bench_write_svg(r, f);
-            }
-        } else if (!strncmp(line, "- ", 2)) {
-            if (!in_list) fputs("<ul>\n", f);
-            in_list = 1;
-            fputs("<li>", f);
-            xml_str(f, line + 2);
-            fputs("</li>\n", f);
-        } else if (line[0] == '>') {
-            fputs("<blockquote>", f);
-            xml_str(f, line + 1);
-            fputs("</blockquote>\n", f);
-        } else {
-            fputs("<p>", f);
-            xml_str(f, line);
-            fputs("</p>\n", f);
-        }
-    }
-    if (in_table) fputs("</table>\n", f);
-    if (in_list) fputs("</ul>\n", f);
+    miser_chart_xml_text(f, r->title);
+    fprintf(f, "</title>\n<style>%s</style></head>\n<body>\n", html_style);
+    doc d = {.f = f, .html = 1};
+    miser_status st = doc_report(&d, r);
+    if (st) return st;
     fputs("</body></html>\n", f);
-    free(md);
     return io_check(f);
 }
 

@@ -2,6 +2,7 @@
  * terminal table, JSON (schema "miser-profile" v1), CSV, Markdown, SVG.
  * JSON is written by hand (streaming, no allocation); files are written to a
  * temporary in the same directory and renamed, never left half-written. */
+#include "chart.h"
 #include "internal.h"
 #include "attrib.h"
 
@@ -476,129 +477,31 @@ static void write_md(const miser_profile *p, FILE *f)
 
 /* ---------- SVG ---------- */
 
-static void xml_text(FILE *f, const char *s)
+/* The timeline (chart.c draws it, as it does each runtime's panel in the
+ * bench reports) under a header naming the command and how peaks were taken. */
+static miser_status write_svg(const miser_profile *p, FILE *f)
 {
-    for (; s && *s; s++) {
-        switch (*s) {
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '&': fputs("&amp;", f); break;
-        case '"': fputs("&quot;", f); break;
-        default:
-            if ((unsigned char)*s >= 0x20 || *s == '\t') fputc(*s, f);
-        }
-    }
-}
-
-static double nice_step(double range, int ticks)
-{
-    double raw = range / ticks, p = pow(10, floor(log10(raw))), r = raw / p;
-    return (r < 1.5 ? 1 : r < 3 ? 2 : r < 7 ? 5 : 10) * p;
-}
-
-static void write_svg(const miser_profile *p, FILE *f)
-{
-    const double W = 960, H = 440, L = 70, R = 20, T = 50, B = 60;
-    double pw = W - L - R, ph = H - T - B;
-    double tmax = 0, ymax = 0;
-    for (size_t i = 0; i < p->nstages; i++) {
-        const miser_stage_record *s = &p->stages[i];
-        if (s->t_s > tmax) tmax = s->t_s;
-        if (mb(s->peak_rss_kb) > ymax) ymax = mb(s->peak_rss_kb);
-        if (mb(s->rss_kb) > ymax) ymax = mb(s->rss_kb);
-    }
-    for (size_t i = 0; i < p->nsamples; i++) {
-        if (p->samples[i].t_s > tmax) tmax = p->samples[i].t_s;
-        if (mb(p->samples[i].rss_kb) > ymax) ymax = mb(p->samples[i].rss_kb);
-    }
-    if (tmax <= 0) tmax = 1;
-    if (ymax <= 0) ymax = 1;
-    double ystep = nice_step(ymax, 6);
-    ymax = ceil(ymax * 1.05 / ystep) * ystep;
-    double tstep = nice_step(tmax, 8);
-#define X(t) (L + (t) / tmax * pw)
-#define Y(v) (T + ph - (v) / ymax * ph)
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
-               "font-family=\"sans-serif\" font-size=\"11\">\n",
-            W, H, W, H);
+    const double W = 960, HEAD = 44;
+    miser_chart_timeline_opts o = {.x = 0, .y = HEAD, .width = W, .plot_height = 300, .series_key = 1};
+    double h;
+    miser_status st = miser_chart_timeline(NULL, p, &o, &h);
+    if (st) return st;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"miser-timeline\" width=\"%.0f\" height=\"%.0f\" "
+               "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"11\">\n",
+            W, HEAD + h, W, HEAD + h);
     fputs("<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n<text x=\"10\" y=\"18\" font-size=\"14\" "
           "font-weight=\"bold\">",
           f);
-    xml_text(f, p->label);
-    fprintf(f, "</text>\n<text x=\"10\" y=\"34\" fill=\"#555\">peaks: %s; sampler: ", p->peak_method);
-    if (p->sample_interval_ms > 0) fprintf(f, "%g ms", p->sample_interval_ms);
-    else fputs("off", f);
-    fputs("; dashed lines: exact peak of each interval</text>\n", f);
-    /* Stage bands: interval (previous mark, mark] is labelled with the mark. */
-    static const char *band[] = {"#eef3fb", "#fbf3e6"};
-    double prev = 0;
-    for (size_t i = 0; i < p->nstages; i++) {
-        const miser_stage_record *s = &p->stages[i];
-        double x0 = X(prev), x1 = X(s->t_s);
-        fprintf(f, "<g><title>");
-        xml_text(f, s->name);
-        fprintf(f, ": %.3f-%.3f s, RSS %.2f MB, peak %.2f MB%s", prev, s->t_s, s->rss_kb >= 0 ? mb(s->rss_kb) : 0,
-                s->peak_rss_kb >= 0 ? mb(s->peak_rss_kb) : 0, s->peak_exact ? " (exact)" : " (sampled)");
-        if (s->description[0]) fputs(" - ", f), xml_text(f, s->description);
-        fprintf(f, "</title><rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"/>", x0, T,
-                x1 - x0 > 0 ? x1 - x0 : 0.5, ph, band[i % 2]);
-        fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"#999\" stroke-width=\"0.8\"/>", x1, T,
-                x1, T + ph);
-        fprintf(f, "<text transform=\"translate(%.2f,%.2f) rotate(-90)\" text-anchor=\"end\" fill=\"#333\">", x1 - 3, T + 4);
-        xml_text(f, s->name);
-        fputs("</text>", f);
-        if (s->peak_rss_kb >= 0)
-            fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"#c0392b\" stroke-width=\"1.5\" "
-                       "stroke-dasharray=\"5,3\"/>",
-                    x0, Y(mb(s->peak_rss_kb)), x1, Y(mb(s->peak_rss_kb)));
-        fputs("</g>\n", f);
-        prev = s->t_s;
-    }
-    /* Axes and grid. */
-    for (double v = 0; v <= ymax + 1e-9; v += ystep)
-        fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"#ddd\"/><text x=\"%.2f\" y=\"%.2f\" "
-                   "text-anchor=\"end\">%g</text>\n",
-                L, Y(v), L + pw, Y(v), L - 5, Y(v) + 4, v);
-    for (double t = 0; t <= tmax + 1e-9; t += tstep)
-        fprintf(f, "<text x=\"%.2f\" y=\"%.2f\" text-anchor=\"middle\">%g</text>\n", X(t), T + ph + 15, t);
-    fprintf(f, "<text x=\"%.2f\" y=\"%.2f\" text-anchor=\"middle\">seconds</text>\n", L + pw / 2, H - 22);
-    fprintf(f, "<text transform=\"translate(16,%.2f) rotate(-90)\" text-anchor=\"middle\">MB (MiB)</text>\n", T + ph / 2);
-    fprintf(f, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"none\" stroke=\"#333\"/>\n", L, T, pw, ph);
-    /* Series: from samples when there are any, else through the marks. */
-    static const struct { const char *name, *color; size_t off; } ser[] = {
-        {"RSS", "#222222", offsetof(miser_sample, rss_kb)},
-        {"anon", "#2471a3", offsetof(miser_sample, anon_kb)},
-        {"file", "#d68910", offsetof(miser_sample, file_kb)},
-        {"swap", "#8e44ad", offsetof(miser_sample, swap_kb)}};
-    for (size_t k = 0; k < 4; k++) {
-        int started = 0;
-        size_t n = p->nsamples ? p->nsamples : p->nstages;
-        for (size_t i = 0; i < n; i++) {
-            double t;
-            int64_t v;
-            if (p->nsamples) {
-                t = p->samples[i].t_s;
-                v = *(const int64_t *)((const char *)&p->samples[i] + ser[k].off);
-            } else {
-                const miser_stage_record *s = &p->stages[i];
-                t = s->t_s;
-                v = k == 0 ? s->rss_kb : k == 1 ? s->anon_kb : k == 2 ? s->file_kb : s->swap_kb;
-            }
-            if (v < 0) continue;
-            if (!started) fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.4\" points=\"", ser[k].color);
-            fprintf(f, "%s%.2f,%.2f", started ? " " : "", X(t), Y(mb(v)));
-            started = 1;
-        }
-        if (started) fputs("\"/>\n", f);
-        fprintf(f, "<rect x=\"%.2f\" y=\"%.2f\" width=\"12\" height=\"3\" fill=\"%s\"/><text x=\"%.2f\" y=\"%.2f\">%s</text>\n",
-                L + k * 80.0, H - 12, ser[k].color, L + k * 80.0 + 16, H - 8, ser[k].name);
-    }
-    fprintf(f, "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"#c0392b\" stroke-width=\"1.5\" "
-               "stroke-dasharray=\"5,3\"/><text x=\"%.2f\" y=\"%.2f\">interval peak</text>\n",
-            L + 320, H - 10.5, L + 340, H - 10.5, L + 344, H - 8);
+    miser_chart_xml_text_fit(f, p->label, 14, W - 20);
+    fputs("</text>\n<text x=\"10\" y=\"34\" fill=\"#555\">peaks: ", f);
+    miser_chart_xml_text(f, p->peak_method);
+    fputs("; sampler: ", f);
+    if (p->sample_interval_ms > 0) fprintf(f, "%g ms (%zu samples)", p->sample_interval_ms, p->nsamples);
+    else fputs("off (lines join the marks' readings)", f);
+    fputs("; lines hold each reading until the next</text>\n", f);
+    st = miser_chart_timeline(f, p, &o, NULL);
     fputs("</svg>\n", f);
-#undef X
-#undef Y
+    return st;
 }
 
 miser_status miser_profile_write(const miser_profile *p, miser_report_format fmt, FILE *f)
@@ -610,7 +513,11 @@ miser_status miser_profile_write(const miser_profile *p, miser_report_format fmt
     case MISER_REPORT_JSON: write_json(p, f); break;
     case MISER_REPORT_CSV: write_csv(p, f); break;
     case MISER_REPORT_MARKDOWN: write_md(p, f); break;
-    case MISER_REPORT_SVG: write_svg(p, f); break;
+    case MISER_REPORT_SVG: {
+        miser_status st = write_svg(p, f);
+        if (st) return st;
+        break;
+    }
     default: return miser_error_set(MISER_ERR_INVALID, "report: unknown format %d", (int)fmt);
     }
     if (fflush(f) || ferror(f)) return miser_error_set(MISER_ERR_IO, "report: write failed: %s", strerror(errno));
