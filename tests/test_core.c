@@ -3,6 +3,11 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "miser/alloc.h"
 #include "miser/core.h"
@@ -87,4 +92,54 @@ Test(core, error_prefix)
     miser_error_set(MISER_ERR_FORMAT, "bad header");
     miser_error_prefix(MISER_ERR_FORMAT, "%s", "model.safetensors");
     cr_assert_str_eq(miser_error_message(), "model.safetensors: bad header");
+}
+
+static miser_status write_hello(void *file, void *ctx)
+{
+    (void)ctx;
+    return fputs("hello\n", (FILE *)file) < 0 ? MISER_ERR_IO : MISER_OK;
+}
+
+/* The atomic writer renames a temporary file over its target: over a FIFO or
+ * a device that would silently turn it into a regular file (it once replaced
+ * /dev/full on this machine). It must refuse and leave the target alone, and
+ * still replace a regular file. */
+Test(core, atomic_write_refuses_non_regular_targets)
+{
+    char dir[] = "/tmp/miser-core-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char fifo[256], dirpath[256], reg[256];
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    snprintf(dirpath, sizeof dirpath, "%s/sub", dir);
+    snprintf(reg, sizeof reg, "%s/file.txt", dir);
+    cr_assert_eq(mkfifo(fifo, 0644), 0);
+    cr_assert_eq(mkdir(dirpath, 0755), 0);
+    cr_expect_eq(miser_file_write_atomic(fifo, write_hello, NULL), MISER_ERR_IO);
+    cr_expect(strstr(miser_error_message(), "not a regular file"), "%s", miser_error_message());
+    struct stat sb;
+    cr_assert_eq(lstat(fifo, &sb), 0);
+    cr_expect(S_ISFIFO(sb.st_mode), "the FIFO was replaced");
+    cr_expect_eq(miser_file_write_atomic(dirpath, write_hello, NULL), MISER_ERR_IO);
+    cr_assert_eq(lstat(dirpath, &sb), 0);
+    cr_expect(S_ISDIR(sb.st_mode), "the directory was replaced");
+    FILE *f = fopen(reg, "w");
+    cr_assert(f);
+    fputs("old\n", f);
+    fclose(f);
+    cr_expect_eq(miser_file_write_atomic(reg, write_hello, NULL), MISER_OK);
+    char buf[16] = {0};
+    f = fopen(reg, "r");
+    cr_assert(f);
+    cr_expect(fgets(buf, sizeof buf, f));
+    fclose(f);
+    cr_expect_str_eq(buf, "hello\n");
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    cr_expect_eq(n, 3, "no temporary file left behind (%d entries)", n);
+    unlink(fifo);
+    rmdir(dirpath);
+    unlink(reg);
+    rmdir(dir);
 }

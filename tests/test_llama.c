@@ -568,3 +568,37 @@ Test(llama, kernels_against_definitions)
                 cr_assert(fabs(yr[(t * H + h) * D + i] - want) < 1e-6, "rope [%d,%d,%d]", t, h, i);
             }
 }
+
+/* ---- every allocation failure while opening, compiling and running a GQA
+ * checkpoint is a clean error: nothing leaks ---- */
+
+Test(llama, allocation_failure_walk)
+{
+    const char *dir = make_ck("oom", "--heads 4 --kv-heads 2 --untied --layers 1 --seed 10");
+    const int64_t before = (int64_t)miser_mem_total().current;
+    int done = 0;
+    uint64_t n = 1;
+    for (; n < 20000 && !done; n++) {
+        miser_model *m = NULL;
+        miser_plan *p = NULL;
+        miser_session *s = NULL;
+        miser_mem_fail_after(n);
+        miser_compile_options co = {.max_context = 32, .max_batch = 4};
+        miser_status st = miser_model_open(dir, &m);
+        if (!st) st = miser_plan_compile(m, &co, &p);
+        if (!st) st = miser_session_create(p, NULL, &s);
+        const float *lg;
+        if (!st) st = miser_session_eval(s, PROMPT, 6, &lg);
+        miser_mem_fail_after(0);
+        if (st == MISER_OK) done = 1;
+        else cr_assert_eq(st, MISER_ERR_NOMEM, "allocation %llu: status %d (%s)", (unsigned long long)n, st,
+                          miser_error_message());
+        miser_session_free(s);
+        miser_plan_free(p);
+        miser_model_free(m);
+        cr_assert_eq((int64_t)miser_mem_total().current, before, "failing allocation %llu leaked %lld bytes",
+                     (unsigned long long)n, (long long)miser_mem_total().current - before);
+    }
+    cr_assert(done, "never succeeded");
+    cr_assert_gt(n, 30);
+}

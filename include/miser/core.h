@@ -46,11 +46,21 @@ typedef enum miser_dtype {
     MISER_DTYPE_BF16,
     MISER_DTYPE_Q8_0,
     MISER_DTYPE_I32,
+    /* ggml's 4-bit and K-quant blocks, read in place from GGUF files (layouts
+     * in src/kernels/quant4.h): Q4_0 32 values in 18 bytes, Q4_K 256 in 144,
+     * Q6_K 256 in 210; blocks run along the stored rows like Q8_0's */
+    MISER_DTYPE_Q4_0,
+    MISER_DTYPE_Q4_K,
+    MISER_DTYPE_Q6_K,
     MISER_DTYPE_COUNT
 } miser_dtype;
 
 #define MISER_Q8_0_BLOCK 32
 #define MISER_Q8_0_BYTES 34
+
+/* Elements per block (1 for f32/f16/bf16/i32) and bytes per block. */
+int64_t miser_dtype_block(miser_dtype dt);
+size_t miser_dtype_block_bytes(miser_dtype dt);
 
 const char *miser_dtype_name(miser_dtype dt);
 /* Parse "f32"/"F32"/"float32", "f16", "bf16", "q8_0", "i32". Returns 0 on success. */
@@ -88,7 +98,9 @@ void miser_file_unmap(miser_mapping *m, int cat);
  * fn returned MISER_OK; otherwise the temporary file is removed, so a failed
  * or interrupted write never leaves a half-written `path`. fn's status is
  * returned with the path prefixed to its message; I/O errors name the path.
- * `file` is a FILE*. */
+ * A `path` that exists and is not a regular file (a device such as /dev/full,
+ * a FIFO, a directory) is MISER_ERR_IO and left untouched: the rename would
+ * replace it. `file` is a FILE*. */
 typedef miser_status (*miser_write_fn)(void *file, void *ctx);
 miser_status miser_file_write_atomic(const char *path, miser_write_fn fn, void *ctx);
 

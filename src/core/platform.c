@@ -64,6 +64,12 @@ void miser_file_unmap(miser_mapping *m, int cat)
 
 miser_status miser_file_write_atomic(const char *path, miser_write_fn fn, void *ctx)
 {
+    /* The rename below would replace whatever is at path: a device (/dev/full,
+     * /dev/stdout), a FIFO or a directory would silently become a regular file.
+     * Only a regular file (or nothing) may be replaced. */
+    struct stat sb;
+    if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return miser_error_set(MISER_ERR_IO, "%s: exists and is not a regular file; refusing to replace it", path);
     size_t n = strlen(path) + 16;
     char *tmp = miser_malloc(MISER_MEM_OTHER, n);
     if (!tmp) return MISER_ERR_NOMEM;

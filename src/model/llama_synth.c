@@ -156,7 +156,7 @@ miser_status miser_synth_llama(const char *dir, const miser_config *c, const mis
         return miser_error_set(MISER_ERR_IO, "%s: mkdir: %s", dir, strerror(errno));
     const int64_t C = c->n_embd, F = c->n_inner, QD = c->n_head * c->head_dim, KD = c->n_kv_head * c->head_dim;
     size_t n = 3 + 9 * (size_t)c->n_layer, k = 0;
-    enum { NAME = 64 };
+    enum { NAME = 96 };
     miser_st_entry *e = miser_calloc(MISER_MEM_SCRATCH, n, sizeof *e);
     char *names = miser_malloc(MISER_MEM_SCRATCH, n * NAME);
     unsigned char *buf = miser_malloc(MISER_MEM_SCRATCH, CHUNK);

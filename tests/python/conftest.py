@@ -2,7 +2,6 @@
 PYTHONPATH=python, MISER_LIBRARY and MISER_BIN pointing at the build)."""
 import json
 import os
-import shutil
 import subprocess
 
 import pytest

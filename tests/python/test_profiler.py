@@ -16,7 +16,6 @@ import pytest
 
 import miser
 
-from conftest import REPO
 
 SPIKE = 48 << 20
 

@@ -4,9 +4,9 @@ sequential results, native generation runs without the GIL, SIGINT stops a
 generation between tokens; and the package installs with pip, offline."""
 import gc
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import venv
@@ -183,8 +183,11 @@ def test_pip_install_offline(tmp_path):
     py = str(vdir / "bin" / "python")
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    src = tmp_path / "src"  # a copy, so the build leaves nothing in the repository
+    shutil.copytree(os.path.join(REPO, "python"), src,
+                    ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
     r = subprocess.run([py, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-index",
-                        "--disable-pip-version-check", os.path.join(REPO, "python")],
+                        "--disable-pip-version-check", str(src)],
                        capture_output=True, env=env, timeout=120, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     env["MISER_LIBRARY"] = miser.library_path()
