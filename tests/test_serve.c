@@ -434,7 +434,7 @@ Test(serve, command_line, .timeout = 30)
     rmdir(dir);
 }
 
-Test(serve, concurrent_greedy_equals_generate_alone, .timeout = 60)
+Test(serve, concurrent_greedy_equals_generate_alone, .timeout = 90)
 {
     /* the reference prompts of hf-tiny-a and a few more */
     const char *prompts[] = {"Hello", "The quick brown fox", "In 1912, the", "naïve café 😀", "Hello world",
@@ -471,7 +471,7 @@ Test(serve, concurrent_greedy_equals_generate_alone, .timeout = 60)
         write_file(bf, body);
         free(pj);
         n += snprintf(script + n, sizeof script - (size_t)n,
-                      "curl -s -m 20 -H 'Content-Type: application/json' --data-binary @b%d.json %s/v1/completions "
+                      "curl -s -m 40 -H 'Content-Type: application/json' --data-binary @b%d.json %s/v1/completions "
                       "> r%d.out & ",
                       r, s.base, r);
     }
@@ -529,12 +529,12 @@ Test(serve, concurrent_greedy_equals_generate_alone, .timeout = 60)
     cr_assert_eq(system(rm), 0);
 }
 
-Test(serve, openai_package_completions_and_errors, .timeout = 60)
+Test(serve, openai_package_completions_and_errors, .timeout = 90)
 {
     server s;
     start(&s, "--model " TINY " --parallel 2 --threads 1 --api-key 'test key 123'");
     int rc;
-    char *o = capture(&rc, "timeout 30 " NODE "openai_client.js %s 'test key 123' '{\"prompt\":\"Hello\",\"max_tokens\":20,"
+    char *o = capture(&rc, "timeout 55 " NODE "openai_client.js %s 'test key 123' '{\"prompt\":\"Hello\",\"max_tokens\":20,"
                            "\"text\":\"%s\",\"stop\":\"phans\",\"chat\":false}' 2>&1",
                       s.base, HELLO20);
     cr_assert_eq(rc, 0, "%s", o);
@@ -543,7 +543,7 @@ Test(serve, openai_package_completions_and_errors, .timeout = 60)
     cr_assert_eq(stop(&s), 0);
 }
 
-Test(serve, openai_package_chat_with_chatml, .timeout = 60)
+Test(serve, openai_package_chat_with_chatml, .timeout = 90)
 {
     /* the tiny checkpoint plus a tokenizer_config.json naming a ChatML template */
     char dir[] = "/tmp/miser-serve-chat-XXXXXX";
@@ -567,7 +567,7 @@ Test(serve, openai_package_chat_with_chatml, .timeout = 60)
     snprintf(args, sizeof args, "--model %s --threads 1 --api-key k", dir);
     start(&s, args);
     int rc;
-    char *o = capture(&rc, "timeout 30 " NODE "openai_client.js %s k '{\"prompt\":\"Hello\",\"max_tokens\":20,\"text\":\"%s\","
+    char *o = capture(&rc, "timeout 55 " NODE "openai_client.js %s k '{\"prompt\":\"Hello\",\"max_tokens\":20,\"text\":\"%s\","
                            "\"chat\":true,\"chat_text\":%s}' 2>&1",
                       s.base, HELLO20, wj);
     cr_assert_eq(rc, 0, "%s", o);
@@ -763,13 +763,22 @@ Test(serve, raw_http_with_curl, .timeout = 60)
     cr_assert_eq(stop(&s), 0);
 }
 
-Test(serve, faults_disconnects_and_malformed_under_load, .timeout = 60)
+Test(serve, faults_disconnects_and_malformed_under_load, .timeout = 90)
 {
     server s;
+    /* 8 tokens a stream keeps the whole load to a few hundred tokens (it runs under ASan too) */
+    char pf[] = "/tmp/miser-serve-fault-XXXXXX";
+    int fd = mkstemp(pf);
+    cr_assert(fd >= 0 && write(fd, "Hello", 5) == 5);
+    close(fd);
+    char *want = generate_text(TINY, pf, 8), *wj = jstr(want);
+    unlink(pf);
     start(&s, "--model " TINY " --parallel 4 --threads 1 --queue 64 --max-body 65536");
     int rc;
-    char *o = capture(&rc, "timeout 30 " NODE "fault.js %s '{\"prompt\":\"Hello\",\"max_tokens\":20,\"text\":\"%s\"}' 2>&1",
-                      s.base, HELLO20);
+    char *o = capture(&rc, "timeout 50 " NODE "fault.js %s '{\"prompt\":\"Hello\",\"max_tokens\":8,\"text\":%s}' 2>&1",
+                      s.base, wj);
+    free(want);
+    cJSON_free(wj);
     cr_assert_eq(rc, 0, "%s", o);
     cr_assert(!strncmp(o, "ok", 2), "%s", o);
     free(o);
@@ -777,14 +786,14 @@ Test(serve, faults_disconnects_and_malformed_under_load, .timeout = 60)
     cr_assert_eq(stop(&s), 0);
 }
 
-Test(serve, page_in_a_real_browser, .timeout = 60)
+Test(serve, page_in_a_real_browser, .timeout = 90)
 {
     server s;
     start(&s, "--model " TINY " --parallel 2 --threads 1");
     char prof[] = "/tmp/miser-serve-chromium-XXXXXX";
     cr_assert(mkdtemp(prof));
     int rc;
-    char *o = capture(&rc, "timeout 40 " NODE "page.js %s %s 2>&1", s.base, prof);
+    char *o = capture(&rc, "timeout 55 " NODE "page.js %s %s 2>&1", s.base, prof);
     cr_assert_eq(rc, 0, "%s", o);
     cr_assert_str_eq(o, "ok\n");
     free(o);

@@ -13,7 +13,7 @@ const { OpenAI, APIError, BadRequestError, AuthenticationError } = require(path.
 
 const [base, key, expectJson] = process.argv.slice(2);
 const expect = JSON.parse(expectJson);
-const client = new OpenAI({ apiKey: key, baseURL: base + '/v1', timeout: 10000, maxRetries: 0 });
+const client = new OpenAI({ apiKey: key, baseURL: base + '/v1', timeout: 30000, maxRetries: 0 });
 const failures = [];
 function check(cond, what) { if (!cond) failures.push(what); }
 
@@ -71,7 +71,7 @@ async function expectError(fn, status, cls, param, what) {
   await expectError(() => client.completions.create({ ...req, n: 2 }), 400, BadRequestError, 'n', 'n 2');
   await expectError(() => client.completions.create({ ...req, temperature: -0.5 }), 400, BadRequestError, 'temperature', 'temperature < 0');
   await expectError(() => client.completions.create({ ...req, stream: true, max_tokens: -3 }), 400, BadRequestError, 'max_tokens', 'stream max_tokens < 0');
-  const bad = new OpenAI({ apiKey: key + 'x', baseURL: base + '/v1', timeout: 10000, maxRetries: 0 });
+  const bad = new OpenAI({ apiKey: key + 'x', baseURL: base + '/v1', timeout: 30000, maxRetries: 0 });
   await expectError(() => bad.completions.create(req), 401, AuthenticationError, undefined, 'wrong key');
 
   const msgs = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hello' }];

@@ -13,7 +13,7 @@ const root = path.resolve(__dirname, '..', '..');
 const puppeteer = require(path.join(root, 'tools', 'node_modules', 'puppeteer-core'));
 
 const [base, profile] = process.argv.slice(2);
-const kill = setTimeout(() => { console.log('timeout'); process.exit(1); }, 25000);
+const kill = setTimeout(() => { console.log('timeout'); process.exit(1); }, 50000);
 
 function api(body) {
   return new Promise((resolve, reject) => {
@@ -49,10 +49,10 @@ function api(body) {
     await page.$eval('#max', (el, m) => { el.value = String(m); }, max);
     await page.$eval('#temp', (el) => { el.value = '0'; });
     await page.click('#go');
-    await page.waitForFunction(() => document.getElementById('status').textContent === 'done', { timeout: 10000 });
+    await page.waitForFunction(() => document.getElementById('status').textContent === 'done', { timeout: 20000 });
     const got = await page.$eval('#out', (el) => el.textContent);
     if (got !== want) failures.push('streamed text ' + JSON.stringify(got) + ' != ' + JSON.stringify(want));
-    await page.waitForFunction(() => window.miserChart && window.miserChart.points >= 3 && window.miserChart.series >= 3, { timeout: 10000 });
+    await page.waitForFunction(() => window.miserChart && window.miserChart.points >= 3 && window.miserChart.series >= 3, { timeout: 20000 });
     const pts = await page.$eval('#chart', (el) => Number(el.dataset.points));
     if (!(pts >= 3)) failures.push('chart points ' + pts);
     // the canvas has ink: some pixel is not transparent
