@@ -28,6 +28,10 @@ typedef struct miser_rope_config {
     miser_rope_type type;
     double factor, low_freq_factor, high_freq_factor;
     int64_t original_ctx;    /* original_max_position_embeddings (llama3) */
+    /* 1: rotate adjacent pairs (2i, 2i + 1) instead of the halves (i, i + D/2):
+     * llama.cpp's rope "normal", for GGUF llama files whose q/k rows its
+     * converter permuted (gguf_model.c); 0 (Hugging Face) otherwise */
+    int pairs;
 } miser_rope_config;
 
 /* A checkpoint's architecture as the runtime needs it: the same struct for

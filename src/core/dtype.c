@@ -2,11 +2,13 @@
  * SIMD conversions live in the kernels module). */
 #include "miser/core.h"
 
+#include "kernels/quant4.h"
+
 #include <math.h>
 #include <string.h>
 #include <strings.h>
 
-static const char *const g_names[MISER_DTYPE_COUNT] = {"f32", "f16", "bf16", "q8_0", "i32"};
+static const char *const g_names[MISER_DTYPE_COUNT] = {"f32", "f16", "bf16", "q8_0", "i32", "q4_0", "q4_k", "q6_k"};
 
 const char *miser_dtype_name(miser_dtype dt)
 {
@@ -20,6 +22,7 @@ int miser_dtype_parse(const char *s, miser_dtype *out)
         {"f16", MISER_DTYPE_F16}, {"float16", MISER_DTYPE_F16}, {"fp16", MISER_DTYPE_F16},
         {"bf16", MISER_DTYPE_BF16}, {"bfloat16", MISER_DTYPE_BF16},
         {"q8_0", MISER_DTYPE_Q8_0}, {"i32", MISER_DTYPE_I32}, {"int32", MISER_DTYPE_I32},
+        {"q4_0", MISER_DTYPE_Q4_0}, {"q4_k", MISER_DTYPE_Q4_K}, {"q6_k", MISER_DTYPE_Q6_K},
     };
     for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
         if (strcasecmp(s, tab[i].n) == 0) { *out = tab[i].d; return 0; }
@@ -32,13 +35,35 @@ size_t miser_dtype_bytes(miser_dtype dt, uint64_t n)
     switch (dt) {
     case MISER_DTYPE_F32: case MISER_DTYPE_I32: per = 4; break;
     case MISER_DTYPE_F16: case MISER_DTYPE_BF16: per = 2; break;
-    case MISER_DTYPE_Q8_0:
-        if (n % MISER_Q8_0_BLOCK) return 0;
-        n /= MISER_Q8_0_BLOCK; per = MISER_Q8_0_BYTES; break;
+    case MISER_DTYPE_Q8_0: case MISER_DTYPE_Q4_0: case MISER_DTYPE_Q4_K: case MISER_DTYPE_Q6_K:
+        if (n % (uint64_t)miser_dtype_block(dt)) return 0;
+        n /= (uint64_t)miser_dtype_block(dt); per = miser_dtype_block_bytes(dt); break;
     default: return 0;
     }
     if (n > SIZE_MAX / per) return 0;
     return (size_t)(n * per);
+}
+
+int64_t miser_dtype_block(miser_dtype dt)
+{
+    switch (dt) {
+    case MISER_DTYPE_Q8_0: case MISER_DTYPE_Q4_0: return 32;
+    case MISER_DTYPE_Q4_K: case MISER_DTYPE_Q6_K: return 256;
+    default: return 1;
+    }
+}
+
+size_t miser_dtype_block_bytes(miser_dtype dt)
+{
+    switch (dt) {
+    case MISER_DTYPE_F32: case MISER_DTYPE_I32: return 4;
+    case MISER_DTYPE_F16: case MISER_DTYPE_BF16: return 2;
+    case MISER_DTYPE_Q8_0: return MISER_Q8_0_BYTES;
+    case MISER_DTYPE_Q4_0: return MISER_Q4_0_BYTES;
+    case MISER_DTYPE_Q4_K: return MISER_Q4_K_BYTES;
+    case MISER_DTYPE_Q6_K: return MISER_Q6_K_BYTES;
+    default: return 0;
+    }
 }
 
 float miser_f16_to_f32(uint16_t h)
@@ -121,6 +146,12 @@ void miser_to_f32(miser_dtype dt, const void *src, uint64_t start, uint64_t n, f
             const int8_t *q = (const int8_t *)(b + 2);
             for (int j = 0; j < MISER_Q8_0_BLOCK; j++) dst[i + j] = d * q[j];
         }
+        break;
+    }
+    case MISER_DTYPE_Q4_0: case MISER_DTYPE_Q4_K: case MISER_DTYPE_Q6_K: { /* start, n: whole blocks */
+        const int64_t bl = miser_dtype_block(dt);
+        const uint8_t *b = (const uint8_t *)src + (start / (uint64_t)bl) * miser_dtype_block_bytes(dt);
+        for (uint64_t i = 0; i < n; i += (uint64_t)bl, b += miser_dtype_block_bytes(dt)) miser_q4_dequant_block(dt, b, dst + i);
         break;
     }
     case MISER_DTYPE_I32: {

@@ -406,14 +406,14 @@ int32_t miser_g_const(miser_graph *g, const miser_tensor_info *t, const char *na
     /* the strides are the tensor's own (a converted-weights cache stores some
      * weights transposed): they must be positive and stay inside its bytes */
     size_t esz = miser_dtype_bytes(t->dtype, 1);
-    if (t->dtype != MISER_DTYPE_Q8_0 && !esz) {
+    const int64_t tbl = miser_dtype_block(t->dtype); /* > 1: Q8_0 and GGUF's 4-bit blocks */
+    if (tbl == 1 && !esz) {
         g->last_error = miser_error_set(MISER_ERR_UNSUPPORTED, "constant '%s': dtype %s", t->name,
                                         miser_dtype_name(t->dtype));
         return -1;
     }
-    int64_t last = 0, cap = t->dtype == MISER_DTYPE_Q8_0
-                                ? (int64_t)(t->nbytes / MISER_Q8_0_BYTES * MISER_Q8_0_BLOCK)
-                                : (int64_t)(t->nbytes / esz);
+    int64_t last = 0, cap = tbl > 1 ? (int64_t)(t->nbytes / miser_dtype_block_bytes(t->dtype)) * tbl
+                                    : (int64_t)(t->nbytes / esz);
     int empty = 0;
     for (int i = 0; i < t->ndim; i++) {
         empty |= t->shape[i] == 0;
@@ -451,9 +451,10 @@ int32_t miser_g_const_view(miser_graph *g, int32_t c, int64_t off, int32_t ndim,
      * Q8_0 counts elements through whole 32-element blocks of 34 bytes, so
      * a view may start only on a block boundary. */
     const miser_storage *s = &g->storage[src->cst.storage];
-    int q8 = src->dtype == MISER_DTYPE_Q8_0;
+    const int64_t bl = miser_dtype_block(src->dtype), bb = (int64_t)miser_dtype_block_bytes(src->dtype);
+    int q8 = bl > 1; /* Q8_0 or a GGUF 4-bit type: whole blocks of bl elements in bb bytes */
     int64_t esz = q8 ? 0 : (int64_t)miser_dtype_bytes(src->dtype, 1);
-    if (q8 && off % MISER_Q8_0_BLOCK) {
+    if (q8 && off % bl) {
         miser_error_set(MISER_ERR_UNSUPPORTED, "const view '%s': a q8_0 view must start on a 32-element block", name);
         return -1;
     }
@@ -465,8 +466,8 @@ int32_t miser_g_const_view(miser_graph *g, int32_t c, int64_t off, int32_t ndim,
     }
     const char *base = (const char *)src->cst.data;
     int64_t base_bytes = (int64_t)(base - (const char *)s->base);
-    int64_t base_el = q8 ? base_bytes / MISER_Q8_0_BYTES * MISER_Q8_0_BLOCK : base_bytes / esz;
-    int64_t cap_el = q8 ? (int64_t)(s->bytes / MISER_Q8_0_BYTES * MISER_Q8_0_BLOCK) : (int64_t)s->bytes / esz;
+    int64_t base_el = q8 ? base_bytes / bb * bl : base_bytes / esz;
+    int64_t cap_el = q8 ? (int64_t)s->bytes / bb * bl : (int64_t)s->bytes / esz;
     if (base_el + lo < 0 || base_el + hi + 1 > cap_el) {
         miser_error_set(MISER_ERR_INVALID, "const view '%s' reaches outside '%s'", name, s->name);
         return -1;
@@ -477,7 +478,7 @@ int32_t miser_g_const_view(miser_graph *g, int32_t c, int64_t off, int32_t ndim,
     memset(n.cst.stride, 0, sizeof n.cst.stride);
     memcpy(n.shape, shape, sizeof(int64_t) * (size_t)ndim);
     memcpy(n.cst.stride, stride, sizeof(int64_t) * (size_t)ndim);
-    n.cst.data = base + (q8 ? off / MISER_Q8_0_BLOCK * MISER_Q8_0_BYTES : off * esz);
+    n.cst.data = base + (q8 ? off / bl * bb : off * esz);
     n.cst.hash = 0;
     set_name(&n, name);
     return add_infer(g, &n);

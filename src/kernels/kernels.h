@@ -109,6 +109,11 @@ typedef struct miser_kernels {
  * x (each pair is read before it is written). Rows are split by thread. */
 void miser_ref_rope(float *y, int64_t y_row, const float *x, int64_t x_row, int64_t T, int64_t H, int64_t D,
                     const float *cs, const float *sn, int ith, int nth);
+/* The same with adjacent pairs (llama.cpp's rope "normal", GGUF llama files:
+ * miser_rope_config.pairs): y[2i] = x[2i] c - x[2i+1] s,
+ * y[2i+1] = x[2i+1] c + x[2i] s (src/kernels/quant4_rope.c). */
+void miser_rope_pairs(float *y, int64_t y_row, const float *x, int64_t x_row, int64_t T, int64_t H, int64_t D,
+                      const float *cs, const float *sn, int ith, int nth);
 /* The reference rmsnorm / silu_mul, for SIMD sets that do not have their own. */
 void miser_ref_rmsnorm(float *y, const float *x, const void *gamma, miser_dtype pdt, int64_t rows, int64_t C, float eps,
                        int ith, int nth);

@@ -1,6 +1,7 @@
 /* Scalar reference kernels: the definition of correct. Written for clarity;
  * SIMD versions are tested against these. */
 #include "kernels.h"
+#include "kernels/quant4.h"
 #include "miser/graph.h"
 
 #include <math.h>
@@ -19,6 +20,7 @@ float miser_load_elem(miser_dtype dt, const void *p, int64_t i)
         memcpy(&h, b, 2);
         return miser_f16_to_f32(h) * (float)((const int8_t *)(b + 2))[i % MISER_Q8_0_BLOCK];
     }
+    case MISER_DTYPE_Q4_0: case MISER_DTYPE_Q4_K: case MISER_DTYPE_Q6_K: return miser_q4_load_elem(dt, p, i);
     default: return 0.0f;
     }
 }
@@ -33,6 +35,10 @@ static float gelu1(float x)
 static void ref_linear(const miser_linear_args *a, int ith, int nth)
 {
     if (a->partial && a->phase) return; /* no K split here: phase 0 did it all */
+    if (miser_q4_linear_ok(a)) { /* GGUF 4-bit blocks: decoded per block, quant4_ref.c */
+        miser_q4_linear_ref(a, ith, nth);
+        return;
+    }
     int64_t n0, n1;
     miser_split(a->N, ith, nth, &n0, &n1);
     for (int64_t m = 0; m < a->M; m++) {

@@ -10,6 +10,7 @@
 
 #include "miser/alloc.h"
 #include "model/arch.h"
+#include "model/gguf_model.h"
 #include "model/safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -36,6 +37,8 @@ struct miser_model {
     miser_tensor_info *tensors; /* sorted by name */
     size_t n_tensors;
     uint64_t mapped;
+    miser_gguf_file *gguf; /* a .gguf file instead of shards (gguf_model.c) */
+    char *gguf_names;      /* canonical names of its table */
 };
 
 static char *join(const char *dir, const char *name)
@@ -387,10 +390,12 @@ miser_status miser_model_need(const miser_model *m, const char *name, int64_t d0
                                    path, o->name, o->st_dtype);
         return miser_error_set(MISER_ERR_FORMAT, "%s: required tensor '%s' is missing", m->source, name);
     }
-    const char *path = m->shards[t->shard]->path;
-    /* Q8_0 only comes from miser's converted-weights cache, for matrices */
+    const char *path = miser_model_tensor_path(m, t);
+    /* Q8_0 comes from miser's converted-weights cache or a GGUF file, the
+     * 4-bit blocks from GGUF files, for matrices only */
     if (t->dtype != MISER_DTYPE_F32 && t->dtype != MISER_DTYPE_F16 && t->dtype != MISER_DTYPE_BF16 &&
-        !(t->dtype == MISER_DTYPE_Q8_0 && d1 >= 0))
+        !((t->dtype == MISER_DTYPE_Q8_0 || t->dtype == MISER_DTYPE_Q4_0 || t->dtype == MISER_DTYPE_Q4_K ||
+           t->dtype == MISER_DTYPE_Q6_K) && d1 >= 0))
         return miser_error_set(MISER_ERR_UNSUPPORTED,
                                "%s: tensor '%s': dtype %s is not supported for weights (F32, F16, BF16)", path,
                                name, miser_dtype_name(t->dtype));
@@ -400,18 +405,33 @@ miser_status miser_model_need(const miser_model *m, const char *name, int64_t d0
         char got[160], exp[64];
         shape_str(got, sizeof got, t->ndim, t->shape);
         shape_str(exp, sizeof exp, nd, want);
-        return miser_error_set(MISER_ERR_FORMAT, "%s: tensor '%s' has shape %s but config.json implies %s (%s)",
-                               path, name, got, exp, why);
+        return miser_error_set(MISER_ERR_FORMAT, "%s: tensor '%s' has shape %s but %s implies %s (%s)",
+                               path, name, got, m->gguf ? "the GGUF metadata" : "config.json", exp, why);
     }
     return MISER_OK;
 }
 
 const char *miser_model_tensor_path(const miser_model *m, const miser_tensor_info *t)
 {
+    if (m->gguf) return m->gguf->path;
     return m->shards[t->shard]->path;
 }
 
 const char *miser_model_source(const miser_model *m) { return m->source; }
+
+/* A .gguf file: mapped and parsed (gguf.c), its architecture, config and
+ * tensor table from gguf_model.c, then the registry's checks as for a
+ * directory. */
+static miser_status open_gguf(miser_model *m)
+{
+    miser_status st = miser_gguf_open(m->dir, &m->gguf);
+    if (st) return st;
+    if (!(m->source = miser_strdup(MISER_MEM_OTHER, m->dir))) return MISER_ERR_NOMEM;
+    m->mapped = m->gguf->map_size;
+    if ((st = miser_gguf_model_load(m->gguf, &m->cfg, &m->arch, &m->tensors, &m->n_tensors, &m->gguf_names)))
+        return st;
+    return m->arch->validate(m);
+}
 
 miser_status miser_model_open(const char *dir, miser_model **out)
 {
@@ -424,6 +444,11 @@ miser_status miser_model_open(const char *dir, miser_model **out)
     if (!(m->dir = miser_strdup(MISER_MEM_OTHER, dir))) {
         st = MISER_ERR_NOMEM;
         goto fail;
+    }
+    if (miser_gguf_is_path(dir)) {
+        if ((st = open_gguf(m))) goto fail;
+        *out = m;
+        return MISER_OK;
     }
     if ((st = read_config(m))) goto fail;
 
@@ -465,6 +490,8 @@ void miser_model_free(miser_model *m)
     if (!m) return;
     for (size_t i = 0; i < m->n_shards; i++) miser_st_close(m->shards[i]);
     miser_free(m->shards);
+    miser_gguf_close(m->gguf);
+    miser_free(m->gguf_names);
     miser_free(m->tensors);
     miser_free(m->source);
     miser_free(m->dir);
@@ -476,7 +503,7 @@ const char *miser_model_arch(const miser_model *m) { return m && m->arch ? m->ar
 const char *miser_model_dir(const miser_model *m) { return m ? m->dir : NULL; }
 size_t miser_model_tensor_count(const miser_model *m) { return m ? m->n_tensors : 0; }
 uint64_t miser_model_mapped_bytes(const miser_model *m) { return m ? m->mapped : 0; }
-size_t miser_model_shard_count(const miser_model *m) { return m ? m->n_shards : 0; }
+size_t miser_model_shard_count(const miser_model *m) { return m ? (m->gguf ? 1 : m->n_shards) : 0; }
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22 /* Linux 5.14 */
@@ -485,6 +512,13 @@ size_t miser_model_shard_count(const miser_model *m) { return m ? m->n_shards : 
 miser_status miser_model_prefault(const miser_model *m)
 {
     long page = sysconf(_SC_PAGESIZE);
+    if (m && m->gguf && madvise((void *)m->gguf->map, m->gguf->map_size, MADV_POPULATE_READ) != 0) {
+        if (errno != EINVAL)
+            return miser_error_set(MISER_ERR_IO, "%s: reading the weights in: %s", m->gguf->path, strerror(errno));
+        volatile unsigned char sink = 0;
+        for (size_t o = 0; o < m->gguf->map_size; o += (size_t)page) sink ^= m->gguf->map[o];
+        (void)sink;
+    }
     for (size_t i = 0; m && i < m->n_shards; i++) {
         const miser_st_file *f = m->shards[i];
         /* one call maps every page (reading the file as needed); kernels
@@ -501,6 +535,7 @@ miser_status miser_model_prefault(const miser_model *m)
 
 const char *miser_model_shard_path(const miser_model *m, size_t i)
 {
+    if (m && m->gguf) return i == 0 ? m->gguf->path : NULL;
     return m && i < m->n_shards ? m->shards[i]->path : NULL;
 }
 

@@ -25,7 +25,7 @@ static int foldable_op(miser_op op)
 
 static size_t elem_size(miser_dtype dt)
 {
-    return dt == MISER_DTYPE_Q8_0 ? 0 : miser_dtype_bytes(dt, 1);
+    return miser_dtype_block(dt) > 1 ? 0 : miser_dtype_bytes(dt, 1); /* q8_0, 4-bit blocks: views only */
 }
 
 /* dst (row-major) = the strided view; the last two dims are walked in

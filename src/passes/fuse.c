@@ -304,11 +304,12 @@ static int groupable(const miser_graph *g, const miser_node *n)
     if (n->op != MISER_OP_LINEAR) return 0;
     const miser_node *w = &g->nodes[n->in[1]];
     const int64_t sk = w->cst.stride[0], sn = w->cst.stride[1];
-    const int q8 = w->dtype == MISER_DTYPE_Q8_0;
+    const int64_t bl = miser_dtype_block(w->dtype); /* > 1: q8_0 and GGUF's 4-bit blocks */
+    const int q8 = bl > 1;
     if (sn == 1) {
-        if (q8 && (w->shape[1] % MISER_Q8_0_BLOCK || sk % MISER_Q8_0_BLOCK)) return 0;
+        if (q8 && (w->shape[1] % bl || sk % bl)) return 0;
     } else if (sk == 1) {
-        if (sn < w->shape[0] || (q8 && (w->shape[0] % MISER_Q8_0_BLOCK || sn % MISER_Q8_0_BLOCK))) return 0;
+        if (sn < w->shape[0] || (q8 && (w->shape[0] % bl || sn % bl))) return 0;
     } else
         return 0;
     if (n->n_in == 3 && (g->nodes[n->in[2]].cst.stride[0] != 1 || g->nodes[n->in[2]].op != MISER_OP_CONST)) return 0;
@@ -427,12 +428,13 @@ static miser_status fuse_qkv(miser_graph *g)
             break;
         }
         const char *base = (const char *)hw->cst.data;
-        /* bytes per 32 elements: exact for every dtype, q8_0 included */
-        int64_t b32 = (int64_t)miser_dtype_bytes(hw->dtype, MISER_Q8_0_BLOCK);
+        /* bytes per block of elements: exact for every dtype, q8_0 and the 4-bit blocks included */
+        const int64_t hbl = miser_dtype_block(hw->dtype) > 1 ? miser_dtype_block(hw->dtype) : MISER_Q8_0_BLOCK;
+        int64_t b32 = (int64_t)miser_dtype_bytes(hw->dtype, (uint64_t)hbl);
         for (int32_t j = 0; j < r.n_old && !st; j++) {
             if (group[j] != head) continue;
             const miser_node *wj = &old[old[j].in[1]];
-            int64_t start = ((const char *)wj->cst.data - base) * MISER_Q8_0_BLOCK / b32 / wj->cst.stride[1];
+            int64_t start = ((const char *)wj->cst.data - base) * hbl / b32 / wj->cst.stride[1];
             miser_node s = {.op = MISER_OP_SLICE, .n_in = 1, .in = {y}};
             s.attr.i[0] = g->nodes[y].ndim - 1;
             s.attr.i[1] = start;

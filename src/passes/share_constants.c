@@ -15,7 +15,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static size_t esize(miser_dtype dt) { return dt == MISER_DTYPE_Q8_0 ? 0 : miser_dtype_bytes(dt, 1); }
+static size_t esize(miser_dtype dt) { return miser_dtype_block(dt) > 1 ? 0 : miser_dtype_bytes(dt, 1); }
 
 static uint64_t mix(uint64_t h, uint64_t v)
 {
