@@ -4,7 +4,8 @@
  * the last sample with the final drop, stage labels that do not collide, the
  * command's own [STAGE] figure beside miser's reading, HTML without Markdown
  * syntax and with enough digits), and then rendered by a real browser
- * (Debian's chromium, headless, through tests/browser/report_check.js), which
+ * (Debian's chromium, headless, through tests/browser/report_check.js) with
+ * the C API's profile page (Python's Profiler.save("x.html")), which
  * checks what was drawn: no literal Markdown, nothing wider than the page,
  * tick values present, labels' rendered boxes apart. The browser's
  * screenshots stay in $(BUILD)/report-check/ as the test's artefacts. */
@@ -19,7 +20,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "miser/alloc.h"
 #include "miser/bench.h"
+#include "miser/capi.h"
 #include "miser/profiler.h"
 #include "profiler/chart.h"
 #include "profiler/internal.h"
@@ -503,9 +506,22 @@ Test(reports, browser_renders_reports_legibly, .timeout = 120)
     snprintf(cmd, sizeof cmd, "%s profile --svg %s/profile.svg --format none -- /usr/bin/python3 %s/child.py >/dev/null",
              MISER_BIN, dir, dir);
     cr_assert_eq(run_status(cmd), 0, "miser profile failed");
+    /* The profile page of the C API (Python's Profiler.save("x.html")), on the crowded profile built here. */
+    miser_profile *p = make_profile();
+    char *page = NULL;
+    size_t plen = 0;
+    cr_assert_eq(miser_capi_profile_render(p, "html", &page, &plen), MISER_OK, "%s", miser_error_message());
+    snprintf(cmd, sizeof cmd, "%s/profile-page.html", dir);
+    f = fopen(cmd, "w");
+    cr_assert(f);
+    fwrite(page, 1, plen, f);
+    fclose(f);
+    miser_free(page);
+    miser_profile_free(p);
     snprintf(cmd, sizeof cmd, "cp %s/rep/report.html %s/report.html && node %s/tests/browser/report_check.js --out "
-                              "%s/report-check %s/report.html %s/bench.svg %s/profile.svg >%s/check.log 2>&1",
-             dir, dir, MISER_SOURCE_DIR, MISER_BUILD_DIR, dir, dir, dir, dir);
+                              "%s/report-check %s/report.html %s/bench.svg %s/profile.svg %s/profile-page.html "
+                              ">%s/check.log 2>&1",
+             dir, dir, MISER_SOURCE_DIR, MISER_BUILD_DIR, dir, dir, dir, dir, dir);
     rc = run_status(cmd);
     snprintf(cmd, sizeof cmd, "%s/check.log", dir);
     log = test_read_file(cmd, NULL);

@@ -9,6 +9,7 @@
 #include "miser/alloc.h"
 #include "miser/model.h"
 #include "miser/precision.h"
+#include "profiler/chart.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -164,23 +165,16 @@ miser_status miser_capi_profiler_start(double sample_interval_ms, int pss, int g
     return miser_profiler_start(&o, out);
 }
 
-static void html_text(FILE *f, const char *s)
-{
-    for (; s && *s; s++) {
-        switch (*s) {
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '&': fputs("&amp;", f); break;
-        case '"': fputs("&quot;", f); break;
-        default: fputc(*s, f);
-        }
-    }
-}
+/* Escaped, and well-formed whatever the bytes (U+FFFD for non-UTF-8): the
+ * profiler's chart helper (src/profiler/chart.h). */
+static void html_text(FILE *f, const char *s) { miser_chart_xml_text(f, s); }
 
+/* MB with 3 significant digits (a small figure never reads 0.00). */
 static void html_mb(FILE *f, int64_t kb)
 {
+    char b[48];
     if (kb < 0) fputs("<td>-</td>", f);
-    else fprintf(f, "<td>%.2f</td>", (double)kb / 1024.0);
+    else miser_chart_fmt_sig(b, sizeof b, (double)kb / 1024.0, 3), fprintf(f, "<td>%s</td>", b);
 }
 
 /* A standalone page: the stage table and the SVG timeline (the profiler's
@@ -188,14 +182,17 @@ static void html_mb(FILE *f, int64_t kb)
 static miser_status write_html(const miser_profile *p, FILE *f)
 {
     fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>miser profile</title>\n"
-          "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}"
+          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+          "<style>body{font-family:sans-serif;margin:2em auto;padding:0 1em;max-width:1200px}"
+          "table{border-collapse:collapse}.scroll{max-width:100%;overflow-x:auto}"
           "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child,td:nth-child(2),"
-          "th{text-align:left}</style></head><body>\n<h1>miser profile</h1>\n<p>",
+          "th{text-align:left}td:nth-child(2){overflow-wrap:anywhere}svg{display:block;max-width:100%;height:auto}"
+          "</style></head><body>\n<h1>miser profile</h1>\n<p>",
           f);
     html_text(f, miser_profile_label(p));
     fprintf(f, " &middot; %s &middot; peaks: ", miser_profile_mode(p));
     html_text(f, miser_profile_peak_method(p));
-    fputs("</p>\n<table><tr><th>stage</th><th>description</th><th>t (s)</th><th>RSS (MB)</th><th>anon (MB)</th>"
+    fputs("</p>\n<div class=\"scroll\"><table><tr><th>stage</th><th>description</th><th>t</th><th>RSS (MB)</th><th>anon (MB)</th>"
           "<th>file (MB)</th><th>peak (MB)</th><th>exact</th><th>sampled peak (MB)</th></tr>\n",
           f);
     for (size_t i = 0; i < miser_profile_stage_count(p); i++) {
@@ -204,7 +201,9 @@ static miser_status write_html(const miser_profile *p, FILE *f)
         html_text(f, s->name);
         fputs("</td><td>", f);
         html_text(f, s->description);
-        fprintf(f, "</td><td>%.3f</td>", s->t_s);
+        char t[48];
+        miser_chart_fmt_seconds(t, sizeof t, s->t_s);
+        fprintf(f, "</td><td>%s</td>", t);
         html_mb(f, s->rss_kb);
         html_mb(f, s->anon_kb);
         html_mb(f, s->file_kb);
@@ -213,7 +212,7 @@ static miser_status write_html(const miser_profile *p, FILE *f)
         html_mb(f, s->peak_sampled_kb);
         fputs("</tr>\n", f);
     }
-    fputs("</table>\n", f);
+    fputs("</table></div>\n", f);
     for (size_t i = 0; i < miser_profile_warning_count(p); i++) {
         fputs("<p>warning: ", f);
         html_text(f, miser_profile_warning(p, i));
