@@ -326,6 +326,28 @@ Test(reports, label_layout_crowded_right_edge)
     }
 }
 
+Test(reports, profile_svg_with_too_many_marks_lists_them)
+{
+    miser_profile *p = prof_new("command", "many marks");
+    cr_assert(p);
+    for (int i = 0; i < 500; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "M%d", i);
+        miser_stage_record *s = prof_add_stage(p, name, "");
+        cr_assert(s);
+        s->t_s = 0.01 * (i + 1);
+        s->rss_kb = (i + 1) * MB;
+    }
+    char *svg = svg_of(p);
+    svg_text k[80];
+    cr_assert_eq(texts_of(svg, "stage-label", k, 80), 0, "500 marks cannot be labelled in rows");
+    cr_assert_eq(texts_of(svg, "stage-key", k, 80), 61);
+    cr_assert_str_eq(k[0].text, "1 = M0 (10.0 ms)");
+    cr_assert_str_eq(k[60].text, "and 440 more marks (each band's tooltip names its stage)");
+    free(svg);
+    miser_profile_free(p);
+}
+
 Test(reports, profile_svg_shows_the_commands_figure_and_miser_reading)
 {
     miser_profile *p = make_profile();

@@ -16,6 +16,8 @@
 #define FONT 11.0  /* px: tick values, labels, keys */
 #define ROW_H 14.0 /* px between label rows */
 #define LABEL_GAP 4.0
+#define MAX_LABELS 400 /* more marks than rows of labels could ever hold: listed instead */
+#define MAX_LISTED 60  /* stages listed by name under the axis; the rest counted */
 
 /* ---------- text ---------- */
 
@@ -357,6 +359,42 @@ static size_t key_items(const miser_profile *p, key_item *it)
 
 static double key_item_width(const key_item *k) { return 24 + miser_chart_text_width(k->text, FONT) + 14; }
 
+/* The stages shown by number or not at all, listed "k = NAME (t)" in lines
+ * flowed over pw: at most MAX_LISTED of them, then how many more. With f,
+ * drawn from (x, y), the first line's baseline. Returns the number of lines. */
+static int stage_list(FILE *f, const miser_profile *p, const miser_chart_label *lab, size_t nlab, double x, double y,
+                      double pw)
+{
+    size_t n = p->nstages, shown = 0, rest = 0;
+    int lines = 0;
+    double lx = 0;
+    for (size_t i = 0; i <= n; i++) {
+        char item[200], ts[48];
+        if (i < n) {
+            if (i < nlab && lab[i].row >= 0 && !lab[i].shortened) continue;
+            if (shown == MAX_LISTED) {
+                rest++;
+                continue;
+            }
+            miser_chart_fmt_seconds(ts, sizeof ts, p->stages[i].t_s);
+            snprintf(item, sizeof item, "%zu = %s (%s)", i + 1, p->stages[i].name, ts);
+            shown++;
+        } else if (rest)
+            snprintf(item, sizeof item, "and %zu more marks (each band's tooltip names its stage)", rest);
+        else
+            break;
+        double w = miser_chart_text_width(item, FONT) + 14;
+        if (!lines || lx + w > pw) lines++, lx = 0;
+        if (f) {
+            fprintf(f, "<text class=\"stage-key\" x=\"%.2f\" y=\"%.2f\" fill=\"#333\">", x + lx, y + (lines - 1) * ROW_H);
+            miser_chart_xml_text(f, item);
+            fputs("</text>\n", f);
+        }
+        lx += w;
+    }
+    return lines;
+}
+
 static const char *peak_dash(const miser_stage_record *s)
 {
     return s->peak_kind == MISER_PEAK_EXACT ? "5,3" : s->peak_kind == MISER_PEAK_UPPER_BOUND ? "8,2,2,2" : "2,2";
@@ -391,21 +429,11 @@ miser_status miser_chart_timeline(FILE *f, const miser_profile *p, const miser_c
         lab[i].short_text = num[i];
         lab[i].x = x0 + p->stages[i].t_s / xmax * pw;
     }
-    int rows = miser_chart_layout_labels(lab, n, o->x + 2, o->x + o->width - 2, FONT, (int)MAX_ROWS);
-    /* Labels shown by number (or not at all) are listed under the axis, flowed in lines. */
-    size_t nlisted = 0;
-    int list_lines = 0;
-    double lx = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (lab[i].row >= 0 && !lab[i].shortened) continue;
-        char item[160], ts[48];
-        miser_chart_fmt_seconds(ts, sizeof ts, p->stages[i].t_s);
-        snprintf(item, sizeof item, "%zu = %s (%s)", i + 1, p->stages[i].name, ts);
-        double w = miser_chart_text_width(item, FONT) + 14;
-        if (!nlisted || lx + w > pw) list_lines++, lx = 0;
-        lx += w;
-        nlisted++;
-    }
+    /* Past MAX_LABELS marks no row could hold them: all go to the list. */
+    size_t nlab = n <= MAX_LABELS ? n : 0;
+    int rows = miser_chart_layout_labels(lab, nlab, o->x + 2, o->x + o->width - 2, FONT, (int)MAX_ROWS);
+    int list_lines = stage_list(NULL, p, lab, nlab, 0, 0, pw);
+    double lx;
 
     key_item keys[10];
     size_t nkeys = o->series_key ? key_items(p, keys) : 0;
@@ -539,7 +567,7 @@ miser_status miser_chart_timeline(FILE *f, const miser_profile *p, const miser_c
     fprintf(f, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"none\" stroke=\"#333\"/>\n", x0, top, pw,
             ph);
     /* Stage labels, with a leader from each box to its mark. */
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < nlab; i++) {
         if (lab[i].row < 0) continue;
         double by = top - 4 - lab[i].row * ROW_H; /* box bottom */
         double ax = lab[i].x < lab[i].left ? lab[i].left : lab[i].x > lab[i].left + lab[i].width ? lab[i].left + lab[i].width : lab[i].x;
@@ -572,21 +600,7 @@ miser_status miser_chart_timeline(FILE *f, const miser_profile *p, const miser_c
         fputs("</text>\n", f);
         lx += w;
     }
-    /* Numbered stages, listed. */
-    lx = 0;
-    line = -1;
-    for (size_t i = 0; i < n; i++) {
-        if (lab[i].row >= 0 && !lab[i].shortened) continue;
-        char item[160], ts[48];
-        miser_chart_fmt_seconds(ts, sizeof ts, p->stages[i].t_s);
-        snprintf(item, sizeof item, "%zu = %s (%s)", i + 1, p->stages[i].name, ts);
-        double w = miser_chart_text_width(item, FONT) + 14;
-        if (line < 0 || lx + w > pw) line++, lx = 0;
-        fprintf(f, "<text class=\"stage-key\" x=\"%.2f\" y=\"%.2f\" fill=\"#333\">", x0 + lx, list_y + line * ROW_H);
-        miser_chart_xml_text(f, item);
-        fputs("</text>\n", f);
-        lx += w;
-    }
+    stage_list(f, p, lab, nlab, x0, list_y, pw);
     fputs("</g>\n", f);
 #undef X
 #undef Y

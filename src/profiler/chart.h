@@ -89,7 +89,9 @@ typedef struct miser_chart_timeline_opts {
  * step, up to the last reading), the interval bands with their exact or
  * sampled peaks (dashed), a dot at each mark's reading, stage labels in
  * collision-free rows above the plot (numbered and listed under the axis
- * when they do not fit), and both axes with tick values and units. The x
+ * when they do not fit; past 400 marks all are listed, 60 by name and the
+ * rest counted, each band's tooltip naming its stage), and both axes with
+ * tick values and units. The x
  * axis is in ms when the run is shorter than 2 s. With f NULL nothing is
  * written; *height (may be NULL) receives the panel's height either way.
  * Errors: NOMEM. */
