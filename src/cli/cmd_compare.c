@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "miser/alloc.h"
 #include "miser/bench.h"
+#include "miser/model.h"
 #include "miser/profiler.h"
 #include "miser/tokenizer.h"
 
@@ -267,6 +268,14 @@ static int cmd_compare(int argc, char **argv)
     }
     char self[4096], maxlen[32], thr[32], script[4200], res[4200];
     miser_bench_self_exe(self, sizeof self);
+    /* a Llama-family checkpoint: llama.cpp through its Llama adapter; the
+     * PyTorch and ONNX Runtime adapters are GPT-2 only */
+    int llama = 0;
+    {
+        miser_model *mm = NULL;
+        if (miser_model_open(model_dir, &mm) == MISER_OK) llama = !strcmp(miser_model_arch(mm), "llama");
+        miser_model_free(mm);
+    }
     snprintf(maxlen, sizeof maxlen, "%lld", max_length);
     snprintf(thr, sizeof thr, "%lld", threads);
     int failed = 0;
@@ -290,7 +299,14 @@ static int cmd_compare(int argc, char **argv)
             argvv[a++] = "--pipeline";
             argvv[a++] = (char *)d->pipeline;
         } else {
-            snprintf(script, sizeof script, "%s/%s", peers_dir, d->script);
+            snprintf(script, sizeof script, "%s/%s", peers_dir,
+                     llama && !strcmp(d->name, "llamacpp") ? "llamacpp_llama.js" : d->script);
+            if (llama && strcmp(d->name, "llamacpp")) {
+                w->skipped = 1;
+                snprintf(w->note, sizeof w->note, "no %s adapter for Llama-family checkpoints", d->name);
+                fprintf(stderr, "miser compare: skipping %s: %s\n", d->name, w->note);
+                continue;
+            }
             if (access(script, R_OK)) {
                 w->skipped = 1;
                 snprintf(w->note, sizeof w->note, "not installed: adapter %.300s not found (install the peers with `make peers`)",
