@@ -40,7 +40,7 @@ Test(capi, open_generate_matches_hf)
     int64_t n = 0;
     double pre = -1, dec = -1;
     const char *why = NULL;
-    cr_assert_eq(miser_llm_generate(s, prompt, 1, 20, 0, 0, 0, 1, 0, -1, NULL, NULL, &ids, &n, &pre, &dec, &why),
+    cr_assert_eq(miser_llm_generate(s, prompt, 1, 20, 0, 0, 0, 1, 0, -1, NULL, NULL, NULL, &ids, &n, &pre, &dec, &why),
                  MISER_OK, "%s", miser_error_message());
     cr_assert_eq(n, 20);
     cr_assert_arr_eq(ids, hello_greedy, sizeof hello_greedy);
@@ -50,10 +50,20 @@ Test(capi, open_generate_matches_hf)
     /* a callback that returns non-zero stops generation */
     miser_session_reset(s);
     int calls = 0;
-    cr_assert_eq(miser_llm_generate(s, prompt, 1, 20, 0, 0, 0, 1, 0, -1, count_cb, &calls, &ids, &n, NULL, NULL, &why),
+    cr_assert_eq(miser_llm_generate(s, prompt, 1, 20, 0, 0, 0, 1, 0, -1, count_cb, &calls, NULL, &ids, &n, NULL, NULL, &why),
                  MISER_OK);
     cr_assert_eq(n, 5);
     cr_assert_eq(calls, 5);
+    cr_assert_str_eq(why, "callback");
+    miser_free(ids);
+    /* so does a set cancel flag, after the first token */
+    miser_session_reset(s);
+    volatile int cancel = 1;
+    cr_assert_eq(miser_llm_generate(s, prompt, 1, 20, 0, 0, 0, 1, 0, -1, NULL, NULL, &cancel, &ids, &n, NULL, NULL,
+                                    &why),
+                 MISER_OK);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(ids[0], hello_greedy[0]);
     cr_assert_str_eq(why, "callback");
     miser_free(ids);
     miser_session_free(s);
@@ -76,14 +86,14 @@ Test(capi, errors)
     int32_t prompt[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, *ids = NULL;
     int64_t n = 0;
     const char *why;
-    cr_assert_eq(miser_llm_generate(s, prompt, 9, 2, 0, 0, 0, 1, 0, -1, NULL, NULL, &ids, &n, NULL, NULL, &why),
+    cr_assert_eq(miser_llm_generate(s, prompt, 9, 2, 0, 0, 0, 1, 0, -1, NULL, NULL, NULL, &ids, &n, NULL, NULL, &why),
                  MISER_ERR_RANGE); /* past the session's capacity */
     cr_assert_null(ids);
-    cr_assert_eq(miser_llm_generate(s, prompt, 0, 2, 0, 0, 0, 1, 0, -1, NULL, NULL, &ids, &n, NULL, NULL, &why),
+    cr_assert_eq(miser_llm_generate(s, prompt, 0, 2, 0, 0, 0, 1, 0, -1, NULL, NULL, NULL, &ids, &n, NULL, NULL, &why),
                  MISER_ERR_INVALID);
-    cr_assert_eq(miser_llm_generate(s, prompt, 1, 2, 0, -1, 0, 1, 0, -1, NULL, NULL, &ids, &n, NULL, NULL, &why),
+    cr_assert_eq(miser_llm_generate(s, prompt, 1, 2, 0, -1, 0, 1, 0, -1, NULL, NULL, NULL, &ids, &n, NULL, NULL, &why),
                  MISER_ERR_INVALID); /* negative temperature */
-    cr_assert_eq(miser_llm_generate(s, prompt, 1, 2, 0, 1, 0, 1.5, 0, -1, NULL, NULL, &ids, &n, NULL, NULL, &why),
+    cr_assert_eq(miser_llm_generate(s, prompt, 1, 2, 0, 1, 0, 1.5, 0, -1, NULL, NULL, NULL, &ids, &n, NULL, NULL, &why),
                  MISER_ERR_INVALID); /* top_p > 1 */
     miser_session_free(s);
     miser_llm_free(m);
@@ -104,7 +114,7 @@ static int attempt(uint64_t k, miser_llm *given)
     const char *why;
     miser_status st = given ? MISER_OK : miser_llm_open(TINY, NULL, 1, 16, &m);
     if (!st) st = miser_llm_session(m, 0, 0, &s);
-    if (!st) st = miser_llm_generate(s, prompt, 1, 3, 0, 0, 0, 1, 0, -1, NULL, NULL, &ids, &n, NULL, NULL, &why);
+    if (!st) st = miser_llm_generate(s, prompt, 1, 3, 0, 0, 0, 1, 0, -1, NULL, NULL, NULL, &ids, &n, NULL, NULL, &why);
     miser_mem_fail_after(0);
     if (!st) {
         cr_assert_eq(n, 3);

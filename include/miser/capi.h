@@ -82,14 +82,19 @@ miser_status miser_llm_session(const miser_llm *m, int64_t capacity, int kv_f16,
  * none, temperature 0 = greedy, top_k 0 = off, top_p 0 or 1 = off).
  * eos_token < 0 disables stopping at eos. `cb` (may be NULL) is called for
  * each generated token from the calling thread; non-zero stops generation
- * ("callback"). On success *ids (miser_free) holds *n_ids tokens;
- * *stop_reason is static. Errors: miser_generate's (INVALID empty prompt,
- * RANGE prompt past the session's capacity or a bad id, NOMEM); on error
- * *ids is NULL. */
+ * ("callback"). `cancel` (may be NULL) is read after each token: non-zero
+ * stops generation the same way, so another thread (a binding's Ctrl-C
+ * handler) can stop it between tokens without a callback into the binding;
+ * the prompt's prefill is not interrupted. On success *ids (miser_free)
+ * holds *n_ids tokens; *stop_reason is static. Errors: INVALID (NULL
+ * arguments, options out of range) and miser_generate's (INVALID empty
+ * prompt, RANGE prompt past the session's capacity or a bad id, NOMEM); on
+ * error *ids is NULL. */
 miser_status miser_llm_generate(miser_session *s, const int32_t *prompt, int64_t n_prompt, int64_t max_new_tokens,
                                 int64_t max_length, double temperature, int top_k, double top_p, uint64_t seed,
-                                int32_t eos_token, miser_token_fn cb, void *user, int32_t **ids, int64_t *n_ids,
-                                double *prefill_s, double *decode_s, const char **stop_reason);
+                                int32_t eos_token, miser_token_fn cb, void *user, const volatile int *cancel,
+                                int32_t **ids, int64_t *n_ids, double *prefill_s, double *decode_s,
+                                const char **stop_reason);
 
 /* ---- profiler ---- */
 

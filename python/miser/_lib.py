@@ -164,7 +164,7 @@ def _setup(lib: ctypes.CDLL, path: str) -> None:
     _fn(lib, "miser_llm_compile_seconds", c_double, P)
     _fn(lib, "miser_llm_session", st, P, c_int64, c_int, POINTER(P))
     _fn(lib, "miser_llm_generate", st, P, POINTER(c_int32), c_int64, c_int64, c_int64, c_double, c_int, c_double,
-        c_uint64, c_int32, TOKEN_FN, P, POINTER(POINTER(c_int32)), POINTER(c_int64), POINTER(c_double),
+        c_uint64, c_int32, TOKEN_FN, P, POINTER(c_int), POINTER(POINTER(c_int32)), POINTER(c_int64), POINTER(c_double),
         POINTER(c_double), POINTER(c_char_p))
     # tokenizer
     _fn(lib, "miser_tokenizer_encode", st, P, c_char_p, c_size_t, ctypes.c_uint, POINTER(POINTER(c_int32)),

@@ -14,7 +14,7 @@ import codecs
 import ctypes
 import os
 import time
-from ctypes import POINTER, byref, c_char_p, c_double, c_float, c_int32, c_int64, c_size_t, c_void_p
+from ctypes import POINTER, byref, c_char_p, c_double, c_float, c_int, c_int32, c_int64, c_size_t, c_void_p
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB)
 
 # Only cheap modules at import time (`import miser` adds <= 5 MB RSS):
@@ -351,10 +351,12 @@ class Model:
         ``stop``: a string or strings that end generation when the text
         contains one (the text is cut before it, stop_reason "stop").
 
-        The GIL is released while tokens are computed. Ctrl-C (SIGINT on the
-        main thread) stops the generation after the current token; the
-        native call returns and frees what it allocated, then
-        KeyboardInterrupt is raised. A prompt that is not UTF-8, empty, or
+        The GIL is released while tokens are computed (no Python runs per
+        token unless ``stop`` is given). Called on the main thread, the
+        tokens are computed on a worker thread while this one waits, so
+        Ctrl-C stops the generation after the current token (a cancel flag
+        the C loop reads): the native call returns and frees what it
+        allocated, then KeyboardInterrupt is raised. A prompt that is not UTF-8, empty, or
         longer than ctx is :class:`~miser.InvalidInputError`."""
         ids = self._prompt_ids(prompt, special_as_text)
         max_new = _max_new(max_new_tokens, max_length)
@@ -553,7 +555,7 @@ class Session:
     # non-zero to stop (a stop string matched, or `cancel` was set).
     def _native(self, ids: List[int], max_new: int, max_length: Optional[int], temperature: float, top_k: int,
                 top_p: float, seed: int, stop: Sequence[str], ignore_eos: bool, asm: _Assembler,
-                on_piece: Any, cancel: List[bool], watch_cancel: bool) -> Generation:
+                on_piece: Any, cancel: "c_int") -> Generation:
         if temperature < 0 or not 0 <= top_p <= 1 or top_k < 0:
             raise InvalidInputError("temperature must be >= 0, top_k >= 0 and 0 <= top_p <= 1")
         m = self.model
@@ -564,16 +566,17 @@ class Session:
                 piece = asm.feed(m._token_bytes(tok))
                 if piece and on_piece is not None:
                     on_piece(piece)
-                return 1 if (asm.stopped or cancel[0]) else 0
+                return 1 if asm.stopped else 0
             except BaseException as e:  # never let an exception cross the C frame
                 errors.append(e)
                 return 1
 
-        # Without stop strings, a consumer or a Ctrl-C flag to watch, no
-        # callback at all: the whole generation then runs without the GIL
-        # (a callback needs it back once per token) and the text is
-        # assembled from the ids afterwards, through the same _Assembler.
-        need_cb = bool(stop) or on_piece is not None or watch_cancel
+        # Without stop strings or a consumer, no callback at all: the whole
+        # generation then runs without the GIL (a callback needs it back
+        # once per token) and the text is assembled from the ids
+        # afterwards, through the same _Assembler. `cancel` is read by C
+        # after each token.
+        need_cb = bool(stop) or on_piece is not None
         cb = _lib.TOKEN_FN(on_token) if need_cb else _lib.TOKEN_FN()
         arr = _ids_array(ids)
         out = POINTER(c_int32)()
@@ -586,7 +589,8 @@ class Session:
             with m._use():
                 st = self._L.miser_llm_generate(self._h, arr, len(ids), max_new, int(max_length or 0),
                                                 float(temperature), int(top_k), float(top_p),
-                                                int(seed) & 0xFFFFFFFFFFFFFFFF, eos, cb, None, byref(out), byref(n),
+                                                int(seed) & 0xFFFFFFFFFFFFFFFF, eos, cb, None, byref(cancel),
+                                                byref(out), byref(n),
                                                 byref(pre), byref(dec), byref(why))
                 msg = _lib.error_message() if st else ""
         finally:
@@ -615,40 +619,49 @@ class Session:
 
     def _generate(self, ids: List[int], max_new: int, max_length: Optional[int], temperature: float, top_k: int,
                   top_p: float, seed: int, stop: Union[None, str, Sequence[str]], ignore_eos: bool) -> Generation:
+        import threading
         stops = _stops(stop)
-        cancel = [False]
+        cancel = c_int(0)
         asm = _Assembler(stops)
-        old = None
-        # Ctrl-C between tokens: on the main thread, while the default SIGINT
-        # handler is installed, a handler that only sets the flag replaces it
-        # for the call (it runs inside the token callback, where the
-        # interpreter checks for signals); the callback then stops the
-        # generation and KeyboardInterrupt is raised once the C call has
-        # returned cleanly.
-        import signal
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            def _sigint(_sig: int, _frame: Any) -> None:
-                cancel[0] = True
+        if threading.current_thread() is not threading.main_thread():
+            return self._native(ids, max_new, max_length, temperature, top_k, top_p, seed, stops, ignore_eos, asm,
+                                None, cancel)
+        # Ctrl-C between tokens: on the main thread the tokens are computed
+        # on a worker while this thread waits in join(), where Python
+        # delivers KeyboardInterrupt; then the C side's cancel flag is set,
+        # the generation stops after the current token, the native call
+        # returns and frees what it allocated, and the interrupt goes on.
+        box: "dict[str, Any]" = {}
+
+        def work() -> None:
             try:
-                old = signal.signal(signal.SIGINT, _sigint)
-            except ValueError:  # not the main thread: signals are not delivered here anyway
-                old = None
+                box["g"] = self._native(ids, max_new, max_length, temperature, top_k, top_p, seed, stops,
+                                        ignore_eos, asm, None, cancel)
+            except BaseException as e:  # re-raised on the calling thread
+                box["e"] = e
+
+        t = threading.Thread(target=work, name="miser-generate", daemon=True)
+        t.start()
         try:
-            g = self._native(ids, max_new, max_length, temperature, top_k, top_p, seed, stops, ignore_eos, asm,
-                             None, cancel, old is not None)
-        finally:
-            if old is not None:
-                signal.signal(signal.SIGINT, old)
-        if cancel[0]:
-            raise KeyboardInterrupt
-        return g
+            t.join()
+        except BaseException:
+            cancel.value = 1
+            while t.is_alive():
+                try:
+                    t.join()
+                except KeyboardInterrupt:  # a second Ctrl-C while the current token finishes
+                    pass
+            raise
+        if "e" in box:
+            raise box["e"]
+        return box["g"]
 
     def _stream(self, ids: List[int], max_new: int, max_length: Optional[int], temperature: float, top_k: int,
                 top_p: float, seed: int, stop: Union[None, str, Sequence[str]], ignore_eos: bool) -> Iterator[str]:
         import queue
         import threading
         stops = _stops(stop)
-        cancel = [False]
+        cancel = c_int(0)
         asm = _Assembler(stops)
         q: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         done = object()
@@ -656,7 +669,7 @@ class Session:
         def work() -> None:
             try:
                 self._native(ids, max_new, max_length, temperature, top_k, top_p, seed, stops, ignore_eos, asm,
-                             q.put, cancel, True)
+                             q.put, cancel)
                 q.put(done)
             except BaseException as e:
                 q.put(e)
@@ -672,5 +685,9 @@ class Session:
                     raise item
                 yield item
         finally:
-            cancel[0] = True
-            t.join()
+            cancel.value = 1
+            while t.is_alive():
+                try:
+                    t.join()
+                except KeyboardInterrupt:  # a second Ctrl-C while the current token finishes
+                    pass

@@ -128,10 +128,25 @@ miser_status miser_llm_session(const miser_llm *m, int64_t capacity, int kv_f16,
     return miser_session_create(m->plan, &so, out);
 }
 
+/* The token callback miser_generate sees: the caller's, then the flag. */
+typedef struct {
+    miser_token_fn cb;
+    void *user;
+    const volatile int *cancel;
+} gen_hook;
+
+static int gen_token(void *u, int32_t tok)
+{
+    gen_hook *h = u;
+    if (h->cb && h->cb(h->user, tok)) return 1;
+    return h->cancel && *h->cancel;
+}
+
 miser_status miser_llm_generate(miser_session *s, const int32_t *prompt, int64_t n_prompt, int64_t max_new_tokens,
                                 int64_t max_length, double temperature, int top_k, double top_p, uint64_t seed,
-                                int32_t eos_token, miser_token_fn cb, void *user, int32_t **ids, int64_t *n_ids,
-                                double *prefill_s, double *decode_s, const char **stop_reason)
+                                int32_t eos_token, miser_token_fn cb, void *user, const volatile int *cancel,
+                                int32_t **ids, int64_t *n_ids, double *prefill_s, double *decode_s,
+                                const char **stop_reason)
 {
     if (ids) *ids = NULL;
     if (n_ids) *n_ids = 0;
@@ -145,7 +160,8 @@ miser_status miser_llm_generate(miser_session *s, const int32_t *prompt, int64_t
                                  .temperature = (float)temperature, .top_k = top_k, .top_p = (float)top_p,
                                  .seed = seed, .stop_at_eos = eos_token >= 0, .eos_token = eos_token};
     miser_generate_result res = {0};
-    miser_status st = miser_generate(s, prompt, n_prompt, &go, cb, user, &res);
+    gen_hook hook = {cb, user, cancel};
+    miser_status st = miser_generate(s, prompt, n_prompt, &go, cb || cancel ? gen_token : NULL, &hook, &res);
     if (st) return st;
     *ids = res.ids;
     *n_ids = res.n;
