@@ -583,23 +583,27 @@ static int config_token(const miser_tokenizer *t, const cJSON *cfg, const char *
     return *id < 0 ? -2 : 1;
 }
 
-static cJSON *parse_file(const char *path, miser_status *st)
+static cJSON *parse_buffer(const char *path, const char *data, size_t size, miser_status *st)
 {
-    miser_mapping m;
-    *st = miser_file_map(path, 1, MISER_MEM_TOKENIZER, &m);
-    if (*st) return NULL;
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(m.data, m.size, &end, 0);
+    cJSON *root = cJSON_ParseWithLengthOpts(data, size, &end, 0);
     if (!root) {
-        size_t off = end && end >= (const char *)m.data && end <= (const char *)m.data + m.size
-                         ? (size_t)(end - (const char *)m.data)
-                         : 0;
+        size_t off = end && end >= data && end <= data + size ? (size_t)(end - data) : 0;
         *st = miser_error_set(MISER_ERR_FORMAT, "%s: malformed JSON near byte %zu", path, off);
     } else if (!cJSON_IsObject(root)) {
         *st = miser_error_set(MISER_ERR_FORMAT, "%s: expected a JSON object", path);
         cJSON_Delete(root);
         root = NULL;
     }
+    return root;
+}
+
+static cJSON *parse_file(const char *path, miser_status *st)
+{
+    miser_mapping m;
+    *st = miser_file_map(path, 1, MISER_MEM_TOKENIZER, &m);
+    if (*st) return NULL;
+    cJSON *root = parse_buffer(path, m.data, m.size, st);
     miser_file_unmap(&m, MISER_MEM_TOKENIZER);
     return root;
 }
@@ -615,6 +619,8 @@ static void default_eos(miser_tokenizer *t)
     for (int k = 0; k < 4 && t->eot < 0; k++) t->eot = miser_tok_hf_lookup(t, names[k], strlen(names[k]));
 }
 
+static miser_status load(const char *json_path, cJSON *root, const char *cfg_path, cJSON *cfg, miser_tokenizer **out);
+
 miser_status miser_tokenizer_open_json(const char *json_path, const char *cfg_path, miser_tokenizer **out)
 {
     if (!out || !json_path) return miser_error_set(MISER_ERR_INVALID, "miser_tokenizer_open_json: NULL argument");
@@ -626,6 +632,22 @@ miser_status miser_tokenizer_open_json(const char *json_path, const char *cfg_pa
         cJSON_Delete(root);
         return st;
     }
+    return load(json_path, root, cfg_path, cfg, out);
+}
+
+miser_status miser_tok_hf_load_buffer(const char *name, const char *json, size_t len, miser_tokenizer **out)
+{
+    *out = NULL;
+    miser_status st;
+    cJSON *root = parse_buffer(name, json, len, &st);
+    if (!root) return st;
+    return load(name, root, NULL, NULL, out);
+}
+
+/* Takes ownership of root and cfg. */
+static miser_status load(const char *json_path, cJSON *root, const char *cfg_path, cJSON *cfg, miser_tokenizer **out)
+{
+    miser_status st;
     miser_tokenizer *t = NULL;
     if ((st = miser_tok_hf_new(json_path, &t))) goto out;
     ctx c = {json_path, t};
@@ -788,6 +810,7 @@ miser_status miser_tokenizer_build(const miser_tokenizer_spec *sp, miser_tokeniz
             }
         }
         if ((st = miser_tok_hf_set_merges(t, sp->n_merges, ml, mr, "merges"))) goto out;
+        h->ignore_merges = sp->ignore_merges;
         for (size_t k = 0; k < sp->n_regexes; k++) {
             char f[128];
             snprintf(f, sizeof f, "%s: pre-tokenizer regex %zu", name, k);

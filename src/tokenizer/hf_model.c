@@ -1230,6 +1230,13 @@ miser_status miser_tok_hf_finish(miser_tokenizer *t)
         h->tflags[a->id] |= (uint8_t)(2 | (a->special ? 1 : 0));
         /* An added token whose id the model lacks takes its content as model string. */
     }
+    /* ids the post-processor adds must be tokens */
+    for (int k = 0; k < h->n_prefix + h->n_suffix; k++) {
+        int32_t id = k < h->n_prefix ? h->prefix[k] : h->suffix[k - h->n_prefix];
+        if (id < 0 || id >= t->n_vocab || h->str_off[id + 1] == h->str_off[id])
+            return miser_error_set(MISER_ERR_FORMAT, "%s: post_processor: the special token id %d is not in the vocabulary",
+                                   h->name, (int)id);
+    }
     /* normalized contents */
     buf n1 = {0}, n2 = {0}, *nr;
     void *md = NULL;
@@ -1349,6 +1356,11 @@ void miser_tok_hf_strip(const miser_tokenizer *t, size_t *lead, uint8_t *lead_ch
 }
 
 int32_t miser_tok_hf_bos(const miser_tokenizer *t) { return t->hf ? t->hf->bos : -1; }
+
+int miser_tok_hf_present(const miser_tokenizer *t, int32_t id)
+{
+    return t->hf->str_off[id + 1] != t->hf->str_off[id];
+}
 
 static void free_steps(miser_hf_step *s, size_t n)
 {

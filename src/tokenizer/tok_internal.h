@@ -57,6 +57,7 @@ miser_status miser_tok_hf_encode(const miser_tokenizer *t, const uint8_t *s, siz
 int miser_tok_hf_is_special(const miser_tokenizer *t, int32_t id);
 void miser_tok_hf_strip(const miser_tokenizer *t, size_t *lead, uint8_t *lead_ch, size_t *trail, uint8_t *trail_ch);
 int32_t miser_tok_hf_bos(const miser_tokenizer *t);
+int miser_tok_hf_present(const miser_tokenizer *t, int32_t id);
 
 
 /* ---- the Hugging Face pipeline (filled by hf_json.c or miser_tokenizer_build,
@@ -140,8 +141,8 @@ miser_status miser_tok_hf_add_token(miser_tokenizer *t, int32_t id, const char *
                                     int normalized, int lstrip, int rstrip, int single_word);
 miser_status miser_tok_hf_finish(miser_tokenizer *t);
 
-/* tokenizer.json (hf_json.c): `cfg_path` may be NULL. */
-miser_status miser_tok_hf_load_json(const char *json_path, const char *cfg_path, miser_tokenizer **out);
+/* A tokenizer.json held in memory (the fuzz target); `name` names it in messages. */
+miser_status miser_tok_hf_load_buffer(const char *name, const char *json, size_t len, miser_tokenizer **out);
 
 /* Byte <-> unicode of GPT-2's byte-level alphabet (tokenizer.c). */
 void miser_tok_unicode_to_byte(int16_t inv[324]);

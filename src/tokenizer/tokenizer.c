@@ -624,7 +624,10 @@ miser_status miser_tokenizer_encode(const miser_tokenizer *t, const char *text, 
 
 const char *miser_tokenizer_token_bytes(const miser_tokenizer *t, int32_t id, size_t *len)
 {
-    if (!t || id < 0 || id >= t->n_vocab || t->tok_off[id + 1] == t->tok_off[id]) {
+    /* A token is present when it has a string (HF kind: its model string, as
+     * a token may decode to nothing, e.g. through a Replace decoder). */
+    if (!t || id < 0 || id >= t->n_vocab ||
+        (t->hf ? !miser_tok_hf_present(t, id) : t->tok_off[id + 1] == t->tok_off[id])) {
         if (len) *len = 0;
         return NULL;
     }
