@@ -652,13 +652,16 @@ Test(serve, raw_http_with_curl, .timeout = 60)
     b = capture(NULL, "curl -s -m 5 -w ' %%{http_code}' %s %s/v2/nothing", auth, s.base);
     cr_assert(strstr(b, " 404") && strstr(b, "\"error\""), "%s", b);
     free(b);
-    b = capture(NULL, "curl -s -m 5 -w ' %%{http_code}' %s -X PUT %s/v1/completions", auth, s.base);
-    cr_assert(strstr(b, " 405"), "%s", b);
+    b = capture(NULL, "curl -s -i -m 5 -w ' %%{http_code}' %s -X PUT %s/v1/completions", auth, s.base);
+    cr_assert(strstr(b, " 405") && strcasestr(b, "\nAllow: POST"), "%s", b);
     free(b);
     b = capture(NULL, "curl -s -m 5 -w ' %%{http_code}' %s %s/v1/completions", auth, s.base);
     cr_assert(strstr(b, " 405"), "%s", b);
     free(b);
     cr_assert_eq(http_status(&s, "/../../etc/passwd"), 404); /* nothing is served from disk */
+    b = capture(NULL, "curl -s -i -m 5 -X POST %s/health", s.base);
+    cr_assert(strstr(b, " 405 ") && strcasestr(b, "\nAllow: GET, HEAD"), "%s", b);
+    free(b);
 
     /* SSE framing: data: lines, blank-line separated, [DONE] last, one usage chunk */
     b = post(&s, "/v1/completions",

@@ -147,7 +147,7 @@ static enum MHD_Result send_error(req *r, const miser_serve_error *e)
     const char *h = NULL, *v = NULL;
     if (e->status == 503) h = "Retry-After", v = "1";
     if (e->status == 401) h = "WWW-Authenticate", v = "Bearer";
-    if (e->status == 405) h = "Allow", v = r->post ? "GET" : "POST";
+    if (e->status == 405) h = "Allow", v = r->post ? "POST" : "GET, HEAD";
     if (b.failed) return send_sb(r, 500, "application/json", &b);
     enum MHD_Result ret = send_buf(r, e->status, "application/json", b.data, b.len, h, v);
     miser_sb_free(&b);
