@@ -505,14 +505,14 @@ Test(llama, kernels_against_definitions)
         }
         /* grouped-query attention: H query heads over KV heads, each query head
          * h reading KV head h / (H / KV) */
-        const int64_t Ds[] = {8, 64, 128}, Gs[] = {1, 3};
-        for (int di = 0; di < 3; di++)
-            for (int gi = 0; gi < 2; gi++)
+        const int64_t Ds[] = {8, 64, 128, 12}, Gs[] = {1, 3, 17};
+        for (int di = 0; di < 4; di++)
+            for (int gi = 0; gi < 3; gi++)
                 for (int f16 = 0; f16 < 2; f16++) {
                     const int64_t D = Ds[di], KV = 2, H = KV * Gs[gi], T = 3, S = 7;
                     float *q = malloc(sizeof(float) * T * H * D), *kv32 = malloc(sizeof(float) * 2 * S * KV * D);
                     uint16_t *kv16 = malloc(2 * 2 * S * KV * D);
-                    float *out = malloc(sizeof(float) * T * H * D), *scr = malloc(sizeof(float) * S * 4);
+                    float *out = malloc(sizeof(float) * T * H * D), *scr = malloc(sizeof(float) * S * (H / KV) * 4);
                     for (int64_t i = 0; i < T * H * D; i++) q[i] = frand(&seed);
                     for (int64_t i = 0; i < 2 * S * KV * D; i++) {
                         kv16[i] = miser_f32_to_f16(frand(&seed));
@@ -528,7 +528,7 @@ Test(llama, kernels_against_definitions)
                     for (int64_t t = 0; t < T; t++)
                         for (int64_t h = 0; h < H; h++) {
                             const int64_t j = h / (H / KV), valid = S - T + t + 1;
-                            double p[16], mx = -1e300, sum = 0;
+                            double p[16], mx = -1e300, sum = 0; /* S <= 16 */
                             for (int64_t s = 0; s < valid; s++) {
                                 double d = 0;
                                 for (int64_t e = 0; e < D; e++) d += (double)q[(t * H + h) * D + e] * kv32[(s * KV + j) * D + e];

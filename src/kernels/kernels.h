@@ -57,8 +57,9 @@ static inline int64_t miser_linear_partial_floats(const miser_linear_args *a)
  * KV head per query head),
  *   out[t, h, :] = softmax_s<=S-T+t(scale * q[t,h,:] . k[s,j,:]) . v[s,j,:]
  * q[t, h, d] = q[t*q_row + h*D + d]; k[s, j, d] = k[s*k_row + j*D + d],
- * likewise v (f32 or f16 via kvdt), out. scratch: at least S floats per
- * thread (scratch + ith * S). */
+ * likewise v (f32 or f16 via kvdt), out. scratch: at least S * max(group, 1)
+ * floats per thread (scratch + ith * S * max(group, 1)): a set may score a
+ * whole query group against each K row it reads (AVX2). */
 typedef struct miser_attention_args {
     int64_t T, S, H, D;
     int64_t group;

@@ -574,9 +574,91 @@ AI void attention_impl(const int f16, const miser_attention_args *a, int ith, in
     }
 }
 
+#define GQA_MAX_GROUP 16
+
+/* Grouped-query attention: one work item is (t, KV head j) with its group of
+ * R = H / KV query heads h = j*R + r, so each K and V row is read from the
+ * cache once for the group (and reused from L1 for the R heads) instead of
+ * once per query head. Scores of head r go to p + r*S. */
+AI void attention_group_impl(const int f16, const miser_attention_args *a, int ith, int nth)
+{
+    const int64_t R = a->group, KV = a->H / R, D = a->D, Dv = D / 8 * 8, S = a->S;
+    int64_t lo, hi;
+    miser_causal_split(a->T, KV, S, ith, nth, &lo, &hi);
+    float *p = a->scratch + (int64_t)ith * S * R;
+    float sums[GQA_MAX_GROUP];
+    for (int64_t w = lo; w < hi; w++) {
+        const int64_t t = w / KV, j = w % KV, valid = S - a->T + t + 1;
+        const float *q0 = a->q + t * a->q_row + j * R * D;
+        /* scores: p[r*S + s] = scale * q_r . k[s] */
+        for (int64_t s = 0; s < valid; s++) {
+            const int64_t kb = s * a->k_row + j * D;
+            for (int64_t r = 0; r < R; r++) {
+                const float *q = q0 + r * D;
+                __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+                int64_t d = 0;
+                for (; d + 16 <= Dv; d += 16) {
+                    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), kv8(f16, a->k, kb + d), acc0);
+                    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), kv8(f16, a->k, kb + d + 8), acc1);
+                }
+                for (; d < Dv; d += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), kv8(f16, a->k, kb + d), acc0);
+                float dot = hsum(_mm256_add_ps(acc0, acc1));
+                for (; d < D; d++) dot += q[d] * kv1(f16, a->k, kb + d);
+                p[r * S + s] = dot * a->scale;
+            }
+        }
+        /* softmax numerators per head */
+        for (int64_t r = 0; r < R; r++) {
+            float *pr = p + r * S, mx = -INFINITY;
+            for (int64_t s = 0; s < valid; s++) mx = pr[s] > mx ? pr[s] : mx;
+            __m256 vm = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+            int64_t s = 0;
+            for (; s + 8 <= valid; s += 8) {
+                __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(pr + s), vm));
+                _mm256_storeu_ps(pr + s, e);
+                vsum = _mm256_add_ps(vsum, e);
+            }
+            float sum = hsum(vsum);
+            for (; s < valid; s++) {
+                pr[s] = expf(pr[s] - mx);
+                sum += pr[s];
+            }
+            sums[r] = sum;
+            float *o = a->out + t * a->o_row + (j * R + r) * D;
+            for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
+        }
+        /* out_r = sum_s p_r[s] v[s] / sum_r, each V row read once */
+        for (int64_t s = 0; s < valid; s++) {
+            const int64_t vb = s * a->v_row + j * D;
+            int64_t d = 0;
+            for (; d < Dv; d += 8) {
+                const __m256 v = kv8(f16, a->v, vb + d);
+                for (int64_t r = 0; r < R; r++) {
+                    float *o = a->out + t * a->o_row + (j * R + r) * D + d;
+                    _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_set1_ps(p[r * S + s]), v, _mm256_loadu_ps(o)));
+                }
+            }
+            for (; d < D; d++) {
+                const float v = kv1(f16, a->v, vb + d);
+                for (int64_t r = 0; r < R; r++) a->out[t * a->o_row + (j * R + r) * D + d] += p[r * S + s] * v;
+            }
+        }
+        for (int64_t r = 0; r < R; r++) {
+            float *o = a->out + t * a->o_row + (j * R + r) * D;
+            const __m256 inv = _mm256_set1_ps(1.0f / sums[r]);
+            int64_t d = 0;
+            for (; d < Dv; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), inv));
+            for (; d < D; d++) o[d] *= 1.0f / sums[r];
+        }
+    }
+}
+
 static void avx2_attention(const miser_attention_args *a, int ith, int nth)
 {
-    if (a->kvdt == MISER_DTYPE_F16) attention_impl(1, a, ith, nth);
+    const int grouped = a->group > 1 && a->group <= GQA_MAX_GROUP && a->H % a->group == 0;
+    if (grouped && a->kvdt == MISER_DTYPE_F16) attention_group_impl(1, a, ith, nth);
+    else if (grouped && a->kvdt == MISER_DTYPE_F32) attention_group_impl(0, a, ith, nth);
+    else if (a->kvdt == MISER_DTYPE_F16) attention_impl(1, a, ith, nth);
     else if (a->kvdt == MISER_DTYPE_F32) attention_impl(0, a, ith, nth);
     else miser_kernels_ref()->attention(a, ith, nth);
 }

@@ -912,10 +912,8 @@ AI void attention_regs(const miser_dtype kdt, const int DV, const miser_attentio
     float *p = a->scratch + (int64_t)ith * a->S;
     const int64_t D = a->D;
     const __m512i pick = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
-    const int64_t group = a->group > 1 ? a->group : 1;
     for (int64_t w = lo; w < hi; w++) {
         const int64_t t = w / a->H, h = w % a->H, valid = a->S - a->T + t + 1;
-        const int64_t j = h / group; /* the KV head (grouped-query attention) */
         const float *q = a->q + t * a->q_row + h * D;
         __m512 qv[8];
         _Pragma("GCC unroll 8")
@@ -927,7 +925,7 @@ AI void attention_regs(const miser_dtype kdt, const int DV, const miser_attentio
             __m512 acc[4];
             _Pragma("GCC unroll 4")
             for (int i = 0; i < 4; i++) {
-                const int64_t kb = (s + i) * a->k_row + j * D;
+                const int64_t kb = (s + i) * a->k_row + h * D;
                 acc[i] = _mm512_mul_ps(qv[0], ld16(kdt, a->k, kb));
                 _Pragma("GCC unroll 8")
                 for (int j = 1; j < DV; j++) acc[i] = _mm512_fmadd_ps(qv[j], ld16(kdt, a->k, kb + 16 * j), acc[i]);
@@ -938,7 +936,7 @@ AI void attention_regs(const miser_dtype kdt, const int DV, const miser_attentio
             vmax = _mm512_mask_max_ps(vmax, 0xf, vmax, sc);
         }
         for (; s < valid; s++) {
-            const int64_t kb = s * a->k_row + j * D;
+            const int64_t kb = s * a->k_row + h * D;
             __m512 acc = _mm512_mul_ps(qv[0], ld16(kdt, a->k, kb));
             _Pragma("GCC unroll 8")
             for (int j = 1; j < DV; j++) acc = _mm512_fmadd_ps(qv[j], ld16(kdt, a->k, kb + 16 * j), acc);
@@ -960,7 +958,7 @@ AI void attention_regs(const miser_dtype kdt, const int DV, const miser_attentio
         for (int j = 0; j < DV; j++) o0[j] = o1[j] = _mm512_setzero_ps();
         for (s = 0; s + 2 <= valid; s += 2) {
             const __m512 p0 = _mm512_set1_ps(p[s]), p1 = _mm512_set1_ps(p[s + 1]);
-            const int64_t vb = s * a->v_row + j * D;
+            const int64_t vb = s * a->v_row + h * D;
             _Pragma("GCC unroll 8")
             for (int j = 0; j < DV; j++) {
                 o0[j] = _mm512_fmadd_ps(p0, ld16(kdt, a->v, vb + 16 * j), o0[j]);
@@ -969,7 +967,7 @@ AI void attention_regs(const miser_dtype kdt, const int DV, const miser_attentio
         }
         if (s < valid) {
             const __m512 p0 = _mm512_set1_ps(p[s]);
-            const int64_t vb = s * a->v_row + j * D;
+            const int64_t vb = s * a->v_row + h * D;
             _Pragma("GCC unroll 8")
             for (int j = 0; j < DV; j++) o0[j] = _mm512_fmadd_ps(p0, ld16(kdt, a->v, vb + 16 * j), o0[j]);
         }
@@ -983,7 +981,9 @@ AI void attention_regs(const miser_dtype kdt, const int DV, const miser_attentio
 static void avx512_attention(const miser_attention_args *a, int ith, int nth)
 {
     const int f16 = a->kvdt == MISER_DTYPE_F16;
-    if ((f16 || a->kvdt == MISER_DTYPE_F32) && a->D == 64) {
+    if (a->group > 1) /* grouped-query attention: the AVX2 kernel reads each KV head once per group */
+        miser_kernels_avx2()->attention(a, ith, nth);
+    else if ((f16 || a->kvdt == MISER_DTYPE_F32) && a->D == 64) {
         if (f16) attention_regs(MISER_DTYPE_F16, 4, a, ith, nth);
         else attention_regs(MISER_DTYPE_F32, 4, a, ith, nth);
     } else if ((f16 || a->kvdt == MISER_DTYPE_F32) && a->D == 128) {

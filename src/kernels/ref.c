@@ -65,7 +65,7 @@ static void ref_attention(const miser_attention_args *a, int ith, int nth)
     int64_t lo, hi;
     miser_causal_split(a->T, a->H, a->S, ith, nth, &lo, &hi);
     const int64_t group = a->group > 1 ? a->group : 1;
-    float *p = a->scratch + (int64_t)ith * a->S;
+    float *p = a->scratch + (int64_t)ith * a->S * group;
     for (int64_t w = lo; w < hi; w++) {
         int64_t t = w / a->H, h = w % a->H, j = h / group;
         int64_t valid = a->S - a->T + t + 1;

@@ -61,8 +61,10 @@ miser_status miser_session_create(const miser_plan *p, const miser_session_optio
     s->arena = miser_aligned_alloc(MISER_MEM_ACTIVATIONS, 64, g->arena_bytes ? g->arena_bytes : 64);
     s->ids = miser_malloc(MISER_MEM_ACTIVATIONS, sizeof(int32_t) * (size_t)p->max_batch);
     s->positions = miser_malloc(MISER_MEM_ACTIVATIONS, sizeof(int32_t) * (size_t)p->max_batch);
+    /* attention rows: capacity floats per query head of a group (kernels.h) */
+    const int64_t group = g->n_kv_head > 0 && g->n_head > g->n_kv_head ? g->n_head / g->n_kv_head : 1;
     s->scratch = miser_malloc(MISER_MEM_SCRATCH,
-                              sizeof(float) * (size_t)(s->capacity * miser_threadpool_size(s->pool)));
+                              sizeof(float) * (size_t)(s->capacity * group * miser_threadpool_size(s->pool)));
     /* the largest decode K split over the graph's linears (M = 1) */
     for (int32_t i = 0; i < g->n_nodes; i++) {
         const miser_node *n = &g->nodes[i];
