@@ -21,6 +21,8 @@ Usage:
   --bias         Q/K/V biases (qwen2 always has them; llama: attention_bias, which
                  also gives o_proj a bias)
   --config-extra a JSON object merged into config.json (for refusal tests)
+  --tokenizer-json  also write a byte-level BPE tokenizer.json (GPT-2's byte
+                 alphabet, ids 0-255, then merges of letter pairs up to --vocab)
 
 Weights: N(0, std) matrices (o_proj and down_proj scaled by 1/sqrt(2*layers)),
 embeddings N(0, 1) * std * 25 so logits spread, RMSNorm weights 1 + N(0, 0.1),
@@ -121,6 +123,40 @@ def config(a):
     return cfg
 
 
+def bytes_to_unicode():
+    """GPT-2's printable stand-ins for the 256 byte values."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def write_tokenizer(path, n_vocab):
+    b2u = bytes_to_unicode()
+    vocab = {b2u[b]: b for b in range(256)}
+    merges = []
+    letters = "etaoinshrdlucmfwyp"
+    for a in letters:
+        for b in letters:
+            if len(vocab) >= n_vocab:
+                break
+            vocab[a + b] = len(vocab)
+            merges.append(a + " " + b)
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    tok = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
+           "pre_tokenizer": byte_level, "post_processor": None, "decoder": byte_level,
+           "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                     "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "vocab": vocab,
+                     "merges": merges}}
+    with open(path, "w") as f:
+        json.dump(tok, f)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
@@ -146,6 +182,7 @@ def main():
     ap.add_argument("--bias", action="store_true")
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--config-extra", default="")
+    ap.add_argument("--tokenizer-json", action="store_true")
     a = ap.parse_args()
     if a.shards < 1:
         ap.error("--shards must be >= 1")
@@ -171,6 +208,10 @@ def main():
                 weight_map[n] = fn
         with open(os.path.join(a.out, "model.safetensors.index.json"), "w") as f:
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=1)
+    if a.tokenizer_json:
+        if a.vocab < 256:
+            ap.error("--tokenizer-json needs --vocab >= 256")
+        write_tokenizer(os.path.join(a.out, "tokenizer.json"), a.vocab)
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(config(a), f, indent=1)
     return 0
