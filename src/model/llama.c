@@ -110,13 +110,11 @@ static miser_status llama_parse_config(const char *path, const cJSON *root, mise
     if (c->n_head % c->n_kv_head)
         return miser_error_set(MISER_ERR_RANGE, "%s: num_attention_heads %lld is not a multiple of num_key_value_heads "
                                "%lld", path, (long long)c->n_head, (long long)c->n_kv_head);
-    int64_t hd_def = c->n_embd % c->n_head ? -1 : c->n_embd / c->n_head;
-    if ((st = miser_cfg_int(path, root, "head_dim", 2, 1 << 12, hd_def, &c->head_dim))) {
-        if (hd_def < 0)
-            return miser_error_set(MISER_ERR_RANGE, "%s: hidden_size %lld is not divisible by num_attention_heads %lld "
-                                   "and \"head_dim\" is not given", path, (long long)c->n_embd, (long long)c->n_head);
-        return st;
-    }
+    const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
+    if ((!hd || cJSON_IsNull(hd)) && c->n_embd % c->n_head)
+        return miser_error_set(MISER_ERR_RANGE, "%s: hidden_size %lld is not divisible by num_attention_heads %lld "
+                               "and \"head_dim\" is not given", path, (long long)c->n_embd, (long long)c->n_head);
+    if ((st = miser_cfg_int(path, root, "head_dim", 2, 1 << 12, c->n_embd / c->n_head, &c->head_dim))) return st;
     if (c->head_dim % 2)
         return miser_error_set(MISER_ERR_RANGE, "%s: \"head_dim\" %lld is odd (rotary embeddings rotate pairs)", path,
                                (long long)c->head_dim);
