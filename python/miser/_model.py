@@ -18,7 +18,7 @@ from ctypes import POINTER, byref, c_char_p, c_double, c_float, c_int, c_int32, 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB)
 
 # Only cheap modules at import time (`import miser` adds <= 5 MB RSS):
-# typing, dataclasses, threading, queue and signal are imported where used
+# typing, dataclasses, threading and queue are imported where used
 # or only for type checkers.
 if TYPE_CHECKING:
     from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
