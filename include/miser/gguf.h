@@ -135,6 +135,18 @@ static inline void miser_gguf_next_str(const unsigned char **pos, const char **s
 double miser_gguf_arr_f64(const miser_gguf_kv *arr, uint64_t i);
 int64_t miser_gguf_arr_i64(const miser_gguf_kv *arr, uint64_t i);
 
+/* The tokenizer of a GGUF file from its tokenizer.ggml.* keys
+ * (src/tokenizer/gguf_vocab.c): model "gpt2" (byte-level BPE, the
+ * pre-tokenizer regexes llama.cpp uses for tokenizer.ggml.pre: default,
+ * gpt-2, llama-bpe, qwen2, smollm and their aliases; another name is
+ * MISER_ERR_UNSUPPORTED) or "llama" (SentencePiece with scores, byte tokens,
+ * space prefix); control / user-defined tokens, bos/eos/unk ids,
+ * add_bos_token / add_eos_token. Errors name the file and key. */
+struct miser_tokenizer;
+miser_status miser_gguf_tokenizer(const miser_gguf_file *f, struct miser_tokenizer **out);
+/* Open `path`, build its tokenizer, unmap. */
+miser_status miser_tokenizer_open_gguf(const char *path, struct miser_tokenizer **out);
+
 const char *miser_gguf_type_name(miser_gguf_type t);
 /* ggml's name of a tensor type id ("q4_K", ...), "type N" when unknown. */
 const char *miser_ggml_type_name(uint32_t type);

@@ -106,6 +106,8 @@ typedef struct miser_tokenizer_spec {
     int add_space_prefix;             /* SPM: prepend ▁ to the text (tokenizer.ggml.add_space_prefix) */
     int32_t bos, eos, unk;            /* -1: none */
     int add_bos, add_eos;
+    int ignore_merges;                /* BPE: a piece that is a whole token is not merged (HF's
+                                         ignore_merges; llama.cpp's llama-bpe pre-tokenizer) */
 } miser_tokenizer_spec;
 /* Control and user-defined tokens become added tokens (matched in the text
  * before anything else; control ones are special). Errors as for
@@ -131,7 +133,9 @@ void miser_tokenizer_free(miser_tokenizer *t);
 
 /* Encode `len` arbitrary bytes. *ids is allocated (MISER_MEM_TOKENIZER) and
  * owned by the caller (miser_free). Never fails on any byte content (only
- * MISER_ERR_NOMEM, or MISER_ERR_INVALID for NULL arguments). For len 0, *ids
+ * MISER_ERR_NOMEM, or MISER_ERR_INVALID for NULL arguments; for a
+ * tokenizer.json, MISER_ERR_RANGE if one of its regexes hits PCRE2's match
+ * limit, which the published patterns cannot). For len 0, *ids
  * is a valid allocation and *n_ids is 0. Time is O(n log n) in the longest
  * piece, so long runs of letters without spaces stay fast. */
 miser_status miser_tokenizer_encode(const miser_tokenizer *t, const char *text, size_t len,

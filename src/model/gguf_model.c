@@ -235,10 +235,6 @@ miser_status miser_gguf_model_load(const miser_gguf_file *f, miser_config *cfg, 
                                "llama, mistral, qwen2)", f->path, an);
     *arch = miser_arch_find(gpt2 ? "gpt2" : "llama");
     if (!*arch) return miser_error_set(MISER_ERR_INTERNAL, "%s: architecture not registered", f->path);
-    memset(cfg, 0, sizeof *cfg);
-    if ((st = parse_config(f, an, gpt2, cfg))) return st;
-    cfg->arch = (*arch)->name;
-
     /* every tensor: a type miser computes with, a known name */
     size_t blob = 0;
     char nm[160];
@@ -250,6 +246,9 @@ miser_status miser_gguf_model_load(const miser_gguf_file *f, miser_config *cfg, 
                                    "q8_0, q4_0, q4_K, q6_K)", f->path, t->name, miser_ggml_type_name(t->type));
         if (rename_one(t->name, gpt2, nm, sizeof nm, &conv)) blob += strlen(nm) + 1;
     }
+    memset(cfg, 0, sizeof *cfg);
+    if ((st = parse_config(f, an, gpt2, cfg))) return st;
+    cfg->arch = (*arch)->name;
     miser_tensor_info *tab = miser_calloc(MISER_MEM_OTHER, f->n_tensors ? f->n_tensors : 1, sizeof *tab);
     char *nb = miser_malloc(MISER_MEM_OTHER, blob ? blob : 1);
     if (!tab || !nb) {

@@ -20,6 +20,7 @@
 #include "tok_internal.h"
 
 #include "miser/alloc.h"
+#include "miser/gguf.h" /* miser_tokenizer_open_gguf */
 #include "pretokenize.h"
 
 #include <cjson/cJSON.h>
@@ -382,6 +383,8 @@ miser_status miser_tokenizer_open(const char *dir, miser_tokenizer **out)
 {
     if (!out) return miser_error_set(MISER_ERR_INVALID, "miser_tokenizer_open: out is NULL");
     *out = NULL;
+    size_t dl = dir ? strlen(dir) : 0;
+    if (dl > 5 && !strcmp(dir + dl - 5, ".gguf")) return miser_tokenizer_open_gguf(dir, out); /* gguf_vocab.c */
     char vpath[4096], mpath[4096];
     int have_v = 0, have_m = 0;
     if (dir) {

@@ -2,7 +2,8 @@
 // llama.cpp (node-llama-cpp's prebuilt CPU build) on a GGUF file as it is:
 // the independent reference of tests/test_gguf.c. No conversion, no cache.
 //   node llamacpp_gguf.js --model F.gguf [--prompt-ids 1,2,3 --max-new-tokens N]
-//                         [--tokenize FILE.json] --json-out OUT.json
+//                         [--tokenize FILE.json] [--vocab-only 1] --json-out OUT.json
+//   node llamacpp_gguf.js --models A.gguf,B.gguf,... [same options]   (results in A.gguf.lc.json, ...)
 // --prompt-ids: greedy decoding (temperature 0, not stopping at end-of-text)
 // of N tokens after the prompt ids -> "ids". --tokenize: a JSON array of
 // strings, each encoded by llama.cpp's own tokenizer (model.tokenize(text),
@@ -25,7 +26,7 @@ async function main() {
     if (!a[i].startsWith('--') || i + 1 >= a.length) fail(`bad argument ${a[i]}`, 2);
     opt[a[i].slice(2)] = a[i + 1];
   }
-  if (!opt.model || !opt['json-out']) fail('--model and --json-out are required', 2);
+  if (!opt.models && (!opt.model || !opt['json-out'])) fail('--model and --json-out (or --models) are required', 2);
   process.env.NODE_LLAMA_CPP_SKIP_DOWNLOAD = 'true';
   let nlc;
   try {
@@ -37,28 +38,32 @@ async function main() {
     gpu: false, build: 'never', usePrebuiltBinaries: true, skipDownload: true, progressLogs: false,
     logLevel: nlc.LlamaLogLevel.error, maxThreads: 1,
   });
-  const model = await llama.loadModel({ modelPath: opt.model, gpuLayers: 0 });
-  const out = {};
-  if (opt.tokenize) {
-    const strings = JSON.parse(fs.readFileSync(opt.tokenize, 'utf8'));
-    out.tokens = strings.map((s) => Array.from(model.tokenize(s, false)));
-  }
-  if (opt['prompt-ids']) {
-    const prompt = opt['prompt-ids'].split(',').map((x) => parseInt(x, 10));
-    const n = parseInt(opt['max-new-tokens'] || '20', 10);
-    const context = await model.createContext({ contextSize: prompt.length + n + 8, batchSize: prompt.length,
-      threads: 1, sequences: 1 });
-    const seq = context.getSequence();
-    const ids = [];
-    for await (const tok of seq.evaluate(prompt, { temperature: 0, yieldEogToken: true })) {
-      ids.push(tok);
-      if (ids.length >= n) break;
+  // --models A,B,...: each file in turn in this one process, results in FILE.lc.json
+  const jobs = opt.models ? opt.models.split(',').map((m) => [m, m + '.lc.json']) : [[opt.model, opt['json-out']]];
+  for (const [modelPath, jsonOut] of jobs) {
+    const model = await llama.loadModel({ modelPath: modelPath, gpuLayers: 0, vocabOnly: opt['vocab-only'] === '1' });
+    const out = {};
+    if (opt.tokenize) {
+      const strings = JSON.parse(fs.readFileSync(opt.tokenize, 'utf8'));
+      out.tokens = strings.map((s) => Array.from(model.tokenize(s, false)));
     }
-    out.ids = ids;
-    await context.dispose();
+    if (opt['prompt-ids']) {
+      const prompt = opt['prompt-ids'].split(',').map((x) => parseInt(x, 10));
+      const n = parseInt(opt['max-new-tokens'] || '20', 10);
+      const context = await model.createContext({ contextSize: prompt.length + n + 8, batchSize: prompt.length,
+        threads: 1, sequences: 1 });
+      const seq = context.getSequence();
+      const ids = [];
+      for await (const tok of seq.evaluate(prompt, { temperature: 0, yieldEogToken: true })) {
+        ids.push(tok);
+        if (ids.length >= n) break;
+      }
+      out.ids = ids;
+      await context.dispose();
+    }
+    fs.writeFileSync(jsonOut, JSON.stringify(out));
+    await model.dispose();
   }
-  fs.writeFileSync(opt['json-out'], JSON.stringify(out));
-  await model.dispose();
   await llama.dispose();
 }
 
