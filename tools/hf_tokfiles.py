@@ -4,9 +4,10 @@ GPT-2's vocabulary (data/gpt2/encoder.json + vocab.bpe) with the
 pre-tokenizer, added tokens and post-processor configurations that GPT-2,
 Llama 3 and Qwen2 publish (field for field as in their tokenizer.json).
 
-    tools/hf_tokfiles.py VARIANT OUTDIR     VARIANT: gpt2 | gpt2split | llama3 | qwen2
+    tools/hf_tokfiles.py VARIANT OUTDIR     VARIANT: gpt2 | gpt2split | llama3 | qwen2 | smollm2 | smollm2split
 
-gpt2split is gpt2 with the ByteLevel regex written as a Split pre-tokenizer
+smollm2 is SmolLM2's pre-tokenizer (Digits with individual_digits, then
+ByteLevel with its regex). gpt2split (smollm2split) is gpt2 (smollm2) with the ByteLevel regex written as a Split pre-tokenizer
 (ByteLevel use_regex=false after it): the same tokenizer under the Rust
 crate, used where the JavaScript reference's ByteLevel differs from it (its
 built-in regex uses JavaScript's \\s, which takes U+FEFF and not U+0085).
@@ -86,6 +87,17 @@ def main():
             tok["post_processor"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
                                      "use_regex": False}
             cfg.update({"bos_token": None, "eos_token": "<|im_end|>"})
+    elif variant in ("smollm2", "smollm2split"):
+        tok["added_tokens"] = [added(50256, "<|endoftext|>"), added(n, "<|im_start|>"), added(n + 1, "<|im_end|>")]
+        digits = {"type": "Digits", "individual_digits": True}
+        if variant == "smollm2":
+            steps = [digits, bytelevel(True)]
+        else:
+            steps = [digits, split(GPT2_RE), bytelevel(False)]
+        tok["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": steps}
+        tok["post_processor"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+                                 "use_regex": True}
+        cfg.update({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"})
     else:
         sys.exit("unknown variant " + variant)
     os.makedirs(out, exist_ok=True)
