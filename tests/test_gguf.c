@@ -668,3 +668,103 @@ Test(gguf, llama_files_against_numpy_and_llamacpp, .timeout = 120)
     check_model("l", "q4_k", "", TOL_Q4, lc);
     check_model("l", "q6_k", "", TOL_Q4, lc);
 }
+
+/* ---- tokenizer ids against llama.cpp's tokenize on the same files ----------- */
+
+static const char *const FRAG[] = {
+    "Hello", " world", "  two  spaces", "\n", "\n\n", "\t", "\r\n", "don't", " I'LL", " we've", "'s", "12345",
+    " 6789012", "3.14159", "naïve", " café", " résumé", "日本語", "のテキスト", " 中文字符", "한국어", " 🤖", "🎉🎉",
+    " emoji👍🏽", "<|endoftext|>", "<|user|>", " hello world", "<|im_start|>", "$100", "+200<=300", "^2~|x", "   ",
+    "a1b2c3", " ABC123def", "\x01\x02", "Ünïcödé", " ÀÉÎÕÜ", "x_y-z", "(paren)", "[bracket]", "{brace}", "...",
+    "!?", " --flag=value", "über", " straße", "ﬁ ligature", "Ωμέγα", " привет", " мир", "end.",
+};
+#define N_FRAG (sizeof FRAG / sizeof FRAG[0])
+
+/* >= 400 strings: every fragment alone, then seeded concatenations of 2-5 */
+static cJSON *tok_strings(void)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < N_FRAG; i++) cJSON_AddItemToArray(a, cJSON_CreateString(FRAG[i]));
+    uint32_t r = 99;
+    for (int i = 0; i < 400; i++) {
+        char s[512] = "";
+        r = r * 1664525u + 1013904223u;
+        int n = 2 + (int)((r >> 24) % 4);
+        for (int k = 0; k < n; k++) {
+            r = r * 1664525u + 1013904223u;
+            strncat(s, FRAG[(r >> 16) % N_FRAG], sizeof s - strlen(s) - 1);
+        }
+        cJSON_AddItemToArray(a, cJSON_CreateString(s));
+    }
+    return a;
+}
+
+Test(gguf, tokenizer_ids_as_llamacpp, .timeout = 120)
+{
+    if (!have_llamacpp()) cr_skip_test("gguf-py or node-llama-cpp is not installed (make peers)");
+    cJSON *strs = tok_strings();
+    char path[160], *txt = cJSON_PrintUnformatted(strs);
+    snprintf(path, sizeof path, "%s/strings.json", g_tmp);
+    FILE *f = fopen(path, "w");
+    fputs(txt, f);
+    fclose(f);
+    free(txt);
+    static const char *const pres[] = {"gpt-2", "llama-bpe", "qwen2", "smollm", "default"};
+    char cmd[4096];
+    size_t n = (size_t)snprintf(cmd, sizeof cmd, "cd '%s' || exit 1; ", g_tmp);
+    for (int i = 0; i < 5; i++)
+        n += (size_t)snprintf(cmd + n, sizeof cmd - n, PY " " TOOLS "/gguf/vocab_gguf.py bpe --pre %s --out v_%s.gguf & ",
+                              pres[i], pres[i]);
+    /* a SentencePiece BPE vocabulary trained here (byte fallback, a user-defined symbol) */
+    n += (size_t)snprintf(cmd + n, sizeof cmd - n,
+                          PY " -c \"import json, sentencepiece as s; l = json.load(open('strings.json')); "
+                          "s.SentencePieceTrainer.train(sentence_iterator=iter(l * 3), model_prefix='sp', vocab_size=400, "
+                          "model_type='bpe', byte_fallback=True, character_coverage=1.0, "
+                          "user_defined_symbols=['<|im_start|>'], minloglevel=2)\" && " PY " " TOOLS
+                          "/gguf/vocab_gguf.py spm --sp-model sp.model --out v_spm.gguf & wait; node " TOOLS
+                          "/gguf/llamacpp_gguf.js --models v_gpt-2.gguf,v_llama-bpe.gguf,v_qwen2.gguf,v_smollm.gguf,"
+                          "v_default.gguf,v_spm.gguf --vocab-only 1 --tokenize strings.json 2>/dev/null");
+    cr_assert_eq(sh("%s", cmd), 0, "%s", cmd);
+    const char *files[] = {"v_gpt-2", "v_llama-bpe", "v_qwen2", "v_smollm", "v_default", "v_spm"};
+    const int ns = cJSON_GetArraySize(strs);
+    cr_assert_geq(ns, 400);
+    for (int fi = 0; fi < 6; fi++) {
+        char gg[160], lj[180];
+        snprintf(gg, sizeof gg, "%s/%s.gguf", g_tmp, files[fi]);
+        snprintf(lj, sizeof lj, "%s.lc.json", gg);
+        cJSON *l = read_json(lj);
+        const cJSON *toks = cJSON_GetObjectItem(l, "tokens");
+        cr_assert_eq(cJSON_GetArraySize(toks), ns);
+        miser_tokenizer *t;
+        cr_assert_eq(miser_tokenizer_open(gg, &t), MISER_OK, "%s", miser_error_message());
+        for (int i = 0; i < ns; i++) {
+            const char *s = cJSON_GetArrayItem(strs, i)->valuestring;
+            int32_t *ids;
+            size_t k;
+            cr_assert_eq(miser_tokenizer_encode(t, s, strlen(s), MISER_TOKENIZE_SPECIAL_AS_TEXT |
+                                                MISER_TOKENIZE_NO_ADD_SPECIAL, &ids, &k), MISER_OK);
+            const cJSON *w = cJSON_GetArrayItem(toks, i);
+            cr_assert_eq((int)k, cJSON_GetArraySize(w), "%s: string %d '%s': %zu ids, llama.cpp %d", files[fi], i, s,
+                         k, cJSON_GetArraySize(w));
+            for (size_t q = 0; q < k; q++)
+                cr_assert_eq(ids[q], cJSON_GetArrayItem(w, (int)q)->valueint, "%s: string %d '%s': id %zu", files[fi],
+                             i, s, q);
+            miser_free(ids);
+        }
+        /* the file's own flags: SentencePiece adds bos, BPE gpt-2 does not */
+        int32_t *ids;
+        size_t k;
+        cr_assert_eq(miser_tokenizer_encode(t, "hi", 2, 0, &ids, &k), MISER_OK);
+        if (fi == 5) cr_assert(k >= 1 && ids[0] == miser_tokenizer_bos(t), "spm: bos first");
+        miser_free(ids);
+        miser_tokenizer_free(t);
+        cJSON_Delete(l);
+    }
+    cJSON_Delete(strs);
+    /* an unknown pre-tokenizer is refused, never replaced */
+    cr_assert_eq(sh("cd '%s' && " PY " " TOOLS "/gguf/vocab_gguf.py bpe --pre made-up --out v_bad.gguf", g_tmp), 0);
+    snprintf(path, sizeof path, "%s/v_bad.gguf", g_tmp);
+    miser_tokenizer *t = NULL;
+    cr_assert_eq(miser_tokenizer_open(path, &t), MISER_ERR_UNSUPPORTED);
+    cr_assert(strstr(miser_error_message(), "tokenizer.ggml.pre \"made-up\""), "%s", miser_error_message());
+}
