@@ -206,8 +206,12 @@ static int published_load(const char *path, published *p)
     for (;;) {
         if (len + 4096 > cap) {
             cap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, cap);
-            if (!nb) break;
+            char *nb = miser_realloc(MISER_MEM_SCRATCH, buf, cap);
+            if (!nb) {
+                miser_free(buf);
+                fclose(f);
+                return 0; /* no memory: the section is left out, as for a missing file */
+            }
             buf = nb;
         }
         size_t k = fread(buf + len, 1, cap - len, f);
@@ -217,7 +221,7 @@ static int published_load(const char *path, published *p)
     fclose(f);
     if (!buf) return 0;
     p->root = cJSON_ParseWithLength(buf, len);
-    free(buf);
+    miser_free(buf);
     if (!p->root) return 0;
     p->columns = cJSON_GetObjectItemCaseSensitive(p->root, "columns");
     p->cpu = cJSON_GetObjectItemCaseSensitive(p->root, "cpu");
