@@ -171,7 +171,7 @@ static miser_status parse(const cJSON *root, miser_profile **out)
         } else if (s->peak_rss_kb < 0) s->peak_kind = MISER_PEAK_UNKNOWN;
         else if (!s->peak_exact) s->peak_kind = MISER_PEAK_SAMPLED;
         else s->peak_kind = s->nprocs > 1 ? MISER_PEAK_UPPER_BOUND : MISER_PEAK_EXACT; /* older miser */
-        if (pk) s->peak_exact = s->peak_kind == MISER_PEAK_EXACT;
+        s->peak_exact = s->peak_kind == MISER_PEAK_EXACT; /* one meaning, whichever miser wrote it */
         const char *src = get_s(&c, js, "source");
         if (src && miser_mark_source_parse(src, &s->source)) s->source = MISER_MARK_UNKNOWN;
         s->reported_rss_kb = get_i(&c, js, "reported_rss_kb");
