@@ -991,6 +991,30 @@ Test(tokenizer_hf, malformed_files)
     remove_tmpdir();
 }
 
+/* Heap use is accounted to MISER_MEM_TOKENIZER, miser_tokenizer_memory
+ * reports all of it, and nothing is left after free. */
+Test(tokenizer_hf, memory_accounting)
+{
+    make_tmpdir();
+    make_variant("llama3");
+    make_sp();
+    static const char *const variants[] = {"llama3", "spj", "spm"};
+    for (size_t v = 0; v < 3; v++) {
+        miser_mem_stats before = miser_mem_get(MISER_MEM_TOKENIZER);
+        miser_tokenizer *t = open_dir(variants[v]);
+        miser_mem_stats mid = miser_mem_get(MISER_MEM_TOKENIZER);
+        cr_assert_eq(mid.current - before.current, miser_tokenizer_memory(t), "%s: %zu accounted, %zu reported",
+                     variants[v], (size_t)(mid.current - before.current), miser_tokenizer_memory(t));
+        cr_assert_eq(mid.mapped, before.mapped);
+        size_t n;
+        int32_t *ids = encode(t, "Hello world, it's 2024!", 23, 0, &n);
+        miser_free(ids);
+        miser_tokenizer_free(t);
+        cr_assert_eq(miser_mem_get(MISER_MEM_TOKENIZER).current, before.current, "%s leaves memory", variants[v]);
+    }
+    remove_tmpdir();
+}
+
 /* Every allocation of loading and encoding may fail cleanly. */
 Test(tokenizer_hf, allocation_failures)
 {

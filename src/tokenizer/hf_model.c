@@ -1390,10 +1390,19 @@ void miser_tok_hf_free(miser_tok_hf *h)
     miser_free(h);
 }
 
+static size_t steps_memory(const miser_hf_step *s, size_t n)
+{
+    size_t m = miser_alloc_size(s);
+    for (size_t k = 0; k < n; k++)
+        m += miser_tok_regex_memory(s[k].re) + miser_alloc_size(s[k].s1) + miser_alloc_size(s[k].s2);
+    return m;
+}
+
 size_t miser_tok_hf_memory(const miser_tok_hf *h)
 {
     if (!h) return 0;
-    return miser_alloc_size(h) + miser_alloc_size(h->name) + miser_alloc_size(h->str_off) + miser_alloc_size(h->str) +
+    return steps_memory(h->norm, h->n_norm) + steps_memory(h->pre, h->n_pre) + steps_memory(h->dec, h->n_dec) +
+           miser_alloc_size(h) + miser_alloc_size(h->name) + miser_alloc_size(h->str_off) + miser_alloc_size(h->str) +
            miser_alloc_size(h->str_slots) + miser_alloc_size(h->tflags) + miser_alloc_size(h->merge_prio) +
            miser_alloc_size(h->added) + miser_alloc_size(h->added_str) + miser_alloc_size(h->raw_idx);
 }

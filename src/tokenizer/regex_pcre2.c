@@ -28,10 +28,22 @@ struct miser_tok_regex {
     pcre2_general_context *gctx;
     pcre2_code *code;
     int jit;
+    size_t bytes; /* live bytes PCRE2 holds through re_malloc for this regex */
 };
 
-static void *re_malloc(PCRE2_SIZE n, void *data) { return miser_malloc(MISER_MEM_TOKENIZER, n ? n : 1); }
-static void re_free(void *p, void *data) { miser_free(p); }
+/* PCRE2's allocator; `data` is the regex whose bytes are counted (NULL for match data). */
+static void *re_malloc(PCRE2_SIZE n, void *data)
+{
+    void *p = miser_malloc(MISER_MEM_TOKENIZER, n ? n : 1);
+    if (p && data) ((miser_tok_regex *)data)->bytes += miser_alloc_size(p);
+    return p;
+}
+
+static void re_free(void *p, void *data)
+{
+    if (p && data) ((miser_tok_regex *)data)->bytes -= miser_alloc_size(p);
+    miser_free(p);
+}
 
 /* Appends s[0,n) to a growing buffer; returns -1 on NOMEM. */
 typedef struct {
@@ -120,7 +132,7 @@ miser_status miser_tok_regex_compile(const char *pat, size_t len, const char *wh
         return miser_error_set(MISER_ERR_NOMEM, "out of memory compiling a regex");
     }
     miser_tok_regex *re = miser_calloc(MISER_MEM_TOKENIZER, 1, sizeof *re);
-    if (!re || !(re->gctx = pcre2_general_context_create(re_malloc, re_free, NULL))) {
+    if (!re || !(re->gctx = pcre2_general_context_create(re_malloc, re_free, re))) {
         miser_free(rw.p);
         miser_free(re);
         return miser_error_set(MISER_ERR_NOMEM, "out of memory compiling a regex");
@@ -157,6 +169,14 @@ void miser_tok_regex_free(miser_tok_regex *re)
     if (re->code) pcre2_code_free(re->code);
     if (re->gctx) pcre2_general_context_free(re->gctx);
     miser_free(re);
+}
+
+size_t miser_tok_regex_memory(const miser_tok_regex *re)
+{
+    /* everything PCRE2 allocated for it through re_malloc (JIT code itself
+     * is mapped by PCRE2 and not counted) */
+    if (!re) return 0;
+    return miser_alloc_size(re) + re->bytes;
 }
 
 void *miser_tok_regex_match_data(void)

@@ -41,6 +41,7 @@ typedef struct miser_tok_regex miser_tok_regex;
  * A pattern that does not compile is MISER_ERR_FORMAT naming `what`. */
 miser_status miser_tok_regex_compile(const char *pat, size_t len, const char *what, miser_tok_regex **out);
 void miser_tok_regex_free(miser_tok_regex *re);
+size_t miser_tok_regex_memory(const miser_tok_regex *re);
 void *miser_tok_regex_match_data(void);
 void miser_tok_regex_match_data_free(void *md);
 /* Next non-empty match at or after byte `from` of valid UTF-8 s[0,len):
