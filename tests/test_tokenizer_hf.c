@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -906,6 +907,89 @@ Test(tokenizer_hf, long_input)
         miser_tokenizer_free(t);
     }
     free(w);
+    remove_tmpdir();
+}
+
+/* single_word (which the JS port ignores) and normalized added tokens,
+ * derived by hand from the crate's rules: a single_word token needs a
+ * non-word character (or the text's end) on both sides; a normalized token
+ * is matched in the normalized text. */
+Test(tokenizer_hf, added_token_rules)
+{
+    make_tmpdir();
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/at", g_dir);
+    mkdir(dir, 0755);
+    write_text("at/tokenizer.json",
+               "{\"added_tokens\": [{\"id\": 10, \"content\": \"<x>\", \"single_word\": true, \"special\": true},"
+               " {\"id\": 11, \"content\": \"hey\", \"normalized\": true, \"special\": false}],"
+               " \"normalizer\": {\"type\": \"Lowercase\"},"
+               " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \" \": 2, \"<\": 3, \"x\": 4, \">\": 5,"
+               " \"h\": 6, \"e\": 7, \"y\": 8}, \"merges\": []}}");
+    miser_tokenizer *t = open_dir("at");
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"a <x> b", "0 2 10 2 1"}, {"a<x>b", "0 3 4 5 1"}, {"<x>", "10"}, {"a <x>b", "0 2 3 4 5 1"},
+        {"HEY a", "11 2 0"},       {"aHeYb", "0 11 1"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        size_t n;
+        int32_t *ids = encode(t, cases[k].text, strlen(cases[k].text), 0, &n);
+        char got[128];
+        size_t o = 0;
+        for (size_t i = 0; i < n; i++) o += (size_t)snprintf(got + o, sizeof got - o, "%s%d", i ? " " : "", ids[i]);
+        got[o] = 0;
+        cr_assert_str_eq(got, cases[k].want, "\"%s\"", cases[k].text);
+        miser_free(ids);
+    }
+    miser_tokenizer_free(t);
+    remove_tmpdir();
+}
+
+/* One handle, several threads: the same ids as one thread (the handle is
+ * immutable; each call has its own cache and match data). */
+typedef struct {
+    const miser_tokenizer *t;
+    size_t total;
+    int ok;
+} thr_arg;
+
+static void *thr_encode(void *p)
+{
+    thr_arg *a = p;
+    a->ok = 1;
+    for (int round = 0; round < 3; round++)
+        for (size_t i = 0; i < g_ncases; i++) {
+            int32_t *ids = NULL;
+            size_t n;
+            if (miser_tokenizer_encode(a->t, g_cases[i].s, g_cases[i].n, 0, &ids, &n)) a->ok = 0;
+            a->total += n;
+            for (size_t k = 0; k < n; k++) a->total += (size_t)ids[k] * (k + 1);
+            miser_free(ids);
+        }
+    return NULL;
+}
+
+Test(tokenizer_hf, threads_share_a_handle)
+{
+    make_tmpdir();
+    make_variant("llama3");
+    build_corpus(L3_SPECIALS, sizeof L3_SPECIALS / sizeof *L3_SPECIALS);
+    miser_tokenizer *t = open_dir("llama3");
+    thr_arg one = {t, 0, 0}, many[4];
+    thr_encode(&one);
+    pthread_t th[4];
+    for (int k = 0; k < 4; k++) {
+        many[k] = (thr_arg){t, 0, 0};
+        cr_assert_eq(pthread_create(&th[k], NULL, thr_encode, &many[k]), 0);
+    }
+    for (int k = 0; k < 4; k++) {
+        pthread_join(th[k], NULL);
+        cr_assert(many[k].ok && many[k].total == one.total, "thread %d", k);
+    }
+    miser_tokenizer_free(t);
+    free_corpus();
     remove_tmpdir();
 }
 
