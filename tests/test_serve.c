@@ -659,6 +659,11 @@ Test(serve, raw_http_with_curl, .timeout = 60)
     cr_assert(strstr(b, " 405"), "%s", b);
     free(b);
     cr_assert_eq(http_status(&s, "/../../etc/passwd"), 404); /* nothing is served from disk */
+    /* headers past the connection's memory limit: libmicrohttpd's 431 */
+    b = capture(NULL, "curl -s -o /dev/null -m 5 -w '%%{http_code}' -H \"X-Big: $(head -c 100000 /dev/zero | tr '\\0' a)\" %s/health",
+                s.base);
+    cr_assert_str_eq(b, "431");
+    free(b);
     b = capture(NULL, "curl -s -i -m 5 -X POST %s/health", s.base);
     cr_assert(strstr(b, " 405 ") && strcasestr(b, "\nAllow: GET, HEAD"), "%s", b);
     free(b);
