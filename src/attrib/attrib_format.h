@@ -35,6 +35,8 @@
 /* Environment the watcher gives the tree. */
 #define MATTR_ENV_DIR "MISER_ATTRIB_DIR"          /* directory of the per-process files */
 #define MATTR_ENV_MAX_STACKS "MISER_ATTRIB_MAX_STACKS" /* optional: stack table size */
+#define MATTR_ENV_DEPTH "MISER_ATTRIB_DEPTH"           /* optional: innermost frames kept (1..64) */
+#define MATTR_DEFAULT_DEPTH 64
 #define MATTR_STAGE_FILE "stage"
 
 enum { MATTR_KIND_HEAP = 0, MATTR_KIND_ANON = 1, MATTR_KIND_FILE = 2, MATTR_NKINDS = 3 };
@@ -66,17 +68,18 @@ typedef struct mattr_header {
     uint32_t nstacks, nframes, nsnaps, maps_len;
     uint64_t calls;           /* malloc-family calls tracked */
     uint64_t map_calls;       /* mmap/munmap/mremap calls tracked */
-    uint64_t stack_overflow;  /* allocations charged to stack 0 because the table was full */
+    uint64_t stack_overflow;  /* allocations charged to stacks 0..2 because the table was full */
     uint64_t snap_overflow;   /* snapshot records that did not fit (counted, reported) */
     uint64_t maps_overflow;   /* load-map versions that did not fit */
     uint64_t table_overflow;  /* allocations left untracked: the allocation table could not grow */
     uint64_t region_overflow; /* mappings left untracked: the region table was full */
     uint64_t unknown_frees;   /* frees of pointers never seen (allocated before tracking) */
     uint64_t seq;             /* bumped after every completed update (for readers) */
+    uint64_t stack_truncated; /* allocations whose stack was kept by its innermost frames only */
 } mattr_header;
 
-/* One distinct (call stack, kind). Index 0 is reserved for allocations made
- * when the table was full ("overflow"). Per-interval values are kept lazily:
+/* One distinct (call stack, kind). Indexes 0..2 (one per kind) are reserved
+ * for allocations made when the table was full ("overflow"). Per-interval values are kept lazily:
  *  - value at the current interval's peak: cur if mod_gen < peak_gen (not
  *    modified since the peak was reached), else saved;
  *  - value at the current interval's start: cur if start_interval !=

@@ -30,7 +30,7 @@
  *  - fork: pthread_atfork holds the lock across fork; the child drops the
  *    inherited tables and opens its own file on its next event;
  *  - bounded memory: the stack table and frame pool have fixed capacities;
- *    an allocation whose stack does not fit is charged to stack 0 and
+ *    an allocation whose stack does not fit is charged to its kind's overflow bucket and
  *    counted (stack_overflow), never dropped. */
 #include "attrib_format.h"
 
@@ -139,6 +139,7 @@ static uint64_t g_live_cap, g_live_n;
 static region *g_regions;
 static uint32_t g_nregions, g_max_regions;
 static uintptr_t g_self_lo, g_self_hi; /* our own text: frames inside it are skipped */
+static int g_depth = MATTR_MAX_DEPTH;  /* frames kept per stack ($MISER_ATTRIB_DEPTH) */
 
 static void *priv_map(size_t n)
 {
@@ -239,8 +240,9 @@ static void open_channel(int forked)
         g_state = -1;
         return;
     }
-    uint32_t max_stacks = (uint32_t)env_u32(MATTR_ENV_MAX_STACKS, 65536, 16, 1u << 22);
-    uint32_t max_frames = max_stacks * 24, max_snaps = 1u << 20, max_maps = 8u << 20;
+    uint32_t max_stacks = (uint32_t)env_u32(MATTR_ENV_MAX_STACKS, 1u << 18, 16, 1u << 22);
+    g_depth = env_u32(MATTR_ENV_DEPTH, MATTR_DEFAULT_DEPTH, 1, MATTR_MAX_DEPTH);
+    uint32_t max_frames = max_stacks * MATTR_MAX_DEPTH, max_snaps = 1u << 20, max_maps = 8u << 20;
     size_t stacks_off = MATTR_HEADER_SIZE;
     size_t frames_off = stacks_off + (size_t)max_stacks * sizeof(mattr_stack);
     size_t snaps_off = frames_off + (size_t)max_frames * sizeof(uint64_t);
@@ -310,17 +312,22 @@ static void open_channel(int forked)
     g_frames = (uint64_t *)((char *)m + frames_off);
     g_snaps = (mattr_snap *)((char *)m + snaps_off);
     g_maps = (char *)m + maps_off;
-    /* stack 0: the overflow bucket */
-    g_stacks[0].kind = MATTR_KIND_HEAP;
-    h->nstacks = 1;
+    /* stacks 0..2: the overflow buckets, one per kind */
+    for (uint32_t k = 0; k < MATTR_NKINDS; k++) g_stacks[k].kind = k;
+    h->nstacks = MATTR_NKINDS;
     uint64_t iv = g_stage ? atomic_load_explicit(g_stage, memory_order_acquire) : 0;
     h->interval = h->interval_first = iv;
     h->peak_gen = 1;
     /* Does a malloc other than ours win in the global scope (an executable
      * that brings its own allocator)? Then little or nothing reaches us. */
     Dl_info mine, theirs;
+    const ElfW(Sym) *sym = NULL;
     void *gm = dlsym(RTLD_DEFAULT, "malloc");
-    if (gm && dladdr((void *)&open_channel, &mine) && dladdr(gm, &theirs) && theirs.dli_fbase != mine.dli_fbase) {
+    /* a definition, not a non-PIE executable's canonical PLT entry (which
+     * dlsym also returns, and which leads to us) */
+    if (gm && dladdr((void *)&open_channel, &mine) && dladdr1(gm, &theirs, (void **)&sym, RTLD_DL_SYMENT) &&
+        theirs.dli_fbase != mine.dli_fbase && theirs.dli_saddr == gm && theirs.dli_sname &&
+        !strcmp(theirs.dli_sname, "malloc") && sym && sym->st_shndx != SHN_UNDEF) {
         h->flags |= MATTR_FLAG_OWN_MALLOC;
         snprintf(h->own_malloc, sizeof h->own_malloc, "%s", theirs.dli_fname ? theirs.dli_fname : "?");
     }
@@ -475,8 +482,32 @@ static void discharge(uint32_t sid, int kind, int64_t bytes, uint32_t born)
     total_add(kind, -bytes);
 }
 
-/* Intern a stack; 0 (the overflow bucket) when the table or pool is full. */
+/* Intern a stack. Programs such as Python importing PyTorch make hundreds
+ * of thousands of distinct deep stacks: past 7/8 of the table, a new stack
+ * is kept by its innermost MATTR_TRUNC_DEPTH frames only (where the
+ * allocating library is; counted in stack_truncated), and when the table or
+ * pool is full the allocation goes to its kind's overflow bucket (0..2). */
+#define MATTR_TRUNC_DEPTH 10
+static uint32_t intern_n(const uint64_t *ips, int n, int kind, uint32_t limit);
 static uint32_t intern(const uint64_t *ips, int n, int kind)
+{
+    mattr_header *h = g_hdr;
+    uint32_t soft = h->max_stacks - h->max_stacks / 8;
+    uint32_t id = intern_n(ips, n, kind, soft);
+    if (id != UINT32_MAX) return id;
+    if (n > MATTR_TRUNC_DEPTH) {
+        id = intern_n(ips, MATTR_TRUNC_DEPTH, kind, h->max_stacks);
+        if (id != UINT32_MAX) {
+            h->stack_truncated++;
+            return id;
+        }
+    }
+    h->stack_overflow++;
+    return (uint32_t)kind; /* that kind's overflow bucket */
+}
+
+/* Find or add; UINT32_MAX when adding would pass `limit` stacks or fill the pool. */
+static uint32_t intern_n(const uint64_t *ips, int n, int kind, uint32_t limit)
 {
     mattr_header *h = g_hdr;
     uint64_t hash = fnv(ips, (size_t)n * sizeof *ips, 0xcbf29ce484222325ULL ^ (uint64_t)kind);
@@ -491,10 +522,7 @@ static uint32_t intern(const uint64_t *ips, int n, int kind)
             return v - 1;
         at = (at + 1) & mask;
     }
-    if (h->nstacks >= h->max_stacks || h->nframes + (uint32_t)n > h->max_frames) {
-        h->stack_overflow++;
-        return 0;
-    }
+    if (h->nstacks >= limit || h->nframes + (uint32_t)n > h->max_frames) return UINT32_MAX;
     uint32_t id = h->nstacks;
     mattr_stack *s = &g_stacks[id];
     memcpy(&g_frames[h->nframes], ips, (size_t)n * sizeof *ips);
@@ -581,7 +609,7 @@ static __attribute__((noinline)) int capture(uint64_t *ips)
     int k = 0;
     while (k < n && (uintptr_t)buf[k] >= g_self_lo && (uintptr_t)buf[k] < g_self_hi) k++;
     int m = 0;
-    for (; k < n && m < MATTR_MAX_DEPTH; k++) ips[m++] = (uint64_t)(uintptr_t)buf[k];
+    for (; k < n && m < g_depth; k++) ips[m++] = (uint64_t)(uintptr_t)buf[k];
     return m;
 }
 

@@ -121,6 +121,8 @@ static int run(int argc, char **argv)
         printf("%-24s %12.3f %12.3f %12.3f  %s\n", it->metric, it->baseline, it->current, it->limit,
                it->regressed ? "REGRESSION" : "ok");
     }
+    /* with --attribute profiles: name the call stacks whose bytes grew most */
+    if (r.regressions) miser_profile_write_attribution_growth(pb, pc, 5, stdout);
     miser_profile_free(pb);
     miser_profile_free(pc);
     if (!compared) {

@@ -142,6 +142,7 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
     out->table_overflow = h.table_overflow;
     out->region_overflow = h.region_overflow;
     out->maps_overflow = h.maps_overflow;
+    out->stack_truncated = h.stack_truncated;
     out->interval_first = h.interval_first;
     out->interval_last = h.interval;
     out->nstacks = h.nstacks;
@@ -438,7 +439,7 @@ static miser_status make_list(image_set *is, cand *c, size_t n, int64_t min_byte
             entry_free(&e);
             continue;
         }
-        if (c[i].stack == 0 && si->depth == 0) { /* the overflow bucket */
+        if (c[i].stack < MATTR_NKINDS && si->depth == 0) { /* an overflow bucket */
             e.frames[0].function = miser_strdup(MISER_MEM_PROFILER, "[stack table full]");
             e.frames[0].library = miser_strdup(MISER_MEM_PROFILER, "");
             e.nframes = 1;
@@ -611,12 +612,13 @@ void attrib_watch_finish(attrib_watch *aw, miser_profile *p)
         pr->allocator = proc_allocator(im);
         pr->calls = im->calls;
         pr->map_calls = im->map_calls;
-        pr->stacks = im->nstacks - 1;
+        pr->stacks = im->nstacks > MATTR_NKINDS ? im->nstacks - MATTR_NKINDS : 0;
         pr->stack_overflow = im->stack_overflow;
         pr->snap_overflow = im->snap_overflow;
         pr->table_overflow = im->table_overflow;
         pr->region_overflow = im->region_overflow;
         pr->maps_overflow = im->maps_overflow;
+        pr->stack_truncated = im->stack_truncated;
         pr->exited = (im->flags & MATTR_FLAG_EXITED) != 0;
         pr->forked = (im->flags & MATTR_FLAG_FORKED) != 0;
         if (im->flags & MATTR_FLAG_OWN_MALLOC)
@@ -625,6 +627,10 @@ void attrib_watch_finish(attrib_watch *aw, miser_profile *p)
         if (im->stack_overflow)
             prof_warn(p, "attribution: pid %d: stack table full, %llu allocation(s) charged to '[stack table full]' "
                       "(raise MISER_ATTRIB_MAX_STACKS)", im->pid, (unsigned long long)im->stack_overflow);
+        if (im->stack_truncated)
+            prof_warn(p, "attribution: pid %d: %llu allocation(s) made by stacks past 7/8 of the table are listed by "
+                      "their 10 innermost frames (raise MISER_ATTRIB_MAX_STACKS for whole stacks)", im->pid,
+                      (unsigned long long)im->stack_truncated);
         if (im->snap_overflow || im->table_overflow || im->region_overflow)
             prof_warn(p, "attribution: pid %d: %llu snapshot record(s), %llu allocation(s) and %llu mapping(s) did "
                       "not fit the interposer's tables and are missing", im->pid,
