@@ -25,6 +25,10 @@
 #include "miser/alloc.h"
 #include "miser/core.h"
 #include "miser/tokenizer.h"
+#include "tokenizer/pretokenize.h"
+#include "tokenizer/tok_internal.h"
+
+#include <utf8proc.h>
 
 #define HFREF MISER_SOURCE_DIR "/tools/hf_tokref.js"
 #define TOKFILES MISER_SOURCE_DIR "/tools/hf_tokfiles.py"
@@ -991,6 +995,68 @@ Test(tokenizer_hf, threads_share_a_handle)
     miser_tokenizer_free(t);
     free_corpus();
     remove_tmpdir();
+}
+
+/* The hand-written GPT-2 pre-tokenizer in its White_Space mode (the
+ * ByteLevel fast path) gives exactly the pieces of GPT-2's regex under
+ * PCRE2 (Oniguruma semantics) on every valid-UTF-8 string of the corpus, and
+ * its classes are PCRE2's \p{L}, \p{N}, \s on every code point (except ones
+ * unassigned in utf8proc's Unicode version). */
+Test(tokenizer_hf, bytelevel_fast_path_is_the_regex)
+{
+    static const char re_src[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+    miser_tok_regex *re = NULL, *cl[3] = {NULL, NULL, NULL};
+    cr_assert_eq(miser_tok_regex_compile(re_src, sizeof re_src - 1, "test", &re), MISER_OK, "%s", miser_error_message());
+    static const char *const cls[] = {"\\p{L}", "\\p{N}", "\\s", "\\p{Cn}"};
+    miser_tok_regex *unassigned = NULL;
+    cr_assert_eq(miser_tok_regex_compile(cls[3], strlen(cls[3]), "test", &unassigned), MISER_OK);
+    for (int k = 0; k < 3; k++) cr_assert_eq(miser_tok_regex_compile(cls[k], strlen(cls[k]), "test", &cl[k]), MISER_OK);
+    void *md = miser_tok_regex_match_data();
+    cr_assert_not_null(md);
+    build_corpus(L3_SPECIALS, sizeof L3_SPECIALS / sizeof *L3_SPECIALS);
+    size_t compared = 0;
+    for (size_t i = 0; i < g_ncases; i++) {
+        if (!valid_utf8(&g_cases[i])) continue;
+        const uint8_t *s = (const uint8_t *)g_cases[i].s;
+        size_t len = g_cases[i].n, pos = 0, ms, me, ps, pn;
+        miser_pretok it;
+        miser_pretok_init(&it, s, len);
+        it.white_space = 1;
+        while (miser_pretok_next(&it, &ps, &pn)) {
+            cr_assert_eq(miser_tok_regex_find(re, s, len, pos, md, &ms, &me), 1, "case %zu", i);
+            cr_assert(ms == ps && me == ps + pn, "case %zu \"%s\": piece [%zu,%zu), regex [%zu,%zu)", i,
+                      show(g_cases[i].s, len), ps, ps + pn, ms, me);
+            pos = me;
+        }
+        cr_assert_eq(miser_tok_regex_find(re, s, len, pos, md, &ms, &me), 0, "case %zu: regex matches more", i);
+        compared++;
+    }
+    cr_assert_geq(compared, 250);
+    size_t skew = 0;
+    for (uint32_t cp = 0; cp < 0x110000; cp++) {
+        if (cp >= 0xD800 && cp < 0xE000) continue;
+        uint8_t b[4];
+        size_t n = (size_t)utf8proc_encode_char((utf8proc_int32_t)cp, b), ms, me;
+        int want = MISER_CC_OTHER;
+        for (int k = 0; k < 3; k++)
+            if (miser_tok_regex_find(cl[k], b, n, 0, md, &ms, &me) == 1) {
+                want = k == 0 ? MISER_CC_LETTER : k == 1 ? MISER_CC_NUMBER : MISER_CC_SPACE;
+                break;
+            }
+        int mine = miser_pretok_class_ws(cp);
+        if (mine == want) continue;
+        /* the two libraries' Unicode versions differ: allowed where either lacks the code point */
+        cr_assert(utf8proc_category((utf8proc_int32_t)cp) == UTF8PROC_CATEGORY_CN ||
+                      miser_tok_regex_find(unassigned, b, n, 0, md, &ms, &me) == 1,
+                  "U+%04X: class %d, PCRE2 %d", cp, mine, want);
+        skew++;
+    }
+    cr_assert_lt(skew, 20000);
+    miser_tok_regex_match_data_free(md);
+    miser_tok_regex_free(re);
+    for (int k = 0; k < 3; k++) miser_tok_regex_free(cl[k]);
+    miser_tok_regex_free(unassigned);
+    free_corpus();
 }
 
 /* ---- malformed files -------------------------------------------------------------------------- */

@@ -803,7 +803,6 @@ static int apply_behavior(spans *out, rng *r, size_t n, int behavior)
     return 0;
 }
 
-static const char GPT2_RE[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 /* Splits every span of `in` (offsets into e->pb) into `out`. */
 static int pre_split(hstate *e, const miser_hf_step *st, const spans *in, spans *out)
@@ -912,7 +911,13 @@ static int pre_metaspace(hstate *e, const miser_hf_step *st, const spans *in, sp
     return 0;
 }
 
-static int pre_bytelevel(hstate *e, const miser_hf_step *st, const spans *in, spans *out, const miser_hf_step *gpt2)
+/* ByteLevel: the optional prefix space, then (use_regex) GPT-2's regex
+ *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * with Oniguruma's \s (White_Space), through the hand-written GPT-2
+ * pre-tokenizer in its White_Space mode (pretokenize.c): the same pieces as
+ * the pattern under PCRE2, which tests/test_tokenizer_hf.c checks by
+ * comparing with a file that spells the regex as a Split step. */
+static int pre_bytelevel(hstate *e, const miser_hf_step *st, const spans *in, spans *out)
 {
     spans tmp = {0};
     const spans *src = in;
@@ -932,15 +937,20 @@ static int pre_bytelevel(hstate *e, const miser_hf_step *st, const spans *in, sp
         }
         src = &tmp;
     }
-    int rc;
-    if (st->b)
-        rc = pre_split(e, gpt2, src, out);
-    else {
-        rc = 0;
-        for (size_t k = 0; k < src->n && !rc; k++) rc = spans_push(out, src->p[k].off, src->p[k].len);
+    for (size_t k = 0; k < src->n; k++) {
+        if (!st->b) {
+            if (spans_push(out, src->p[k].off, src->p[k].len)) goto nomem;
+            continue;
+        }
+        miser_pretok it;
+        size_t ps, pn;
+        miser_pretok_init(&it, e->pb.p + src->p[k].off, src->p[k].len);
+        it.white_space = 1;
+        while (miser_pretok_next(&it, &ps, &pn))
+            if (spans_push(out, src->p[k].off + ps, pn)) goto nomem;
     }
     miser_free(tmp.p);
-    return rc;
+    return 0;
 nomem:
     miser_free(tmp.p);
     return -1;
@@ -963,10 +973,7 @@ static int encode_plain(const miser_tokenizer *t, hstate *e, const uint8_t *s, s
         if (st->kind == MISER_HF_METASPACE) {
             rc = pre_metaspace(e, st, cur, nxt, at_start);
         } else if (st->kind == MISER_HF_BYTELEVEL) {
-            miser_hf_step g = {0};
-            g.kind = MISER_HF_SPLIT;
-            g.re = st->re; /* GPT-2's regex, compiled by finish when use_regex */
-            rc = pre_bytelevel(e, st, cur, nxt, &g);
+            rc = pre_bytelevel(e, st, cur, nxt);
         } else {
             rc = pre_split(e, st, cur, nxt);
         }
@@ -1285,9 +1292,6 @@ miser_status miser_tok_hf_finish(miser_tokenizer *t)
             return miser_error_set(MISER_ERR_UNSUPPORTED, "%s: pre_tokenizer: a ByteLevel step must be the last one",
                                    h->name);
         h->byte_level = 1;
-        if (h->pre[k].b && !h->pre[k].re &&
-            (st = miser_tok_regex_compile(GPT2_RE, sizeof GPT2_RE - 1, "ByteLevel", &h->pre[k].re)))
-            return st;
     }
     if (h->byte_level) {
         for (unsigned b = 0; b < 256; b++) {

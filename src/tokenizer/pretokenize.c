@@ -38,10 +38,18 @@ int miser_pretok_class(uint32_t cp)
     }
 }
 
+int miser_pretok_class_ws(uint32_t cp)
+{
+    if (cp == 0x85) return MISER_CC_SPACE;
+    if (cp == 0xFEFF) return MISER_CC_OTHER; /* Cf */
+    return miser_pretok_class(cp);
+}
+
 /* Class of the character at i; its byte length in *n. */
 static int class_at(const miser_pretok *it, size_t i, size_t *n)
 {
-    return miser_pretok_class(miser_utf8_next(it->s, it->len, i, n));
+    uint32_t cp = miser_utf8_next(it->s, it->len, i, n);
+    return it->white_space ? miser_pretok_class_ws(cp) : miser_pretok_class(cp);
 }
 
 /* End of the run of characters of class `cls` starting at i. */

@@ -1,5 +1,8 @@
 /* Internal to the tokenizer: strict UTF-8 decoding and the GPT-2
- * pre-tokenizer (the regex of include/miser/tokenizer.h, by hand). */
+ * pre-tokenizer (the regex of include/miser/tokenizer.h, by hand), with
+ * JavaScript's \s (the GPT-2 kind, as gpt-3-encoder) or White_Space (a
+ * tokenizer.json's ByteLevel regex, as the Rust crate: its fast path, which
+ * tests/test_tokenizer_hf.c compares with the PCRE2 form on its corpus). */
 #ifndef MISER_TOKENIZER_PRETOKENIZE_H
 #define MISER_TOKENIZER_PRETOKENIZE_H
 
@@ -49,12 +52,16 @@ enum { MISER_CC_LETTER = 0, MISER_CC_NUMBER, MISER_CC_SPACE, MISER_CC_OTHER };
 
 /* Class of a code point (MISER_UTF8_INVALID is OTHER). SPACE is JavaScript's \s. */
 int miser_pretok_class(uint32_t cp);
+/* The same with SPACE = Unicode White_Space (Oniguruma's \s, which the Rust
+ * tokenizers' ByteLevel regex uses): U+0085 is a space, U+FEFF is not. */
+int miser_pretok_class_ws(uint32_t cp);
 
 /* Iterates over the pieces of a byte string. */
 typedef struct miser_pretok {
     const uint8_t *s;
     size_t len;
     size_t pos;
+    int white_space; /* 1: classes of miser_pretok_class_ws */
 } miser_pretok;
 
 static inline void miser_pretok_init(miser_pretok *it, const void *s, size_t len)
@@ -62,6 +69,7 @@ static inline void miser_pretok_init(miser_pretok *it, const void *s, size_t len
     it->s = (const uint8_t *)s;
     it->len = len;
     it->pos = 0;
+    it->white_space = 0;
 }
 
 /* Next piece as [*start, *start + *n); returns 0 when the text is exhausted.
