@@ -263,7 +263,13 @@ static void read_tree_mem(watch *w, tree_mem *m, int64_t *hwm_each)
         char buf[4096];
         miser_proc_status st;
         if (hwm_each) hwm_each[i] = -1;
-        if (proc_pread(w->procs[i].sfd, buf, sizeof buf) < 0 || miser_proc_parse_status(buf, &st)) continue;
+        if (proc_pread(w->procs[i].sfd, buf, sizeof buf) < 0 || miser_proc_parse_status(buf, &st)) {
+            /* At a mark, a process that cannot be read is a zombie its own
+             * parent has not reaped yet (ours are reaped first): its peak
+             * after the last reading is unknown, the interval a lower bound. */
+            if (hwm_each) w->lost_peak = 1;
+            continue;
+        }
         m->rss += st.rss_kb;
         /* VmHWM comes from approximate per-CPU counters, VmRSS from their
          * exact sum: either can be the larger by a few pages. */
@@ -401,6 +407,7 @@ static void take_mark(watch *w, const char *name, const char *desc, const miser_
     int merge = source == MARK_PIPE && same_as_last(w, MARK_STDOUT, name);
     miser_stage_record prev = {0};
     if (merge) prev = w->prof->stages[w->prof->nstages - 1]; /* the numbers only: freed below */
+    reap(w); /* our zombies first: their ru_maxrss belongs to this interval */
     discover(w, 1);
     w->last_scan = prof_now();
     int64_t *hwm = miser_calloc(MISER_MEM_PROFILER, w->nprocs + 1, sizeof *hwm);
