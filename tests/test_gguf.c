@@ -503,25 +503,51 @@ Test(gguf, q4_linear_every_kernel_set)
                 const int64_t M = Ms[mi];
                 float *x = malloc(sizeof(float) * (size_t)(M * K)), *y = malloc(sizeof(float) * (size_t)(M * N));
                 for (int64_t i = 0; i < M * K; i++) x[i] = frand();
+                float *yi = malloc(sizeof(float) * (size_t)(M * N));
+                miser_linear_args ai = {.M = M, .N = N, .K = K, .x = x, .ldx = K, .w = w, .wdt = dt, .wsk = 1,
+                                        .wsn = K, .bias = bias, .bdt = MISER_DTYPE_F32, .y = yi, .ldy = N};
+                for (int th = 0; th < 2; th++) miser_q4_linear_int_ref(&ai, th, 2);
                 for (size_t si = 0; si < 3; si++) {
                     const miser_kernels *k = miser_kernels_by_name(sets[si]);
                     if (!k) continue; /* the CPU lacks it */
-                    miser_linear_args a = {.M = M, .N = N, .K = K, .x = x, .ldx = K, .w = w, .wdt = dt, .wsk = 1,
-                                           .wsn = K, .bias = bias, .bdt = MISER_DTYPE_F32, .y = y, .ldy = N};
+                    miser_linear_args a = ai;
+                    a.y = y;
+                    memset(y, 0xff, sizeof(float) * (size_t)(M * N));
                     for (int th = 0; th < 3; th++) k->linear(&a, th, 3);
                     for (int64_t m = 0; m < M; m++)
                         for (int64_t n = 0; n < N; n++) {
-                            double ref = bias[n], mag = fabs(bias[n]);
+                            /* exact: double dot of the decoded weights; the integer path's error is
+                             * bounded by |w| times half a quantisation step of x's block */
+                            const int64_t xb = dt == MISER_DTYPE_Q4_0 ? 32 : 256;
+                            double ref = bias[n], mag = fabs(bias[n]), qerr = 0;
                             for (int64_t kk = 0; kk < K; kk++) {
                                 ref += (double)x[m * K + kk] * wf[n * K + kk];
                                 mag += fabs((double)x[m * K + kk] * wf[n * K + kk]);
+                                if (kk % xb == 0) {
+                                    double amax = 0;
+                                    for (int64_t j = 0; j < xb; j++) amax = fmax(amax, fabs(x[m * K + kk + j]));
+                                    for (int64_t j = 0; j < xb; j++) qerr += fabs(wf[n * K + kk + j]) * amax / 254.0;
+                                }
                             }
-                            cr_assert(fabs(y[m * N + n] - ref) <= 1e-5 * mag + 1e-6,
-                                      "%s %s M=%lld N=%lld: y[%lld,%lld] = %.7g, want %.7g", sets[si],
-                                      miser_dtype_name(dt), (long long)M, (long long)N, (long long)m, (long long)n,
-                                      y[m * N + n], ref);
+                            const float got = y[m * N + n];
+                            if (si == 0)
+                                cr_assert(fabs(got - ref) <= 1e-5 * mag + 1e-6,
+                                          "ref %s M=%lld N=%lld: y[%lld,%lld] = %.7g, want %.7g", miser_dtype_name(dt),
+                                          (long long)M, (long long)N, (long long)m, (long long)n, got, ref);
+                            else {
+                                uint32_t g1, g2;
+                                memcpy(&g1, &got, 4);
+                                memcpy(&g2, &yi[m * N + n], 4);
+                                cr_assert_eq(g1, g2, "%s %s M=%lld N=%lld: y[%lld,%lld] = %.9g, integer reference %.9g",
+                                             sets[si], miser_dtype_name(dt), (long long)M, (long long)N, (long long)m,
+                                             (long long)n, got, yi[m * N + n]);
+                                cr_assert(fabs(got - ref) <= 1.001 * qerr + 1e-5 * mag + 1e-6,
+                                          "%s %s: y[%lld,%lld] = %.7g, exact %.7g, bound %.3g", sets[si],
+                                          miser_dtype_name(dt), (long long)m, (long long)n, got, ref, qerr);
+                            }
                         }
                 }
+                free(yi);
                 free(x);
                 free(y);
             }
@@ -543,10 +569,19 @@ static const int32_t PROMPT[] = {1, 2, 3, 17, 4};
 #define TOL_F16 0.05
 #define TOL_Q8 0.3
 #define TOL_Q4 0.5
+/* last logits of the best kernel set vs numpy, relative L2: q8_0 weights go
+ * through the existing q8_0 kernels (int8 activations on AVX-512 VNNI),
+ * 4-bit ones through integer dots on 8-bit activations (quant4.h), whose
+ * rounding these random 2-layer models amplify to a few percent of the
+ * logits (llama.cpp's own logits on the same q4_K file are as far from
+ * numpy's: 0.014 vs numpy's 0.154 for the top-2 gap of the Llama file) */
+#define L2_Q8 2e-2
+#define L2_Q4 0.1
 #define N_PROMPT 5
 #define N_GREEDY 12
 
-static void check_model(const char *base, const char *type, const char *conv_prec, double lc_margin, int use_lc)
+static void check_model(const char *base, const char *type, const char *conv_prec, double lc_margin, double l2_tol,
+                        int use_lc)
 {
     char f[200], ref[256], lc[256];
     if (type[0]) snprintf(f, sizeof f, "%s/%s.%s.gguf", g_tmp, base, type);
@@ -559,6 +594,8 @@ static void check_model(const char *base, const char *type, const char *conv_pre
     miser_model *m;
     miser_plan *p;
     miser_session *s;
+    /* the reference kernels: numpy's arithmetic on the same weights */
+    cr_assert_eq(miser_kernels_select("ref"), 0);
     cr_assert_eq(miser_model_open(f, &m), MISER_OK, "%s", miser_error_message());
     const int64_t V = miser_model_config(m)->n_vocab;
     cr_assert_eq(cJSON_GetArraySize(last), V);
@@ -586,6 +623,37 @@ static void check_model(const char *base, const char *type, const char *conv_pre
             agree = i;
         }
         cr_assert_eq(miser_session_eval(s, &ids[i], 1, &lg), MISER_OK);
+    }
+    miser_session_free(s);
+    miser_plan_free(p);
+    /* the best set of this CPU: llama.cpp's arithmetic (x quantised per block
+     * for the 4-bit weights), within l2_tol of numpy; its tokens are the ones
+     * compared with llama.cpp */
+    cr_assert_eq(miser_kernels_select("auto"), 0);
+    cr_assert_eq(miser_plan_compile(m, NULL, &p), MISER_OK, "%s", miser_error_message());
+    cr_assert_eq(miser_session_create(p, NULL, &s), MISER_OK, "%s", miser_error_message());
+    cr_assert_eq(miser_session_eval(s, PROMPT, N_PROMPT, &lg), MISER_OK, "%s", miser_error_message());
+    num = 0;
+    for (int64_t v = 0; v < V; v++) {
+        double want = cJSON_GetArrayItem(last, (int)v)->valuedouble;
+        num += (lg[v] - want) * (lg[v] - want);
+    }
+    cr_assert(sqrt(num / den) < l2_tol, "%s: %s kernels: last logits %.3g relative L2 from numpy", f,
+              miser_kernels_get()->name, sqrt(num / den));
+    int agree_auto = N_GREEDY;
+    for (int i = 0; i < N_GREEDY; i++) {
+        int b = 0;
+        for (int64_t v = 1; v < V; v++)
+            if (lg[v] > lg[b]) b = (int)v;
+        if (agree_auto == N_GREEDY && b != ids[i]) agree_auto = i;
+        ids[i] = b;
+        cr_assert_eq(miser_session_eval(s, &ids[i], 1, &lg), MISER_OK);
+    }
+    if (agree_auto < agree) { /* the quantised activations flipped a token: only where numpy's margin is small */
+        cr_assert(cJSON_GetArrayItem(margins, agree_auto)->valuedouble < lc_margin,
+                  "%s: %s kernels: token %d differs from the reference kernels' (numpy margin %.3g)", f,
+                  miser_kernels_get()->name, agree_auto, cJSON_GetArrayItem(margins, agree_auto)->valuedouble);
+        agree = agree_auto;
     }
     if (use_lc) {
         cJSON *l = read_json(lc);
@@ -648,10 +716,10 @@ Test(gguf, gpt2_files_against_numpy_and_llamacpp, .timeout = 120)
     static const char *const types[] = {"q4_0", "q4_k_m"};
     prepare("g", "make_checkpoint.py --layers 2 --embd 256 --heads 4 --vocab 512 --ctx 64 --std 0.2 --seed 4",
             "to_gguf.py", convs, 2, types, 2, lc);
-    check_model("g", "", "f32", TOL_F32, lc);
-    check_model("g", "", "q8_0", TOL_Q8, lc);
-    check_model("g", "q4_0", "", TOL_Q4, lc);
-    check_model("g", "q4_k_m", "", TOL_Q4, lc);
+    check_model("g", "", "f32", TOL_F32, 1e-4, lc);
+    check_model("g", "", "q8_0", TOL_Q8, L2_Q8, lc);
+    check_model("g", "q4_0", "", TOL_Q4, L2_Q4, lc);
+    check_model("g", "q4_k_m", "", TOL_Q4, L2_Q4, lc);
 }
 
 Test(gguf, llama_files_against_numpy_and_llamacpp, .timeout = 120)
@@ -663,10 +731,10 @@ Test(gguf, llama_files_against_numpy_and_llamacpp, .timeout = 120)
     static const char *const types[] = {"q4_k", "q6_k"};
     prepare("l", "make_llama_checkpoint.py --layers 2 --hidden 256 --heads 8 --kv-heads 2 --inner 512 --vocab 512 "
             "--seed 5 --std 0.05 --untied", "to_gguf_llama.py", convs, 2, types, 2, lc);
-    check_model("l", "", "f32", TOL_F32, lc);
-    check_model("l", "", "f16", TOL_F16, lc);
-    check_model("l", "q4_k", "", TOL_Q4, lc);
-    check_model("l", "q6_k", "", TOL_Q4, lc);
+    check_model("l", "", "f32", TOL_F32, 1e-4, lc);
+    check_model("l", "", "f16", TOL_F16, 1e-4, lc);
+    check_model("l", "q4_k", "", TOL_Q4, L2_Q4, lc);
+    check_model("l", "q6_k", "", TOL_Q4, L2_Q4, lc);
 }
 
 /* ---- tokenizer ids against llama.cpp's tokenize on the same files ----------- */

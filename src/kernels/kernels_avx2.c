@@ -23,6 +23,7 @@
  * tanh form rewritten so it never cancels: relative error <= ~1e-6. */
 #include "kernels.h"
 #include "simd_shared.h"
+#include "kernels/quant4.h"
 #include "miser/graph.h"
 
 #include <immintrin.h>
@@ -464,6 +465,10 @@ MISER_DEFINE_DOT_COLS
 
 static void avx2_linear(const miser_linear_args *a, int ith, int nth)
 {
+    if (miser_q4_linear_ok(a)) { /* GGUF 4-bit weights: integer dots on quantised x (quant4_avx2.c) */
+        miser_q4_linear_avx2(a, ith, nth);
+        return;
+    }
     if (a->partial && a->phase) return; /* no K split in this set: phase 0 did it all */
     miser_dtype dt = a->wdt;
     int dt_ok = dt == MISER_DTYPE_F32 || dt == MISER_DTYPE_F16 || dt == MISER_DTYPE_BF16 || dt == MISER_DTYPE_Q8_0;

@@ -35,6 +35,7 @@
  * (tests/test_kernels.c checks it). */
 #include "kernels.h"
 #include "simd_shared.h"
+#include "kernels/quant4.h"
 #include "miser/graph.h"
 
 #include <immintrin.h>
@@ -828,6 +829,10 @@ static void gemv_split(miser_dtype dt, const miser_linear_args *a, int ith, int 
 
 static void avx512_linear(const miser_linear_args *a, int ith, int nth)
 {
+    if (miser_q4_linear_ok(a)) { /* GGUF 4-bit weights: integer dots on quantised x (quant4_avx2.c) */
+        miser_q4_linear_avx2(a, ith, nth);
+        return;
+    }
     const miser_dtype dt = a->wdt;
     const int dt_ok = dt == MISER_DTYPE_F32 || dt == MISER_DTYPE_F16 || dt == MISER_DTYPE_BF16 || dt == MISER_DTYPE_Q8_0;
     const int bias_ok = !a->bias || a->bdt == MISER_DTYPE_F32 || a->bdt == MISER_DTYPE_F16 || a->bdt == MISER_DTYPE_BF16;

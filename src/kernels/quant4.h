@@ -56,4 +56,37 @@ static inline int miser_q4_linear_ok(const miser_linear_args *a)
 /* The reference: each weight block decoded to f32, dotted with x in double
  * (as ref.c's linear), bias and activation after; columns split by thread. */
 void miser_q4_linear_ref(const miser_linear_args *a, int ith, int nth);
+/* ---- llama.cpp's arithmetic: integer dot products on quantised x ----
+ * x is quantised per block as llama.cpp does before a quantised matmul:
+ * q8_0-style blocks of 32 for Q4_0 weights, q8_K blocks of 256 for Q4_K /
+ * Q6_K (d = max|x| / 127 kept in f32, q = x / d rounded to nearest even,
+ * plus the block's sums of q that the weights' offsets need). Each block's
+ * integer dot product is exact; it is scaled and summed in f32 in a fixed
+ * order, so every set that computes the integers gives the same y bit for
+ * bit. */
+typedef struct miser_q8a {
+    float d;
+    int32_t sum;      /* sum of q */
+    int8_t q[32];
+} miser_q8a;
+typedef struct miser_q8k {
+    float d;
+    int16_t bsums[16]; /* sums of q[16 j .. 16 j + 15] */
+    int8_t q[MISER_QK_K];
+} miser_q8k;
+/* x[0..K) into K/32 q8a (Q4_0) or K/256 q8k blocks. */
+void miser_q8a_quantize_row(const float *x, int64_t K, miser_q8a *out);
+void miser_q8k_quantize_row(const float *x, int64_t K, miser_q8k *out);
+/* One weight row (K values) dotted with quantised x: scalar reference. */
+typedef float (*miser_q4_dot_fn)(miser_dtype dt, const void *wrow, const void *xq, int64_t K);
+float miser_q4_dot_int_ref(miser_dtype dt, const void *wrow, const void *xq, int64_t K);
+/* The linear kernel on quantised x with a given row dot (the scalar one or
+ * a SIMD set's); x rows are quantised into a per-thread buffer in chunks. */
+void miser_q4_linear_int(const miser_linear_args *a, int ith, int nth, miser_q4_dot_fn dot);
+void miser_q4_linear_int_ref(const miser_linear_args *a, int ith, int nth);
+/* AVX2 (vpmaddubsw) row dots: results identical to miser_q4_dot_int_ref.
+ * Only call when the CPU has AVX2 (the avx2 and avx512 sets route here). */
+float miser_q4_dot_avx2(miser_dtype dt, const void *wrow, const void *xq, int64_t K);
+void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth);
+
 #endif

@@ -120,3 +120,140 @@ void miser_q4_linear_ref(const miser_linear_args *a, int ith, int nth)
         }
     }
 }
+
+/* ---- integer dot products on quantised x (quant4.h) ------------------------ */
+
+void miser_q8a_quantize_row(const float *x, int64_t K, miser_q8a *out)
+{
+    for (int64_t b = 0; b < K / 32; b++, x += 32) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        int32_t s = 0;
+        for (int j = 0; j < 32; j++) s += out[b].q[j] = (int8_t)nearbyintf(x[j] * id);
+        out[b].d = d;
+        out[b].sum = s;
+    }
+}
+
+void miser_q8k_quantize_row(const float *x, int64_t K, miser_q8k *out)
+{
+    for (int64_t b = 0; b < K / MISER_QK_K; b++, x += MISER_QK_K) {
+        float amax = 0;
+        for (int j = 0; j < MISER_QK_K; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        for (int j = 0; j < MISER_QK_K; j++) out[b].q[j] = (int8_t)nearbyintf(x[j] * id);
+        for (int g = 0; g < 16; g++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += out[b].q[16 * g + j];
+            out[b].bsums[g] = (int16_t)s;
+        }
+        out[b].d = d;
+    }
+}
+
+float miser_q4_dot_int_ref(miser_dtype dt, const void *wrow, const void *xq, int64_t K)
+{
+    const uint8_t *w = wrow;
+    float acc = 0;
+    if (dt == MISER_DTYPE_Q4_0) {
+        const miser_q8a *x = xq;
+        for (int64_t b = 0; b < K / 32; b++, w += MISER_Q4_0_BYTES) {
+            const uint8_t *qs = w + 2;
+            int32_t isum = 0;
+            for (int j = 0; j < 16; j++) isum += (qs[j] & 15) * x[b].q[j] + (qs[j] >> 4) * x[b].q[j + 16];
+            isum -= 8 * x[b].sum;
+            const float t = half(w) * x[b].d * (float)isum; /* no fma: the same f32 ops in every set */
+            acc += t;
+        }
+        return acc;
+    }
+    const miser_q8k *x = xq;
+    for (int64_t b = 0; b < K / MISER_QK_K; b++) {
+        const int8_t *q8 = x[b].q;
+        if (dt == MISER_DTYPE_Q4_K) {
+            const uint8_t *scales = w + 4, *qs = w + 16;
+            int32_t sumi = 0, summ = 0;
+            for (int p = 0; p < 4; p++) {
+                uint8_t sc0, m0, sc1, m1;
+                miser_q4k_scale_min(2 * p, scales, &sc0, &m0);
+                miser_q4k_scale_min(2 * p + 1, scales, &sc1, &m1);
+                int32_t lo = 0, hi = 0;
+                for (int l = 0; l < 32; l++) {
+                    lo += (qs[32 * p + l] & 15) * q8[64 * p + l];
+                    hi += (qs[32 * p + l] >> 4) * q8[64 * p + 32 + l];
+                }
+                sumi += sc0 * lo + sc1 * hi;
+                summ += m0 * (x[b].bsums[4 * p] + x[b].bsums[4 * p + 1]) + m1 * (x[b].bsums[4 * p + 2] + x[b].bsums[4 * p + 3]);
+            }
+            const float t = half(w) * x[b].d * (float)sumi, u = half(w + 2) * x[b].d * (float)summ;
+            acc += t - u;
+            w += MISER_Q4_K_BYTES;
+        } else { /* Q6_K */
+            const uint8_t *ql = w, *qh = w + 128;
+            const int8_t *sc = (const int8_t *)(w + 192);
+            int32_t isum[16] = {0};
+            for (int h = 0; h < 2; h++)
+                for (int l = 0; l < 32; l++) {
+                    const int q1 = (ql[64 * h + l] & 0xF) | (((qh[32 * h + l] >> 0) & 3) << 4);
+                    const int q2 = (ql[64 * h + l + 32] & 0xF) | (((qh[32 * h + l] >> 2) & 3) << 4);
+                    const int q3 = (ql[64 * h + l] >> 4) | (((qh[32 * h + l] >> 4) & 3) << 4);
+                    const int q4 = (ql[64 * h + l + 32] >> 4) | (((qh[32 * h + l] >> 6) & 3) << 4);
+                    const int base = 128 * h + l;
+                    isum[(base + 0) / 16] += q1 * q8[base + 0];
+                    isum[(base + 32) / 16] += q2 * q8[base + 32];
+                    isum[(base + 64) / 16] += q3 * q8[base + 64];
+                    isum[(base + 96) / 16] += q4 * q8[base + 96];
+                }
+            int32_t sumi = 0;
+            for (int s = 0; s < 16; s++) sumi += sc[s] * (isum[s] - 32 * x[b].bsums[s]);
+            const float t = half(w + 208) * x[b].d * (float)sumi;
+            acc += t;
+            w += MISER_Q6_K_BYTES;
+        }
+    }
+    return acc;
+}
+
+/* Per-thread room for quantised x rows (the kernel does not allocate). */
+#define XQ_BYTES (256 * 1024)
+static _Thread_local unsigned char g_xq[XQ_BYTES] __attribute__((aligned(64)));
+
+void miser_q4_linear_int(const miser_linear_args *a, int ith, int nth, miser_q4_dot_fn dot)
+{
+    if (a->partial && a->phase) return;
+    const miser_dtype dt = a->wdt;
+    const int64_t bl = miser_dtype_block(dt);
+    const size_t bb = miser_dtype_block_bytes(dt);
+    const size_t row_q = dt == MISER_DTYPE_Q4_0 ? (size_t)(a->K / 32) * sizeof(miser_q8a)
+                                               : (size_t)(a->K / MISER_QK_K) * sizeof(miser_q8k);
+    if (row_q > XQ_BYTES) { /* K past 200k: decode the blocks instead */
+        miser_q4_linear_ref(a, ith, nth);
+        return;
+    }
+    int64_t n0, n1;
+    miser_split(a->N, ith, nth, &n0, &n1);
+    if (n0 >= n1) return;
+    const int64_t chunk = (int64_t)(XQ_BYTES / row_q);
+    for (int64_t m0 = 0; m0 < a->M; m0 += chunk) {
+        const int64_t m1 = m0 + chunk < a->M ? m0 + chunk : a->M;
+        for (int64_t m = m0; m < m1; m++) {
+            void *q = g_xq + (size_t)(m - m0) * row_q;
+            if (dt == MISER_DTYPE_Q4_0) miser_q8a_quantize_row(a->x + m * a->ldx, a->K, q);
+            else miser_q8k_quantize_row(a->x + m * a->ldx, a->K, q);
+        }
+        for (int64_t n = n0; n < n1; n++) {
+            const uint8_t *row = (const uint8_t *)a->w + (size_t)(n * a->wsn / bl) * bb;
+            const float b = a->bias ? miser_load_elem(a->bdt, a->bias, n) : 0.0f;
+            for (int64_t m = m0; m < m1; m++) {
+                const float v = dot(dt, row, g_xq + (size_t)(m - m0) * row_q, a->K) + b;
+                a->y[m * a->ldy + n] = a->act == MISER_ACT_GELU ? gelu1(v) : v;
+            }
+        }
+    }
+}
+
+void miser_q4_linear_int_ref(const miser_linear_args *a, int ith, int nth)
+{
+    miser_q4_linear_int(a, ith, nth, miser_q4_dot_int_ref);
+}
