@@ -866,7 +866,7 @@ static const char html_style[] =
     ".range{display:block;color:#666;font-size:85%}"
     ".note{background:#fff3cd;border-left:4px solid #e0a800;padding:6px 10px}"
     "code{background:#f3f3f3;padding:0 3px;overflow-wrap:anywhere}"
-    "li{overflow-wrap:anywhere}figure{margin:0}svg{display:block;max-width:100%;height:auto}";
+    "li{overflow-wrap:anywhere}figure{margin:0}figure svg{display:block;width:100%;max-width:1200px;height:auto}";
 
 miser_status miser_bench_write_html(const miser_bench_report *r, FILE *f)
 {

@@ -415,7 +415,7 @@ miser_status miser_chart_timeline(FILE *f, const miser_profile *p, const miser_c
     double tstep = miser_chart_nice_step(tmax * tunit, 8) / tunit;
     double xmax = ceil(tmax / tstep - 1e-9) * tstep;
     double ystep = miser_chart_nice_step(ymax, 5);
-    double yend = ceil(ymax * 1.02 / ystep - 1e-9) * ystep;
+    double yend = ceil(ymax * 1.05 / ystep - 1e-9) * ystep; /* headroom: a line never runs along the frame */
     double x0 = o->x + L;
 
     /* Stage labels: placed first, since their rows decide where the plot starts. */
