@@ -12,7 +12,8 @@
 //     their SVG; x tick values do not overlap either.
 // A full-page screenshot and the rendered DOM of each file are kept in --out.
 //
-// usage: node tests/browser/report_check.js --out DIR FILE.html|FILE.svg ...
+// usage: node tests/browser/report_check.js --out DIR [--width PX] FILE.html|FILE.svg ...
+// (--width: the viewport, 1400 px by default)
 // exit: 0 all checks passed, 1 a check failed, 2 bad usage, 3 no browser.
 'use strict';
 const fs = require('fs');
@@ -28,12 +29,13 @@ try {
   process.exit(3);
 }
 
-const WIDTH = 1400, HEIGHT = 900;
+let WIDTH = 1400;
+const HEIGHT = 900;
 const CHROMIUM = process.env.MISER_CHROMIUM || '/usr/bin/chromium';
 
 function usage(msg) {
   if (msg) console.error('report_check: ' + msg);
-  console.error('usage: node tests/browser/report_check.js --out DIR FILE.html|FILE.svg ...');
+  console.error('usage: node tests/browser/report_check.js --out DIR [--width PX] FILE.html|FILE.svg ...');
   process.exit(2);
 }
 
@@ -44,6 +46,9 @@ for (let i = 0; i < args.length; i++) {
   if (args[i] === '--out') {
     outDir = args[++i];
     if (!outDir) usage('--out needs a directory');
+  } else if (args[i] === '--width') {
+    WIDTH = parseInt(args[++i], 10);
+    if (!(WIDTH >= 320 && WIDTH <= 4000)) usage('--width takes 320..4000 (px)');
   } else if (args[i].startsWith('-')) usage('unknown option ' + args[i]);
   else files.push(args[i]);
 }
