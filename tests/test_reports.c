@@ -5,7 +5,8 @@
  * command's own [STAGE] figure beside miser's reading, HTML without Markdown
  * syntax and with enough digits), and then rendered by a real browser
  * (Debian's chromium, headless, through tests/browser/report_check.js) with
- * the C API's profile page (Python's Profiler.save("x.html")), which
+ * `miser bench --html` and the C API's profile page (Python's
+ * Profiler.save("x.html")), which
  * checks what was drawn: no literal Markdown, nothing wider than the page,
  * tick values present, labels' rendered boxes apart. The browser's
  * screenshots stay in $(BUILD)/report-check/ as the test's artefacts. */
@@ -518,8 +519,9 @@ Test(reports, browser_renders_reports_legibly, .timeout = 120)
     char *log = test_read_file(cmd, NULL);
     cr_assert_eq(rc, 0, "miser compare failed:\n%s", log ? log : "");
     free(log);
-    snprintf(cmd, sizeof cmd, "%s bench --model %s --runs 1 --svg %s/bench.svg >/dev/null 2>&1", MISER_BIN, TINY, dir);
-    cr_assert_eq(run_status(cmd), 0, "miser bench --svg failed");
+    snprintf(cmd, sizeof cmd, "%s bench --model %s --runs 1 --svg %s/bench.svg --html %s/bench.html >/dev/null 2>&1",
+             MISER_BIN, TINY, dir, dir);
+    cr_assert_eq(run_status(cmd), 0, "miser bench --svg --html failed");
     snprintf(cmd, sizeof cmd, "%s/child.py", dir);
     FILE *f = fopen(cmd, "w");
     cr_assert(f);
@@ -541,9 +543,9 @@ Test(reports, browser_renders_reports_legibly, .timeout = 120)
     miser_free(page);
     miser_profile_free(p);
     snprintf(cmd, sizeof cmd, "cp %s/rep/report.html %s/report.html && node %s/tests/browser/report_check.js --out "
-                              "%s/report-check %s/report.html %s/bench.svg %s/profile.svg %s/profile-page.html "
+                              "%s/report-check %s/report.html %s/bench.html %s/bench.svg %s/profile.svg %s/profile-page.html "
                               ">%s/check.log 2>&1",
-             dir, dir, MISER_SOURCE_DIR, MISER_BUILD_DIR, dir, dir, dir, dir, dir);
+             dir, dir, MISER_SOURCE_DIR, MISER_BUILD_DIR, dir, dir, dir, dir, dir, dir);
     rc = run_status(cmd);
     snprintf(cmd, sizeof cmd, "%s/check.log", dir);
     log = test_read_file(cmd, NULL);

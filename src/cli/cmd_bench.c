@@ -71,6 +71,7 @@ static void usage(FILE *f)
             "  --json PATH         write the aggregate (medians, spread, runs) as JSON\n"
             "  --md PATH           write a Markdown report\n"
             "  --svg PATH          write the charts (peak memory, times, stage timeline)\n"
+            "  --html PATH         write the HTML report (the Markdown report's content with the charts)\n"
             "  --soak N            generate N times in one process and report memory drift\n"
             "                      per iteration (with --json: written there)\n"
             "  -h, --help          this help\n"
@@ -605,16 +606,17 @@ static int cmd_bench(int argc, char **argv)
 {
     const char *cmd = "bench";
     scenario sc = {NULL, "Hello", "Test", "default", 10, miser_cli_default_threads()};
-    const char *json = NULL, *md = NULL, *svg = NULL, *profile_out = NULL, *json_out = NULL;
+    const char *json = NULL, *md = NULL, *svg = NULL, *html = NULL, *profile_out = NULL, *json_out = NULL;
     long long runs = 3, soak = 0;
     int child = 0;
-    enum { O_RUNS = 256, O_P2, O_MAXLEN, O_PIPE, O_THREADS, O_JSON, O_MD, O_SVG, O_SOAK, O_CHILD, O_PROF, O_JOUT };
+    enum { O_RUNS = 256, O_P2, O_MAXLEN, O_PIPE, O_THREADS, O_JSON, O_MD, O_SVG, O_SOAK, O_CHILD, O_PROF, O_JOUT, O_HTML };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},        {"prompt", required_argument, 0, 'p'},
         {"prompt2", required_argument, 0, O_P2},     {"runs", required_argument, 0, O_RUNS},
         {"max-length", required_argument, 0, O_MAXLEN}, {"pipeline", required_argument, 0, O_PIPE},
         {"threads", required_argument, 0, O_THREADS}, {"json", required_argument, 0, O_JSON},
         {"md", required_argument, 0, O_MD},          {"svg", required_argument, 0, O_SVG},
+        {"html", required_argument, 0, O_HTML},
         {"soak", required_argument, 0, O_SOAK},      {"child", no_argument, 0, O_CHILD},
         {"profile-out", required_argument, 0, O_PROF}, {"json-out", required_argument, 0, O_JOUT},
         {"help", no_argument, 0, 'h'},               {0, 0, 0, 0}};
@@ -636,6 +638,7 @@ static int cmd_bench(int argc, char **argv)
         case O_JSON: json = optarg; break;
         case O_MD: md = optarg; break;
         case O_SVG: svg = optarg; break;
+        case O_HTML: html = optarg; break;
         case O_SOAK: bad = miser_cli_parse_i64(optarg, 1, 1000000, &soak); break;
         case O_CHILD: child = 1; break;
         case O_PROF: profile_out = optarg; break;
@@ -656,14 +659,15 @@ static int cmd_bench(int argc, char **argv)
         miser_cli_error(cmd, "--model needs a directory (without --model: the synthetic checkpoint)");
         return MISER_EXIT_USAGE;
     }
-    if (soak && (md || svg)) {
-        miser_cli_error(cmd, "--%s does not apply to --soak (its figures go to stdout and --json)", md ? "md" : "svg");
+    if (soak && (md || svg || html)) {
+        miser_cli_error(cmd, "--%s does not apply to --soak (its figures go to stdout and --json)",
+                        md ? "md" : svg ? "svg" : "html");
         return MISER_EXIT_USAGE;
     }
     /* Every output path and the whole input are checked before the first
      * run (or the synthetic checkpoint) starts. */
     struct { const char *opt, *path; } paths[] = {
-        {"json", json}, {"md", md}, {"svg", svg}, {"profile-out", profile_out}, {"json-out", json_out}};
+        {"json", json}, {"md", md}, {"svg", svg}, {"html", html}, {"profile-out", profile_out}, {"json-out", json_out}};
     for (size_t k = 0; k < sizeof paths / sizeof paths[0]; k++) {
         int prc = paths[k].path ? miser_cli_check_output(cmd, paths[k].opt, paths[k].path) : 0;
         if (prc) return prc;
@@ -740,11 +744,12 @@ static int cmd_bench(int argc, char **argv)
     miser_bench_machine(rep.machine, sizeof rep.machine);
     miser_bench_check_agreement(&rep);
     if (row.nruns) miser_bench_write_table(&rep, stdout);
-    else if (json || md || svg)
+    else if (json || md || svg || html)
         fprintf(stderr, "miser bench: no run completed: no report written\n");
     struct { const char *path; miser_bench_writer w; } outs[] = {
-        {json, miser_bench_write_json}, {md, miser_bench_write_markdown}, {svg, miser_bench_write_svg}};
-    for (int k = 0; k < 3 && row.nruns; k++)
+        {json, miser_bench_write_json}, {md, miser_bench_write_markdown}, {svg, miser_bench_write_svg},
+        {html, miser_bench_write_html}};
+    for (size_t k = 0; k < sizeof outs / sizeof outs[0] && row.nruns; k++)
         if (outs[k].path && miser_bench_write_file(&rep, outs[k].w, outs[k].path)) {
             miser_cli_error(cmd, "%s", miser_error_message());
             rc = MISER_EXIT_FAIL;

@@ -209,7 +209,8 @@ function checkFile(file, m) {
       await page.goto('file://' + abs, {waitUntil: 'load', timeout: 30000});
       const m = await page.evaluate(measure, WIDTH);
       checkFile(file, m);
-      const stem = path.basename(file).replace(/\.[^.]+$/, '');
+      // report.html -> report.png, bench.svg -> bench-svg.png (an HTML page and an SVG may share a name)
+      const stem = path.basename(file).replace(/\.([^.]+)$/, (m, ext) => (/^html?$/i.test(ext) ? '' : '-' + ext));
       const shot = path.join(outDir, stem + '.png');
       await page.screenshot({path: shot, fullPage: true});
       fs.writeFileSync(path.join(outDir, stem + '.dom.html'), await page.content());
