@@ -628,8 +628,8 @@ void attrib_watch_finish(attrib_watch *aw, miser_profile *p)
             prof_warn(p, "attribution: pid %d: stack table full, %llu allocation(s) charged to '[stack table full]' "
                       "(raise MISER_ATTRIB_MAX_STACKS)", im->pid, (unsigned long long)im->stack_overflow);
         if (im->stack_truncated)
-            prof_warn(p, "attribution: pid %d: %llu allocation(s) made by stacks past 7/8 of the table are listed by "
-                      "their 10 innermost frames (raise MISER_ATTRIB_MAX_STACKS for whole stacks)", im->pid,
+            prof_warn(p, "attribution: pid %d: %llu allocation(s) made by stacks past 3/4 of the table are listed by "
+                      "their 4 innermost frames (raise MISER_ATTRIB_MAX_STACKS for whole stacks)", im->pid,
                       (unsigned long long)im->stack_truncated);
         if (im->snap_overflow || im->table_overflow || im->region_overflow)
             prof_warn(p, "attribution: pid %d: %llu snapshot record(s), %llu allocation(s) and %llu mapping(s) did "
