@@ -271,7 +271,10 @@ miser_status attrib_watch_begin(const char *lib, int64_t min_bytes, attrib_watch
     attrib_watch *aw = miser_calloc(MISER_MEM_PROFILER, 1, sizeof *aw);
     if (!aw) return miser_error_set(MISER_ERR_NOMEM, "attribution: out of memory");
     aw->min_bytes = min_bytes;
-    const char *tmp = getenv("TMPDIR");
+    /* memory-backed by default: the per-process files are written at every
+     * allocation, and a disk's dirty-page writeback would stall the program */
+    const char *tmp = getenv("MISER_ATTRIB_TMPDIR");
+    if (!tmp || !*tmp) tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
     snprintf(aw->dir, sizeof aw->dir, "%s/miser-attrib-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(aw->dir)) {
         miser_status st = miser_error_set(MISER_ERR_IO, "attribution: cannot make a directory under %s: %s",
@@ -404,6 +407,18 @@ static const char *base_name(const char *p)
     return s ? s + 1 : p;
 }
 
+/* Hash of what same_symbolic compares, so merging is not quadratic in strcmp. */
+static uint64_t symbolic_hash(const miser_attrib_entry *e)
+{
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)(unsigned)e->pid ^ ((uint64_t)e->kind << 40);
+    for (size_t i = 0; i < e->nframes; i++) {
+        for (const unsigned char *c = (const unsigned char *)e->frames[i].function; *c; c++) h = (h ^ *c) * 0x100000001b3ULL;
+        for (const unsigned char *c = (const unsigned char *)e->frames[i].library; *c; c++) h = (h ^ *c) * 0x100000001b3ULL;
+        h = (h ^ 0xff) * 0x100000001b3ULL;
+    }
+    return h;
+}
+
 static int same_symbolic(const miser_attrib_entry *a, const miser_attrib_entry *b)
 {
     if (a->pid != b->pid || a->kind != b->kind || a->nframes != b->nframes) return 0;
@@ -421,7 +436,12 @@ static miser_status make_list(image_set *is, cand *c, size_t n, int64_t min_byte
     qsort(c, n, sizeof *c, cmp_cand);
     size_t take = n < ATTRIB_MAX_CANDIDATES ? n : ATTRIB_MAX_CANDIDATES;
     miser_attrib_entry *v = miser_calloc(MISER_MEM_PROFILER, take + 1, sizeof *v);
-    if (!v) return miser_error_set(MISER_ERR_NOMEM, "attribution: out of memory");
+    uint64_t *vh = miser_calloc(MISER_MEM_PROFILER, take + 1, sizeof *vh);
+    if (!v || !vh) {
+        miser_free(v);
+        miser_free(vh);
+        return miser_error_set(MISER_ERR_NOMEM, "attribution: out of memory");
+    }
     size_t nv = 0;
     for (size_t i = take; i < n; i++) {
         out->other_bytes += c[i].bytes;
@@ -447,16 +467,21 @@ static miser_status make_list(image_set *is, cand *c, size_t n, int64_t min_byte
             for (uint32_t k = 0; k < si->depth; k++) attrib_sym_frame(is->syms[c[i].img], si->ips[k], 1, &e.frames[k]);
             e.nframes = si->depth;
         }
+        uint64_t eh = symbolic_hash(&e);
         size_t j = 0;
         for (; j < nv; j++)
-            if (same_symbolic(&v[j], &e)) break;
+            if (vh[j] == eh && same_symbolic(&v[j], &e)) break;
         if (j < nv) {
             v[j].bytes += e.bytes;
             v[j].count += e.count;
             v[j].start_bytes += e.start_bytes;
             entry_free(&e);
-        } else v[nv++] = e;
+        } else {
+            vh[nv] = eh;
+            v[nv++] = e;
+        }
     }
+    miser_free(vh);
     qsort(v, nv, sizeof *v, cmp_entry);
     size_t keep = 0;
     for (size_t i = 0; i < nv; i++) {
