@@ -44,6 +44,18 @@ typedef struct miser_session miser_session;
  * (MISER_MEM_ACTIVATIONS, reserved once) and a thread pool. */
 miser_status miser_session_create(const miser_plan *p, const miser_session_options *o, miser_session **out);
 void miser_session_free(miser_session *s);
+/* Bytes a session with options `o` allocates, by kind (computed, nothing
+ * allocated): the memory-budget predictor (budget.h) and the session share
+ * this one computation. */
+typedef struct miser_session_footprint {
+    int64_t capacity;        /* KV positions */
+    int threads;
+    uint64_t kv_bytes;       /* MISER_MEM_KV: 2 x layers x capacity x KV heads x head_dim */
+    uint64_t arena_bytes;    /* MISER_MEM_ACTIVATIONS: the planned arena */
+    uint64_t scratch_bytes;  /* MISER_MEM_SCRATCH: attention rows per thread + decode partial sums */
+    uint64_t other_bytes;    /* ids, positions, views, rope tables, per-layer cache pointers */
+} miser_session_footprint;
+void miser_session_footprint_get(const miser_plan *p, const miser_session_options *o, miser_session_footprint *out);
 /* Forget the sequence (positions restart at 0); keeps every buffer. */
 void miser_session_reset(miser_session *s);
 int64_t miser_session_position(const miser_session *s);

@@ -40,6 +40,10 @@ static void usage(FILE *f)
             "  --kv-f16               keep the KV cache in f16\n"
             "  --precision P          f32, f16, bf16 or q8_0: run the matrices in P, converted once into a\n"
             "                         cache ($MISER_CACHE_DIR or ~/.cache/miser) and mmapped; never widens\n"
+            "  --memory-budget SIZE   predicted peak RSS must fit SIZE (512M, 1.5G, bytes; see `miser plan`):\n"
+            "                         with --precision a configuration that does not is refused (exit 3),\n"
+            "                         without, the widest precision that fits is picked (said on stderr)\n"
+            "  --allow-paging         run even when only the file-backed weights exceed the budget\n"
             "  --kernels NAME         auto (default: the best this CPU runs), ref (the scalar\n"
             "                         reference), avx2, avx512\n"
             "  --json                 print one JSON object instead of streaming text\n"
@@ -98,9 +102,10 @@ static int cmd_generate(int argc, char **argv)
     const char *model_dir = NULL, *precision = NULL, *prompt = NULL, *pipeline = "default", *disable = NULL, *kernels = NULL;
     long long max_new = -1, max_len = 0, top_k = 0, seed = 0, threads = miser_cli_default_threads(), max_batch = 64;
     float temperature = 0, top_p = 1;
-    int json = 0, ignore_eos = 0, special_text = 0, kv_f16 = 0;
+    int json = 0, ignore_eos = 0, special_text = 0, kv_f16 = 0, allow_paging = 0;
+    const char *budget_s = NULL;
     enum { O_MAXNEW = 256, O_MAXLEN, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_IGNEOS, O_SPECIAL, O_THREADS, O_PIPE, O_DIS,
-           O_BATCH, O_KV16, O_KERN, O_JSON, O_PREC };
+           O_BATCH, O_KV16, O_KERN, O_JSON, O_PREC, O_BUDGET, O_PAGING };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
         {"max-new-tokens", required_argument, 0, O_MAXNEW}, {"max-length", required_argument, 0, O_MAXLEN},
@@ -110,7 +115,8 @@ static int cmd_generate(int argc, char **argv)
         {"threads", required_argument, 0, O_THREADS}, {"pipeline", required_argument, 0, O_PIPE},
         {"disable-pass", required_argument, 0, O_DIS}, {"max-batch", required_argument, 0, O_BATCH},
         {"kv-f16", no_argument, 0, O_KV16}, {"kernels", required_argument, 0, O_KERN},
-        {"json", no_argument, 0, O_JSON}, {"precision", required_argument, 0, O_PREC}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"json", no_argument, 0, O_JSON}, {"precision", required_argument, 0, O_PREC},
+        {"memory-budget", required_argument, 0, O_BUDGET}, {"allow-paging", no_argument, 0, O_PAGING}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
     int c, li = -1;
@@ -143,6 +149,8 @@ static int cmd_generate(int argc, char **argv)
         case O_KERN: kernels = optarg; break;
         case O_JSON: json = 1; break;
         case O_PREC: precision = optarg; break;
+        case O_BUDGET: budget_s = optarg; break;
+        case O_PAGING: allow_paging = 1; break;
         default: return miser_cli_option_error(cmd, c, argv);
         }
         if (bad) return miser_cli_value_error(cmd, opts, li, optarg);
@@ -190,6 +198,19 @@ static int cmd_generate(int argc, char **argv)
         miser_cli_error(cmd, "%s is not valid UTF-8", what);
         rc = MISER_EXIT_DATA;
         goto out;
+    }
+    int64_t budget_ctx = 0; /* KV positions the budget leaves (0: no budget) */
+    if (budget_s) {
+        /* prompt tokens <= prompt bytes + 1: an upper bound on the context wanted */
+        int64_t want = max_len ? max_len : (int64_t)plen + 1 + (max_new > 0 ? max_new : 50);
+        int p = (int)prec;
+        if ((rc = miser_cli_budget_check(cmd, model_dir, budget_s, allow_paging, precision != NULL, &p, want,
+                                         (int)threads, kv_f16, &budget_ctx)))
+            goto out;
+        if (!precision) {
+            prec = (miser_dtype)p;
+            precision = miser_dtype_name(prec);
+        }
     }
     double t0 = miser_now_s();
     if (precision) {
@@ -241,6 +262,7 @@ static int cmd_generate(int argc, char **argv)
         goto out;
     }
     stage_mark("compile");
+    if (budget_ctx > 0 && want_ctx > budget_ctx) want_ctx = budget_ctx;
     miser_session_options so = {.capacity = want_ctx, .threads = (int)threads, .kv_f16 = kv_f16};
     if ((st = miser_session_create(plan, &so, &sess))) {
         miser_cli_error(cmd, "%s", miser_error_message());

@@ -33,6 +33,52 @@ static void *kv_alloc(miser_session *s, int64_t elems)
     return miser_aligned_alloc(MISER_MEM_KV, 64, (size_t)elems * (s->kv_f16 ? 2 : 4));
 }
 
+/* The largest decode K split over the graph's linears (M = 1), in floats:
+ * the session's partial buffer (shared with miser_session_footprint_get). */
+static int64_t decode_partial_floats(const miser_graph *g)
+{
+    int64_t cap = 0;
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        const miser_node *n = &g->nodes[i];
+        if ((n->op != MISER_OP_LINEAR && n->op != MISER_OP_MATMUL) || n->n_in < 2) continue;
+        const miser_node *w = &g->nodes[n->in[1]];
+        if (w->ndim != 2 || w->shape[0] < 1 || w->shape[1] < 1) continue;
+        /* the layout as stored: the dot layout (wte's transpose, the q8_0
+         * cache's Conv1D weights) needs no split */
+        const miser_linear_args q = {.M = 1, .K = w->shape[0], .N = w->shape[1],
+                                     .wsk = w->op == MISER_OP_CONST ? w->cst.stride[0] : w->shape[1],
+                                     .wsn = w->op == MISER_OP_CONST ? w->cst.stride[1] : 1};
+        const int64_t need = miser_linear_partial_floats(&q);
+        if (need > cap) cap = need;
+    }
+    return cap;
+}
+
+/* What miser_session_create allocates for `o` (the memory-budget predictor
+ * reads this instead of repeating the arithmetic; keep the two in step). */
+void miser_session_footprint_get(const miser_plan *p, const miser_session_options *o, miser_session_footprint *out)
+{
+    miser_session_options def = {0};
+    if (!o) o = &def;
+    const miser_graph *g = &p->g;
+    const int64_t cap = o->capacity > 0 && o->capacity < p->max_context ? o->capacity : p->max_context;
+    const int64_t L = g->n_layer, HD = (g->n_kv_head > 0 ? g->n_kv_head : g->n_head) * g->head_dim;
+    const int64_t group = g->n_kv_head > 0 && g->n_head > g->n_kv_head ? g->n_head / g->n_kv_head : 1;
+    const int threads = o->threads > 0 ? o->threads : 1;
+    int has_rope = 0;
+    for (int32_t i = 0; i < g->n_nodes; i++) has_rope |= g->nodes[i].op == MISER_OP_ROPE;
+    const uint64_t half = (uint64_t)(g->head_dim / 2);
+    out->capacity = cap;
+    out->kv_bytes = (uint64_t)(2 * L) * (uint64_t)(cap * HD) * (o->kv_f16 ? 2u : 4u);
+    out->arena_bytes = g->arena_bytes ? g->arena_bytes : 64;
+    out->scratch_bytes = sizeof(float) * (uint64_t)(cap * group * threads) +
+                         sizeof(float) * (uint64_t)decode_partial_floats(g);
+    out->other_bytes = 2 * sizeof(int32_t) * (uint64_t)p->max_batch + ((uint64_t)g->n_nodes + 1) * sizeof(miser_tview) +
+                       (has_rope ? sizeof(double) * (half ? half : 1) + 2 * sizeof(float) * ((uint64_t)p->max_batch * half + 1) : 0) +
+                       2 * sizeof(void *) * (uint64_t)L;
+    out->threads = threads;
+}
+
 miser_status miser_session_create(const miser_plan *p, const miser_session_options *o, miser_session **out)
 {
     *out = NULL;
@@ -65,20 +111,7 @@ miser_status miser_session_create(const miser_plan *p, const miser_session_optio
     const int64_t group = g->n_kv_head > 0 && g->n_head > g->n_kv_head ? g->n_head / g->n_kv_head : 1;
     s->scratch = miser_malloc(MISER_MEM_SCRATCH,
                               sizeof(float) * (size_t)(s->capacity * group * miser_threadpool_size(s->pool)));
-    /* the largest decode K split over the graph's linears (M = 1) */
-    for (int32_t i = 0; i < g->n_nodes; i++) {
-        const miser_node *n = &g->nodes[i];
-        if ((n->op != MISER_OP_LINEAR && n->op != MISER_OP_MATMUL) || n->n_in < 2) continue;
-        const miser_node *w = &g->nodes[n->in[1]];
-        if (w->ndim != 2 || w->shape[0] < 1 || w->shape[1] < 1) continue;
-        /* the layout as stored: the dot layout (wte's transpose, the q8_0
-         * cache's Conv1D weights) needs no split */
-        const miser_linear_args q = {.M = 1, .K = w->shape[0], .N = w->shape[1],
-                                     .wsk = w->op == MISER_OP_CONST ? w->cst.stride[0] : w->shape[1],
-                                     .wsn = w->op == MISER_OP_CONST ? w->cst.stride[1] : 1};
-        const int64_t need = miser_linear_partial_floats(&q);
-        if (need > s->partial_cap) s->partial_cap = need;
-    }
+    s->partial_cap = decode_partial_floats(g);
     if (s->partial_cap > 0) {
         s->partial = miser_aligned_alloc(MISER_MEM_SCRATCH, 64, sizeof(float) * (size_t)s->partial_cap);
         if (!s->partial) goto nomem;

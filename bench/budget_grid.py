@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Memory-budget grid (issue 17): `miser plan`'s predicted peak RSS and RssAnon
+against the profiler's exact peaks of `miser generate` runs.
+
+For each (model, precision, context, parallel=1) the converted cache is made
+first (an unmeasured run), then `miser profile --json -- miser generate` is
+run with a 1-token prompt and context-1 new tokens (--ignore-eos), so the KV
+cache is filled to the context. Measured: the whole-run exact peak (the max
+of the interval peaks, VmHWM after clear_refs) and RssAnon at peak = peak -
+RssFile at the last mark (the weights are prefaulted at load; file pages
+do not grow after it). Prints a Markdown table; exit 1 when a row misses
+the issue's bounds (peak +-3 %, RssAnon +-2 MB).
+
+usage: bench/budget_grid.py MISER_BIN SPEC...   SPEC = label:dir:prompt:prec1,prec2:ctx1,ctx2
+"""
+import json, os, subprocess, sys, tempfile
+
+def run(args, **kw):
+    return subprocess.run(args, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+def main():
+    miser = sys.argv[1]
+    threads = os.environ.get("THREADS", "2")
+    tmp = tempfile.mkdtemp(prefix="miser-budget-grid-")
+    print("| model | precision | ctx | predicted peak MB | measured peak MB | error | predicted anon MB | measured anon MB | anon error MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    bad = 0
+    for spec in sys.argv[2:]:
+        label, d, prompt, precs, ctxs = spec.split(":")
+        for prec in precs.split(","):
+            gen = [miser, "generate", "--model", d, "--prompt", prompt, "--ignore-eos", "--threads", threads,
+                   "--precision", prec]
+            run(gen + ["--max-new-tokens", "1"])  # make the cache
+            for ctx in ctxs.split(","):
+                ctx = int(ctx)
+                plan = json.loads(run([miser, "plan", "--model", d, "--ctx", str(ctx), "--parallel", "1",
+                                       "--threads", threads, "--json"]).stdout)
+                row = [r for r in plan["rows"] if r["precision"] == prec][0]
+                pj = os.path.join(tmp, "p.json")
+                run([miser, "profile", "--json", pj, "--format", "none", "--"] + gen +
+                    ["--max-new-tokens", str(ctx - 1)])
+                st = json.load(open(pj))["stages"]
+                peak = max(s["peak_rss_kb"] for s in st) * 1024
+                last = [s for s in st if s.get("file_kb") is not None][-1]
+                anon = peak - last["file_kb"] * 1024
+                e = (row["peak_rss_bytes"] - peak) / peak
+                ea = (row["rss_anon_bytes"] - anon) / 2**20
+                ok = abs(e) <= 0.03 and abs(ea) <= 2
+                bad += not ok
+                print(f"| {label} | {prec} | {ctx} | {row['peak_rss_bytes']/2**20:.1f} | {peak/2**20:.1f} | "
+                      f"{e*100:+.1f} % | {row['rss_anon_bytes']/2**20:.1f} | {anon/2**20:.1f} | {ea:+.2f}{'' if ok else ' MISS'} |",
+                      flush=True)
+    sys.exit(1 if bad else 0)
+
+main()

@@ -1,0 +1,105 @@
+/* Memory budgets (issue 17): predict, before loading anything, what a
+ * configuration of `miser generate` / `serve` will cost in resident memory,
+ * from the config and the tensor headers only — no weight page is read.
+ *
+ * The prediction opens the checkpoint (mmap + header parse), opens the
+ * tokenizer and compiles the default pipeline with share_constants disabled
+ * (the only pass that samples constant contents; the others compare
+ * pointers and shapes), so the activation arena is the memory planner's own
+ * figure and the session's buffers come from miser_session_footprint_get,
+ * the computation miser_session_create itself uses. tests/test_budget.c
+ * checks with mincore() that a prediction leaves the weight pages out of
+ * the page cache. Figures and the calibrated constants: docs/budgets.md. */
+#ifndef MISER_BUDGET_H
+#define MISER_BUDGET_H
+
+#include "miser/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Calibrated fixed overhead of a `miser generate` process (docs/budgets.md):
+ * anonymous memory of the binary, libc, the allocator's arenas and the
+ * main thread; file-backed pages of the binary and its libraries; and what
+ * one worker thread touches (stack pages, its malloc arena's first pages). */
+#define MISER_BUDGET_FIXED_ANON  (5740ull << 10) /* 5.6 MiB */
+/* The first bytes of the sessions' buffers land in pages the load already
+ * made resident and freed (measured, docs/budgets.md): not counted twice. */
+#define MISER_BUDGET_REUSED      (2048ull << 10)
+#define MISER_BUDGET_FIXED_FILE  (6860ull << 10) /* 6.7 MiB */
+#define MISER_BUDGET_PER_THREAD  (264ull << 10)
+
+typedef struct miser_budget_model miser_budget_model;
+
+/* What is asked: one row of `miser plan`. */
+typedef struct miser_budget_config {
+    miser_dtype precision; /* F32, F16, BF16, Q8_0 (the --precision cache) */
+    int64_t ctx;           /* KV positions per sequence (clamped to n_ctx) */
+    int parallel;          /* sequences, each with its own session (>= 1) */
+    int threads;           /* worker threads per session (>= 1) */
+    int kv_f16;
+} miser_budget_config;
+
+/* The predicted peak, in bytes. rss = rss_anon + rss_file. */
+typedef struct miser_budget_prediction {
+    uint64_t weights;   /* file-backed: the mapped checkpoint or the cache file's predicted size */
+    uint64_t kv;        /* every sequence's KV cache */
+    uint64_t arena;     /* every sequence's activation arena */
+    uint64_t scratch;   /* attention rows, decode partial sums and thread stacks */
+    uint64_t tokenizer; /* the tokenizer's tables (miser_tokenizer_memory) */
+    uint64_t fixed;     /* process constant + model table + compiled graph + session bookkeeping
+                         * + transient (below) */
+    uint64_t transient; /* load high-water above the steady heap (pages the sessions reuse) */
+    uint64_t reused;    /* subtracted from fixed: MISER_BUDGET_REUSED, at most the sessions' buffers */
+    uint64_t rss_anon, rss_file, rss;
+    int64_t ctx;        /* the context used (after clamping) */
+} miser_budget_prediction;
+
+/* Open `model_dir` for predictions (headers only). Errors: the loader's and
+ * the tokenizer's (naming the file), MISER_ERR_NOMEM. */
+miser_status miser_budget_open(const char *model_dir, miser_budget_model **out);
+void miser_budget_free(miser_budget_model *b);
+int64_t miser_budget_n_ctx(const miser_budget_model *b);
+/* Dtype most of the matrices are stored in (what running without
+ * --precision gives). */
+miser_dtype miser_budget_stored_dtype(const miser_budget_model *b);
+/* 1 when `precision` is one the model can run in (the cache never widens:
+ * asking f32 of an f16 checkpoint gives f16, so only precisions that are
+ * not wider than the stored one are listed). */
+int miser_budget_precision_ok(const miser_budget_model *b, miser_dtype precision);
+miser_status miser_budget_predict(const miser_budget_model *b, const miser_budget_config *c, miser_budget_prediction *out);
+
+/* The configuration to run within `budget` bytes: `want` gives threads,
+ * parallel, kv_f16 and the context wanted; precision < 0 lets it choose
+ * (widest first), else only that one. The widest precision that fits the
+ * whole wanted context wins; when none does, the longest context that fits
+ * (wider precision on a tie). 0 with *cfg / *pred filled, or -1 when
+ * nothing fits even one position (*pred then holds the smallest
+ * configuration tried, for the message). */
+int miser_budget_fit(const miser_budget_model *b, uint64_t budget, const miser_budget_config *want, int precision,
+                     miser_budget_config *cfg, miser_budget_prediction *pred);
+/* Precisions to list, widest first (at most 4); returns how many. */
+int miser_budget_precisions(const miser_budget_model *b, miser_dtype out[4]);
+
+/* "512M", "1.5G", "2GiB", "4096", "300MB", "1T": K/M/G/T with or without
+ * "i" and "B", all powers of 1024; a plain number is bytes. 0 and the
+ * size, or -1 for zero, negative, malformed ("12XB") or overflowing. */
+int miser_budget_parse_size(const char *s, uint64_t *out);
+
+/* Read bandwidth of this machine in bytes/s (a short memory-read loop),
+ * cached in <cache>/read-bandwidth ($MISER_CACHE_DIR, else
+ * $HOME/.cache/miser); *cached set to 1 when the figure came from it. */
+double miser_budget_read_bandwidth(int *cached);
+/* Estimated decode tokens/s: every weight byte and half the KV cache read
+ * once per token at that bandwidth (an estimate, labelled as such). */
+double miser_budget_decode_estimate(const miser_budget_prediction *p, double bandwidth);
+
+/* One line "needed N MB (weights A + KV B + arena C + scratch D + tokenizer
+ * E + fixed F MB)" into buf. */
+void miser_budget_describe(const miser_budget_prediction *p, char *buf, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

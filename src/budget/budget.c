@@ -1,0 +1,327 @@
+/* Memory-budget predictor (include/miser/budget.h): the peak resident
+ * memory of a configuration, computed from the checkpoint's config and
+ * tensor headers, the tokenizer's tables, the compiled graph's memory plan
+ * and the session's own footprint arithmetic (miser_session_footprint_get),
+ * plus a calibrated process constant. Nothing here reads a weight page:
+ * the model is only mapped and its header parsed, and the compile skips
+ * share_constants (the one pass that samples constant contents). */
+#include "miser/budget.h"
+#include "miser/alloc.h"
+#include "miser/model.h"
+#include "miser/precision.h"
+#include "miser/runtime.h"
+#include "miser/tokenizer.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct miser_budget_model {
+    miser_model *model;  /* mapped, never prefaulted; owned */
+    miser_plan *plan;    /* default pipeline minus share_constants; owned */
+    uint64_t heap_fixed; /* allocator bytes live for the model table and the plan */
+    uint64_t tokenizer;  /* allocator bytes the opened tokenizer holds */
+    uint64_t heap_load_peak; /* allocator high-water over open, tokenizer and compile */
+    miser_dtype stored;
+    int64_t n_ctx;
+};
+
+static miser_dtype stored_dtype(const miser_model *m)
+{
+    uint64_t by[64] = {0};
+    miser_dtype best = MISER_DTYPE_F32;
+    for (size_t i = 0; i < miser_model_tensor_count(m); i++) {
+        const miser_tensor_info *t = miser_model_tensor_at(m, i);
+        if (t->ndim != 2 || (unsigned)t->dtype >= 64) continue;
+        by[t->dtype] += t->nbytes;
+        if (by[t->dtype] > by[best]) best = t->dtype;
+    }
+    return best;
+}
+
+miser_status miser_budget_open(const char *model_dir, miser_budget_model **out)
+{
+    *out = NULL;
+    miser_budget_model *b = miser_calloc(MISER_MEM_OTHER, 1, sizeof *b);
+    if (!b) return MISER_ERR_NOMEM;
+    /* the order of `miser generate`: model, tokenizer, compile; the
+     * allocator's peak over the three is the load's high-water mark */
+    miser_mem_reset_peaks();
+    const uint64_t before = miser_mem_total().current;
+    miser_tokenizer *tok = NULL;
+    miser_status st = miser_model_open(model_dir, &b->model);
+    uint64_t model_heap = miser_mem_total().current - before;
+    if (!st) st = miser_tokenizer_open(model_dir, &tok);
+    if (!st) {
+        b->tokenizer = miser_mem_total().current - before - model_heap;
+        /* as generate compiles it; share_constants would sample weight pages */
+        miser_compile_options co = {.pipeline = "default", .disable = "share_constants", .max_batch = 64};
+        st = miser_plan_compile(b->model, &co, &b->plan);
+    }
+    if (st) {
+        miser_tokenizer_free(tok);
+        miser_budget_free(b);
+        return st;
+    }
+    b->heap_load_peak = miser_mem_total().peak - before;
+    miser_tokenizer_free(tok);
+    b->heap_fixed = miser_mem_total().current - before;
+    b->stored = stored_dtype(b->model);
+    b->n_ctx = miser_model_config(b->model)->n_ctx;
+    *out = b;
+    return MISER_OK;
+}
+
+void miser_budget_free(miser_budget_model *b)
+{
+    if (!b) return;
+    miser_plan_free(b->plan);
+    miser_model_free(b->model);
+    miser_free(b);
+}
+
+int64_t miser_budget_n_ctx(const miser_budget_model *b) { return b->n_ctx; }
+miser_dtype miser_budget_stored_dtype(const miser_budget_model *b) { return b->stored; }
+
+static int width(miser_dtype d)
+{
+    switch (d) {
+    case MISER_DTYPE_F32: return 4;
+    case MISER_DTYPE_F16:
+    case MISER_DTYPE_BF16: return 3;
+    case MISER_DTYPE_Q8_0: return 2;
+    default: return 1;
+    }
+}
+
+int miser_budget_precision_ok(const miser_budget_model *b, miser_dtype p)
+{
+    if (p == b->stored) return 1;
+    /* the cache converts f32/f16/bf16 safetensors; it never widens, and
+     * f16 <-> bf16 is not converted */
+    if (b->stored != MISER_DTYPE_F32 && b->stored != MISER_DTYPE_F16 && b->stored != MISER_DTYPE_BF16) return 0;
+    if (p != MISER_DTYPE_F32 && p != MISER_DTYPE_F16 && p != MISER_DTYPE_BF16 && p != MISER_DTYPE_Q8_0) return 0;
+    if (width(p) >= width(b->stored)) return 0;
+    return 1;
+}
+
+/* Size of the cache file miser_precision_prepare writes for p: every
+ * tensor at its target dtype (precision.h's rules) plus a header estimate
+ * (the JSON entry per tensor and the cache's metadata). */
+static uint64_t weights_bytes(const miser_budget_model *b, miser_dtype p)
+{
+    if (p == b->stored) return miser_model_mapped_bytes(b->model);
+    uint64_t sum = 8 + 1024;
+    for (size_t i = 0; i < miser_model_tensor_count(b->model); i++) {
+        const miser_tensor_info *t = miser_model_tensor_at(b->model, i);
+        uint64_t n = 1;
+        for (int d = 0; d < t->ndim; d++) n *= (uint64_t)t->shape[d];
+        const int64_t last = t->ndim ? t->shape[t->ndim - 1] : 1;
+        const miser_dtype to = miser_precision_target(t->dtype, t->ndim, last, p);
+        sum += (to == t->dtype ? t->nbytes : miser_dtype_bytes(to, n)) + strlen(t->name) + 96;
+    }
+    return sum;
+}
+
+miser_status miser_budget_predict(const miser_budget_model *b, const miser_budget_config *c, miser_budget_prediction *o)
+{
+    memset(o, 0, sizeof *o);
+    if (!miser_budget_precision_ok(b, c->precision))
+        return miser_error_set(MISER_ERR_UNSUPPORTED, "precision %s is not available for weights stored as %s",
+                               miser_dtype_name(c->precision), miser_dtype_name(b->stored));
+    const int par = c->parallel > 0 ? c->parallel : 1, thr = c->threads > 0 ? c->threads : 1;
+    miser_session_options so = {.capacity = c->ctx > 0 ? c->ctx : b->n_ctx, .threads = thr, .kv_f16 = c->kv_f16};
+    miser_session_footprint f;
+    miser_session_footprint_get(b->plan, &so, &f);
+    o->ctx = f.capacity;
+    o->weights = weights_bytes(b, c->precision);
+    o->kv = f.kv_bytes * (uint64_t)par;
+    o->arena = f.arena_bytes * (uint64_t)par;
+    /* workers beyond the calling thread each have a stack and touch it */
+    o->scratch = (f.scratch_bytes + (uint64_t)(thr - 1) * MISER_BUDGET_PER_THREAD) * (uint64_t)par;
+    o->tokenizer = b->tokenizer;
+    o->fixed = MISER_BUDGET_FIXED_ANON + MISER_BUDGET_FIXED_FILE + b->heap_fixed + f.other_bytes * (uint64_t)par;
+    /* the load's transients (tokenizer build, pass temporaries) are freed
+     * before the sessions exist and their pages reused by them: the heap's
+     * high-water is the larger of the two */
+    const uint64_t steady = o->kv + o->arena + f.scratch_bytes * (uint64_t)par + o->tokenizer + b->heap_fixed +
+                            f.other_bytes * (uint64_t)par;
+    if (b->heap_load_peak > steady) o->transient = b->heap_load_peak - steady;
+    const uint64_t sessions = steady - o->tokenizer - b->heap_fixed;
+    o->reused = sessions < MISER_BUDGET_REUSED ? sessions : MISER_BUDGET_REUSED;
+    o->fixed += o->transient - o->reused;
+    o->rss_file = o->weights + MISER_BUDGET_FIXED_FILE;
+    o->rss_anon = o->kv + o->arena + o->scratch + o->tokenizer + o->fixed - MISER_BUDGET_FIXED_FILE;
+    o->rss = o->rss_anon + o->rss_file;
+    return MISER_OK;
+}
+
+int miser_budget_parse_size(const char *s, uint64_t *out)
+{
+    if (!s || !*s || *s == '-' || *s == '+' || isspace((unsigned char)*s)) return -1;
+    for (const char *q = s; *q && !isalpha((unsigned char)*q); q++)
+        if (!isdigit((unsigned char)*q) && *q != '.') return -1;
+    errno = 0;
+    char *end;
+    const double v = strtod(s, &end);
+    if (end == s || errno || !(v > 0) || !isfinite(v)) return -1;
+    double mul = 1;
+    if (*end) {
+        switch (toupper((unsigned char)*end)) {
+        case 'K': mul = 1024.0; break;
+        case 'M': mul = 1024.0 * 1024; break;
+        case 'G': mul = 1024.0 * 1024 * 1024; break;
+        case 'T': mul = 1024.0 * 1024 * 1024 * 1024; break;
+        case 'B': mul = 1; end--; break; /* "512B": bytes */
+        default: return -1;
+        }
+        end++;
+        if (mul > 1 && (*end == 'i' || *end == 'I')) end++;
+        if (mul > 1 && (*end == 'b' || *end == 'B')) end++;
+        if (*end) return -1;
+    } else if (v != floor(v)) return -1; /* bytes are whole */
+    const double bytes = v * mul;
+    if (bytes < 1 || bytes > 1.8e19) return -1;
+    *out = (uint64_t)bytes;
+    return 0;
+}
+
+static void cache_path(char *out, size_t cap)
+{
+    const char *root = getenv("MISER_CACHE_DIR");
+    if (root && *root) snprintf(out, cap, "%s/read-bandwidth", root);
+    else {
+        const char *home = getenv("HOME");
+        snprintf(out, cap, "%s/.cache/miser/read-bandwidth", home && *home ? home : "/tmp");
+    }
+}
+
+double miser_budget_read_bandwidth(int *cached)
+{
+    char path[4096];
+    cache_path(path, sizeof path);
+    if (cached) *cached = 0;
+    FILE *f = fopen(path, "r");
+    double bw = 0;
+    if (f) {
+        if (fscanf(f, "%lf", &bw) != 1) bw = 0;
+        fclose(f);
+        if (bw > 1e6) {
+            if (cached) *cached = 1;
+            return bw;
+        }
+    }
+    /* 64 MiB (past any cache) summed 4 times; the best pass counts */
+    const size_t n = (64u << 20) / sizeof(uint64_t);
+    uint64_t *buf = miser_malloc(MISER_MEM_SCRATCH, n * sizeof *buf);
+    if (!buf) return 0;
+    for (size_t i = 0; i < n; i++) buf[i] = i;
+    double best = 1e30;
+    volatile uint64_t sink = 0;
+    for (int pass = 0; pass < 4; pass++) {
+        const double t0 = miser_now_s();
+        uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (size_t i = 0; i < n; i += 4) {
+            a0 += buf[i];
+            a1 += buf[i + 1];
+            a2 += buf[i + 2];
+            a3 += buf[i + 3];
+        }
+        sink += a0 + a1 + a2 + a3;
+        const double dt = miser_now_s() - t0;
+        if (dt < best) best = dt;
+    }
+    miser_free(buf);
+    bw = best > 0 ? (double)(n * sizeof(uint64_t)) / best : 0;
+    /* best effort: the directory may not exist (then the probe reruns) */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *slash = 0;
+        mkdir(dir, 0755);
+    }
+    if ((f = fopen(path, "w"))) {
+        fprintf(f, "%.0f\n", bw);
+        fclose(f);
+    }
+    return bw;
+}
+
+double miser_budget_decode_estimate(const miser_budget_prediction *p, double bandwidth)
+{
+    const double bytes = (double)p->weights + 0.5 * (double)p->kv;
+    return bytes > 0 ? bandwidth / bytes : 0;
+}
+
+static double mb(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
+
+void miser_budget_describe(const miser_budget_prediction *p, char *buf, size_t cap)
+{
+    snprintf(buf, cap,
+             "needed %.1f MB (weights %.1f + KV %.1f + arena %.1f + scratch %.1f + tokenizer %.1f + fixed %.1f MB)",
+             mb(p->rss), mb(p->weights), mb(p->kv), mb(p->arena), mb(p->scratch), mb(p->tokenizer), mb(p->fixed));
+}
+
+int miser_budget_precisions(const miser_budget_model *b, miser_dtype out[4])
+{
+    static const miser_dtype all[] = {MISER_DTYPE_F32, MISER_DTYPE_F16, MISER_DTYPE_BF16, MISER_DTYPE_Q8_0};
+    int n = 0;
+    if (!miser_budget_precision_ok(b, MISER_DTYPE_F32) && !miser_budget_precision_ok(b, MISER_DTYPE_F16) &&
+        !miser_budget_precision_ok(b, MISER_DTYPE_BF16) && !miser_budget_precision_ok(b, MISER_DTYPE_Q8_0)) {
+        out[n++] = b->stored; /* a 4-bit GGUF: what it is stored in */
+        return n;
+    }
+    for (int i = 0; i < 4; i++)
+        /* bf16 only when stored so (f32 -> f16 is the narrower step listed) */
+        if (miser_budget_precision_ok(b, all[i]) && (all[i] != MISER_DTYPE_BF16 || b->stored == MISER_DTYPE_BF16))
+            out[n++] = all[i];
+    return n;
+}
+
+int miser_budget_fit(const miser_budget_model *b, uint64_t budget, const miser_budget_config *want, int precision,
+                     miser_budget_config *cfg, miser_budget_prediction *pred)
+{
+    miser_dtype ps[4];
+    int np = 0;
+    if (precision >= 0) ps[np++] = (miser_dtype)precision;
+    else np = miser_budget_precisions(b, ps);
+    const int64_t wctx = want->ctx > 0 && want->ctx < b->n_ctx ? want->ctx : b->n_ctx;
+    int found = 0;
+    miser_budget_config best = *want;
+    miser_budget_prediction bp = {0}, small = {0};
+    for (int i = 0; i < np; i++) {
+        miser_budget_config c = *want;
+        c.precision = ps[i];
+        c.ctx = 1;
+        miser_budget_prediction p;
+        if (miser_budget_predict(b, &c, &p)) continue;
+        if (!small.rss || p.rss < small.rss) small = p;
+        if (p.rss > budget) continue;
+        int64_t lo = 1, hi = wctx; /* largest ctx in [lo, hi] that fits: rss grows with ctx */
+        while (lo < hi) {
+            c.ctx = lo + (hi - lo + 1) / 2;
+            if (!miser_budget_predict(b, &c, &p) && p.rss <= budget) lo = c.ctx;
+            else hi = c.ctx - 1;
+        }
+        c.ctx = lo;
+        miser_budget_predict(b, &c, &p);
+        if (!found || lo > best.ctx) {
+            best = c;
+            bp = p;
+            found = 1;
+        }
+        if (lo == wctx) break;
+    }
+    if (!found) {
+        *pred = small;
+        return -1;
+    }
+    *cfg = best;
+    *pred = bp;
+    return 0;
+}
