@@ -1104,6 +1104,11 @@ Test(tokenizer_hf, malformed_files)
     expect_json_error("{\"model\": {\"vocab\": " V3 "}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
                       "{\"Regex\": \"(a\"}}}",
                       MISER_ERR_FORMAT, "pre_tokenizer.pattern");
+    /* a newline in a bad pattern or a token stays out of the one-line message */
+    expect_json_error("{\"model\": {\"vocab\": " V3 "}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
+                      "{\"Regex\": \"(\\n\"}}}",
+                      MISER_ERR_FORMAT, "does not compile");
+    expect_json_error("{\"model\": {\"vocab\": " V3 ", \"merges\": [\"a\\nb c\"]}}", MISER_ERR_FORMAT, "model.merges[0]");
     expect_json_error("{\"model\": {\"vocab\": " V3 "}, \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": "
                       "[{\"type\": \"Split\", \"pattern\": {\"Regex\": \"a\"}, \"behavior\": \"Sideways\"}]}}",
                       MISER_ERR_FORMAT, "pre_tokenizer.pretokenizers[0]");

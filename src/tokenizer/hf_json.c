@@ -26,14 +26,16 @@ typedef struct {
 
 static miser_status ferr(const ctx *c, const char *field, const char *fmt, const char *arg)
 {
-    char msg[256];
-    snprintf(msg, sizeof msg, fmt, arg ? arg : "");
+    char msg[256], shown[84];
+    snprintf(msg, sizeof msg, fmt, arg ? miser_tok_printable(arg, strlen(arg), shown, sizeof shown) : "");
     return miser_error_set(MISER_ERR_FORMAT, "%s: %s: %s", c->file, field, msg);
 }
 
 static miser_status unsup(const ctx *c, const char *field, const char *type)
 {
-    return miser_error_set(MISER_ERR_UNSUPPORTED, "%s: %s: type \"%.60s\" is not supported", c->file, field, type);
+    char shown[64];
+    return miser_error_set(MISER_ERR_UNSUPPORTED, "%s: %s: type \"%s\" is not supported", c->file, field,
+                           miser_tok_printable(type, strlen(type), shown, sizeof shown));
 }
 
 /* Optional boolean: absent/null -> def; else must be a bool. */

@@ -285,8 +285,10 @@ miser_status miser_tok_hf_set_merges(miser_tokenizer *t, size_t n, const int32_t
         }
         int32_t ab = miser_tok_hf_lookup(t, cat.p, cat.n);
         if (ab < 0) {
-            miser_status e = miser_error_set(MISER_ERR_FORMAT, "%s: %s[%zu]: the merged token \"%.*s\" is not in the vocabulary",
-                                             h->name, what, r, (int)(cat.n > 80 ? 80 : cat.n), (const char *)cat.p);
+            char shown[84];
+            miser_status e = miser_error_set(MISER_ERR_FORMAT, "%s: %s[%zu]: the merged token \"%s\" is not in the vocabulary",
+                                             h->name, what, r,
+                                             miser_tok_printable((const char *)cat.p, cat.n, shown, sizeof shown));
             miser_free(cat.p);
             return e;
         }

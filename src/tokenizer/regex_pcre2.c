@@ -155,8 +155,9 @@ miser_status miser_tok_regex_compile(const char *pat, size_t len, const char *wh
             return miser_error_set(MISER_ERR_NOMEM, "out of memory compiling a regex");
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(err, msg, sizeof msg);
-        return miser_error_set(MISER_ERR_FORMAT, "%s: the regex \"%.*s\" does not compile: %s", what,
-                               (int)(len > 80 ? 80 : len), pat, (const char *)msg);
+        char shown[84];
+        return miser_error_set(MISER_ERR_FORMAT, "%s: the regex \"%s\" does not compile: %s", what,
+                               miser_tok_printable(pat, len, shown, sizeof shown), (const char *)msg);
     }
     re->jit = pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE) == 0;
     *out = re;

@@ -35,6 +35,19 @@ struct miser_tokenizer {
     miser_tok_hf *hf;    /* NULL: legacy GPT-2 kind */
 };
 
+/* A file's string made safe for a one-line message: at most cap-1 bytes,
+ * control characters (newlines included) as '?'. Returns out. */
+static inline const char *miser_tok_printable(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 1 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out[o++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    out[o] = 0;
+    return out;
+}
+
 /* ---- PCRE2 (regex_pcre2.c) ---- */
 typedef struct miser_tok_regex miser_tok_regex;
 /* Compile an Oniguruma-syntax pattern (see regex_pcre2.c for the rewrite).
