@@ -84,7 +84,8 @@ float miser_q4_dot_int_ref(miser_dtype dt, const void *wrow, const void *xq, int
  * a SIMD set's); x rows are quantised into a per-thread buffer in chunks. */
 void miser_q4_linear_int(const miser_linear_args *a, int ith, int nth, miser_q4_dot_fn dot);
 void miser_q4_linear_int_ref(const miser_linear_args *a, int ith, int nth);
-/* AVX2 (vpmaddubsw) row dots: results identical to miser_q4_dot_int_ref.
+/* AVX2 (vpmaddubsw) row dots: Q4_K / Q6_K identical to miser_q4_dot_int_ref,
+ * Q4_0 equal up to the order of its f32 sums.
  * Only call when the CPU has AVX2 (the avx2 and avx512 sets route here). */
 float miser_q4_dot_avx2(miser_dtype dt, const void *wrow, const void *xq, int64_t K);
 void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth);

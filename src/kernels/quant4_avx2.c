@@ -2,8 +2,12 @@
  * weight nibbles / 6-bit values are unpacked to unsigned bytes and
  * multiplied with the int8 activations by vpmaddubsw (u8 x s8 -> pairs of
  * i16; at most 63 * 127 * 2 fits), widened by vpmaddwd, and summed per
- * block or sub-block exactly as miser_q4_dot_int_ref does; the f32 scaling
- * is the same scalar code, so the results are bit for bit the reference's.
+ * block or sub-block as miser_q4_dot_int_ref does. Q4_K / Q6_K fold the
+ * sub-block scales into the widening (vpmaddwd by the scale: exact
+ * integers) and scale each 256-value block in the same scalar f32 code, so
+ * they are bit for bit the reference's; Q4_0 (llama.cpp's form: signed
+ * nibbles, per-block f32 scaling in 8 lanes) differs from it only in the
+ * order of the f32 sums.
  * Compiled with -mavx2 (Makefile: *_avx2.c); called only after the CPU check
  * of the avx2 / avx512 kernel sets. */
 #include "kernels/quant4.h"
@@ -26,59 +30,58 @@ static inline int32_t hsum8(__m256i v)
     return _mm_cvtsi128_si32(s);
 }
 
-static inline int32_t hsum4(__m128i s)
-{
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
-
-/* 32 u8 x 32 s8 -> 8 i32 partial sums (lanes 0-3: bytes 0-15, 4-7: 16-31) */
-static inline __m256i dot32(__m256i u, const int8_t *x)
-{
-    const __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)x));
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-}
-
 float miser_q4_dot_avx2(miser_dtype dt, const void *wrow, const void *xq, int64_t K)
 {
     const uint8_t *w = wrow;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
     float acc = 0;
     if (dt == MISER_DTYPE_Q4_0) {
+        /* llama.cpp's form: nibbles - 8 as int8, |w| x sign(w) * x by vpmaddubsw,
+         * each block's i32 sums scaled and accumulated in 8 f32 lanes */
         const miser_q8a *x = xq;
+        const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);
+        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}; /* two chains: the fma latency */
         for (int64_t b = 0; b < K / 32; b++, w += MISER_Q4_0_BYTES) {
             const __m128i raw = _mm_loadu_si128((const __m128i *)(w + 2));
-            const __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
-            int32_t isum = hsum8(dot32(u, x[b].q)) - 8 * x[b].sum;
-            const float t = half(w) * x[b].d * (float)isum; /* no fma: the same f32 ops in every set */
-            acc += t;
+            const __m256i qw = _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4), eight);
+            const __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].q);
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw)), ones);
+            acc[b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(half(w) * x[b].d), _mm256_cvtepi32_ps(p), acc[b & 1]);
         }
-        return acc;
+        const __m256 av = _mm256_add_ps(acc[0], acc[1]);
+        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(av), _mm256_extractf128_ps(av, 1));
+        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+        return _mm_cvtss_f32(s4);
     }
     const miser_q8k *x = xq;
     for (int64_t b = 0; b < K / MISER_QK_K; b++) {
         const int8_t *q8 = x[b].q;
         if (dt == MISER_DTYPE_Q4_K) {
             const uint8_t *scales = w + 4, *qs = w + 16;
-            int32_t sumi = 0, summ = 0;
+            int32_t summ = 0;
+            __m256i sv = _mm256_setzero_si256(); /* the scale folded into the widening: exact integers */
             for (int p = 0; p < 4; p++) {
                 uint8_t sc0, m0, sc1, m1;
                 miser_q4k_scale_min(2 * p, scales, &sc0, &m0);
                 miser_q4k_scale_min(2 * p + 1, scales, &sc1, &m1);
                 const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
-                const int32_t lo = hsum8(dot32(_mm256_and_si256(raw, m4), q8 + 64 * p));
-                const int32_t hi = hsum8(dot32(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), q8 + 64 * p + 32));
-                sumi += sc0 * lo + sc1 * hi;
+                const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(raw, m4),
+                                                        _mm256_loadu_si256((const __m256i *)(q8 + 64 * p)));
+                const __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4),
+                                                        _mm256_loadu_si256((const __m256i *)(q8 + 64 * p + 32)));
+                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(lo, _mm256_set1_epi16(sc0)));
+                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(hi, _mm256_set1_epi16(sc1)));
                 summ += m0 * (x[b].bsums[4 * p] + x[b].bsums[4 * p + 1]) + m1 * (x[b].bsums[4 * p + 2] + x[b].bsums[4 * p + 3]);
             }
+            const int32_t sumi = hsum8(sv);
             const float t = half(w) * x[b].d * (float)sumi, u = half(w + 2) * x[b].d * (float)summ;
             acc += t - u;
             w += MISER_Q4_K_BYTES;
         } else { /* Q6_K */
             const uint8_t *ql = w, *qh = w + 128;
             const int8_t *sc = (const int8_t *)(w + 192);
-            int32_t isum[16];
+            __m256i sv = _mm256_setzero_si256();
             for (int h = 0; h < 2; h++) {
                 const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
                 const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
@@ -93,13 +96,15 @@ float miser_q4_dot_avx2(miser_dtype dt, const void *wrow, const void *xq, int64_
                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4)),
                 };
                 for (int i = 0; i < 4; i++) {
-                    const __m256i d = dot32(q[i], q8 + 128 * h + 32 * i);
-                    isum[8 * h + 2 * i] = hsum4(_mm256_castsi256_si128(d));
-                    isum[8 * h + 2 * i + 1] = hsum4(_mm256_extracti128_si256(d, 1));
+                    /* bytes 0-15: sub-block 8h + 2i, 16-31: the next; each lane half takes its scale */
+                    const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * i + 1]), _mm_set1_epi16(sc[8 * h + 2 * i]));
+                    const __m256i p = _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(q8 + 128 * h + 32 * i)));
+                    sv = _mm256_add_epi32(sv, _mm256_madd_epi16(p, scv));
                 }
             }
-            int32_t sumi = 0;
-            for (int s = 0; s < 16; s++) sumi += sc[s] * (isum[s] - 32 * x[b].bsums[s]);
+            int32_t corr = 0;
+            for (int s = 0; s < 16; s++) corr += sc[s] * 32 * x[b].bsums[s];
+            const int32_t sumi = hsum8(sv) - corr;
             const float t = half(w + 208) * x[b].d * (float)sumi;
             acc += t;
             w += MISER_Q6_K_BYTES;
