@@ -163,12 +163,17 @@ miser_status miser_budget_predict(const miser_budget_model *b, const miser_budge
 int miser_budget_parse_size(const char *s, uint64_t *out)
 {
     if (!s || !*s || *s == '-' || *s == '+' || isspace((unsigned char)*s)) return -1;
-    for (const char *q = s; *q && !isalpha((unsigned char)*q); q++)
-        if (!isdigit((unsigned char)*q) && *q != '.') return -1;
+    const char *num_end = s; /* digits and one '.', then the unit */
+    int dots = 0;
+    for (; *num_end && !isalpha((unsigned char)*num_end); num_end++) {
+        if (*num_end == '.') dots++;
+        else if (!isdigit((unsigned char)*num_end)) return -1;
+    }
+    if (dots > 1 || num_end == s) return -1;
     errno = 0;
     char *end;
     const double v = strtod(s, &end);
-    if (end == s || errno || !(v > 0) || !isfinite(v)) return -1;
+    if (end != num_end || errno || !(v > 0) || !isfinite(v)) return -1;
     double mul = 1;
     if (*end) {
         switch (toupper((unsigned char)*end)) {
@@ -176,7 +181,9 @@ int miser_budget_parse_size(const char *s, uint64_t *out)
         case 'M': mul = 1024.0 * 1024; break;
         case 'G': mul = 1024.0 * 1024 * 1024; break;
         case 'T': mul = 1024.0 * 1024 * 1024 * 1024; break;
-        case 'B': mul = 1; end--; break; /* "512B": bytes */
+        case 'B': /* "512B": bytes */
+            if (end[1] || v != floor(v)) return -1;
+            break;
         default: return -1;
         }
         end++;

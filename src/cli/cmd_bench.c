@@ -72,6 +72,8 @@ static void usage(FILE *f)
             "  --md PATH           write a Markdown report\n"
             "  --svg PATH          write the charts (peak memory, times, stage timeline)\n"
             "  --html PATH         write the HTML report (the Markdown report's content with the charts)\n"
+            "  --memory-budget SIZE  refuse (exit 3) when the predicted peak RSS exceeds SIZE (see `miser plan`)\n"
+            "  --allow-paging      run anyway when only the file-backed weights exceed it\n"
             "  --soak N            generate N times in one process and report memory drift\n"
             "                      per iteration (with --json: written there)\n"
             "  -h, --help          this help\n"
@@ -608,8 +610,10 @@ static int cmd_bench(int argc, char **argv)
     scenario sc = {NULL, "Hello", "Test", "default", 10, miser_cli_default_threads()};
     const char *json = NULL, *md = NULL, *svg = NULL, *html = NULL, *profile_out = NULL, *json_out = NULL;
     long long runs = 3, soak = 0;
-    int child = 0;
-    enum { O_RUNS = 256, O_P2, O_MAXLEN, O_PIPE, O_THREADS, O_JSON, O_MD, O_SVG, O_SOAK, O_CHILD, O_PROF, O_JOUT, O_HTML };
+    int child = 0, allow_paging = 0;
+    const char *budget_s = NULL;
+    enum { O_RUNS = 256, O_P2, O_MAXLEN, O_PIPE, O_THREADS, O_JSON, O_MD, O_SVG, O_SOAK, O_CHILD, O_PROF, O_JOUT, O_HTML,
+           O_BUDGET, O_PAGING };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},        {"prompt", required_argument, 0, 'p'},
         {"prompt2", required_argument, 0, O_P2},     {"runs", required_argument, 0, O_RUNS},
@@ -619,6 +623,7 @@ static int cmd_bench(int argc, char **argv)
         {"html", required_argument, 0, O_HTML},
         {"soak", required_argument, 0, O_SOAK},      {"child", no_argument, 0, O_CHILD},
         {"profile-out", required_argument, 0, O_PROF}, {"json-out", required_argument, 0, O_JOUT},
+        {"memory-budget", required_argument, 0, O_BUDGET}, {"allow-paging", no_argument, 0, O_PAGING},
         {"help", no_argument, 0, 'h'},               {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
@@ -643,6 +648,8 @@ static int cmd_bench(int argc, char **argv)
         case O_CHILD: child = 1; break;
         case O_PROF: profile_out = optarg; break;
         case O_JOUT: json_out = optarg; break;
+        case O_BUDGET: budget_s = optarg; break;
+        case O_PAGING: allow_paging = 1; break;
         default: return miser_cli_option_error(cmd, c, argv);
         }
         if (bad) return miser_cli_value_error(cmd, opts, li, optarg);
@@ -689,6 +696,13 @@ static int cmd_bench(int argc, char **argv)
         if (rc) return rc;
         sc.model_dir = synth_dir;
         synthetic = 1;
+    }
+    if (budget_s) { /* the checkpoint as stored, at --max-length: refused before any run when it does not fit */
+        int prec = -1;
+        int64_t cap = 0;
+        int brc = miser_cli_budget_check(cmd, sc.model_dir, budget_s, allow_paging, 1, &prec, sc.max_length,
+                                         (int)sc.threads, 0, &cap);
+        if (brc) return brc;
     }
     if (soak) return run_soak(cmd, &sc, soak, json, synthetic);
 

@@ -230,7 +230,7 @@ int miser_cli_budget_check(const char *cmd, const char *model_dir, const char *b
         miser_cli_error(cmd, "%s", miser_error_message());
         return miser_cli_exit_for_input(st);
     }
-    miser_budget_config want = {.precision = have_prec ? (miser_dtype)*prec : miser_budget_stored_dtype(b),
+    miser_budget_config want = {.precision = have_prec && *prec >= 0 ? (miser_dtype)*prec : miser_budget_stored_dtype(b),
                                 .ctx = want_ctx, .parallel = 1, .threads = threads, .kv_f16 = kv_f16};
     miser_budget_config got = {0};
     miser_budget_prediction p;

@@ -1,0 +1,385 @@
+/* Memory budgets (issue 17): the predictor (include/miser/budget.h) against
+ * the profiler's exact peaks of real `miser generate` processes, against
+ * what a session really allocates, and against the page cache (mincore: a
+ * prediction reads no weight page); a run inside a memory cgroup limited to
+ * the predicted peak + 5 %; size parsing and the CLI's refusals. */
+#include "support.h"
+#include "miser/alloc.h"
+#include "miser/budget.h"
+#include "miser/model.h"
+#include "miser/runtime.h"
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define TINY MISER_SOURCE_DIR "/tests/data/hf-tiny-a"
+#define MISER MISER_BUILD_DIR "/miser"
+
+static char g_tmp[64];
+
+static void setup(void)
+{
+    strcpy(g_tmp, "/var/tmp/miser-test-budget-XXXXXX"); /* on disk: fadvise can evict it */
+    cr_assert(mkdtemp(g_tmp));
+    char c[128];
+    snprintf(c, sizeof c, "%s/cache", g_tmp);
+    setenv("MISER_CACHE_DIR", c, 1);
+}
+
+static void teardown(void)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+    if (system(cmd)) fprintf(stderr, "cannot remove %s\n", g_tmp);
+    unsetenv("MISER_CACHE_DIR");
+}
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+TestSuite(budget, .init = setup, .fini = teardown, .timeout = 120);
+
+Test(budget, parse_size)
+{
+    struct { const char *s; uint64_t v; } ok[] = {
+        {"512M", 512ull << 20}, {"1.5G", 3ull << 29}, {"2GiB", 2ull << 30}, {"4096", 4096},
+        {"300MB", 300ull << 20}, {"64k", 64ull << 10}, {"1T", 1ull << 40}, {"100B", 100}};
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        uint64_t v = 0;
+        cr_assert_eq(miser_budget_parse_size(ok[i].s, &v), 0, "%s refused", ok[i].s);
+        cr_assert_eq(v, ok[i].v, "%s: %llu", ok[i].s, (unsigned long long)v);
+    }
+    const char *bad[] = {"0", "0M", "-5", "-1G", "12XB", "", "G", "1.5", "1e3", " 5M", "5M ", "5MiBx", "0x10",
+                         "1.2.3M", "99999999999T", "nan", "inf"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        uint64_t v = 7;
+        cr_assert_eq(miser_budget_parse_size(bad[i], &v), -1, "'%s' accepted as %llu", bad[i], (unsigned long long)v);
+    }
+}
+
+/* resident pages of [off, len) of fd's file in the page cache */
+static size_t resident(int fd, off_t size, off_t from)
+{
+    void *m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    cr_assert(m != MAP_FAILED);
+    const long pg = sysconf(_SC_PAGESIZE);
+    const size_t np = (size_t)((size + pg - 1) / pg);
+    unsigned char *vec = malloc(np);
+    cr_assert(!mincore(m, (size_t)size, vec));
+    size_t n = 0;
+    for (size_t i = (size_t)(from / pg); i < np; i++) n += vec[i] & 1;
+    free(vec);
+    munmap(m, (size_t)size);
+    return n;
+}
+
+static void evict(int fd)
+{
+    cr_assert(fdatasync(fd) == 0);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+}
+
+/* The kernel reads ahead around the header's page fault (read_ahead_kb:
+ * 8 MB on this VM's disk), so "no weight page" means: a prediction leaves
+ * no more of the file in the page cache than opening the checkpoint alone
+ * (which parses the header and nothing else), on a file several times that
+ * window; and the method sees a real read (a prefault fills the cache). */
+Test(budget, prediction_reads_no_weight_page)
+{
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/m", g_tmp);
+    cr_assert_eq(sh("'%s' synth --layers 6 --embd 384 --heads 6 --ctx 256 --out '%s' --quiet", MISER, dir), 0);
+    char path[160];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    int fd = open(path, O_RDONLY);
+    cr_assert(fd >= 0);
+    struct stat sb;
+    cr_assert(!fstat(fd, &sb));
+    const long pg = sysconf(_SC_PAGESIZE);
+    const size_t total = (size_t)((sb.st_size + pg - 1) / pg);
+    evict(fd);
+    if (resident(fd, sb.st_size, 0) > 0) {
+        close(fd);
+        cr_skip_test("the page cache kept pages of a synced file after POSIX_FADV_DONTNEED: cannot observe");
+        return;
+    }
+    miser_model *m = NULL;
+    cr_assert_eq(miser_model_open(dir, &m), MISER_OK);
+    miser_model_free(m);
+    usleep(300 * 1000); /* let the readahead land */
+    const size_t base = resident(fd, sb.st_size, 0);
+    evict(fd);
+    miser_budget_model *b = NULL;
+    cr_assert_eq(miser_budget_open(dir, &b), MISER_OK, "%s", miser_error_message());
+    miser_budget_config c = {.precision = MISER_DTYPE_F32, .ctx = 64, .parallel = 4, .threads = 2};
+    miser_budget_prediction p;
+    cr_assert_eq(miser_budget_predict(b, &c, &p), MISER_OK);
+    c.precision = MISER_DTYPE_Q8_0;
+    cr_assert_eq(miser_budget_predict(b, &c, &p), MISER_OK);
+    miser_budget_free(b);
+    usleep(300 * 1000);
+    const size_t after = resident(fd, sb.st_size, 0);
+    m = NULL;
+    cr_assert_eq(miser_model_open(dir, &m), MISER_OK);
+    cr_assert_eq(miser_model_prefault(m), MISER_OK);
+    miser_model_free(m);
+    const size_t read = resident(fd, sb.st_size, 0);
+    close(fd);
+    cr_log_info("budget: %zu pages; resident after open %zu, after a prediction %zu, after a prefault %zu", total, base,
+                after, read);
+    if (base * 2 > total) cr_skip_test("readahead after the header covers %zu of %zu pages: cannot observe", base, total);
+    cr_assert_leq(after, base + 16, "the prediction left %zu pages of %zu in the page cache (the open alone: %zu)", after,
+                  total, base);
+    cr_assert_geq(read, total - 1, "mincore saw only %zu of %zu pages after a prefault", read, total);
+}
+
+/* The predictor's KV / arena / scratch are what a session compiled by the
+ * full default pipeline (share_constants included) really allocates. */
+Test(budget, parts_equal_a_real_session)
+{
+    const char *dirs[2] = {TINY, NULL};
+    char llama[128];
+    snprintf(llama, sizeof llama, "%s/llama", g_tmp);
+    cr_assert_eq(sh("'%s' synth --arch llama --shape tiny --out '%s' --quiet", MISER, llama), 0);
+    dirs[1] = llama;
+    for (int d = 0; d < 2; d++)
+        for (int ctx = 16; ctx <= 128; ctx *= 8) {
+            miser_budget_model *b = NULL;
+            cr_assert_eq(miser_budget_open(dirs[d], &b), MISER_OK, "%s", miser_error_message());
+            miser_budget_config c = {.precision = miser_budget_stored_dtype(b), .ctx = ctx, .parallel = 1, .threads = 3};
+            miser_budget_prediction p;
+            cr_assert_eq(miser_budget_predict(b, &c, &p), MISER_OK);
+            miser_budget_free(b);
+            miser_model *m = NULL;
+            miser_plan *plan = NULL;
+            miser_session *s = NULL;
+            cr_assert_eq(miser_model_open(dirs[d], &m), MISER_OK);
+            miser_compile_options co = {.pipeline = "default", .max_batch = 64};
+            cr_assert_eq(miser_plan_compile(m, &co, &plan), MISER_OK);
+            const uint64_t kv0 = miser_mem_get(MISER_MEM_KV).current, sc0 = miser_mem_get(MISER_MEM_SCRATCH).current;
+            miser_session_options so = {.capacity = ctx, .threads = 3};
+            cr_assert_eq(miser_session_create(plan, &so, &s), MISER_OK);
+            const uint64_t kv = miser_mem_get(MISER_MEM_KV).current - kv0,
+                           sc = miser_mem_get(MISER_MEM_SCRATCH).current - sc0;
+            /* KV: the caches plus the two per-layer pointer tables */
+            const uint64_t L = (uint64_t)miser_plan_graph(plan)->n_layer;
+            cr_assert_eq(kv, p.kv + 2 * L * sizeof(void *), "%s ctx %d: KV %llu, predicted %llu", dirs[d], ctx,
+                         (unsigned long long)kv, (unsigned long long)p.kv);
+            cr_assert_eq(miser_plan_graph(plan)->arena_bytes, p.arena, "%s: arena %llu, predicted %llu", dirs[d],
+                         (unsigned long long)miser_plan_graph(plan)->arena_bytes, (unsigned long long)p.arena);
+            cr_assert_eq(sc + 2 * MISER_BUDGET_PER_THREAD, p.scratch, "%s: scratch %llu, predicted %llu", dirs[d],
+                         (unsigned long long)sc, (unsigned long long)p.scratch);
+            miser_session_free(s);
+            miser_plan_free(plan);
+            miser_model_free(m);
+        }
+}
+
+/* `miser profile --json` of `miser generate` at ctx positions: the exact
+ * whole-run peak and RssAnon at it (peak - RssFile at the last mark). */
+static void measure(const char *dir, const char *prec, int ctx, const char *prompt, double *peak, double *anon)
+{
+    char pj[128];
+    snprintf(pj, sizeof pj, "%s/p.json", g_tmp);
+    if (strcmp(prec, "f32")) /* make the cache outside the measured run */
+        cr_assert_eq(sh("'%s' generate --model '%s' --precision %s --prompt '%s' --max-new-tokens 1 --threads 2 "
+                        ">/dev/null 2>&1", MISER, dir, prec, prompt), 0);
+    cr_assert_eq(sh("'%s' profile --json '%s' --format none -- '%s' generate --model '%s' --precision %s --prompt '%s' "
+                    "--ignore-eos --max-new-tokens %d --threads 2 >/dev/null 2>&1",
+                    MISER, pj, MISER, dir, prec, prompt, ctx - 1), 0);
+    size_t n = 0;
+    char *t = test_read_file(pj, &n);
+    cr_assert(t);
+    /* the stages' "peak_rss_kb" (max) and the last "file_kb" that is a number */
+    double pk = 0, file = -1;
+    for (const char *q = t; (q = strstr(q, "\"peak_rss_kb\": ")); q++) {
+        double v = atof(q + 15);
+        if (v > pk) pk = v;
+    }
+    for (const char *q = t; (q = strstr(q, "\"file_kb\": ")); q++)
+        if (q[11] >= '0' && q[11] <= '9') file = atof(q + 11);
+    free(t);
+    cr_assert(pk > 0 && file > 0, "no peak or file_kb in %s", pj);
+    *peak = pk * 1024;
+    *anon = (pk - file) * 1024;
+}
+
+Test(budget, prediction_within_3_percent_of_exact_peaks, .timeout = 300)
+{
+    char llama[128], gpt2[128];
+    snprintf(llama, sizeof llama, "%s/llama", g_tmp);
+    snprintf(gpt2, sizeof gpt2, "%s/gpt2", g_tmp);
+    cr_assert_eq(sh("'%s' synth --arch llama --shape tiny --out '%s' --quiet", MISER, llama), 0);
+    cr_assert_eq(sh("'%s' synth --layers 4 --embd 256 --heads 4 --ctx 256 --out '%s' --quiet", MISER, gpt2), 0);
+    struct { const char *dir, *prec, *prompt; int ctx; } grid[] = {
+        {TINY, "f32", "Hello", 32}, {TINY, "f32", "Hello", 128}, {TINY, "f16", "Hello", 128},
+        {TINY, "q8_0", "Hello", 32}, {llama, "f32", "a", 64},     {gpt2, "q8_0", "Hello", 160}};
+    for (size_t i = 0; i < sizeof grid / sizeof *grid; i++) {
+        miser_budget_model *b = NULL;
+        cr_assert_eq(miser_budget_open(grid[i].dir, &b), MISER_OK, "%s", miser_error_message());
+        miser_budget_config c = {.ctx = grid[i].ctx, .parallel = 1, .threads = 2};
+        cr_assert(!miser_dtype_parse(grid[i].prec, &c.precision));
+        miser_budget_prediction p;
+        cr_assert_eq(miser_budget_predict(b, &c, &p), MISER_OK);
+        miser_budget_free(b);
+        double peak, anon;
+        measure(grid[i].dir, grid[i].prec, grid[i].ctx, grid[i].prompt, &peak, &anon);
+        const double e = ((double)p.rss - peak) / peak, ea = ((double)p.rss_anon - anon) / 1048576.0;
+        cr_log_info("budget: %s %s ctx %d: predicted %.2f MB measured %.2f MB (%+.1f %%), anon %.2f vs %.2f MB",
+                    grid[i].dir, grid[i].prec, grid[i].ctx, p.rss / 1048576.0, peak / 1048576.0, e * 100,
+                    p.rss_anon / 1048576.0, anon / 1048576.0);
+        cr_expect(e >= -0.03 && e <= 0.03, "%s %s ctx %d: predicted peak %.2f MB, measured exact peak %.2f MB (%+.1f %%)",
+                  grid[i].dir, grid[i].prec, grid[i].ctx, p.rss / 1048576.0, peak / 1048576.0, e * 100);
+        cr_expect(ea >= -2 && ea <= 2, "%s %s ctx %d: predicted RssAnon %.2f MB, measured %.2f MB", grid[i].dir,
+                  grid[i].prec, grid[i].ctx, p.rss_anon / 1048576.0, anon / 1048576.0);
+    }
+}
+
+/* A memory cgroup (v1 memory.limit_in_bytes, else v2 memory.max) at the
+ * predicted peak + 5 %: generation completes, no OOM kill. */
+Test(budget, runs_inside_a_cgroup_at_the_predicted_peak)
+{
+    /* a private copy out of the page cache, so that its pages are read,
+     * and charged, inside the group */
+    char dir[128], path[160];
+    snprintf(dir, sizeof dir, "%s/m", g_tmp);
+    cr_assert_eq(sh("mkdir -p '%s' && cp '%s/config.json' '%s/model.safetensors' '%s/'", dir, TINY, TINY, dir), 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    int fd = open(path, O_RDONLY);
+    cr_assert(fd >= 0);
+    evict(fd);
+    close(fd);
+    miser_budget_model *b = NULL;
+    cr_assert_eq(miser_budget_open(dir, &b), MISER_OK);
+    miser_budget_config c = {.precision = MISER_DTYPE_F32, .ctx = 128, .parallel = 1, .threads = 2};
+    miser_budget_prediction p;
+    cr_assert_eq(miser_budget_predict(b, &c, &p), MISER_OK);
+    miser_budget_free(b);
+    const unsigned long long limit = (unsigned long long)((double)p.rss * 1.05);
+    char cg[160], f[256];
+    int v1 = 1;
+    snprintf(cg, sizeof cg, "/sys/fs/cgroup/memory/miser-test-budget-%d", (int)getpid());
+    if (mkdir(cg, 0755)) {
+        v1 = 0;
+        snprintf(cg, sizeof cg, "/sys/fs/cgroup/unified/miser-test-budget-%d", (int)getpid());
+        if (mkdir(cg, 0755)) {
+            snprintf(cg, sizeof cg, "/sys/fs/cgroup/miser-test-budget-%d", (int)getpid());
+            if (mkdir(cg, 0755)) {
+                cr_skip_test("no writable memory cgroup (v1 /sys/fs/cgroup/memory or v2): not run");
+                return;
+            }
+        }
+    }
+    snprintf(f, sizeof f, "%s/%s", cg, v1 ? "memory.limit_in_bytes" : "memory.max");
+    FILE *lf = fopen(f, "w");
+    int set = lf && fprintf(lf, "%llu\n", limit) > 0;
+    if (lf) set &= fclose(lf) == 0;
+    if (!set) {
+        rmdir(cg);
+        cr_skip_test("cannot set %s (v2 without the memory controller?): not run", f);
+        return;
+    }
+    if (v1) { /* no swap to escape to: memsw as well when the kernel has it */
+        snprintf(f, sizeof f, "%s/memory.memsw.limit_in_bytes", cg);
+        if ((lf = fopen(f, "w"))) {
+            fprintf(lf, "%llu\n", limit);
+            fclose(lf);
+        }
+    }
+    const int rc = sh("sh -c 'echo $$ > %s/cgroup.procs && exec \"%s\" generate --model \"%s\" --prompt Hello --ignore-eos "
+                      "--max-new-tokens 127 --threads 2 >/dev/null'", cg, MISER, dir);
+    /* cgroup files report a size of 0: read them line by line */
+    long long oom = -1, usage = -1;
+    char line[256];
+    snprintf(f, sizeof f, "%s/%s", cg, v1 ? "memory.oom_control" : "memory.events");
+    if ((lf = fopen(f, "r"))) {
+        while (fgets(line, sizeof line, lf))
+            if (!strncmp(line, "oom_kill ", 9)) oom = atoll(line + 9);
+        fclose(lf);
+    }
+    snprintf(f, sizeof f, "%s/%s", cg, v1 ? "memory.max_usage_in_bytes" : "memory.peak");
+    if ((lf = fopen(f, "r"))) {
+        if (fgets(line, sizeof line, lf)) usage = atoll(line);
+        fclose(lf);
+    }
+    cr_log_info("budget: cgroup limit %llu bytes (predicted %.2f MB + 5 %%), max usage %lld, oom_kill %lld", limit,
+                p.rss / 1048576.0, usage, oom);
+    rmdir(cg);
+    cr_assert_eq(rc, 0, "generate exited %d inside a cgroup of %llu bytes", rc, limit);
+    cr_assert_eq(oom, 0, "oom_kill %lld (-1: not readable)", oom);
+    /* the run was charged to the group (its anonymous memory at least: page
+     * cache pages stay charged to the group that first read them) */
+    cr_assert(usage > (long long)(p.rss_anon / 2), "the cgroup's peak usage is %lld: the run was not inside it", usage);
+}
+
+/* stderr of the last run: exactly one line containing a and b */
+static void one_line(const char *err, const char *a, const char *b)
+{
+    size_t n = 0;
+    char *e = test_read_file(err, &n);
+    cr_assert(e);
+    int lines = 0;
+    for (size_t i = 0; i < n; i++) lines += e[i] == '\n';
+    cr_assert(lines == 1, "expected one line, got:\n%s", e);
+    cr_assert(!a || strstr(e, a), "'%s' not in: %s", a, e);
+    cr_assert(!b || strstr(e, b), "'%s' not in: %s", b, e);
+    free(e);
+}
+
+Test(budget, refusals)
+{
+    char err[128];
+    snprintf(err, sizeof err, "%s/err", g_tmp);
+    const char *bad[] = {"0", "-5", "12XB", "-1G"};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(sh("'%s' plan --model '%s' --memory-budget '%s' >/dev/null 2>'%s'", MISER, TINY, bad[i], err), 2);
+        one_line(err, "--memory-budget", bad[i]);
+        cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --memory-budget '%s' >/dev/null 2>'%s'", MISER, TINY, bad[i],
+                        err), 2);
+        one_line(err, "--memory-budget", bad[i]);
+    }
+    /* below the fixed overhead */
+    cr_assert_eq(sh("'%s' plan --model '%s' --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    one_line(err, "fixed process overhead", "4M");
+    cr_assert_eq(sh("'%s' bench --model '%s' --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    one_line(err, "fixed process overhead", "4M");
+    /* fits nothing: even q8_0 needs more than 15 MB (hf-tiny-a: 3.4 MB of weights + process) */
+    cr_assert_eq(sh("'%s' plan --model '%s' --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    one_line(err, "fits no configuration", "needed");
+    cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    one_line(err, "does not fit", "needed");
+    /* a precision given that does not fit: refused before loading, with its parts and the budget */
+    cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --precision f32 --memory-budget 20M >/dev/null 2>'%s'", MISER,
+                    TINY, err), 3);
+    one_line(err, "weights 12.7", "20M");
+    /* no precision: the widest that fits is picked and said (the f16 cache made first: its note is another line) */
+    cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --max-new-tokens 1 --precision f16 >/dev/null 2>&1", MISER, TINY), 0);
+    cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --max-new-tokens 2 --memory-budget 22M >/dev/null 2>'%s'", MISER,
+                    TINY, err), 0);
+    one_line(err, "picked --precision f16", "22M");
+    /* plan recommends the same */
+    char out[128];
+    snprintf(out, sizeof out, "%s/plan.json", g_tmp);
+    cr_assert_eq(sh("'%s' plan --model '%s' --memory-budget 22M --parallel 1 --json >'%s'", MISER, TINY, out), 0);
+    size_t n;
+    char *t = test_read_file(out, &n);
+    cr_assert(t && strstr(t, "\"recommended\":{\"precision\":\"f16\""), "%s", t);
+    free(t);
+}
