@@ -727,6 +727,14 @@ Test(gguf, gpt2_files_against_numpy_and_llamacpp, .timeout = 120)
     check_model("g", "", "q8_0", TOL_Q8, L2_Q8, lc);
     check_model("g", "q4_0", "", TOL_Q4, L2_Q4, lc);
     check_model("g", "q4_k_m", "", TOL_Q4, L2_Q4, lc);
+    /* the CLI on the file as it is: tokenizer from its metadata; --precision leaves it as stored */
+    char err[128];
+    snprintf(err, sizeof err, "%s/err", g_tmp);
+    cr_assert_eq(sh("%s generate --model '%s/g.q4_0.gguf' --prompt 'Hello world' --max-new-tokens 3 --precision f16 "
+                    ">/dev/null 2>'%s'", MISER, g_tmp, err), 0);
+    char *e = test_read_file(err, NULL);
+    cr_assert(e && strstr(e, "used as stored: --precision f16 is not applied"), "stderr: %s", e);
+    free(e);
 }
 
 Test(gguf, llama_files_against_numpy_and_llamacpp, .timeout = 120)

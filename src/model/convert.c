@@ -439,6 +439,18 @@ miser_status miser_precision_prepare(const char *model_dir, miser_dtype prec, co
     if (prec != MISER_DTYPE_F32 && prec != MISER_DTYPE_F16 && prec != MISER_DTYPE_BF16 && prec != MISER_DTYPE_Q8_0)
         return miser_error_set(MISER_ERR_INVALID, "precision %s is not one of f32, f16, bf16, q8_0",
                                miser_dtype_name(prec));
+    size_t dl = strlen(model_dir);
+    if (dl > 5 && !strcmp(model_dir + dl - 5, ".gguf")) { /* a GGUF file runs as stored (docs/gguf.md) */
+        miser_model *g = NULL;
+        miser_status gst = miser_model_open(model_dir, &g); /* a bad file is the loader's error, as for a dir */
+        miser_model_free(g);
+        if (gst) return gst;
+        if (!(*out_dir = miser_strdup(MISER_MEM_OTHER, model_dir))) return MISER_ERR_NOMEM;
+        if (note && note_cap)
+            snprintf(note, note_cap, "%s: a GGUF file's weights are used as stored: --precision %s is not applied",
+                     model_dir, miser_dtype_name(prec));
+        return MISER_OK;
+    }
     miser_model *m = NULL;
     miser_status st = miser_model_open(model_dir, &m);
     if (st) return st;
