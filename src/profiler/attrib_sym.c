@@ -21,9 +21,25 @@ typedef struct {
     miser_attrib_frame f;
 } sym_cache;
 
+/* A module's function symbols sorted by address: libdwfl's addrinfo scans
+ * the whole symbol table per lookup, which for a binary like node (10^5
+ * symbols) and thousands of return addresses took tens of seconds. */
+typedef struct {
+    uint64_t lo, hi;
+    const char *name; /* into the module's ELF string table (lives with the Dwfl) */
+} sym_range;
+typedef struct {
+    Dwfl_Module *m;
+    sym_range *v;
+    size_t n;
+} mod_syms;
+#define SYM_MAX_MODULES 512
+
 struct attrib_sym {
     Dwfl *dwfl[SYM_MAX_VERSIONS];
     int ndwfl;
+    mod_syms mods[SYM_MAX_MODULES];
+    int nmods;
     sym_cache *cache;
     size_t cap, n;
 };
@@ -84,6 +100,53 @@ attrib_sym *attrib_sym_new(const char *maps)
     return s;
 }
 
+static int cmp_range(const void *a, const void *b)
+{
+    const sym_range *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static const mod_syms *module_syms(attrib_sym *s, Dwfl_Module *m)
+{
+    for (int i = 0; i < s->nmods; i++)
+        if (s->mods[i].m == m) return &s->mods[i];
+    if (s->nmods == SYM_MAX_MODULES) return NULL;
+    mod_syms *ms = &s->mods[s->nmods++];
+    ms->m = m;
+    int n = dwfl_module_getsymtab(m);
+    if (n <= 0) return ms;
+    ms->v = miser_calloc(MISER_MEM_PROFILER, (size_t)n, sizeof *ms->v);
+    if (!ms->v) return ms;
+    for (int i = 1; i < n; i++) {
+        GElf_Sym sym;
+        GElf_Addr addr = 0;
+        const char *name = dwfl_module_getsym_info(m, i, &sym, &addr, NULL, NULL, NULL);
+        int t = GELF_ST_TYPE(sym.st_info);
+        if (!name || !*name || !addr || (t != STT_FUNC && t != STT_GNU_IFUNC)) continue;
+        ms->v[ms->n++] = (sym_range){addr, addr + sym.st_size, name};
+    }
+    qsort(ms->v, ms->n, sizeof *ms->v, cmp_range);
+    return ms;
+}
+
+/* The function containing a (a zero-sized symbol covers up to the next). */
+static const char *module_fn(attrib_sym *s, Dwfl_Module *m, uint64_t a)
+{
+    const mod_syms *ms = module_syms(s, m);
+    if (!ms || !ms->n) return NULL;
+    size_t lo = 0, hi = ms->n;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ms->v[mid].lo <= a) lo = mid;
+        else hi = mid;
+    }
+    const sym_range *r = &ms->v[lo];
+    if (a < r->lo) return NULL;
+    /* several symbols at one address: the first sorted is as good as any */
+    if (a < r->hi || (r->hi == r->lo && (lo + 1 == ms->n || a < ms->v[lo + 1].lo))) return r->name;
+    return NULL;
+}
+
 static void frame_copy(miser_attrib_frame *dst, const miser_attrib_frame *src)
 {
     dst->function = dup_s(src->function);
@@ -107,9 +170,7 @@ static void resolve(attrib_sym *s, uint64_t ip, int ret, miser_attrib_frame *f)
         const char *name = dwfl_module_info(m, NULL, &mstart, NULL, NULL, NULL, &mainfile, NULL);
         lib = name;
         modoff = a - mstart;
-        GElf_Sym sym;
-        GElf_Off off;
-        fn = dwfl_module_addrinfo(m, a, &off, &sym, NULL, NULL, NULL);
+        fn = module_fn(s, m, a);
         Dwfl_Line *l = dwfl_module_getsrc(m, a);
         if (l) file = dwfl_lineinfo(l, NULL, &line, NULL, NULL, NULL);
         break;
@@ -173,6 +234,7 @@ void attrib_sym_frame(attrib_sym *s, uint64_t ip, int ret, miser_attrib_frame *f
 void attrib_sym_free(attrib_sym *s)
 {
     if (!s) return;
+    for (int i = 0; i < s->nmods; i++) miser_free(s->mods[i].v);
     for (int k = 0; k < s->ndwfl; k++) dwfl_end(s->dwfl[k]);
     for (size_t i = 0; i < s->cap; i++)
         if (s->cache[i].used) {
