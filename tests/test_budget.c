@@ -365,6 +365,9 @@ Test(budget, refusals)
     one_line(err, "fits no configuration", "needed");
     cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err), 3);
     one_line(err, "does not fit", "needed");
+    cr_assert_eq(sh("'%s' serve --model '%s' --port 0 --parallel 4 --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err),
+                 3);
+    one_line(err, "does not fit", "needed");
     /* a precision given that does not fit: refused before loading, with its parts and the budget */
     cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --precision f32 --memory-budget 20M >/dev/null 2>'%s'", MISER,
                     TINY, err), 3);

@@ -700,7 +700,7 @@ static int cmd_bench(int argc, char **argv)
     if (budget_s) { /* the checkpoint as stored, at --max-length: refused before any run when it does not fit */
         int prec = -1;
         int64_t cap = 0;
-        int brc = miser_cli_budget_check(cmd, sc.model_dir, budget_s, allow_paging, 1, &prec, sc.max_length,
+        int brc = miser_cli_budget_check(cmd, sc.model_dir, budget_s, allow_paging, 1, &prec, sc.max_length, 1,
                                          (int)sc.threads, 0, &cap);
         if (brc) return brc;
     }

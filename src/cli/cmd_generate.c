@@ -204,7 +204,7 @@ static int cmd_generate(int argc, char **argv)
         /* prompt tokens <= prompt bytes + 1: an upper bound on the context wanted */
         int64_t want = max_len ? max_len : (int64_t)plen + 1 + (max_new > 0 ? max_new : 50);
         int p = (int)prec;
-        if ((rc = miser_cli_budget_check(cmd, model_dir, budget_s, allow_paging, precision != NULL, &p, want,
+        if ((rc = miser_cli_budget_check(cmd, model_dir, budget_s, allow_paging, precision != NULL, &p, want, 1,
                                          (int)threads, kv_f16, &budget_ctx)))
             goto out;
         if (!precision) {

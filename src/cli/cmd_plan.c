@@ -212,7 +212,8 @@ static int cmd_plan(int argc, char **argv)
 MISER_CLI_COMMAND(plan, "plan", "predict the memory of a configuration before loading it (memory budgets)", cmd_plan)
 
 int miser_cli_budget_check(const char *cmd, const char *model_dir, const char *budget_s, int allow_paging,
-                           int have_prec, int *prec, int64_t want_ctx, int threads, int kv_f16, int64_t *ctx_cap)
+                           int have_prec, int *prec, int64_t want_ctx, int parallel, int threads, int kv_f16,
+                           int64_t *ctx_cap)
 {
     uint64_t budget;
     if (miser_budget_parse_size(budget_s, &budget)) {
@@ -231,7 +232,8 @@ int miser_cli_budget_check(const char *cmd, const char *model_dir, const char *b
         return miser_cli_exit_for_input(st);
     }
     miser_budget_config want = {.precision = have_prec && *prec >= 0 ? (miser_dtype)*prec : miser_budget_stored_dtype(b),
-                                .ctx = want_ctx, .parallel = 1, .threads = threads, .kv_f16 = kv_f16};
+                                .ctx = want_ctx, .parallel = parallel > 0 ? parallel : 1, .threads = threads,
+                                .kv_f16 = kv_f16};
     miser_budget_config got = {0};
     miser_budget_prediction p;
     char why[256];
@@ -269,7 +271,8 @@ int miser_cli_budget_check(const char *cmd, const char *model_dir, const char *b
         } else {
             miser_cli_error(cmd, "%s --precision %s at context %lld does not fit --memory-budget %s (%.1f MB): %s%s", model_dir,
                             miser_dtype_name(want.precision), (long long)p.ctx, budget_s, mb(budget), why,
-                            p.rss_anon <= budget ? " (--allow-paging runs it with the weights paged)" : "");
+                            p.rss_anon <= budget && strcmp(cmd, "serve") ? " (--allow-paging runs it with the weights paged)"
+                                                                          : "");
             rc = MISER_EXIT_DATA;
         }
     }

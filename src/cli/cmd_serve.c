@@ -32,6 +32,8 @@ static void usage(FILE *f)
             "  --port N                TCP port (default 8080; 0 picks a free one and prints it)\n"
             "  --parallel N            sequences generated at once, each with its own KV cache (default 1)\n"
             "  --ctx N                 positions per sequence, prompt included (default: the model's)\n"
+            "  --memory-budget SIZE    fit the predicted peak RSS in SIZE (see `miser plan`): the widest precision\n"
+            "                          (unless --precision) and the longest context per slot that fit; exit 3 if none\n"
             "  --threads N             worker threads (default: the CPUs available)\n"
             "  --precision P           f32, f16, bf16 or q8_0 (as `miser generate --precision`)\n"
             "  --api-key KEY           require \"Authorization: Bearer KEY\" (also $MISER_API_KEY)\n"
@@ -64,8 +66,9 @@ static int cmd_serve(int argc, char **argv)
                              .idle_timeout_s = 30, .default_max_tokens = 16, .log = log_line};
     float drain = 30, req_timeout = 600;
     long long v;
+    const char *budget_s = NULL;
     enum { O_HOST = 256, O_PORT, O_PAR, O_CTX, O_THREADS, O_PREC, O_KEY, O_QUEUE, O_CHAT, O_ALIAS, O_BODY, O_CONN,
-           O_RTIME, O_DRAIN };
+           O_RTIME, O_DRAIN, O_BUDGET };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"host", required_argument, 0, O_HOST},
         {"port", required_argument, 0, O_PORT}, {"parallel", required_argument, 0, O_PAR},
@@ -74,7 +77,8 @@ static int cmd_serve(int argc, char **argv)
         {"queue", required_argument, 0, O_QUEUE}, {"chat-template", required_argument, 0, O_CHAT},
         {"alias", required_argument, 0, O_ALIAS}, {"max-body", required_argument, 0, O_BODY},
         {"max-connections", required_argument, 0, O_CONN}, {"request-timeout", required_argument, 0, O_RTIME},
-        {"drain-timeout", required_argument, 0, O_DRAIN}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"drain-timeout", required_argument, 0, O_DRAIN}, {"memory-budget", required_argument, 0, O_BUDGET},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
     int c, li = -1;
@@ -97,6 +101,7 @@ static int cmd_serve(int argc, char **argv)
         case O_CONN: bad = miser_cli_parse_i64(optarg, 1, 4096, &v); o.max_connections = (int)v; break;
         case O_RTIME: bad = miser_cli_parse_f32(optarg, 0.001f, 1e7f, &req_timeout); break;
         case O_DRAIN: bad = miser_cli_parse_f32(optarg, 0, 1e6f, &drain); break;
+        case O_BUDGET: budget_s = optarg; break;
         default: return miser_cli_option_error(cmd, c, argv);
         }
         if (bad) return miser_cli_value_error(cmd, opts, li, optarg);
@@ -127,6 +132,19 @@ static int cmd_serve(int argc, char **argv)
         }
     }
     if (!o.api_key) o.api_key = getenv("MISER_API_KEY");
+    if (budget_s) { /* the slots' context from what the budget leaves (budget.h); refused when nothing fits */
+        miser_dtype dt = MISER_DTYPE_F32;
+        if (o.precision) miser_dtype_parse(o.precision, &dt);
+        int prec = (int)dt;
+        int64_t cap = 0;
+        int brc = miser_cli_budget_check(cmd, o.model_dir, budget_s, 0, o.precision != NULL, &prec, o.ctx, o.parallel,
+                                         o.threads, 0, &cap);
+        if (brc) return brc;
+        if (!o.precision) o.precision = miser_dtype_name((miser_dtype)prec);
+        if (!o.ctx || cap < o.ctx) o.ctx = cap;
+        fprintf(stderr, "miser serve: --memory-budget %s: %d slot%s of %lld positions, precision %s\n", budget_s,
+                o.parallel, o.parallel == 1 ? "" : "s", (long long)o.ctx, o.precision);
+    }
 
     /* Signals are taken by sigwait below: blocked before any thread starts,
      * so every thread inherits the mask. */
