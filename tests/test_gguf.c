@@ -851,3 +851,33 @@ Test(gguf, tokenizer_ids_as_llamacpp, .timeout = 120)
     cr_assert_eq(miser_tokenizer_open(path, &t), MISER_ERR_UNSUPPORTED);
     cr_assert(strstr(miser_error_message(), "tokenizer.ggml.pre \"made-up\""), "%s", miser_error_message());
 }
+
+/* every allocation failure while opening a GGUF model and its tokenizer is
+ * MISER_ERR_NOMEM and leaks nothing */
+Test(gguf, allocation_failures_clean)
+{
+    if (!have_gguf_py()) cr_skip_test("gguf-py is not installed (make peers)");
+    char path[160];
+    snprintf(path, sizeof path, "%s/s.gguf", g_tmp);
+    cr_assert_eq(sh("cd '%s' && " PY " " TOOLS "/make_llama_checkpoint.py --out s --layers 1 --hidden 256 --heads 2 "
+                    "--inner 256 --vocab 300 >/dev/null && " PY " " TOOLS "/peers/to_gguf_llama.py --model s --out s.f32.gguf "
+                    "2>/dev/null && " PY " " TOOLS "/gguf/quantize_gguf.py s.f32.gguf s.gguf q4_k_m", g_tmp), 0);
+    const int64_t base = miser_mem_total().current;
+    int done = 0;
+    for (uint64_t n = 1; n < 400 && !done; n++) {
+        miser_mem_fail_after(n);
+        miser_model *m = NULL;
+        miser_tokenizer *t = NULL;
+        miser_status st = miser_model_open(path, &m);
+        if (!st) st = miser_tokenizer_open(path, &t);
+        miser_mem_fail_after(0);
+        if (st == MISER_OK) done = 1;
+        else cr_assert_eq(st, MISER_ERR_NOMEM, "failure %llu: status %d (%s)", (unsigned long long)n, st,
+                          miser_error_message());
+        miser_tokenizer_free(t);
+        miser_model_free(m);
+        cr_assert_eq(miser_mem_total().current, base, "failure %llu leaked %lld bytes", (unsigned long long)n,
+                     (long long)(miser_mem_total().current - base));
+    }
+    cr_assert(done, "open + tokenizer did not succeed within 400 allocations");
+}
