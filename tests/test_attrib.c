@@ -451,3 +451,38 @@ Test(attrib, size_option)
     cr_expect_neq(miser_attrib_parse_size("12Q", &v), 0);
     cr_expect_neq(miser_attrib_parse_size("1e30", &v), 0);
 }
+
+/* Runs under ASan too: a stored profile with attribution (the known-truth
+ * run, also a fuzz seed) through the loader and every writer. */
+Test(attrib, stored_profile_through_loader_and_writers)
+{
+    miser_profile *p = NULL;
+    cr_assert_eq(miser_profile_load_json(MISER_SOURCE_DIR "/tests/fuzz/seeds/fuzz_profile_json/attribution.json", &p),
+                 MISER_OK, "%s", miser_error_message());
+    cr_assert(miser_profile_has_attribution(p));
+    const miser_report_format fmts[] = {MISER_REPORT_TABLE, MISER_REPORT_MARKDOWN, MISER_REPORT_JSON};
+    for (size_t k = 0; k < 3; k++) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+        cr_assert_eq(miser_profile_write(p, fmts[k], m), MISER_OK);
+        fclose(m);
+        cr_expect(strstr(buf, "site_b_realloc"), "format %zu lacks the stacks", k);
+        if (fmts[k] == MISER_REPORT_JSON) {
+            miser_profile *q = NULL;
+            cr_expect_eq(miser_profile_parse_json(buf, len, &q), MISER_OK, "%s", miser_error_message());
+            cr_expect(miser_profile_has_attribution(q));
+            miser_profile_free(q);
+        }
+        free(buf);
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    cr_expect_eq(miser_profile_write_attribution_svg(p, m), MISER_OK);
+    attrib_write_html(p, m);
+    fclose(m);
+    cr_expect(strstr(buf, "site_d") && strstr(buf, "<section id=\"attribution\">"));
+    free(buf);
+    miser_profile_free(p);
+}
