@@ -56,8 +56,10 @@ typedef struct miser_budget_prediction {
     int64_t ctx;        /* the context used (after clamping) */
 } miser_budget_prediction;
 
-/* Open `model_dir` for predictions (headers only). Errors: the loader's and
- * the tokenizer's (naming the file), MISER_ERR_NOMEM. */
+/* Open `model_dir` for predictions (headers only). Resets the allocator's
+ * peaks (miser_mem_reset_peaks) to measure the load's high-water: call it
+ * before, not inside, a profiled stage. Errors: the loader's and the
+ * tokenizer's (naming the file), MISER_ERR_NOMEM. */
 miser_status miser_budget_open(const char *model_dir, miser_budget_model **out);
 void miser_budget_free(miser_budget_model *b);
 int64_t miser_budget_n_ctx(const miser_budget_model *b);

@@ -99,8 +99,8 @@ int miser_cli_value_error(const char *cmd, const struct option *opts, int li, co
 /* --memory-budget SIZE of generate and bench (cmd_plan.c, budget.h): with
  * have_prec, refuse (exit 3, one line: needed MB by part and the budget) a
  * configuration predicted not to fit; without, pick the widest precision
- * (then the longest context up to want_ctx) that fits into *prec and say
- * so on stderr. *ctx_cap: the KV positions to allocate (per sequence, of
+ * (then the longest context up to want_ctx) that fits into *prec (-1: the
+ * checkpoint as stored, no conversion) and say so on stderr. *ctx_cap: the KV positions to allocate (per sequence, of
  * `parallel` sequences: serve's slots). --allow-paging:
  * run past the budget when only the file-backed weights overflow it.
  * Returns 0 to go on, else the exit code (line printed). */

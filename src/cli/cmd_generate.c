@@ -207,7 +207,7 @@ static int cmd_generate(int argc, char **argv)
         if ((rc = miser_cli_budget_check(cmd, model_dir, budget_s, allow_paging, precision != NULL, &p, want, 1,
                                          (int)threads, kv_f16, &budget_ctx)))
             goto out;
-        if (!precision) {
+        if (!precision && p >= 0) { /* -1: as stored */
             prec = (miser_dtype)p;
             precision = miser_dtype_name(prec);
         }

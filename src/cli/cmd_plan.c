@@ -245,14 +245,14 @@ int miser_cli_budget_check(const char *cmd, const char *model_dir, const char *b
     if (!miser_budget_fit(b, budget, &want, have_prec ? (int)want.precision : -1, &got, &p) &&
         got.ctx >= (want_ctx < miser_budget_n_ctx(b) ? want_ctx : miser_budget_n_ctx(b))) {
         if (!have_prec) {
-            *prec = (int)got.precision;
+            *prec = got.precision == miser_budget_stored_dtype(b) ? -1 : (int)got.precision;
             fprintf(stderr, "miser %s: --memory-budget %s: picked --precision %s (context %lld): predicted peak %.1f MB\n",
                     cmd, budget_s, miser_dtype_name(got.precision), (long long)got.ctx, mb(p.rss));
         }
         *ctx_cap = got.ctx;
     } else if (!have_prec && got.ctx > 0 && !miser_budget_fit(b, budget, &want, -1, &got, &p)) {
         /* nothing holds the whole context: the longest that fits */
-        *prec = (int)got.precision;
+        *prec = got.precision == miser_budget_stored_dtype(b) ? -1 : (int)got.precision;
         *ctx_cap = got.ctx;
         fprintf(stderr, "miser %s: --memory-budget %s: picked --precision %s with the context cut to %lld: predicted peak %.1f MB\n",
                 cmd, budget_s, miser_dtype_name(got.precision), (long long)got.ctx, mb(p.rss));
@@ -263,7 +263,7 @@ int miser_cli_budget_check(const char *cmd, const char *model_dir, const char *b
         miser_budget_predict(b, &want, &p);
         miser_budget_describe(&p, why, sizeof why);
         if (allow_paging && p.rss_anon <= budget) {
-            if (!have_prec) *prec = (int)want.precision;
+            if (!have_prec) *prec = want.precision == miser_budget_stored_dtype(b) ? -1 : (int)want.precision;
             *ctx_cap = p.ctx;
             fprintf(stderr, "miser %s: --memory-budget %s is below the predicted peak (%s); --allow-paging: running "
                     "anyway, the %.1f MB of file-backed weights will be evicted and re-read by the kernel\n",

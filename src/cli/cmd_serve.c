@@ -140,10 +140,10 @@ static int cmd_serve(int argc, char **argv)
         int brc = miser_cli_budget_check(cmd, o.model_dir, budget_s, 0, o.precision != NULL, &prec, o.ctx, o.parallel,
                                          o.threads, 0, &cap);
         if (brc) return brc;
-        if (!o.precision) o.precision = miser_dtype_name((miser_dtype)prec);
+        if (!o.precision && prec >= 0) o.precision = miser_dtype_name((miser_dtype)prec); /* -1: as stored */
         if (!o.ctx || cap < o.ctx) o.ctx = cap;
         fprintf(stderr, "miser serve: --memory-budget %s: %d slot%s of %lld positions, precision %s\n", budget_s,
-                o.parallel, o.parallel == 1 ? "" : "s", (long long)o.ctx, o.precision);
+                o.parallel, o.parallel == 1 ? "" : "s", (long long)o.ctx, o.precision ? o.precision : "as stored");
     }
 
     /* Signals are taken by sigwait below: blocked before any thread starts,
