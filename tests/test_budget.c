@@ -393,6 +393,7 @@ Test(budget, refusals)
     cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --precision f32 --memory-budget 20M >/dev/null 2>'%s'", MISER,
                     TINY, err), 3);
     one_line(err, "weights 12.7", "20M");
+    if (SANITIZED) return; /* ASan's shadow pages enter the measured tokenizer part: 22M fits nothing there */
     /* no precision: the widest that fits is picked and said (the f16 cache made first: its note is another line) */
     cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --max-new-tokens 1 --precision f16 >/dev/null 2>&1", MISER, TINY), 0);
     cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --max-new-tokens 2 --memory-budget 22M >/dev/null 2>'%s'", MISER,
