@@ -28,6 +28,19 @@
 #include "profiler/chart.h"
 #include "profiler/internal.h"
 
+/* The attribution interposer is not preloaded into sanitized binaries (as
+ * tests/test_attrib.c): the browser check's attribution page is skipped there. */
+#if defined(__SANITIZE_ADDRESS__)
+#define REPORTS_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define REPORTS_UNDER_ASAN 1
+#endif
+#endif
+#ifndef REPORTS_UNDER_ASAN
+#define REPORTS_UNDER_ASAN 0
+#endif
+
 #define MISER_BIN MISER_BUILD_DIR "/miser"
 #define TINY MISER_SOURCE_DIR "/tests/data/hf-tiny-a"
 #define MB 1024
@@ -504,6 +517,77 @@ static const char child_py[] =
     "del a, b\n"
     "time.sleep(0.06)\n";
 
+/* ---- the profile's HTML page (report.c; Python's Profiler.save("x.html"), miser profile --html) ---- */
+
+Test(reports, profile_html_page_names_peak_kinds_sources_and_printed_figures)
+{
+    miser_profile *p = make_profile();
+    p->stages[1].peak_kind = MISER_PEAK_UPPER_BOUND, p->stages[1].peak_exact = 0;
+    p->stages[2].peak_kind = MISER_PEAK_LOWER_BOUND, p->stages[2].peak_exact = 0;
+    p->stages[3].peak_kind = MISER_PEAK_SAMPLED, p->stages[3].peak_exact = 0;
+    p->stages[4].source = MISER_MARK_STDOUT;
+    p->stages[4].reported_rss_kb = 59 * MB;
+    p->stages[4].report_delay_s = 0.125;
+    p->stages[5].source = MISER_MARK_PIPE_ACK;
+    p->stages[0].source = MISER_MARK_API;
+    miser_report_format fmt;
+    cr_assert_eq(miser_report_format_parse("html", &fmt), 0);
+    cr_assert_eq(fmt, MISER_REPORT_HTML);
+    char *page = NULL, *direct = NULL;
+    size_t plen = 0, dlen = 0;
+    cr_assert_eq(miser_capi_profile_render(p, "html", &page, &plen), MISER_OK, "%s", miser_error_message());
+    FILE *f = open_memstream(&direct, &dlen);
+    cr_assert(f);
+    cr_assert_eq(miser_profile_write(p, MISER_REPORT_HTML, f), MISER_OK, "%s", miser_error_message());
+    fclose(f);
+    /* The C API's page is the profiler's writer, byte for byte. */
+    cr_expect(plen == dlen && !memcmp(page, direct, plen), "capi's HTML differs from MISER_REPORT_HTML");
+    cr_expect(strstr(page, "<!DOCTYPE html>") && strstr(page, "</html>"));
+    cr_expect(strstr(page, ">exact<") && strstr(page, ">upper-bound<") && strstr(page, ">lower-bound<") &&
+                  strstr(page, ">sampled<"),
+              "each stage's peak kind by name");
+    cr_expect(!strstr(page, "<th>exact</th>") && !strstr(page, ">yes<"), "no exact yes/no column");
+    cr_expect(strstr(page, ">stdout<") && strstr(page, ">pipe-ack<") && strstr(page, ">api<"), "mark sources");
+    /* The command's own figure (59 MB) beside miser's reading (60 MB) and the delay. */
+    const char *row = strstr(page, ">4_SECOND_INFERENCE<");
+    cr_assert(row);
+    const char *end = strstr(row, "</tr>");
+    cr_assert(end);
+    char r[2048];
+    snprintf(r, sizeof r, "%.*s", (int)(end - row), row);
+    cr_expect(strstr(r, "<td>59.0</td>") && strstr(r, "<td>60.0</td>") && strstr(r, "<td>125 ms</td>"), "row: %s", r);
+    cr_expect(strstr(page, "class=\"miser-timeline\""), "the SVG timeline");
+    /* Text is escaped (the label has < " & and a non-UTF-8 byte). */
+    cr_expect(strstr(page, "&lt;&quot;quoted&quot; &amp;") || strstr(page, "&lt;\"quoted\" &amp;"));
+    cr_expect(!strstr(page, "<\"quoted\""));
+    miser_free(page);
+    free(direct);
+    miser_profile_free(p);
+}
+
+Test(reports, profile_cli_html_refuses_an_unwritable_file_before_the_command_runs)
+{
+    char dir[64] = "/tmp/miser-test-html-XXXXXX", cmd[1024], marker[128];
+    cr_assert(mkdtemp(dir));
+    snprintf(marker, sizeof marker, "%s/ran", dir);
+    snprintf(cmd, sizeof cmd, "%s profile --html %s/no/such/dir/p.html -- /bin/sh -c 'touch %s' 2>/dev/null", MISER_BIN,
+             dir, marker);
+    cr_expect_eq(run_status(cmd), 2);
+    cr_expect_neq(access(marker, F_OK), 0, "the command ran");
+    snprintf(cmd, sizeof cmd, "%s profile --html %s/p.html --format none -- /bin/sh -c 'touch %s' 2>/dev/null", MISER_BIN,
+             dir, marker);
+    cr_expect_eq(run_status(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s/p.html", dir);
+    char *page = test_read_file(cmd, NULL);
+    cr_assert(page, "no %s", cmd);
+    cr_expect(strstr(page, "<!DOCTYPE html>") && strstr(page, ">exit<") && strstr(page, "</html>"));
+    free(page);
+    snprintf(cmd, sizeof cmd, "%s profile --format html -- /bin/true 2>&1 >/dev/null | grep -q '</html>'", MISER_BIN);
+    cr_expect_eq(run_status(cmd), 0, "--format html prints the page on stderr");
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(run_status(cmd), 0);
+}
+
 Test(reports, browser_renders_reports_legibly, .timeout = 120)
 {
     if (access("/usr/bin/chromium", X_OK)) cr_skip_test("/usr/bin/chromium is not installed (tools/deps.sh test)");
@@ -527,9 +611,25 @@ Test(reports, browser_renders_reports_legibly, .timeout = 120)
     cr_assert(f);
     fputs(child_py, f);
     fclose(f);
-    snprintf(cmd, sizeof cmd, "%s profile --svg %s/profile.svg --format none -- /usr/bin/python3 %s/child.py >/dev/null",
-             MISER_BIN, dir, dir);
+    snprintf(cmd, sizeof cmd, "%s profile --svg %s/profile.svg --html %s/profile-cli.html --format none -- /usr/bin/python3 %s/child.py >/dev/null",
+             MISER_BIN, dir, dir, dir);
     cr_assert_eq(run_status(cmd), 0, "miser profile failed");
+    /* `miser profile --attribute --html` of the known-truth C program: the
+     * page's icicle per stage peak is checked as rendered (--icicle). */
+    char icicle[512] = "";
+    if (!REPORTS_UNDER_ASAN) {
+        snprintf(cmd, sizeof cmd, "%s profile --attribute --html %s/profile-attrib.html --format none -- %s/attrib-truth >/dev/null 2>&1",
+                 MISER_BIN, dir, MISER_BUILD_DIR);
+        cr_assert_eq(run_status(cmd), 0, "miser profile --attribute --html failed");
+        snprintf(cmd, sizeof cmd, "%s/profile-attrib.html", dir);
+        char *ap = test_read_file(cmd, NULL);
+        cr_assert(ap, "no %s", cmd);
+        cr_expect(strstr(ap, "<section id=\"attribution\">") && strstr(ap, "<section id=\"top-consumers\">") &&
+                      strstr(ap, "site_b"),
+                  "the attribution page has the icicle and the top consumers (site_b)");
+        free(ap);
+        snprintf(icicle, sizeof icicle, "--icicle %s/profile-attrib.html", dir);
+    }
     /* The profile page of the C API (Python's Profiler.save("x.html")), on the crowded profile built here. */
     miser_profile *p = make_profile();
     char *page = NULL;
@@ -544,8 +644,8 @@ Test(reports, browser_renders_reports_legibly, .timeout = 120)
     miser_profile_free(p);
     snprintf(cmd, sizeof cmd, "cp %s/rep/report.html %s/report.html && node %s/tests/browser/report_check.js --out "
                               "%s/report-check %s/report.html %s/bench.html %s/bench.svg %s/profile.svg %s/profile-page.html "
-                              ">%s/check.log 2>&1",
-             dir, dir, MISER_SOURCE_DIR, MISER_BUILD_DIR, dir, dir, dir, dir, dir, dir);
+                              "%s/profile-cli.html %s >%s/check.log 2>&1",
+             dir, dir, MISER_SOURCE_DIR, MISER_BUILD_DIR, dir, dir, dir, dir, dir, dir, icicle, dir);
     rc = run_status(cmd);
     snprintf(cmd, sizeof cmd, "%s/check.log", dir);
     log = test_read_file(cmd, NULL);

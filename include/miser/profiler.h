@@ -322,10 +322,11 @@ typedef enum miser_report_format {
     MISER_REPORT_JSON,
     MISER_REPORT_CSV,
     MISER_REPORT_MARKDOWN,
-    MISER_REPORT_SVG
+    MISER_REPORT_SVG,
+    MISER_REPORT_HTML /* standalone page: stage table, timeline, attribution icicles */
 } miser_report_format;
 
-/* Parse "table", "json", "csv", "md"/"markdown", "svg". Returns 0 on success. */
+/* Parse "table", "json", "csv", "md"/"markdown", "svg", "html". Returns 0 on success. */
 int miser_report_format_parse(const char *s, miser_report_format *out);
 /* Write a report to an open stream. Errors: IO when a write fails. */
 miser_status miser_profile_write(const miser_profile *p, miser_report_format fmt, FILE *f);

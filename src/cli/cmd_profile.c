@@ -38,8 +38,12 @@ static void usage(FILE *f)
             "  --csv FILE            write the stages as CSV\n"
             "  --md FILE             write a Markdown report\n"
             "  --svg FILE            write an SVG timeline with stage bands\n"
+            "  --html FILE           write an HTML page: the stage table (peak kind, mark\n"
+            "                        source, printed figure and delay), the timeline and,\n"
+            "                        with --attribute, the icicle per stage peak and the\n"
+            "                        top consumers\n"
             "  --format FMT          report printed on stderr at the end: table (default),\n"
-            "                        json, csv, md, svg or none\n"
+            "                        json, csv, md, svg, html or none\n"
             "  --pss                 read PSS from smaps_rollup at each mark\n"
             "  --no-gpu              do not ask NVML for GPU memory\n"
             "  --no-hwm-reset        do not reset high-water marks (peaks become sampled)\n"
@@ -93,7 +97,7 @@ static int run(int argc, char **argv)
     o.stdout_fd = 1;
     o.gpu = 1;
     o.on_warning = print_warning;
-    const char *out[4] = {NULL, NULL, NULL, NULL}; /* json csv md svg */
+    const char *out[5] = {NULL, NULL, NULL, NULL, NULL}; /* json csv md svg html */
     const char *fmt = "table";
     int attribute = 0;
     const char *attribute_svg = NULL;
@@ -119,7 +123,8 @@ static int run(int argc, char **argv)
             return MISER_EXIT_OK;
         }
         int takes = !strcmp(a, "-i") || !strcmp(a, "--interval") || !strcmp(a, "--mark") || !strcmp(a, "--json") ||
-                    !strcmp(a, "--csv") || !strcmp(a, "--md") || !strcmp(a, "--svg") || !strcmp(a, "--format") ||
+                    !strcmp(a, "--csv") || !strcmp(a, "--md") || !strcmp(a, "--svg") || !strcmp(a, "--html") ||
+                    !strcmp(a, "--format") ||
                     !strcmp(a, "--attribute-min") || !strcmp(a, "--attribute-svg");
         if (takes && !next) {
             miser_cli_error("profile", "%s needs a value", a);
@@ -142,6 +147,7 @@ static int run(int argc, char **argv)
         else if (!strcmp(a, "--csv")) out[1] = next;
         else if (!strcmp(a, "--md")) out[2] = next;
         else if (!strcmp(a, "--svg")) out[3] = next;
+        else if (!strcmp(a, "--html")) out[4] = next;
         else if (!strcmp(a, "--format")) {
             miser_report_format f;
             if (strcmp(next, "none") && miser_report_format_parse(next, &f)) {
@@ -173,8 +179,8 @@ static int run(int argc, char **argv)
     }
     /* Refuse a bad output path before CMD runs: it costs the user nothing but
      * this line. Two reports into one file would overwrite each other. */
-    static const char *const out_opt[4] = {"json", "csv", "md", "svg"};
-    for (int k = 0; k < 4; k++) {
+    static const char *const out_opt[5] = {"json", "csv", "md", "svg", "html"};
+    for (int k = 0; k < 5; k++) {
         if (!out[k]) continue;
         for (int j = 0; j < k; j++)
             if (out[j] && !strcmp(out[j], out[k])) {
@@ -203,10 +209,10 @@ static int run(int argc, char **argv)
         rc = st == MISER_ERR_IO ? 127 : miser_cli_exit_for_status(st);
         goto done;
     }
-    static const miser_report_format fmts[4] = {MISER_REPORT_JSON, MISER_REPORT_CSV, MISER_REPORT_MARKDOWN,
-                                                MISER_REPORT_SVG};
+    static const miser_report_format fmts[5] = {MISER_REPORT_JSON, MISER_REPORT_CSV, MISER_REPORT_MARKDOWN,
+                                                MISER_REPORT_SVG, MISER_REPORT_HTML};
     int write_failed = 0;
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 5; k++)
         if (out[k] && miser_profile_write_file(p, fmts[k], out[k])) {
             miser_cli_error("profile", "%s", miser_error_message());
             write_failed = 1;

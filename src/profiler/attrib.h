@@ -164,5 +164,7 @@ void attrib_write_md(const miser_profile *p, FILE *f);
 void attrib_write_svg(const miser_profile *p, FILE *f);
 /* HTML section (inline SVG per stage), for an HTML report writer. */
 void attrib_write_html(const miser_profile *p, FILE *f);
+/* HTML table of the top consumers at each stage peak (as attrib_write_md). */
+void attrib_write_html_top(const miser_profile *p, FILE *f);
 
 #endif

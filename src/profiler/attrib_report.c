@@ -6,6 +6,7 @@
  * between two profiles. report.c, load.c and the CLI call in here; nothing
  * here prints unless asked to. */
 #include "attrib.h"
+#include "chart.h"
 #include "internal.h"
 
 #include <cjson/cJSON.h>
@@ -584,6 +585,55 @@ void attrib_write_html(const miser_profile *p, FILE *f)
     free(body);
     fputs(g_icicle_script, f);
     fputs("</svg></section>\n", f);
+}
+
+/* MB with 3 significant digits (a small figure never reads 0.00); sign: "+" before a positive growth. */
+static const char *html_mib(char *b, size_t cap, int64_t bytes, int sign)
+{
+    size_t at = 0;
+    if (sign && bytes > 0) b[at++] = '+';
+    miser_chart_fmt_sig(b + at, cap - at, mib(bytes), 3);
+    return b;
+}
+
+/* The top consumers at each stage's peak as an HTML table (the Markdown
+ * report's content), for the HTML report writer (report.c). */
+void attrib_write_html_top(const miser_profile *p, FILE *f)
+{
+    const miser_attribution *a = p ? p->attribution : NULL;
+    if (!a) return;
+    char b1[40], b2[40];
+    fputs("<section id=\"top-consumers\"><h2>Top consumers at each stage's peak</h2>\n<p>Live heap and anonymous-mmap "
+          "bytes per call stack at each process's live-bytes peak in the stage (file mappings listed as mmap-file). "
+          "MB = MiB.</p>\n",
+          f);
+    for (size_t i = 0; i < a->nstages && i < p->nstages; i++) {
+        const miser_attrib_stage *s = stage_of(p, i);
+        if (!s) continue;
+        fputs("<h3>", f);
+        xml(f, p->stages[i].name);
+        fprintf(f, ": peak %s MB, %s MB over its start</h3>\n<div class=\"scroll\"><table><tr><th>MB at peak</th>"
+                   "<th>growth MB</th><th>blocks</th><th>kind</th><th>process</th><th>stack (innermost first)</th></tr>\n",
+                html_mib(b1, sizeof b1, s->peak_bytes, 0), html_mib(b2, sizeof b2, s->peak_bytes - s->start_bytes, 1));
+        for (size_t k = 0; k < s->peak.n && k < 10; k++) {
+            const miser_attrib_entry *e = &s->peak.v[k];
+            char st[600];
+            stack_text(e, 6, st, sizeof st);
+            fprintf(f, "<tr><td>%s</td><td>%s</td><td>%lld</td><td class=\"l\">%s</td><td class=\"l\">",
+                    html_mib(b1, sizeof b1, e->bytes, 0), html_mib(b2, sizeof b2, e->bytes - e->start_bytes, 1),
+                    (long long)e->count, attrib_kind_name(e->kind));
+            xml(f, e->process);
+            fprintf(f, " (%d)</td><td class=\"l\">", e->pid);
+            xml(f, st);
+            fputs("</td></tr>\n", f);
+        }
+        if (s->peak.other_bytes)
+            fprintf(f, "<tr><td>%s</td><td></td><td>%lld</td><td></td><td></td><td class=\"l\">%zu other stacks</td></tr>\n",
+                    html_mib(b1, sizeof b1, s->peak.other_bytes, 0), (long long)s->peak.other_count,
+                    s->peak.other_stacks);
+        fputs("</table></div>\n", f);
+    }
+    fputs("</section>\n", f);
 }
 
 /* ---- growth against a baseline ---- */

@@ -1,5 +1,6 @@
 /* Report writers shared by the in-process and out-of-process paths:
- * terminal table, JSON (schema "miser-profile" v1), CSV, Markdown, SVG.
+ * terminal table, JSON (schema "miser-profile" v1), CSV, Markdown, SVG and
+ * a standalone HTML page (stage table, timeline, attribution icicles).
  * JSON is written by hand (streaming, no allocation); files are written to a
  * temporary in the same directory and renamed, never left half-written. */
 #include "chart.h"
@@ -18,7 +19,7 @@ int miser_report_format_parse(const char *s, miser_report_format *out)
     static const struct { const char *n; miser_report_format f; } t[] = {
         {"table", MISER_REPORT_TABLE}, {"text", MISER_REPORT_TABLE}, {"json", MISER_REPORT_JSON},
         {"csv", MISER_REPORT_CSV},     {"md", MISER_REPORT_MARKDOWN}, {"markdown", MISER_REPORT_MARKDOWN},
-        {"svg", MISER_REPORT_SVG}};
+        {"svg", MISER_REPORT_SVG},     {"html", MISER_REPORT_HTML}};
     for (size_t i = 0; s && i < sizeof t / sizeof t[0]; i++)
         if (!strcmp(s, t[i].n)) {
             *out = t[i].f;
@@ -504,6 +505,97 @@ static miser_status write_svg(const miser_profile *p, FILE *f)
     return st;
 }
 
+
+/* ---------- HTML ---------- */
+
+/* MB with 3 significant digits (a small figure never reads 0.00); "-" when unknown. */
+static void html_mb(FILE *f, int64_t kb)
+{
+    char b[48];
+    if (kb < 0) fputs("<td>-</td>", f);
+    else miser_chart_fmt_sig(b, sizeof b, (double)kb / 1024.0, 3), fprintf(f, "<td>%s</td>", b);
+}
+
+/* A standalone page (Profiler.save('x.html'), `miser profile --html`): the
+ * stage table with each peak's kind, each mark's source, the command's own
+ * [STAGE] figure beside miser's reading and how late miser read; the SVG
+ * timeline; with --attribute the icicle per stage peak and the top
+ * consumers. Text goes through the chart's XML escaper (well-formed whatever
+ * the bytes). */
+static miser_status write_html(const miser_profile *p, FILE *f)
+{
+    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>miser profile</title>\n"
+          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+          "<style>body{font-family:sans-serif;margin:2em auto;padding:0 1em;max-width:1200px}"
+          "table{border-collapse:collapse}.scroll{max-width:100%;overflow-x:auto}"
+          "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child,td.l,"
+          "th{text-align:left}td.l{overflow-wrap:anywhere}svg{display:block;max-width:100%;height:auto}"
+          "</style></head><body>\n<h1>miser profile</h1>\n<p>",
+          f);
+    miser_chart_xml_text(f, p->label);
+    fputs(" &middot; peaks: ", f);
+    miser_chart_xml_text(f, p->peak_method);
+    fputs(" &middot; sampler: ", f);
+    if (p->sample_interval_ms > 0) fprintf(f, "%g ms (%zu samples)", p->sample_interval_ms, p->nsamples);
+    else fputs("off", f);
+    char ex[96];
+    exit_line(p, ex, sizeof ex);
+    fputs(" &middot; ", f);
+    miser_chart_xml_text(f, ex);
+    fputs("</p>\n<h2>Stages</h2>\n<p><em>peak is</em>: exact (one process's high-water mark), upper-bound (a tree's "
+          "sum of per-process peaks), lower-bound (a process's peak was lost to its parent's wait()), sampled (no "
+          "reset). <em>mark</em>: api and pipe-ack measure the program where it is; stdout ([STAGE] lines) and pipe "
+          "are read after it has moved on. <em>printed</em> is the figure on the program's own [STAGE] line, "
+          "<em>delay</em> how much later miser read (at least). MB = MiB.</p>\n"
+          "<div class=\"scroll\"><table><tr><th>stage</th><th>description</th><th>t</th><th>RSS (MB)</th>"
+          "<th>anon (MB)</th><th>file (MB)</th><th>swap (MB)</th><th>peak (MB)</th><th>peak is</th>"
+          "<th>sampled peak (MB)</th><th>mark</th><th>printed (MB)</th><th>delay</th></tr>\n",
+          f);
+    for (size_t i = 0; i < p->nstages; i++) {
+        const miser_stage_record *s = &p->stages[i];
+        fputs("<tr class=\"stage\"><td class=\"l\">", f);
+        miser_chart_xml_text(f, s->name);
+        fputs("</td><td class=\"l\">", f);
+        miser_chart_xml_text(f, s->description);
+        char t[48];
+        miser_chart_fmt_seconds(t, sizeof t, s->t_s);
+        fprintf(f, "</td><td>%s</td>", t);
+        html_mb(f, s->rss_kb);
+        html_mb(f, s->anon_kb);
+        html_mb(f, s->file_kb);
+        html_mb(f, s->swap_kb);
+        html_mb(f, s->peak_rss_kb);
+        fprintf(f, "<td class=\"l peak-kind\">%s</td>", miser_peak_kind_name(s->peak_kind));
+        html_mb(f, s->peak_sampled_kb);
+        fprintf(f, "<td class=\"l source\">%s</td>", miser_mark_source_name(s->source));
+        html_mb(f, s->reported_rss_kb);
+        if (s->reported_rss_kb >= 0 && !isnan(s->report_delay_s)) {
+            miser_chart_fmt_seconds(t, sizeof t, s->report_delay_s);
+            fprintf(f, "<td>%s</td>", t);
+        } else
+            fputs("<td>-</td>", f);
+        fputs("</tr>\n", f);
+    }
+    fputs("</table></div>\n", f);
+    if (p->nsamples || p->nstages) {
+        fputs("<h2>Timeline</h2>\n", f);
+        miser_status st = write_svg(p, f);
+        if (st) return st;
+    }
+    if (p->attribution) {
+        attrib_write_html(p, f);     /* icicle per stage peak (attrib_report.c) */
+        attrib_write_html_top(p, f); /* top consumers table */
+    }
+    if (p->nwarnings) fputs("<h2>Warnings</h2>\n", f);
+    for (size_t i = 0; i < p->nwarnings; i++) {
+        fputs("<p class=\"warning\">", f);
+        miser_chart_xml_text(f, p->warnings[i]);
+        fputs("</p>\n", f);
+    }
+    fputs("</body></html>\n", f);
+    return MISER_OK;
+}
+
 miser_status miser_profile_write(const miser_profile *p, miser_report_format fmt, FILE *f)
 {
     if (!p || !f) return miser_error_set(MISER_ERR_INVALID, "report: NULL argument");
@@ -515,6 +607,11 @@ miser_status miser_profile_write(const miser_profile *p, miser_report_format fmt
     case MISER_REPORT_MARKDOWN: write_md(p, f); break;
     case MISER_REPORT_SVG: {
         miser_status st = write_svg(p, f);
+        if (st) return st;
+        break;
+    }
+    case MISER_REPORT_HTML: {
+        miser_status st = write_html(p, f);
         if (st) return st;
         break;
     }

@@ -9,7 +9,6 @@
 #include "miser/alloc.h"
 #include "miser/model.h"
 #include "miser/precision.h"
-#include "profiler/chart.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -181,90 +180,23 @@ miser_status miser_capi_profiler_start(double sample_interval_ms, int pss, int g
     return miser_profiler_start(&o, out);
 }
 
-/* Escaped, and well-formed whatever the bytes (U+FFFD for non-UTF-8): the
- * profiler's chart helper (src/profiler/chart.h). */
-static void html_text(FILE *f, const char *s) { miser_chart_xml_text(f, s); }
-
-/* MB with 3 significant digits (a small figure never reads 0.00). */
-static void html_mb(FILE *f, int64_t kb)
-{
-    char b[48];
-    if (kb < 0) fputs("<td>-</td>", f);
-    else miser_chart_fmt_sig(b, sizeof b, (double)kb / 1024.0, 3), fprintf(f, "<td>%s</td>", b);
-}
-
-/* A standalone page: the stage table and the SVG timeline (the profiler's
- * own SVG writer), for a profiler without an HTML writer of its own. */
-static miser_status write_html(const miser_profile *p, FILE *f)
-{
-    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>miser profile</title>\n"
-          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-          "<style>body{font-family:sans-serif;margin:2em auto;padding:0 1em;max-width:1200px}"
-          "table{border-collapse:collapse}.scroll{max-width:100%;overflow-x:auto}"
-          "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child,td:nth-child(2),"
-          "th{text-align:left}td:nth-child(2){overflow-wrap:anywhere}svg{display:block;max-width:100%;height:auto}"
-          "</style></head><body>\n<h1>miser profile</h1>\n<p>",
-          f);
-    html_text(f, miser_profile_label(p));
-    fprintf(f, " &middot; %s &middot; peaks: ", miser_profile_mode(p));
-    html_text(f, miser_profile_peak_method(p));
-    fputs("</p>\n<div class=\"scroll\"><table><tr><th>stage</th><th>description</th><th>t</th><th>RSS (MB)</th><th>anon (MB)</th>"
-          "<th>file (MB)</th><th>peak (MB)</th><th>exact</th><th>sampled peak (MB)</th></tr>\n",
-          f);
-    for (size_t i = 0; i < miser_profile_stage_count(p); i++) {
-        const miser_stage_record *s = miser_profile_stage(p, i);
-        fputs("<tr><td>", f);
-        html_text(f, s->name);
-        fputs("</td><td>", f);
-        html_text(f, s->description);
-        char t[48];
-        miser_chart_fmt_seconds(t, sizeof t, s->t_s);
-        fprintf(f, "</td><td>%s</td>", t);
-        html_mb(f, s->rss_kb);
-        html_mb(f, s->anon_kb);
-        html_mb(f, s->file_kb);
-        html_mb(f, s->peak_rss_kb);
-        fprintf(f, "<td>%s</td>", s->peak_exact ? "yes" : "no");
-        html_mb(f, s->peak_sampled_kb);
-        fputs("</tr>\n", f);
-    }
-    fputs("</table></div>\n", f);
-    for (size_t i = 0; i < miser_profile_warning_count(p); i++) {
-        fputs("<p>warning: ", f);
-        html_text(f, miser_profile_warning(p, i));
-        fputs("</p>\n", f);
-    }
-    if (miser_profile_sample_count(p)) {
-        miser_status st = miser_profile_write(p, MISER_REPORT_SVG, f);
-        if (st) return st;
-    }
-    fputs("\n</body></html>\n", f);
-    return ferror(f) ? miser_error_set(MISER_ERR_IO, "write failed: %s", strerror(errno)) : MISER_OK;
-}
-
+/* Every format, HTML included, is the profiler's own writer (src/profiler/report.c). */
 typedef struct {
     const miser_profile *p;
-    int html;
     miser_report_format fmt;
 } render_ctx;
 
 static miser_status parse_format(const char *format, render_ctx *rc)
 {
-    rc->html = 0;
     if (!format) return miser_error_set(MISER_ERR_INVALID, "no report format given");
     if (miser_report_format_parse(format, &rc->fmt) == 0) return MISER_OK;
-    if (!strcmp(format, "html")) {
-        rc->html = 1;
-        return MISER_OK;
-    }
     return miser_error_set(MISER_ERR_INVALID, "unknown report format '%.40s' (table, json, csv, md, svg, html)", format);
 }
 
 static miser_status render_to(void *file, void *ctx)
 {
     render_ctx *rc = ctx;
-    FILE *f = file;
-    return rc->html ? write_html(rc->p, f) : miser_profile_write(rc->p, rc->fmt, f);
+    return miser_profile_write(rc->p, rc->fmt, file);
 }
 
 miser_status miser_capi_profile_render(const miser_profile *p, const char *format, char **out, size_t *len)

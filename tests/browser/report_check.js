@@ -9,10 +9,13 @@
 //     container that scrolls;
 //   - every timeline has tick values on both axes and axis titles with units;
 //   - stage labels' rendered boxes do not overlap one another and stay inside
-//     their SVG; x tick values do not overlap either.
+//     their SVG; x tick values do not overlap either;
+//   - a file given with --icicle (a `miser profile --attribute --html` page)
+//     renders the attribution icicle: an SVG in section#attribution with
+//     visible rects and frame labels, inside the page.
 // A full-page screenshot and the rendered DOM of each file are kept in --out.
 //
-// usage: node tests/browser/report_check.js --out DIR [--width PX] FILE.html|FILE.svg ...
+// usage: node tests/browser/report_check.js --out DIR [--width PX] [--icicle FILE.html] FILE.html|FILE.svg ...
 // (--width: the viewport, 1400 px by default)
 // exit: 0 all checks passed, 1 a check failed, 2 bad usage, 3 no browser.
 'use strict';
@@ -35,13 +38,14 @@ const CHROMIUM = process.env.MISER_CHROMIUM || '/usr/bin/chromium';
 
 function usage(msg) {
   if (msg) console.error('report_check: ' + msg);
-  console.error('usage: node tests/browser/report_check.js --out DIR [--width PX] FILE.html|FILE.svg ...');
+  console.error('usage: node tests/browser/report_check.js --out DIR [--width PX] [--icicle FILE.html] FILE.html|FILE.svg ...');
   process.exit(2);
 }
 
 const args = process.argv.slice(2);
 let outDir = null;
 const files = [];
+const icicleFiles = new Set(); // files that must render the attribution icicle
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--out') {
     outDir = args[++i];
@@ -49,6 +53,11 @@ for (let i = 0; i < args.length; i++) {
   } else if (args[i] === '--width') {
     WIDTH = parseInt(args[++i], 10);
     if (!(WIDTH >= 320 && WIDTH <= 4000)) usage('--width takes 320..4000 (px)');
+  } else if (args[i] === '--icicle') {
+    const f = args[++i];
+    if (!f) usage('--icicle needs a file');
+    files.push(f);
+    icicleFiles.add(f);
   } else if (args[i].startsWith('-')) usage('unknown option ' + args[i]);
   else files.push(args[i]);
 }
@@ -125,6 +134,19 @@ function measure(viewportWidth) {
       })),
     };
   });
+  // The attribution icicle(s) of a profile page (attrib_report.c's SVG).
+  out.icicles = [...document.querySelectorAll('section#attribution svg')].map((svg) => {
+    const r = svg.getBoundingClientRect();
+    const rects = [...svg.querySelectorAll('g.n rect')].filter((e) => {
+      const b = e.getBoundingClientRect();
+      return b.width > 0 && b.height > 0;
+    });
+    const labels = [...svg.querySelectorAll('g.n text')].filter((e) => {
+      const b = e.getBoundingClientRect();
+      return b.width > 0 && e.textContent.trim().length > 0;
+    }).map((e) => e.textContent.trim());
+    return {l: r.left, r: r.right, w: r.width, h: r.height, rects: rects.length, labels};
+  });
   return out;
 }
 
@@ -152,6 +174,17 @@ function checkFile(file, m) {
   check(file, m.scrollWidth <= WIDTH, 'page ' + m.scrollWidth + ' px wide, viewport ' + WIDTH + ' px');
   check(file, m.overflowing.length === 0,
         'no element wider than the page' + (m.overflowing.length ? ': ' + m.overflowing.slice(0, 5).join('; ') : ''));
+  if (icicleFiles.has(file)) {
+    check(file, m.icicles.length > 0, m.icicles.length + ' attribution icicle(s) rendered');
+    m.icicles.forEach((ic, k) => {
+      const name = 'icicle ' + (k + 1);
+      check(file, ic.w > 0 && ic.h > 0 && ic.l >= -0.5 && ic.r <= WIDTH + 0.5,
+            name + ': ' + Math.round(ic.w) + 'x' + Math.round(ic.h) + ' px, inside the viewport');
+      check(file, ic.rects > 0, name + ': ' + ic.rects + ' frame rects rendered');
+      check(file, ic.labels.length > 0, name + ': ' + ic.labels.length + ' frame labels (' +
+            ic.labels.slice(0, 6).join(', ') + ')');
+    });
+  }
   const timelines = m.svgs.flatMap((s) => s.timelines.map((t) => ({svg: s.box, ...t})));
   check(file, timelines.length > 0, timelines.length + ' timeline(s) rendered');
   timelines.forEach((tl, k) => {
