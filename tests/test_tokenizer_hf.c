@@ -1129,6 +1129,16 @@ Test(tokenizer_hf, malformed_files)
                       MISER_ERR_FORMAT, "post_processor");
     expect_json_error("{\"model\": {\"vocab\": " V3 "}, \"decoder\": {\"type\": \"WordPiece\"}}", MISER_ERR_UNSUPPORTED,
                       "decoder");
+    /* strings that are not UTF-8 (raw bytes; cJSON itself refuses a lone surrogate escape) are
+     * refused at load: an
+     * added token or a Replace content would otherwise put them into the text PCRE2 matches
+     * (found by fuzz_tokenizer_json: an out-of-bounds read in PCRE2's tables) */
+    expect_json_error("{\"model\": {\"vocab\": " V3 "}, \"added_tokens\": [{\"id\": 3, \"content\": \"<x>\xfb\"}]}",
+                      MISER_ERR_FORMAT, "not valid UTF-8");
+    expect_json_error("{\"model\": {\"vocab\": " V3 "}, \"normalizer\": {\"type\": \"Replace\", \"pattern\": "
+                      "{\"String\": \" \"}, \"content\": \"\\ud800\"}}",
+                      MISER_ERR_FORMAT, "malformed JSON");
+    expect_json_error("{\"model\": {\"vocab\": {\"a\": 0, \"\xc3\x28\": 1}}}", MISER_ERR_FORMAT, "not valid UTF-8");
     /* a config naming a bos the vocabulary lacks */
     write_text("bad/tokenizer_config.json", "{\"bos_token\": \"<s>\"}");
     write_text("bad/tokenizer.json", "{\"model\": {\"vocab\": " V3 "}}");

@@ -93,6 +93,13 @@ miser_status miser_file_map(const char *path, size_t min_size, int cat, miser_ma
 /* Unmap; a zeroed mapping is a no-op. */
 void miser_file_unmap(miser_mapping *m, int cat);
 
+/* UTF-8 (RFC 3629: shortest form, no surrogates, at most U+10FFFF).
+ * miser_utf8_seq: the length (1-4) of the valid sequence starting at s[i]
+ * (i < n), 0 when it is invalid, -1 when it is a valid start cut short by n.
+ * miser_utf8_valid: 1 when all n bytes are UTF-8, else 0. */
+int miser_utf8_seq(const unsigned char *s, size_t i, size_t n);
+int miser_utf8_valid(const char *s, size_t n);
+
 /* Write `path` atomically: fn writes the content to a temporary file in the
  * same directory, which is flushed, synced and renamed over `path` only when
  * fn returned MISER_OK; otherwise the temporary file is removed, so a failed

@@ -232,33 +232,15 @@ int miser_cli_prompt_ids(const char *cmd, const char *what, const miser_tokenize
 }
 
 /* length of the valid UTF-8 sequence at s[i], or 0 */
+/* The length of the valid sequence at s[i], 0 when invalid or cut short
+ * (miser_utf8_seq's -1 counts as invalid here: the text is complete). */
 static size_t utf8_seq(const unsigned char *s, size_t i, size_t n)
 {
-    unsigned char c = s[i];
-    if (c < 0x80) return 1;
-    size_t k = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    if (!k || i + k > n) return 0;
-    for (size_t j = 1; j < k; j++)
-        if ((s[i + j] & 0xC0) != 0x80) return 0;
-    if (k == 3) {
-        unsigned cp = ((c & 0x0Fu) << 12) | ((s[i + 1] & 0x3Fu) << 6);
-        if (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    } else if (k == 4) {
-        unsigned cp = ((c & 0x07u) << 18) | ((s[i + 1] & 0x3Fu) << 12);
-        if (cp < 0x10000 || cp > 0x10FFFF) return 0;
-    }
-    return k;
+    int k = miser_utf8_seq(s, i, n);
+    return k > 0 ? (size_t)k : 0;
 }
 
-int miser_cli_utf8_valid(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_seq(s, i, n);
-        if (!k) return 0;
-        i += k;
-    }
-    return 1;
-}
+int miser_cli_utf8_valid(const unsigned char *s, size_t n) { return miser_utf8_valid((const char *)s, n); }
 
 void miser_cli_json_string(FILE *f, const unsigned char *s, size_t n, int *valid)
 {

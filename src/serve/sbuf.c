@@ -67,25 +67,8 @@ void miser_sb_printf(miser_sb *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-/* Length of the valid shortest-form UTF-8 sequence at s[i]; 0 when invalid;
- * -1 when it is a valid start cut short by the end of the buffer. */
-static int utf8_seq(const unsigned char *s, size_t i, size_t n)
-{
-    unsigned char c = s[i];
-    if (c < 0x80) return 1;
-    int k = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    if (!k) return 0;
-    for (int j = 1; j < k; j++) {
-        if (i + (size_t)j >= n) return -1;
-        unsigned char d = s[i + (size_t)j];
-        if ((d & 0xC0) != 0x80) return 0;
-        /* the second byte bounds the code point: no overlongs, surrogates or > U+10FFFF */
-        if (j == 1 && ((c == 0xE0 && d < 0xA0) || (c == 0xED && d > 0x9F) || (c == 0xF0 && d < 0x90) ||
-                       (c == 0xF4 && d > 0x8F)))
-            return 0;
-    }
-    return k;
-}
+/* utf8_seq: miser_utf8_seq (src/core/utf8.c). */
+#define utf8_seq miser_utf8_seq
 
 size_t miser_utf8_stable_prefix(const char *str, size_t n)
 {
@@ -97,17 +80,6 @@ size_t miser_utf8_stable_prefix(const char *str, size_t n)
         i += k ? (size_t)k : 1;
     }
     return i;
-}
-
-int miser_utf8_valid(const char *str, size_t n)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    for (size_t i = 0; i < n;) {
-        int k = utf8_seq(s, i, n);
-        if (k <= 0) return 0;
-        i += (size_t)k;
-    }
-    return 1;
 }
 
 void miser_sb_json_str(miser_sb *b, const char *str, size_t n)

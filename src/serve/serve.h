@@ -47,8 +47,7 @@ void miser_sb_json_str(miser_sb *b, const char *s, size_t n);
  * not counting a trailing sequence that is incomplete but could still be
  * completed by more bytes (those are held back while streaming). */
 size_t miser_utf8_stable_prefix(const char *s, size_t n);
-/* 1 when s[0..n) is entirely valid shortest-form UTF-8. */
-int miser_utf8_valid(const char *s, size_t n);
+/* miser_utf8_valid (miser/core.h) says whether s[0..n) is entirely UTF-8. */
 
 /* ---- requests ---------------------------------------------------------- */
 

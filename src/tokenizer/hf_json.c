@@ -585,13 +585,43 @@ static int config_token(const miser_tokenizer *t, const cJSON *cfg, const char *
     return *id < 0 ? -2 : 1;
 }
 
+/* Every string of the file (keys and values) must be UTF-8, as JSON requires
+ * and as the tokenizers crate enforces: cJSON copies raw bytes as they are
+ * (it refuses only bad escapes), and such a string inserted into
+ * the text (an added token, a Replace or Prepend content) would reach PCRE2,
+ * which matches with PCRE2_NO_UTF_CHECK and may read outside its tables on an
+ * invalid sequence. Returns the first offending string, or NULL. */
+static const cJSON *first_non_utf8(const cJSON *v, const char **key)
+{
+    for (; v; v = v->next) {
+        if (v->string && !miser_utf8_valid(v->string, strlen(v->string))) {
+            *key = v->string;
+            return v;
+        }
+        if (cJSON_IsString(v) && !miser_utf8_valid(v->valuestring, strlen(v->valuestring))) {
+            *key = v->string;
+            return v;
+        }
+        const cJSON *bad = first_non_utf8(v->child, key);
+        if (bad) return bad;
+    }
+    return NULL;
+}
+
 static cJSON *parse_buffer(const char *path, const char *data, size_t size, miser_status *st)
 {
     const char *end = NULL;
+    const char *key = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(data, size, &end, 0);
     if (!root) {
         size_t off = end && end >= data && end <= data + size ? (size_t)(end - data) : 0;
         *st = miser_error_set(MISER_ERR_FORMAT, "%s: malformed JSON near byte %zu", path, off);
+    } else if (first_non_utf8(root->child, &key)) {
+        char shown[84];
+        *st = miser_error_set(MISER_ERR_FORMAT, "%s: a string%s%s%s is not valid UTF-8", path, key ? " under \"" : "",
+                              key ? miser_tok_printable(key, strlen(key), shown, sizeof shown) : "", key ? "\"" : "");
+        cJSON_Delete(root);
+        root = NULL;
     } else if (!cJSON_IsObject(root)) {
         *st = miser_error_set(MISER_ERR_FORMAT, "%s: expected a JSON object", path);
         cJSON_Delete(root);
