@@ -78,6 +78,7 @@ typedef struct {
     uint64_t dead_minflt, dead_majflt;
     int child_done, child_status;
     int ack_fd;                /* write end of the acknowledgement pipe, or -1 */
+    int so_fd;                 /* read end of the command's stdout pipe while open, or -1 */
     int last_source;           /* MARK_* of the newest stage record */
     linebuf out_lb, mk_lb;
     attrib_watch *attrib;      /* --attribute: the interposer's side of the run, or NULL */
@@ -548,6 +549,23 @@ static int lb_push(linebuf *lb, char c)
     return 1;
 }
 
+static int pump(watch *w, int fd, int is_stdout);
+
+/* Handle the stdout bytes already in the pipe. Called before an ack'd marker
+ * line: the command waits for the ack, so whatever its stdout holds now was
+ * written before that line (pipe writes are in order per writer), and its
+ * [STAGE] lines are marks that came first. The two pipes are read separately,
+ * so without this a [STAGE] line printed before the marker would be recorded
+ * after it. Bounded (a descendant may write on and on). */
+static void drain_stdout(watch *w)
+{
+    for (int n = 0; w->so_fd >= 0 && n < 64; n++) {
+        struct pollfd pf = {w->so_fd, POLLIN, 0};
+        if (poll(&pf, 1, 0) <= 0 || !(pf.revents & POLLIN)) return;
+        if (pump(w, w->so_fd, 1)) return; /* EOF: the main loop closes it */
+    }
+}
+
 static void handle_marker_line(watch *w, char *line)
 {
     size_t len = strlen(line);
@@ -569,6 +587,9 @@ static void handle_marker_line(watch *w, char *line)
                 break;
             }
         mark_info mi = {ack ? MISER_MARK_PIPE_ACK : MISER_MARK_PIPE, -1, -1};
+        /* Only for ack=1 is the order knowable: a plain pipe line's writer
+         * has moved on and may have printed later lines already. */
+        if (ack) drain_stdout(w);
         take_mark(w, name, desc, kv, nkv, 0, MARK_PIPE, &mi);
         if (ack && w->ack_fd >= 0) {
             ssize_t r = write(w->ack_fd, "\n", 1);
@@ -710,6 +731,7 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
     int mk[2] = {-1, -1}, so[2] = {-1, -1}, ex[2] = {-1, -1}, ak[2] = {-1, -1};
     char **envp = NULL, env_mk[48], env_ak[48];
     w->ack_fd = -1;
+    w->so_fd = -1;
     miser_status rc = MISER_OK;
     if ((opts->marker_pipe && (pipe2(mk, O_CLOEXEC) || pipe2(ak, O_CLOEXEC))) ||
         (opts->stdout_markers && pipe2(so, O_CLOEXEC)) || pipe2(ex, O_CLOEXEC)) {
@@ -776,6 +798,9 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
         w->ack_fd = ak[1];
     }
     if (so[1] >= 0) close(so[1]), so[1] = -1;
+    /* non-blocking: drain_stdout may empty it between the poll and the main loop's read */
+    if (so[0] >= 0) fcntl(so[0], F_SETFL, O_NONBLOCK);
+    w->so_fd = so[0];
     int exec_errno = 0;
     ssize_t er = read(ex[0], &exec_errno, sizeof exec_errno);
     close(ex[0]);
@@ -854,7 +879,7 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
         for (int i = 0; i < np; i++) {
             if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
             if (pf[i].fd == mk[0] && pump(w, mk[0], 0)) close(mk[0]), mk[0] = -1;
-            else if (pf[i].fd == so[0] && pump(w, so[0], 1)) close(so[0]), so[0] = -1;
+            else if (pf[i].fd == so[0] && pump(w, so[0], 1)) close(so[0]), so[0] = w->so_fd = -1;
         }
     }
     finish_lines(w);
@@ -880,6 +905,7 @@ miser_status miser_profile_command(const miser_watch_options *opts, char *const 
     if (w->nprocs) warn(w, "%zu descendant process(es) still running when the command exited", w->nprocs);
     for (size_t i = 0; i < w->nprocs; i++) close(w->procs[i].sfd), close(w->procs[i].statfd);
     if (mk[0] >= 0) close(mk[0]);
+    w->so_fd = -1;
     if (so[0] >= 0) close(so[0]);
     if (ak[1] >= 0) close(ak[1]);
     miser_free(w->procs);
