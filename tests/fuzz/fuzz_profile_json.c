@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         miser_profile_metrics m;
         miser_profile_metrics_compute(p, &m);
         static const miser_report_format fmts[] = {MISER_REPORT_TABLE, MISER_REPORT_JSON, MISER_REPORT_CSV,
-                                                   MISER_REPORT_MARKDOWN, MISER_REPORT_SVG};
+                                                   MISER_REPORT_MARKDOWN, MISER_REPORT_SVG, MISER_REPORT_HTML};
         for (size_t k = 0; k < sizeof fmts / sizeof fmts[0]; k++) {
             FILE *f = fopen("/dev/null", "w");
             if (!f) abort();
