@@ -321,4 +321,4 @@ out:
     return rc;
 }
 
-MISER_CLI_COMMAND(generate, "generate", "generate text with a GPT-2 checkpoint", cmd_generate)
+MISER_CLI_COMMAND(generate, "generate", "generate text with a model (checkpoint directory or GGUF file)", cmd_generate)

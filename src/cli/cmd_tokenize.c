@@ -270,5 +270,5 @@ static int cmd_detokenize(int argc, char **argv)
     return rc;
 }
 
-MISER_CLI_COMMAND(tokenize, "tokenize", "text to GPT-2 token ids (built-in or a model's vocabulary)", cmd_tokenize)
-MISER_CLI_COMMAND(detokenize, "detokenize", "GPT-2 token ids back to text bytes", cmd_detokenize)
+MISER_CLI_COMMAND(tokenize, "tokenize", "text to token ids (a model's tokenizer, or the built-in GPT-2 one)", cmd_tokenize)
+MISER_CLI_COMMAND(detokenize, "detokenize", "token ids back to text bytes", cmd_detokenize)

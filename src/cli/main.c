@@ -48,7 +48,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: miser <command> [options]\n"
             "\n"
-            "Memory-frugal GPT-2 inference and a lifecycle memory profiler.\n"
+            "Memory-frugal language-model inference (GPT-2, Llama family; safetensors, GGUF)\n"
+            "and a lifecycle memory profiler.\n"
             "\n"
             "commands:\n");
     for (int i = 0; i < g_ncmds; i++) fprintf(f, "  %-12s %s\n", g_cmds[i]->name, g_cmds[i]->summary);
