@@ -6,6 +6,7 @@
  * config.json holds a complete checkpoint. Shapes by name: "tiny" for tests
  * and "smollm2-360m" (SmolLM2-360M's shape) for the benchmarks. */
 #include "miser/safetensors.h"
+#include "synth.h"
 
 #include "miser/alloc.h"
 
@@ -36,66 +37,15 @@ miser_status miser_llama_preset(const char *shape, miser_config *out)
     return miser_error_set(MISER_ERR_INVALID, "unknown Llama shape '%s' (tiny, smollm2-360m)", shape ? shape : "");
 }
 
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* roughly N(0, 1) from one draw: four 16-bit uniforms, summed and rescaled */
-static float approx_normal(uint64_t *s)
-{
-    uint64_t r = splitmix64(s);
-    double sum = (double)(r & 0xffff) + (double)((r >> 16) & 0xffff) + (double)((r >> 32) & 0xffff) + (double)(r >> 48);
-    return (float)((sum / 65535.0 - 2.0) * 1.7320508075688772);
-}
-
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return h;
-}
-
-static int ends_with(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
-#define CHUNK (1u << 20)
-
 static miser_status write_tensor(miser_st_writer *w, const miser_st_entry *e, const miser_config *c,
                                  const miser_synth_options *o, unsigned char *buf, uint64_t *done, uint64_t total)
 {
     float mean = 0, sd = 0.02f;
-    if (ends_with(e->name, "norm.weight")) mean = 1.0f, sd = 0.05f;
-    else if (ends_with(e->name, "embed_tokens.weight")) sd = 0.5f;
-    else if (ends_with(e->name, "o_proj.weight") || ends_with(e->name, "down_proj.weight"))
+    if (miser_synth_ends_with(e->name, "norm.weight")) mean = 1.0f, sd = 0.05f;
+    else if (miser_synth_ends_with(e->name, "embed_tokens.weight")) sd = 0.5f;
+    else if (miser_synth_ends_with(e->name, "o_proj.weight") || miser_synth_ends_with(e->name, "down_proj.weight"))
         sd = 0.02f / sqrtf(2.0f * (float)c->n_layer);
-    uint64_t s = o->seed ^ fnv1a(e->name);
-    uint64_t n = 1;
-    for (int32_t d = 0; d < e->ndim; d++) n *= (uint64_t)e->shape[d];
-    size_t esz = miser_dtype_bytes(o->dtype, 1), per = CHUNK / esz;
-    while (n) {
-        size_t k = n < per ? (size_t)n : per;
-        for (size_t i = 0; i < k; i++) {
-            float v = mean + sd * approx_normal(&s);
-            if (o->dtype == MISER_DTYPE_F32) memcpy(buf + 4 * i, &v, 4);
-            else {
-                uint16_t h = o->dtype == MISER_DTYPE_F16 ? miser_f32_to_f16(v) : miser_f32_to_bf16(v);
-                memcpy(buf + 2 * i, &h, 2);
-            }
-        }
-        miser_status st = miser_st_writer_write(w, buf, k * esz);
-        if (st) return st;
-        n -= k;
-        *done += k * esz;
-        if (o->progress) o->progress(o->progress_user, *done, total);
-    }
-    return MISER_OK;
+    return miser_synth_fill(w, e, mean, sd, o, buf, done, total);
 }
 
 static miser_status write_text_cb(void *f, void *text)
@@ -159,7 +109,7 @@ miser_status miser_synth_llama(const char *dir, const miser_config *c, const mis
     enum { NAME = 96 };
     miser_st_entry *e = miser_calloc(MISER_MEM_SCRATCH, n, sizeof *e);
     char *names = miser_malloc(MISER_MEM_SCRATCH, n * NAME);
-    unsigned char *buf = miser_malloc(MISER_MEM_SCRATCH, CHUNK);
+    unsigned char *buf = miser_malloc(MISER_MEM_SCRATCH, MISER_SYNTH_CHUNK);
     char *path = miser_malloc(MISER_MEM_SCRATCH, strlen(dir) + 20);
     miser_st_writer *w = NULL;
     miser_status st = MISER_OK;

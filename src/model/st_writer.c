@@ -4,6 +4,7 @@
  * appended chunk by chunk, and the file appears under its real name only
  * once complete. */
 #include "miser/safetensors.h"
+#include "synth.h"
 
 #include "miser/alloc.h"
 
@@ -320,28 +321,20 @@ static uint64_t fnv1a(const char *s)
     return h;
 }
 
-static int ends_with(const char *s, const char *suf)
+int miser_synth_ends_with(const char *s, const char *suf)
 {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
 }
 
-#define SYNTH_CHUNK (1u << 20)
-
-static miser_status synth_tensor(miser_st_writer *w, const miser_st_entry *e, const miser_gpt2_config *c,
-                                 const miser_synth_options *o, unsigned char *buf, uint64_t *done,
-                                 uint64_t total)
+/* Shared with llama_synth.c (declared in synth.h): one tensor's seeded values. */
+miser_status miser_synth_fill(miser_st_writer *w, const miser_st_entry *e, float mean, float sd,
+                              const miser_synth_options *o, unsigned char *buf, uint64_t *done, uint64_t total)
 {
-    float mean = 0, sd = 0.02f;
-    if (ends_with(e->name, "ln_1.weight") || ends_with(e->name, "ln_2.weight") || !strcmp(e->name, "ln_f.weight"))
-        mean = 1.0f, sd = 0.05f;
-    else if (ends_with(e->name, ".bias")) sd = 0.01f;
-    else if (!strcmp(e->name, "wpe.weight")) sd = 0.01f;
-    else if (ends_with(e->name, "c_proj.weight")) sd = 0.02f / sqrtf(2.0f * (float)c->n_layer);
     uint64_t s = o->seed ^ fnv1a(e->name);
     uint64_t n = 1;
     for (int32_t d = 0; d < e->ndim; d++) n *= (uint64_t)e->shape[d];
-    size_t esz = miser_dtype_bytes(o->dtype, 1), per = SYNTH_CHUNK / esz;
+    size_t esz = miser_dtype_bytes(o->dtype, 1), per = MISER_SYNTH_CHUNK / esz;
     while (n) {
         size_t k = n < per ? (size_t)n : per;
         for (size_t i = 0; i < k; i++) {
@@ -359,6 +352,20 @@ static miser_status synth_tensor(miser_st_writer *w, const miser_st_entry *e, co
         if (o->progress) o->progress(o->progress_user, *done, total);
     }
     return MISER_OK;
+}
+
+static miser_status synth_tensor(miser_st_writer *w, const miser_st_entry *e, const miser_gpt2_config *c,
+                                 const miser_synth_options *o, unsigned char *buf, uint64_t *done,
+                                 uint64_t total)
+{
+    float mean = 0, sd = 0.02f;
+    if (miser_synth_ends_with(e->name, "ln_1.weight") || miser_synth_ends_with(e->name, "ln_2.weight") ||
+        !strcmp(e->name, "ln_f.weight"))
+        mean = 1.0f, sd = 0.05f;
+    else if (miser_synth_ends_with(e->name, ".bias")) sd = 0.01f;
+    else if (!strcmp(e->name, "wpe.weight")) sd = 0.01f;
+    else if (miser_synth_ends_with(e->name, "c_proj.weight")) sd = 0.02f / sqrtf(2.0f * (float)c->n_layer);
+    return miser_synth_fill(w, e, mean, sd, o, buf, done, total);
 }
 
 static miser_status write_text_cb(void *f, void *text)
@@ -419,7 +426,7 @@ miser_status miser_synth_gpt2(const char *dir, const miser_gpt2_config *c, const
     size_t n = 4 + 12 * (size_t)c->n_layer, k = 0;
     miser_st_entry *e = miser_calloc(MISER_MEM_SCRATCH, n, sizeof *e);
     char *names = miser_malloc(MISER_MEM_SCRATCH, n * 40);
-    unsigned char *buf = miser_malloc(MISER_MEM_SCRATCH, SYNTH_CHUNK);
+    unsigned char *buf = miser_malloc(MISER_MEM_SCRATCH, MISER_SYNTH_CHUNK);
     char *path = miser_malloc(MISER_MEM_SCRATCH, strlen(dir) + 20);
     miser_st_writer *w = NULL;
     miser_status st = MISER_OK;
