@@ -566,34 +566,6 @@ static int reserve_scratch(hstate *e, size_t n)
     return 0;
 }
 
-static void heap_push(uint64_t *h, size_t *n, uint64_t v)
-{
-    size_t i = (*n)++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (h[p] <= v) break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = v;
-}
-
-static uint64_t heap_pop(uint64_t *h, size_t *n)
-{
-    uint64_t top = h[0], v = h[--*n];
-    size_t i = 0, m = *n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= m) break;
-        if (c + 1 < m && h[c + 1] < h[c]) c++;
-        if (h[c] >= v) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (m) h[i] = v;
-    return top;
-}
-
 /* ---- the cache ---------------------------------------------------------------------------- */
 
 #define CACHE_MAX_KEY 256
@@ -721,10 +693,10 @@ static int bpe_piece(const miser_tokenizer *t, hstate *e, const uint8_t *p, size
     size_t hn = 0;
     for (int32_t i = 0; i + 1 < L; i++) {
         int64_t r = pair_rank(t, sym[i], sym[i + 1]);
-        if (r >= 0) heap_push(e->heap, &hn, ((uint64_t)h->merge_prio[r] << 32) | (uint32_t)i);
+        if (r >= 0) miser_tok_heap_push(e->heap, &hn, ((uint64_t)h->merge_prio[r] << 32) | (uint32_t)i);
     }
     while (hn) {
-        uint64_t v = heap_pop(e->heap, &hn);
+        uint64_t v = miser_tok_heap_pop(e->heap, &hn);
         int32_t i = (int32_t)(uint32_t)v, j;
         if (sym[i] < 0 || (j = next[i]) >= L) continue;
         int64_t r = pair_rank(t, sym[i], sym[j]);
@@ -738,9 +710,9 @@ static int bpe_piece(const miser_tokenizer *t, hstate *e, const uint8_t *p, size
         int32_t pv = prev[i];
         int64_t r2;
         if (pv >= 0 && (r2 = pair_rank(t, sym[pv], ab)) >= 0)
-            heap_push(e->heap, &hn, ((uint64_t)h->merge_prio[r2] << 32) | (uint32_t)pv);
+            miser_tok_heap_push(e->heap, &hn, ((uint64_t)h->merge_prio[r2] << 32) | (uint32_t)pv);
         if (nx < L && (r2 = pair_rank(t, ab, sym[nx])) >= 0)
-            heap_push(e->heap, &hn, ((uint64_t)h->merge_prio[r2] << 32) | (uint32_t)i);
+            miser_tok_heap_push(e->heap, &hn, ((uint64_t)h->merge_prio[r2] << 32) | (uint32_t)i);
     }
     for (int32_t i = 0; i < L; i = next[i])
         if (emit(e, sym[i])) return -1;

@@ -48,6 +48,38 @@ static inline const char *miser_tok_printable(const char *s, size_t n, char *out
     return out;
 }
 
+/* Binary min-heap of packed uint64 keys (rank or priority << 32 | position),
+ * the merge queue of both BPE loops (tokenizer.c's OpenAI order, hf_model.c's
+ * Hugging Face order). The caller owns h (room for one more key on push) and
+ * *n, the count; pop requires *n > 0 and returns the smallest key. */
+static inline void miser_tok_heap_push(uint64_t *h, size_t *n, uint64_t v)
+{
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (h[p] <= v) break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = v;
+}
+
+static inline uint64_t miser_tok_heap_pop(uint64_t *h, size_t *n)
+{
+    uint64_t top = h[0], v = h[--*n];
+    size_t i = 0, m = *n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= m) break;
+        if (c + 1 < m && h[c + 1] < h[c]) c++;
+        if (h[c] >= v) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (m) h[i] = v;
+    return top;
+}
+
 /* ---- PCRE2 (regex_pcre2.c) ---- */
 typedef struct miser_tok_regex miser_tok_regex;
 /* Compile an Oniguruma-syntax pattern (see regex_pcre2.c for the rewrite).

@@ -496,34 +496,6 @@ static int reserve_scratch(enc_state *e, size_t n)
     return 0;
 }
 
-static void heap_push(uint64_t *h, size_t *n, uint64_t v)
-{
-    size_t i = (*n)++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (h[p] <= v) break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = v;
-}
-
-static uint64_t heap_pop(uint64_t *h, size_t *n)
-{
-    uint64_t top = h[0], v = h[--*n];
-    size_t i = 0, m = *n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= m) break;
-        if (c + 1 < m && h[c + 1] < h[c]) c++;
-        if (h[c] >= v) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (m) h[i] = v;
-    return top;
-}
-
 /* BPE of one piece of `len` bytes; appends its ids. */
 static int bpe_piece(const miser_tokenizer *t, enc_state *e, const uint8_t *p, size_t len)
 {
@@ -540,7 +512,7 @@ static int bpe_piece(const miser_tokenizer *t, enc_state *e, const uint8_t *p, s
     }
     for (int32_t i = 0; i + 1 < L; i++) {
         int64_t r = pair_rank(t, sym[i], sym[i + 1]);
-        if (r >= 0) heap_push(e->heap, &hn, ((uint64_t)r << 32) | (uint32_t)i);
+        if (r >= 0) miser_tok_heap_push(e->heap, &hn, ((uint64_t)r << 32) | (uint32_t)i);
     }
     while (hn) {
         /* One round: every occurrence of the best pair, left to right. Taking
@@ -548,7 +520,7 @@ static int bpe_piece(const miser_tokenizer *t, enc_state *e, const uint8_t *p, s
          * rank lower) for later rounds, as in the reference. */
         const uint32_t r = (uint32_t)(e->heap[0] >> 32);
         size_t rn = 0;
-        while (hn && (uint32_t)(e->heap[0] >> 32) == r) e->round[rn++] = heap_pop(e->heap, &hn);
+        while (hn && (uint32_t)(e->heap[0] >> 32) == r) e->round[rn++] = miser_tok_heap_pop(e->heap, &hn);
         const int32_t a = t->merge_a[r], b = t->merge_b[r], ab = t->merge_out[r];
         for (size_t k = 0; k < rn; k++) {
             int32_t i = (int32_t)(uint32_t)e->round[k], j = next[i];
@@ -561,9 +533,9 @@ static int bpe_piece(const miser_tokenizer *t, enc_state *e, const uint8_t *p, s
             int32_t pv = prev[i];
             int64_t r2;
             if (pv >= 0 && (r2 = pair_rank(t, sym[pv], ab)) >= 0)
-                heap_push(e->heap, &hn, ((uint64_t)r2 << 32) | (uint32_t)pv);
+                miser_tok_heap_push(e->heap, &hn, ((uint64_t)r2 << 32) | (uint32_t)pv);
             if (nx < L && (r2 = pair_rank(t, ab, sym[nx])) >= 0)
-                heap_push(e->heap, &hn, ((uint64_t)r2 << 32) | (uint32_t)i);
+                miser_tok_heap_push(e->heap, &hn, ((uint64_t)r2 << 32) | (uint32_t)i);
         }
     }
     for (int32_t i = 0; i < L; i = next[i])
