@@ -99,34 +99,47 @@ miser_stage_record *prof_add_stage(miser_profile *p, const char *name, const cha
 static const char *const peak_kind_names[] = {"unknown", "exact", "upper-bound", "lower-bound", "sampled"};
 static const char *const mark_source_names[] = {"unknown", "api", "pipe", "pipe-ack", "stdout", "time", "end"};
 
+/* The enum <-> name tables above, shared by the peak-kind and mark-source
+ * functions: names[k] for k in range, else "unknown"; parse gives the index
+ * of `s` in names, or -1 (s NULL or not a name). */
+static const char *table_name(const char *const *names, size_t n, unsigned k)
+{
+    return k < n ? names[k] : "unknown";
+}
+
+static int table_parse(const char *const *names, size_t n, const char *s)
+{
+    for (size_t i = 0; s && i < n; i++)
+        if (!strcmp(s, names[i])) return (int)i;
+    return -1;
+}
+
+#define N_OF(a) (sizeof a / sizeof *a)
+
 const char *miser_peak_kind_name(miser_peak_kind k)
 {
-    return (unsigned)k < sizeof peak_kind_names / sizeof *peak_kind_names ? peak_kind_names[k] : "unknown";
+    return table_name(peak_kind_names, N_OF(peak_kind_names), (unsigned)k);
 }
 
 int miser_peak_kind_parse(const char *s, miser_peak_kind *out)
 {
-    for (size_t i = 0; s && i < sizeof peak_kind_names / sizeof *peak_kind_names; i++)
-        if (!strcmp(s, peak_kind_names[i])) {
-            *out = (miser_peak_kind)i;
-            return 0;
-        }
-    return -1;
+    int i = table_parse(peak_kind_names, N_OF(peak_kind_names), s);
+    if (i < 0) return -1;
+    *out = (miser_peak_kind)i;
+    return 0;
 }
 
 const char *miser_mark_source_name(miser_mark_source k)
 {
-    return (unsigned)k < sizeof mark_source_names / sizeof *mark_source_names ? mark_source_names[k] : "unknown";
+    return table_name(mark_source_names, N_OF(mark_source_names), (unsigned)k);
 }
 
 int miser_mark_source_parse(const char *s, miser_mark_source *out)
 {
-    for (size_t i = 0; s && i < sizeof mark_source_names / sizeof *mark_source_names; i++)
-        if (!strcmp(s, mark_source_names[i])) {
-            *out = (miser_mark_source)i;
-            return 0;
-        }
-    return -1;
+    int i = table_parse(mark_source_names, N_OF(mark_source_names), s);
+    if (i < 0) return -1;
+    *out = (miser_mark_source)i;
+    return 0;
 }
 
 miser_status prof_stage_set_kv(miser_stage_record *s, const char *key, const char *value)
