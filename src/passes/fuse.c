@@ -219,6 +219,28 @@ static int match_gqa(const miser_node *old, int32_t i, int32_t *q, int32_t *k, i
     return 1;
 }
 
+/* The fused ATTENTION node both matchers below end in (the MHA chain and
+ * the GQA chain): old nodes q, k, v with a leading SCALE on q folded into
+ * `scale`, named after the chain's last node n. Returns 0 when the mapped q
+ * is not [1, T, H, D] (the caller keeps the unfused form); otherwise 1 with
+ * *id the emitted node (negative when emitting failed). */
+static int emit_attention(miser_graph *g, miser_rw *r, const miser_node *n, int32_t q, int32_t k, int32_t v,
+                          float scale, int32_t *id)
+{
+    const miser_node *old = r->old;
+    if (old[q].op == MISER_OP_SCALE) {
+        scale *= old[q].attr.f[0];
+        q = old[q].in[0];
+    }
+    miser_node a = {.op = MISER_OP_ATTENTION, .n_in = 3, .in = {r->map[q], r->map[k], r->map[v]}};
+    a.attr.f[0] = scale;
+    memcpy(a.name, n->name, sizeof a.name);
+    const miser_node *qn = &g->nodes[a.in[0]];
+    if (qn->ndim != 4 || qn->shape[1] != MISER_DIM_T) return 0;
+    *id = miser_rw_emit(r, &a);
+    return 1;
+}
+
 static miser_status fuse_attention(miser_graph *g)
 {
     miser_rw r;
@@ -239,18 +261,9 @@ static miser_status fuse_attention(miser_graph *g)
                 int32_t tv = miser_rw_skip_noops(old, old[mm2].in[1]);
                 if (is_transpose(old, tq, 0, 2, 1, 3) && is_transpose(old, tk, 0, 2, 3, 1) &&
                     is_transpose(old, tv, 0, 2, 1, 3)) {
-                    int32_t q = old[tq].in[0], k = old[tk].in[0], v = old[tv].in[0];
-                    float scale = old[sm].attr.f[0];
-                    if (old[q].op == MISER_OP_SCALE) {
-                        scale *= old[q].attr.f[0];
-                        q = old[q].in[0];
-                    }
-                    miser_node a = {.op = MISER_OP_ATTENTION, .n_in = 3, .in = {r.map[q], r.map[k], r.map[v]}};
-                    a.attr.f[0] = scale;
-                    memcpy(a.name, n->name, sizeof a.name);
-                    const miser_node *qn = &g->nodes[a.in[0]];
-                    if (qn->ndim == 4 && qn->shape[1] == MISER_DIM_T) {
-                        int32_t id = miser_rw_emit(&r, &a);
+                    int32_t id;
+                    if (emit_attention(g, &r, n, old[tq].in[0], old[tk].in[0], old[tv].in[0], old[sm].attr.f[0],
+                                       &id)) {
                         if (id >= 0) {
                             r.map[i] = id;
                             continue;
@@ -261,19 +274,10 @@ static miser_status fuse_attention(miser_graph *g)
             }
         }
         {
-            int32_t q, k, v;
+            int32_t q, k, v, id;
             float scale;
             if (match_gqa(old, i, &q, &k, &v, &scale)) {
-                if (old[q].op == MISER_OP_SCALE) {
-                    scale *= old[q].attr.f[0];
-                    q = old[q].in[0];
-                }
-                miser_node a = {.op = MISER_OP_ATTENTION, .n_in = 3, .in = {r.map[q], r.map[k], r.map[v]}};
-                a.attr.f[0] = scale;
-                memcpy(a.name, n->name, sizeof a.name);
-                const miser_node *qn = &g->nodes[a.in[0]];
-                if (qn->ndim == 4 && qn->shape[1] == MISER_DIM_T) {
-                    int32_t id = miser_rw_emit(&r, &a);
+                if (emit_attention(g, &r, n, q, k, v, scale, &id)) {
                     /* the chain's value is [1, T, KV, R, D]: a view of the result */
                     if (id >= 0) id = miser_g_reshape(g, id, n->ndim, n->shape, n->name);
                     if (id >= 0) {
