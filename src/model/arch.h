@@ -51,6 +51,12 @@ miser_status miser_cfg_bool(const char *path, const cJSON *root, const char *key
 /* Require tensor `name` with shape [d0] (d1 < 0) or [d0, d1] in a dtype the
  * kernels read; `why` says which config values imply the shape. */
 miser_status miser_model_need(const miser_model *m, const char *name, int64_t d0, int64_t d1, const char *why);
+/* The graph builders' (gpt2_graph.c, llama.c) way to load checkpoint tensor
+ * `name` as a graph constant: its id, or -1 with *st set (a missing tensor
+ * names the model directory; a failed miser_g_const is prefixed with
+ * `context`, e.g. "building Llama graph"). *st is MISER_OK on success. */
+int32_t miser_model_const(miser_graph *g, const miser_model *m, const char *name, const char *context,
+                          miser_status *st);
 /* The file a tensor came from, and the file a missing one was looked up in
  * (model.safetensors or the index). */
 const char *miser_model_tensor_path(const miser_model *m, const miser_tensor_info *t);

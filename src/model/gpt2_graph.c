@@ -13,17 +13,11 @@
  * cache stores the Conv1D weights transposed): nothing is copied here. */
 #include "miser/gpt2.h"
 #include "miser/alloc.h"
+#include "model/arch.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-static miser_status need(const miser_model *m, const char *name, const miser_tensor_info **out)
-{
-    *out = miser_model_tensor(m, name);
-    if (!*out) return miser_error_set(MISER_ERR_FORMAT, "%s: missing tensor '%s'", miser_model_dir(m), name);
-    return MISER_OK;
-}
 
 #define TRY_ID(x)                                                                                                      \
     do {                                                                                                               \
@@ -31,13 +25,10 @@ static miser_status need(const miser_model *m, const char *name, const miser_ten
             return miser_error_prefix(g->last_error ? g->last_error : MISER_ERR_INTERNAL, "building GPT-2 graph");    \
     } while (0)
 
+/* the checkpoint tensor `name` as a constant, or -1 with *st set */
 static int32_t cst(miser_graph *g, const miser_model *m, const char *name, miser_status *st)
 {
-    const miser_tensor_info *t;
-    if ((*st = need(m, name, &t))) return -1;
-    int32_t id = miser_g_const(g, t, name);
-    if (id < 0) *st = miser_error_prefix(g->last_error ? g->last_error : MISER_ERR_INTERNAL, "building GPT-2 graph");
-    return id;
+    return miser_model_const(g, m, name, "building GPT-2 graph", st);
 }
 
 static int32_t dense(miser_graph *g, int32_t x, int32_t w, int32_t b, const char *name)

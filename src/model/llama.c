@@ -208,15 +208,7 @@ static miser_status llama_validate(const miser_model *m)
 /* the checkpoint tensor `name` as a constant, or -1 with *st set */
 static int32_t cst(miser_graph *g, const miser_model *m, const char *name, miser_status *st)
 {
-    const miser_tensor_info *t = miser_model_tensor(m, name);
-    if (!t) {
-        *st = miser_error_set(MISER_ERR_FORMAT, "%s: missing tensor '%s'", miser_model_dir(m), name);
-        return -1;
-    }
-    int32_t id = miser_g_const(g, t, name);
-    *st = id < 0 ? miser_error_prefix(g->last_error ? g->last_error : MISER_ERR_INTERNAL, "building Llama graph")
-                 : MISER_OK;
-    return id;
+    return miser_model_const(g, m, name, "building Llama graph", st);
 }
 
 /* A view of the 2-D constant w, PyTorch Linear [out, in] with element

@@ -411,6 +411,19 @@ miser_status miser_model_need(const miser_model *m, const char *name, int64_t d0
     return MISER_OK;
 }
 
+int32_t miser_model_const(miser_graph *g, const miser_model *m, const char *name, const char *context,
+                          miser_status *st)
+{
+    const miser_tensor_info *t = miser_model_tensor(m, name);
+    if (!t) {
+        *st = miser_error_set(MISER_ERR_FORMAT, "%s: missing tensor '%s'", miser_model_dir(m), name);
+        return -1;
+    }
+    int32_t id = miser_g_const(g, t, name);
+    *st = id < 0 ? miser_error_prefix(g->last_error ? g->last_error : MISER_ERR_INTERNAL, "%s", context) : MISER_OK;
+    return id;
+}
+
 const char *miser_model_tensor_path(const miser_model *m, const miser_tensor_info *t)
 {
     if (m->gguf) return m->gguf->path;
