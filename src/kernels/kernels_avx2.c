@@ -94,6 +94,27 @@ AI __m256 exp8(__m256 x)
     return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
 }
 
+/* The attention kernels' softmax numerators (one head, attention_impl; each
+ * head of a group, attention_group_impl): p[s] = exp(p[s] - mx) in place for
+ * s < n, 8 lanes at a time then a scalar tail. Returns their sum (lane sums
+ * first, then the tail in order). */
+AI float softmax_numer(float *p, int64_t n, float mx)
+{
+    __m256 vm = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+    int64_t s = 0;
+    for (; s + 8 <= n; s += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p + s), vm));
+        _mm256_storeu_ps(p + s, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    float sum = hsum(vsum);
+    for (; s < n; s++) {
+        p[s] = expf(p[s] - mx);
+        sum += p[s];
+    }
+    return sum;
+}
+
 AI __m256 gelu8(__m256 x)
 {
     /* 0.5 x (1 + tanh u) == x * sigmoid(2u) == x / (1 + exp(-2u)) */
@@ -550,22 +571,11 @@ AI void attention_impl(const int f16, const miser_attention_args *a, int ith, in
             if (p[s] > mx) mx = p[s];
         }
         /* fused softmax numerator: p[s] = exp(p[s] - mx) */
-        __m256 vm = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
-        int64_t s = 0;
-        for (; s + 8 <= valid; s += 8) {
-            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p + s), vm));
-            _mm256_storeu_ps(p + s, e);
-            vsum = _mm256_add_ps(vsum, e);
-        }
-        float sum = hsum(vsum);
-        for (; s < valid; s++) {
-            p[s] = expf(p[s] - mx);
-            sum += p[s];
-        }
+        float sum = softmax_numer(p, valid, mx);
         /* out = sum_s p[s] v[s] / sum */
         float *o = a->out + t * a->o_row + h * D;
         for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
-        for (s = 0; s < valid; s++) {
+        for (int64_t s = 0; s < valid; s++) {
             __m256 ps = _mm256_set1_ps(p[s]);
             int64_t vb = s * a->v_row + j * D, d = 0;
             for (; d < Dv; d += 8)
@@ -616,19 +626,7 @@ AI void attention_group_impl(const int f16, const miser_attention_args *a, int i
         for (int64_t r = 0; r < R; r++) {
             float *pr = p + r * S, mx = -INFINITY;
             for (int64_t s = 0; s < valid; s++) mx = pr[s] > mx ? pr[s] : mx;
-            __m256 vm = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
-            int64_t s = 0;
-            for (; s + 8 <= valid; s += 8) {
-                __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(pr + s), vm));
-                _mm256_storeu_ps(pr + s, e);
-                vsum = _mm256_add_ps(vsum, e);
-            }
-            float sum = hsum(vsum);
-            for (; s < valid; s++) {
-                pr[s] = expf(pr[s] - mx);
-                sum += pr[s];
-            }
-            sums[r] = sum;
+            sums[r] = softmax_numer(pr, valid, mx);
             float *o = a->out + t * a->o_row + (j * R + r) * D;
             for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
         }
