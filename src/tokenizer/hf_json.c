@@ -131,29 +131,46 @@ static miser_status get_string(const ctx *c, const cJSON *o, const char *key, co
     return (*out = dup_n(s, *n)) ? MISER_OK : MISER_ERR_NOMEM;
 }
 
+/* ---- the opening every pipeline component shares ---- */
+typedef miser_status (*component_fn)(const ctx *c, const cJSON *o, const char *field, int depth);
+
+/* For the normalizer, pre-tokenizer, decoder and post-processor parsers: an
+ * absent or null component is nothing; otherwise it must be an object with a
+ * "type", nested at most 8 deep, and a "Sequence" applies `self` to each entry
+ * of its `list` array (entries named field.list[i] in messages). Returns 1
+ * when the component is done (*st the result), 0 with *ty its type for the
+ * caller to parse. */
+static int component_open(const ctx *c, const cJSON *o, const char *field, int depth, const char *list,
+                          component_fn self, const char **ty, miser_status *st)
+{
+    *st = MISER_OK;
+    if (!o || cJSON_IsNull(o)) return 1;
+    if (!cJSON_IsObject(o)) return (*st = ferr(c, field, "expected an object or null", NULL)), 1;
+    if (depth > 8) return (*st = ferr(c, field, "nested too deeply", NULL)), 1;
+    *ty = type_of(o);
+    if (!*ty) return (*st = ferr(c, field, "missing \"type\"", NULL)), 1;
+    if (strcmp(*ty, "Sequence")) return 0;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, list);
+    if (!cJSON_IsArray(arr)) return (*st = ferr(c, field, "Sequence needs a \"%s\" array", list)), 1;
+    int i = 0;
+    for (const cJSON *e = arr->child; e; e = e->next, i++) {
+        char f[160];
+        snprintf(f, sizeof f, "%.100s.%s[%d]", field, list, i);
+        if ((*st = self(c, e, f, depth + 1))) return 1;
+    }
+    return 1;
+}
+
 /* ---- normalizers ---- */
 static miser_status parse_normalizer(const ctx *c, const cJSON *o, const char *field, int depth)
 {
     miser_tok_hf *h = c->t->hf;
-    if (!o || cJSON_IsNull(o)) return MISER_OK;
-    if (!cJSON_IsObject(o)) return ferr(c, field, "expected an object or null", NULL);
-    if (depth > 8) return ferr(c, field, "nested too deeply", NULL);
-    const char *ty = type_of(o);
-    if (!ty) return ferr(c, field, "missing \"type\"", NULL);
+    const char *ty;
+    miser_status st;
+    if (component_open(c, o, field, depth, "normalizers", parse_normalizer, &ty, &st)) return st;
     miser_hf_step s = {0};
-    miser_status st = MISER_OK;
     int b1, b2;
-    if (!strcmp(ty, "Sequence")) {
-        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "normalizers");
-        if (!cJSON_IsArray(arr)) return ferr(c, field, "Sequence needs a \"normalizers\" array", NULL);
-        int i = 0;
-        for (const cJSON *e = arr->child; e; e = e->next, i++) {
-            char f[160];
-            snprintf(f, sizeof f, "%.100s.normalizers[%d]", field, i);
-            if ((st = parse_normalizer(c, e, f, depth + 1))) return st;
-        }
-        return MISER_OK;
-    }
+    st = MISER_OK;
     if (!strcmp(ty, "NFC")) s.kind = MISER_HF_NFC;
     else if (!strcmp(ty, "NFD")) s.kind = MISER_HF_NFD;
     else if (!strcmp(ty, "NFKC")) s.kind = MISER_HF_NFKC;
@@ -213,25 +230,12 @@ static miser_status regex_step(const ctx *c, const char *field, const char *re, 
 static miser_status parse_pre(const ctx *c, const cJSON *o, const char *field, int depth)
 {
     miser_tok_hf *h = c->t->hf;
-    if (!o || cJSON_IsNull(o)) return MISER_OK;
-    if (!cJSON_IsObject(o)) return ferr(c, field, "expected an object or null", NULL);
-    if (depth > 8) return ferr(c, field, "nested too deeply", NULL);
-    const char *ty = type_of(o);
-    if (!ty) return ferr(c, field, "missing \"type\"", NULL);
+    const char *ty;
+    miser_status st;
+    if (component_open(c, o, field, depth, "pretokenizers", parse_pre, &ty, &st)) return st;
     miser_hf_step s = {0};
-    miser_status st = MISER_OK;
     int b1, b2;
-    if (!strcmp(ty, "Sequence")) {
-        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "pretokenizers");
-        if (!cJSON_IsArray(arr)) return ferr(c, field, "Sequence needs a \"pretokenizers\" array", NULL);
-        int i = 0;
-        for (const cJSON *e = arr->child; e; e = e->next, i++) {
-            char f[160];
-            snprintf(f, sizeof f, "%.100s.pretokenizers[%d]", field, i);
-            if ((st = parse_pre(c, e, f, depth + 1))) return st;
-        }
-        return MISER_OK;
-    }
+    st = MISER_OK;
     if (!strcmp(ty, "ByteLevel")) {
         s.kind = MISER_HF_BYTELEVEL;
         if (get_bool(o, "add_prefix_space", 1, &b1) || get_bool(o, "use_regex", 1, &b2))
@@ -289,24 +293,11 @@ static miser_status parse_pre(const ctx *c, const cJSON *o, const char *field, i
 static miser_status parse_decoder(const ctx *c, const cJSON *o, const char *field, int depth)
 {
     miser_tok_hf *h = c->t->hf;
-    if (!o || cJSON_IsNull(o)) return MISER_OK;
-    if (!cJSON_IsObject(o)) return ferr(c, field, "expected an object or null", NULL);
-    if (depth > 8) return ferr(c, field, "nested too deeply", NULL);
-    const char *ty = type_of(o);
-    if (!ty) return ferr(c, field, "missing \"type\"", NULL);
+    const char *ty;
+    miser_status st;
+    if (component_open(c, o, field, depth, "decoders", parse_decoder, &ty, &st)) return st;
     miser_hf_step s = {0};
-    miser_status st = MISER_OK;
-    if (!strcmp(ty, "Sequence")) {
-        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "decoders");
-        if (!cJSON_IsArray(arr)) return ferr(c, field, "Sequence needs a \"decoders\" array", NULL);
-        int i = 0;
-        for (const cJSON *e = arr->child; e; e = e->next, i++) {
-            char f[160];
-            snprintf(f, sizeof f, "%.100s.decoders[%d]", field, i);
-            if ((st = parse_decoder(c, e, f, depth + 1))) return st;
-        }
-        return MISER_OK;
-    }
+    st = MISER_OK;
     if (!strcmp(ty, "ByteLevel")) s.kind = MISER_HF_DEC_BYTELEVEL;
     else if (!strcmp(ty, "ByteFallback")) s.kind = MISER_HF_DEC_BYTEFALLBACK;
     else if (!strcmp(ty, "Fuse")) s.kind = MISER_HF_DEC_FUSE;
@@ -361,23 +352,9 @@ static miser_status affix_push(const ctx *c, const char *field, int32_t id, int 
 
 static miser_status parse_post(const ctx *c, const cJSON *o, const char *field, int depth)
 {
-    if (!o || cJSON_IsNull(o)) return MISER_OK;
-    if (!cJSON_IsObject(o)) return ferr(c, field, "expected an object or null", NULL);
-    if (depth > 8) return ferr(c, field, "nested too deeply", NULL);
-    const char *ty = type_of(o);
-    if (!ty) return ferr(c, field, "missing \"type\"", NULL);
+    const char *ty;
     miser_status st;
-    if (!strcmp(ty, "Sequence")) {
-        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "processors");
-        if (!cJSON_IsArray(arr)) return ferr(c, field, "Sequence needs a \"processors\" array", NULL);
-        int i = 0;
-        for (const cJSON *e = arr->child; e; e = e->next, i++) {
-            char f[160];
-            snprintf(f, sizeof f, "%.100s.processors[%d]", field, i);
-            if ((st = parse_post(c, e, f, depth + 1))) return st;
-        }
-        return MISER_OK;
-    }
+    if (component_open(c, o, field, depth, "processors", parse_post, &ty, &st)) return st;
     if (!strcmp(ty, "ByteLevel")) return MISER_OK;
     if (!strcmp(ty, "BertProcessing") || !strcmp(ty, "RobertaProcessing")) {
         const cJSON *cls = cJSON_GetObjectItemCaseSensitive(o, "cls"), *sep = cJSON_GetObjectItemCaseSensitive(o, "sep");
