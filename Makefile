@@ -9,12 +9,17 @@
 #   make bench           kernel microbenchmarks and end-to-end figures
 #   make peers           install the other runtimes used by `miser compare`
 #   make install PREFIX=/usr/local
-# Variables: BUILD (output dir), SAN (sanitizer flags), NATIVE=1 adds -march=native.
+# Variables: BUILD (output dir), SAN (sanitizer flags), NATIVE=1 adds -march=native,
+# JOBS (parallel build jobs, default: the number of cores), FUZZ_SECONDS (default 15).
 
 BUILD ?= build
 PREFIX ?= /usr/local
 CC ?= cc
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 15
+# Builds use every core unless told otherwise (`make JOBS=1`); recipes that
+# run tests stay sequential, and the Criterion suite sets its own --jobs.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+MAKEFLAGS += -j$(JOBS)
 
 VERSION := 0.1.0
 OPT ?= -O2
