@@ -104,87 +104,13 @@ static void build_corpus(const char *const *specials, size_t nspecials)
 {
     g_ncases = 0;
     g_rng = 0x9e3779b97f4a7c15ULL;
-    ADD("");
-    ADD(" ");
-    ADD("  ");
-    ADD("   ");
-    ADD("\t");
-    ADD("\n");
-    ADD("\n\n");
-    ADD("\r\n");
-    ADD(" \n ");
-    ADD("a ");
-    ADD("a  ");
-    ADD("a   b");
-    ADD("a \t b");
-    ADD("  leading");
-    ADD("trailing  ");
-    ADD("trailing\n");
-    ADD("x\n\n\ny");
-    ADD("x \n y");
-    ADD("\t\tindent");
-    ADD("mixed \t\n \r\n end \n\n");
-    ADD("    def f():\n        return 1\n\n\nprint(f())\n");
-    ADD("a\v\fb \v x");
-    ADD("Hello\n\n world   x  \t\n");
+    tok_add_shared_strings();
     ADD("line1\r\n\r\nline2\r\r\n");
-    ADD("I'm you're we've he'll she'd it's don't");
-    ADD("I'M YOU'RE WE'VE HE'LL SHE'D IT'S DON'T");
-    ADD("'s 't 're 've 'm 'll 'd");
-    ADD("'S 'T 'RE 'VE 'M 'LL 'D");
-    ADD("''s");
-    ADD("x's's");
-    ADD(" 'll");
-    ADD("rock'n'roll");
-    ADD("'");
-    ADD("can't've");
-    ADD("O'Neil's 'tis");
-    ADD("!'s");
-    ADD("123");
-    ADD("1234567890");
-    ADD("3.14159");
-    ADD("1,000,000");
-    ADD("x1y2z3");
-    ADD(" 42 ");
     ADD("12345678901234567890 digits");
-    ADD("\xd9\xa3\xd9\xa4\xd9\xa5 arabic-indic");
-    ADD("\xe2\x85\xab roman");
-    ADD("\xc2\xbd \xc2\xbc \xc2\xb2 \xc2\xb3");
-    ADD("\xef\xbc\x91\xef\xbc\x92\xef\xbc\x93 fullwidth");
-    ADD("In 1912, the");
-    ADD("na\xc3\xafve caf\xc3\xa9 r\xc3\xa9sum\xc3\xa9 \xc3\x85str\xc3\xb6m");
     ADD("cafe\xcc\x81 nai\xcc\x88ve"); /* combining: NFC composes these */
-    ADD("\xcc\x81");
-    ADD(" \xcc\x81\xcc\x81x");
     ADD("\xef\xac\x81nance \xe2\x84\xab");  /* ligature, Angstrom sign */
-    ADD("\xce\xa9 \xcf\x89 \xd0\x96 \xd0\xb6 \xce\xb1 \xc3\x9f \xc7\x85 \xca\xb0");
-    ADD("\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae\xe3\x83\x86\xe3\x82\xad\xe3\x82\xb9\xe3\x83\x88");
-    ADD("\xe4\xb8\xad\xe6\x96\x87\xef\xbc\x8c\xe6\xa0\x87\xe7\x82\xb9\xe3\x80\x82");
-    ADD("\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4 \xed\x85\x8d\xec\x8a\xa4\xed\x8a\xb8");
-    ADD("GPT\xe6\xa8\xa1\xe5\x9e\x8b 2\xe5\x8f\xb7");
-    ADD("\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd");
     ADD("\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa7 family");
-    ADD("\xf0\x9f\x8f\xb3\xef\xb8\x8f\xe2\x80\x8d\xf0\x9f\x8c\x88");
-    ADD("\xf0\x9f\x98\x80\xf0\x9f\x98\x83\xf0\x9f\x98\x84");
-    ADD(" \xf0\x9f\x99\x82 ");
-    ADD("\xe2\x9d\xa4\xef\xb8\x8f love");
-    ADD("\x01\x02\x1b[0m");
-    ADD("\x7f");
-    ADD("\x1c\x1d\x1e\x1f x");
-    ADD("a\xc2\xa0" "b");
-    ADD("a\xc2\xa0\xc2\xa0" "b");
-    ADD("\xef\xbb\xbf" "BOM");
-    ADD("x\xe2\x80\xa8y");
-    ADD("x\xe3\x80\x80\xe3\x80\x80y");
-    ADD("NEL\xc2\x85x");
-    ADD("a\xe2\x80\x8b" "b");
     ADD("\xe1\xa0\x8e mongolian");
-    ADD(" \xe2\x80\x83x");
-    ADD("The quick brown fox jumps over the lazy dog. It's 5 o'clock!");
-    ADD("https://example.com/path?q=1&r=two#frag");
-    ADD("{\"key\": [1, 2.5, null], \"t\": \"x\\ny\"}");
-    ADD("int main(void) { return 0; }\n");
-    ADD(",,,, ,,, ,,,,,,");
     ADD("!!!???...\n\n---");
     /* invalid UTF-8: made valid as WHATWG does (U+FFFD per maximal subpart) */
     ADD("ab\xff" "cd");
@@ -210,34 +136,14 @@ static void build_corpus(const char *const *specials, size_t nspecials)
         n = snprintf(b, sizeof b, "x  %s\n\ny", sp);
         add_case(b, (size_t)n);
     }
-    {
-        char *w = malloc(3001);
-        for (int i = 0; i < 2000; i++) w[i] = (char)('a' + rnd() % 26);
-        add_case(w, 2000);
-        memset(w, 'a', 3000);
-        add_case(w, 3000);
-        memset(w, '7', 1000);
-        add_case(w, 1000);
-        free(w);
-    }
+    tok_add_long_words(3000, 1000);
     static const char *const pal[] = {
         "a", "Z", "q", "\xc3\xa9", "e\xcc\x81", "\xe6\x97\xa5", "\xf0\x9f\x99\x82", "\xf0\x9f\x8f\xbd", "\xe2\x80\x8d",
         " ", "  ", "\t", "\n", "\r", "\r\n", "\xc2\xa0", "\xe3\x80\x80", "'", "'s", "'ll", "'S", "'Re",
         "1", "12", "1234", "\xd9\xa3", ".", ",", "!", "?", "-", "_", "\x01", "\x7f", "\xc3\x9f", "\xc7\x85",
         "\xca\xb0", "\xe2\x80\xa8", "the", " and", "ing", "\xd0\x96", "$", "\xe2\x82\xac", "\xff", "\xe6\x97",
         "Hello", " world", "::", "()", "\xef\xac\x81"};
-    const size_t npal = sizeof pal / sizeof pal[0];
-    char buf[2048];
-    for (int k = 0; k < 360; k++) {
-        size_t n = 0, items = 1 + rnd() % 30;
-        for (size_t i = 0; i < items; i++) {
-            const char *p = nspecials && rnd() % 40 == 0 ? specials[rnd() % nspecials] : pal[rnd() % npal];
-            size_t l = strlen(p);
-            memcpy(buf + n, p, l);
-            n += l;
-        }
-        add_case(buf, n);
-    }
+    tok_add_mixtures(pal, sizeof pal / sizeof pal[0], 360, 30, specials, nspecials);
 }
 
 static void free_corpus(void)
