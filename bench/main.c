@@ -9,6 +9,7 @@ int miser_bench_kernels(int argc, char **argv);
 int miser_bench_e2e(int argc, char **argv);
 int miser_bench_profiler(int argc, char **argv) __attribute__((weak));
 int miser_bench_compile(int argc, char **argv) __attribute__((weak));
+int miser_bench_serve(int argc, char **argv) __attribute__((weak));
 
 typedef struct {
     const char *name, *what;
@@ -24,6 +25,8 @@ int main(int argc, char **argv)
          miser_bench_e2e},
         {"profiler", "profiler overhead and peak capture", miser_bench_profiler},
         {"compile", "compiler pass figures", miser_bench_compile},
+        {"serve", "miser serve: 1 vs 16 streams, ITL, TTFT, idle RssAnon, request rates, llama.cpp batched, replicas",
+         miser_bench_serve},
     };
     const size_t n = sizeof suites / sizeof suites[0];
     if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
