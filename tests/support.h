@@ -3,8 +3,11 @@
 #ifndef MISER_TESTS_SUPPORT_H
 #define MISER_TESTS_SUPPORT_H
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* A whole file, NUL-terminated (malloc'd; NULL when it cannot be opened);
  * *len (may be NULL) receives its size. */
@@ -22,5 +25,49 @@ static inline char *test_read_file(const char *path, size_t *len)
     if (len) *len = k;
     return b;
 }
+
+/* Run a shell command line (formatted); returns its exit status, 128+N for
+ * signal N, -1 when the shell could not be started. */
+static int test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));
+static int test_sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    if (st == -1) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* A temporary directory /tmp/miser-TAG-XXXXXX and, when `src` is given, a
+ * test program compiled from it as DIR/NAME (with tools/markers on the
+ * include path). Returns 0, or -1 when the directory or the build failed;
+ * test_box_free removes the directory and all in it. */
+typedef struct {
+    char dir[64];
+    char bin[128];
+} test_box;
+
+static int test_box_init(test_box *b, const char *tag, const char *src, const char *name)
+    __attribute__((unused));
+static int test_box_init(test_box *b, const char *tag, const char *src, const char *name)
+{
+    snprintf(b->dir, sizeof b->dir, "/tmp/miser-%s-XXXXXX", tag);
+    if (!mkdtemp(b->dir)) return -1;
+    snprintf(b->bin, sizeof b->bin, "%s/%s", b->dir, name ? name : "child");
+    if (!src) return 0;
+    char path[160];
+    snprintf(path, sizeof path, "%s.c", b->bin);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fputs(src, f);
+    fclose(f);
+    return test_sh("cc -O1 -w -I%s/tools/markers -o %s %s", MISER_SOURCE_DIR, b->bin, path) == 0 ? 0 : -1;
+}
+
+static void test_box_free(test_box *b) __attribute__((unused));
+static void test_box_free(test_box *b) { (void)test_sh("rm -rf %s", b->dir); }
 
 #endif

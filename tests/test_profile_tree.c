@@ -63,39 +63,14 @@ static const char tree_src[] =
     "  return 0;\n"
     "}\n";
 
-typedef struct {
-    char dir[64];
-    char bin[128];
-} box;
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    cr_assert(st != -1);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
+typedef test_box box;
 
 static void box_init(box *b, int build)
 {
-    snprintf(b->dir, sizeof b->dir, "/tmp/miser-ptree-XXXXXX");
-    cr_assert(mkdtemp(b->dir));
-    snprintf(b->bin, sizeof b->bin, "%s/tree", b->dir);
-    if (!build) return;
-    char src[128];
-    snprintf(src, sizeof src, "%s/tree.c", b->dir);
-    FILE *f = fopen(src, "w");
-    fputs(tree_src, f);
-    fclose(f);
-    cr_assert_eq(sh("cc -O1 -w -I%s/tools/markers -o %s %s", MISER_SOURCE_DIR, b->bin, src), 0);
+    cr_assert_eq(test_box_init(b, "ptree", build ? tree_src : NULL, "tree"), 0, "making the test's directory or program failed");
 }
 
-static void box_free(box *b) { sh("rm -rf %s", b->dir); }
+static void box_free(box *b) { test_box_free(b); }
 
 /* Exactly one line of text. */
 static int one_line(const char *s)
@@ -156,7 +131,7 @@ Test(profile_tree, single_process_exit_interval_exact, .timeout = 60)
 {
     box b;
     box_init(&b, 0);
-    cr_assert_eq(sh("%s profile -i 10 --format none --json %s/p.json -- " PY
+    cr_assert_eq(test_sh("%s profile -i 10 --format none --json %s/p.json -- " PY
                     " -c 'import time\nfor i in range(3):\n  b = bytearray(100 << 20); time.sleep(0.05); del b'",
                     MISER, b.dir),
                  0);
@@ -178,7 +153,7 @@ Test(profile_tree, child_reaped_by_parent_is_a_lower_bound, .timeout = 60)
 {
     box b;
     box_init(&b, 1);
-    cr_assert_eq(sh("%s profile -i 10 --format none --json %s/p.json -- %s reap", MISER, b.dir, b.bin), 0);
+    cr_assert_eq(test_sh("%s profile -i 10 --format none --json %s/p.json -- %s reap", MISER, b.dir, b.bin), 0);
     miser_profile *p = load(&b, "p.json");
     int64_t smax = assert_peaks_cover_samples(p, "reap");
     const miser_stage_record *e = stage(p, "exit");
@@ -188,7 +163,7 @@ Test(profile_tree, child_reaped_by_parent_is_a_lower_bound, .timeout = 60)
     cr_assert_geq(e->interval_procs, 2);
     miser_profile_free(p);
     /* The shell case: sh forks sleep and reaps it. */
-    cr_assert_eq(sh("cd %s && %s profile -i 10 --format none --json %s/s.json -- sh -c 'sleep 0.2; touch f'", b.dir,
+    cr_assert_eq(test_sh("cd %s && %s profile -i 10 --format none --json %s/s.json -- sh -c 'sleep 0.2; touch f'", b.dir,
                     MISER, b.dir),
                  0);
     p = load(&b, "s.json");
@@ -205,7 +180,7 @@ Test(profile_tree, fork_exec_exit_within_an_interval, .timeout = 60)
 {
     box b;
     box_init(&b, 1);
-    cr_assert_eq(sh("%s profile -i 10 --format none --json %s/p.json -- %s exec", MISER, b.dir, b.bin), 0);
+    cr_assert_eq(test_sh("%s profile -i 10 --format none --json %s/p.json -- %s exec", MISER, b.dir, b.bin), 0);
     miser_profile *p = load(&b, "p.json");
     assert_peaks_cover_samples(p, "exec");
     const miser_stage_record *st = stage(p, "start"), *af = stage(p, "after");
@@ -226,7 +201,7 @@ Test(profile_tree, reparented_grandchildren, .timeout = 60)
 {
     box b;
     box_init(&b, 1);
-    cr_assert_eq(sh("%s profile -i 10 --format none --json %s/p.json -- %s orphan", MISER, b.dir, b.bin), 0);
+    cr_assert_eq(test_sh("%s profile -i 10 --format none --json %s/p.json -- %s orphan", MISER, b.dir, b.bin), 0);
     miser_profile *p = load(&b, "p.json");
     int64_t smax = assert_peaks_cover_samples(p, "orphan");
     const miser_stage_record *e = stage(p, "exit");
@@ -236,7 +211,7 @@ Test(profile_tree, reparented_grandchildren, .timeout = 60)
     cr_assert_eq(miser_profile_warning_count(p), 0, "nothing was left running");
     miser_profile_free(p);
 
-    cr_assert_eq(sh("%s profile -i 10 --format none --json %s/q.json -- %s orphan-exec", MISER, b.dir, b.bin), 0);
+    cr_assert_eq(test_sh("%s profile -i 10 --format none --json %s/q.json -- %s orphan-exec", MISER, b.dir, b.bin), 0);
     p = load(&b, "q.json");
     smax = assert_peaks_cover_samples(p, "orphan-exec");
     e = stage(p, "exit");
@@ -275,7 +250,7 @@ Test(profile_tree, late_stage_line_keeps_both_figures, .timeout = 60)
     FILE *f = fopen(path, "w");
     fputs(script, f);
     fclose(f);
-    cr_assert_eq(sh("%s profile -i 10 --json %s/p.json --md %s/p.md --csv %s/p.csv -- " PY " %s > %s/out 2> %s/err",
+    cr_assert_eq(test_sh("%s profile -i 10 --json %s/p.json --md %s/p.md --csv %s/p.csv -- " PY " %s > %s/out 2> %s/err",
                     MISER, b.dir, b.dir, b.dir, path, b.dir, b.dir),
                  0);
     char op[128];
@@ -363,7 +338,7 @@ static void write_profile(const char *path, const char *label, const char *exito
 
 static int check(const box *b, const char *extra, const char *cur, char *err, size_t cap)
 {
-    int rc = sh("%s check --baseline %s/base.json %s %s/%s > %s/chk.out 2> %s/chk.err", MISER, b->dir, extra, b->dir,
+    int rc = test_sh("%s check --baseline %s/base.json %s %s/%s > %s/chk.out 2> %s/chk.err", MISER, b->dir, extra, b->dir,
                 cur, b->dir, b->dir);
     char p[128];
     snprintf(p, sizeof p, "%s/chk.err", b->dir);
@@ -477,7 +452,7 @@ Test(profile_cli, unwritable_output_refused_before_the_command, .timeout = 30)
         snprintf(under, sizeof under, "%s/x.out", blocker);
         bad[1] = under;
         for (int k = 0; k < 3; k++) {
-            int rc = sh("cd %s && %s profile --format none --%s %s -- sh -c 'touch ran' 2> %s/err", b.dir, MISER,
+            int rc = test_sh("cd %s && %s profile --format none --%s %s -- sh -c 'touch ran' 2> %s/err", b.dir, MISER,
                         opts[i], bad[k], b.dir);
             snprintf(p, sizeof p, "%s/err", b.dir);
             char *t = test_read_file(p, NULL);
@@ -492,6 +467,6 @@ Test(profile_cli, unwritable_output_refused_before_the_command, .timeout = 30)
         }
     }
     /* Nothing was left in the folder but the blocker and the error file. */
-    cr_assert_eq(sh("test $(ls -A %s | wc -l) -eq 2", b.dir), 0);
+    cr_assert_eq(test_sh("test $(ls -A %s | wc -l) -eq 2", b.dir), 0);
     box_free(&b);
 }

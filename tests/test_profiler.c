@@ -16,6 +16,7 @@
 
 #include "miser/alloc.h"
 #include "miser/profiler.h"
+#include "support.h"
 
 #define DATA MISER_SOURCE_DIR "/tests/data/proc/"
 #define MISER MISER_BUILD_DIR "/miser"
@@ -218,47 +219,14 @@ static const char child_src[] =
     "  return 0;\n"
     "}\n";
 
-typedef struct {
-    char dir[64];
-    char bin[128];
-} sandbox;
+typedef test_box sandbox;
 
 static void sandbox_init(sandbox *s, int with_child)
 {
-    snprintf(s->dir, sizeof s->dir, "/tmp/miser-prof-XXXXXX");
-    cr_assert(mkdtemp(s->dir));
-    snprintf(s->bin, sizeof s->bin, "%s/child", s->dir);
-    if (!with_child) return;
-    char src[128], cmd[512];
-    snprintf(src, sizeof src, "%s/child.c", s->dir);
-    FILE *f = fopen(src, "w");
-    fputs(child_src, f);
-    fclose(f);
-    snprintf(cmd, sizeof cmd, "cc -O1 -w -I%s/tools/markers -o %s %s", MISER_SOURCE_DIR, s->bin, src);
-    cr_assert_eq(system(cmd), 0, "compiling the test child failed");
+    cr_assert_eq(test_box_init(s, "prof", with_child ? child_src : NULL, "child"), 0, "compiling the test child failed");
 }
 
-static void sandbox_free(sandbox *s)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", s->dir);
-    int r = system(cmd);
-    (void)r;
-}
-
-/* Run a shell command line; returns the exit status (128+N for signal N). */
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    cr_assert(st != -1);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
+static void sandbox_free(sandbox *s) { test_box_free(s); }
 
 static miser_profile *load(const sandbox *s, const char *name)
 {
@@ -286,7 +254,7 @@ Test(profiler_watch, short_spike_exact_vs_sampler_20ms, .timeout = 60)
     sandbox s;
     sandbox_init(&s, 1);
     enum { N = 16, SPIKE_MB = 16 };
-    cr_assert_eq(sh("%s profile -i 20 --format none --json %s/p.json -- %s spike %d %d", MISER, s.dir, s.bin, N,
+    cr_assert_eq(test_sh("%s profile -i 20 --format none --json %s/p.json -- %s spike %d %d", MISER, s.dir, s.bin, N,
                     SPIKE_MB),
                  0);
     miser_profile *p = load(&s, "p.json");
@@ -315,8 +283,8 @@ Test(profiler_watch, mmapped_file_is_rssfile_not_anon, .timeout = 60)
 {
     sandbox s;
     sandbox_init(&s, 1);
-    cr_assert_eq(sh("head -c %d /dev/urandom > %s/blob", 64 * MB, s.dir), 0);
-    cr_assert_eq(sh("%s profile -i 0 --format none --json %s/p.json -- %s mmap %s/blob", MISER, s.dir, s.bin, s.dir), 0);
+    cr_assert_eq(test_sh("head -c %d /dev/urandom > %s/blob", 64 * MB, s.dir), 0);
+    cr_assert_eq(test_sh("%s profile -i 0 --format none --json %s/p.json -- %s mmap %s/blob", MISER, s.dir, s.bin, s.dir), 0);
     miser_profile *p = load(&s, "p.json");
     const miser_stage_record *b = miser_profile_find_stage(p, "before"), *m = miser_profile_find_stage(p, "mapped");
     cr_assert(b && m);
@@ -332,7 +300,7 @@ Test(profiler_watch, descendants_and_orphans_summed, .timeout = 60)
 {
     sandbox s;
     sandbox_init(&s, 1);
-    cr_assert_eq(sh("%s profile -i 10 --format none --json %s/p.json -- %s tree", MISER, s.dir, s.bin), 0);
+    cr_assert_eq(test_sh("%s profile -i 10 --format none --json %s/p.json -- %s tree", MISER, s.dir, s.bin), 0);
     miser_profile *p = load(&s, "p.json");
     const miser_stage_record *a = miser_profile_find_stage(p, "start"), *b = miser_profile_find_stage(p, "all"),
                              *d = miser_profile_find_stage(p, "done");
@@ -350,11 +318,11 @@ Test(profiler_watch, exit_codes_and_signals, .timeout = 60)
 {
     sandbox s;
     sandbox_init(&s, 1);
-    cr_assert_eq(sh("%s profile --format none -- %s exit 7", MISER, s.bin), 7);
-    cr_assert_eq(sh("%s profile --format none -- %s exit 0", MISER, s.bin), 0);
-    cr_assert_eq(sh("%s profile --format none -- /nonexistent/cmd 2>/dev/null", MISER), 127);
-    cr_assert_eq(sh("%s profile --bogus -- true 2>/dev/null", MISER), 2);
-    cr_assert_eq(sh("%s profile --format none --json %s/k.json -- %s kill 9 2>%s/err", MISER, s.dir, s.bin, s.dir),
+    cr_assert_eq(test_sh("%s profile --format none -- %s exit 7", MISER, s.bin), 7);
+    cr_assert_eq(test_sh("%s profile --format none -- %s exit 0", MISER, s.bin), 0);
+    cr_assert_eq(test_sh("%s profile --format none -- /nonexistent/cmd 2>/dev/null", MISER), 127);
+    cr_assert_eq(test_sh("%s profile --bogus -- true 2>/dev/null", MISER), 2);
+    cr_assert_eq(test_sh("%s profile --format none --json %s/k.json -- %s kill 9 2>%s/err", MISER, s.dir, s.bin, s.dir),
                  128 + 9);
     miser_profile *p = load(&s, "k.json");
     miser_profile_exit e = miser_profile_exit_status(p);
@@ -384,7 +352,7 @@ Test(profiler_watch, study_stdout_lines_pass_through, .timeout = 60)
     FILE *f = fopen(path, "w");
     fputs(lines, f);
     fclose(f);
-    cr_assert_eq(sh("%s profile --format none --json %s/p.json -- sh -c 'cat %s; sleep 0.2' > %s/out 2>%s/err", MISER, s.dir, path, s.dir,
+    cr_assert_eq(test_sh("%s profile --format none --json %s/p.json -- sh -c 'cat %s; sleep 0.2' > %s/out 2>%s/err", MISER, s.dir, path, s.dir,
                     s.dir),
                  0);
     snprintf(path, sizeof path, "%s/out", s.dir);
@@ -432,12 +400,12 @@ Test(profiler_watch, markers_from_c_python_node, .timeout = 60)
     fclose(f);
     snprintf(cmd, sizeof cmd, "cc -w -I%s/tools/markers -o %s/m %s", MISER_SOURCE_DIR, s.dir, src);
     cr_assert_eq(system(cmd), 0);
-    cr_assert_eq(sh("%s profile -i 0 --format none --json %s/c.json -- %s/m", MISER, s.dir, s.dir), 0);
+    cr_assert_eq(test_sh("%s profile -i 0 --format none --json %s/c.json -- %s/m", MISER, s.dir, s.dir), 0);
     miser_profile *p = load(&s, "c.json");
     check_lang_markers(p);
     miser_profile_free(p);
     /* Python (Debian's interpreter) */
-    cr_assert_eq(sh("%s profile -i 0 --format none --json %s/py.json -- /usr/bin/python3 -c '"
+    cr_assert_eq(test_sh("%s profile -i 0 --format none --json %s/py.json -- /usr/bin/python3 -c '"
                     "import sys; sys.path.insert(0, \"%s/tools/markers\"); from miser_marker import marker\n"
                     "marker(\"0_INITIAL\", \"start\")\nb = bytearray(32 << 20)\nb[::4096] = bytes([1]) * len(b[::4096])\n"
                     "marker(\"1_MODEL_LOADED\", \"loaded \\\"big\\\" buffer\")\n"
@@ -449,7 +417,7 @@ Test(profiler_watch, markers_from_c_python_node, .timeout = 60)
     miser_profile_free(p);
     /* node */
     if (access("/usr/bin/node", X_OK) == 0) {
-        cr_assert_eq(sh("%s profile -i 0 --format none --json %s/js.json -- /usr/bin/node -e '"
+        cr_assert_eq(test_sh("%s profile -i 0 --format none --json %s/js.json -- /usr/bin/node -e '"
                         "const { marker } = require(\"%s/tools/markers/miser_marker.js\");\n"
                         "marker(\"0_INITIAL\", \"start\");\nconst b = Buffer.alloc(32 << 20, 1);\n"
                         "marker(\"1_MODEL_LOADED\", \"loaded \\\"big\\\" buffer\");\n"
@@ -469,7 +437,7 @@ Test(profiler_watch, malformed_markers_warned_and_skipped, .timeout = 60)
 {
     sandbox s;
     sandbox_init(&s, 0);
-    cr_assert_eq(sh("%s profile -i 0 --format none --json %s/p.json -- /bin/sh -c '"
+    cr_assert_eq(test_sh("%s profile -i 0 --format none --json %s/p.json -- /bin/sh -c '"
                     "echo \"stage good1\" >&$MISER_MARKER_FD; echo \"nonsense\" >&$MISER_MARKER_FD; "
                     "echo \"stage bad! x=1\" >&$MISER_MARKER_FD; echo \"stage b x=\\\"open\" >&$MISER_MARKER_FD; "
                     "echo \"stage good2 k=v\" >&$MISER_MARKER_FD' 2>%s/err",
@@ -700,9 +668,9 @@ Test(profiler_report, all_formats_and_atomic_files)
     char cmd[256];
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 -c 'import xml.dom.minidom,sys; xml.dom.minidom.parse(sys.argv[1])' %s/r.svg",
              dir);
-    if (access("/usr/bin/python3", X_OK) == 0) cr_assert_eq(sh("%s", cmd), 0);
+    if (access("/usr/bin/python3", X_OK) == 0) cr_assert_eq(test_sh("%s", cmd), 0);
     /* No temporary left behind; an unwritable path leaves nothing. */
-    cr_assert_eq(sh("ls %s | grep -c tmp > /dev/null", dir), 1); /* grep -c prints 0 and exits 1 */
+    cr_assert_eq(test_sh("ls %s | grep -c tmp > /dev/null", dir), 1); /* grep -c prints 0 and exits 1 */
     cr_assert_neq(miser_profile_write_file(p, MISER_REPORT_JSON, "/nonexistent-dir/r.json"), MISER_OK);
     cr_assert_neq(access("/nonexistent-dir", F_OK), 0);
     FILE *full = fopen("/dev/full", "w");
@@ -773,11 +741,11 @@ Test(profiler_check, regression_exit_codes, .timeout = 60)
     cr_assert_eq(r.regressions, 0);
     miser_profile_free(pb);
     miser_profile_free(pw);
-    cr_assert_eq(sh("%s check --baseline %s %s > /dev/null", MISER, base, same), 0);
-    cr_assert_eq(sh("%s check --baseline %s %s > /dev/null 2>&1", MISER, base, worse), 4);
-    cr_assert_eq(sh("%s check --baseline %s --tolerance 30%% %s > /dev/null", MISER, base, worse), 0);
-    cr_assert_eq(sh("%s check --baseline %s /nonexistent.json 2>/dev/null", MISER, base), 3);
-    cr_assert_eq(sh("%s check %s 2>/dev/null", MISER, base), 2);
+    cr_assert_eq(test_sh("%s check --baseline %s %s > /dev/null", MISER, base, same), 0);
+    cr_assert_eq(test_sh("%s check --baseline %s %s > /dev/null 2>&1", MISER, base, worse), 4);
+    cr_assert_eq(test_sh("%s check --baseline %s --tolerance 30%% %s > /dev/null", MISER, base, worse), 0);
+    cr_assert_eq(test_sh("%s check --baseline %s /nonexistent.json 2>/dev/null", MISER, base), 3);
+    cr_assert_eq(test_sh("%s check %s 2>/dev/null", MISER, base), 2);
     char rm[128];
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
     cr_assert_eq(system(rm), 0);
@@ -799,7 +767,7 @@ Test(profiler_watch, stage_on_both_channels_recorded_once, .timeout = 60)
                "    marker(n, f'd{i}', tokens=i)\n",
             MISER_SOURCE_DIR);
     fclose(f);
-    cr_assert_eq(sh("%s profile --format none --json %s/p.json -- /usr/bin/python3 %s > /dev/null 2>&1", MISER, s.dir, path), 0);
+    cr_assert_eq(test_sh("%s profile --format none --json %s/p.json -- /usr/bin/python3 %s > /dev/null 2>&1", MISER, s.dir, path), 0);
     miser_profile *p = load(&s, "p.json");
     static const char *const names[3] = {"0_INITIAL", "1_MODEL_LOADED", "5_FINAL"};
     size_t n = miser_profile_stage_count(p), seen[3] = {0};
