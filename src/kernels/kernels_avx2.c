@@ -192,22 +192,21 @@ AI void gemv_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_
         for (; k + 4 <= K; k += 4) {
             if (q8) {
                 for (int64_t n = n0; n < nv; n += 32) {
-                    __m256 c[4];
+                    /* x[k] * (s q): the GEMM's products (kernels.h, reduction order) */
+                    __m256 c[4], xs[4];
                     const int8_t *q[4];
                     _Pragma("GCC unroll 8")
                     for (int j = 0; j < 4; j++) {
                         float s;
                         q[j] = q8_at(a->w, (k + j) * wsk + n, &s);
-                        c[j] = _mm256_set1_ps(s * x[k + j]);
+                        c[j] = _mm256_set1_ps(s);
+                        xs[j] = _mm256_set1_ps(x[k + j]);
                     }
                     _Pragma("GCC unroll 8")
                     for (int v = 0; v < 4; v++) {
                         __m256 acc = _mm256_loadu_ps(y + n + 8 * v);
                         _Pragma("GCC unroll 8")
-                        for (int j = 0; j < 4; j++)
-                            acc = _mm256_fmadd_ps(c[j], _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-                                                            _mm_loadl_epi64((const __m128i *)(q[j] + 8 * v)))),
-                                                  acc);
+                        for (int j = 0; j < 4; j++) acc = _mm256_fmadd_ps(xs[j], load8_q8(q[j] + 8 * v, c[j]), acc);
                         _mm256_storeu_ps(y + n + 8 * v, acc);
                     }
                 }
@@ -230,13 +229,11 @@ AI void gemv_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_
                 for (int64_t n = n0; n < nv; n += 32) {
                     float s;
                     const int8_t *q = q8_at(a->w, k * wsk + n, &s);
-                    __m256 c = _mm256_set1_ps(s * x[k]);
+                    const __m256 c = _mm256_set1_ps(s), xk = _mm256_set1_ps(x[k]);
                     _Pragma("GCC unroll 8")
                     for (int v = 0; v < 4; v++)
                         _mm256_storeu_ps(y + n + 8 * v,
-                                         _mm256_fmadd_ps(c, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-                                                                _mm_loadl_epi64((const __m128i *)(q + 8 * v)))),
-                                                         _mm256_loadu_ps(y + n + 8 * v)));
+                                         _mm256_fmadd_ps(xk, load8_q8(q + 8 * v, c), _mm256_loadu_ps(y + n + 8 * v)));
                 }
             } else {
                 __m256 x0 = _mm256_set1_ps(x[k]);
@@ -345,7 +342,8 @@ AI int64_t gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int
     float apack[(GEMM_MC + 5) / 6 * 6 * GEMM_KB] __attribute__((aligned(32)));
     float bpack[GEMM_KB * GEMM_NC] __attribute__((aligned(32)));
     const int64_t M = a->M, K = a->K, wsk = a->wsk, ldx = a->ldx, ldy = a->ldy;
-    const int64_t nv = n0 + (n1 - n0) / 16 * 16;
+    /* whole 32-column q8_0 blocks for the tiles: the GEMV takes the rest */
+    const int64_t nv = n0 + (n1 - n0) / (dt == MISER_DTYPE_Q8_0 ? 32 : 16) * (dt == MISER_DTYPE_Q8_0 ? 32 : 16);
     const int gelu = a->act == MISER_ACT_GELU;
     for (int64_t m0 = 0; m0 < M; m0 += GEMM_MC) {
         const int64_t mc = M - m0 < GEMM_MC ? M - m0 : GEMM_MC;
@@ -412,7 +410,9 @@ AI int64_t gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int
             }
         }
     }
-    if (nv < n1) linear_scalar_cols(a, nv, n1);
+    /* the column tail by the GEMV: the same products in the same order
+     * (vector columns with fma, the last n % 8 scalar) as a call with M < 4 */
+    if (nv < n1) gemv_rows(dt, a, nv, n1);
     return nv;
 }
 
@@ -525,7 +525,8 @@ static void avx2_linear(const miser_linear_args *a, int ith, int nth)
     } else {
         miser_split(a->N, ith, nth, &n0, &n1);
         if (n0 >= n1) return;
-        MISER_DISPATCH_DT(dot_cols, dt, a, n0, n1);
+        if (dt == MISER_DTYPE_Q8_0) miser_qdot_cols(a, n0, n1); /* int8 products, every M (qdot_avx2.c) */
+        else MISER_DISPATCH_DT(dot_cols, dt, a, n0, n1);
     }
     linear_epilogue(a, n0, n1);
 }
@@ -832,6 +833,7 @@ static const miser_kernels g_avx2 = {
     .silu_mul = avx2_silu_mul,
     .add = avx2_add,
     .softmax = avx2_softmax,
+    .q8_dots_int8_min_m = 1, /* q8_0 dot layout: int8 at every M (qdot_avx2.c) */
 };
 
 const miser_kernels *miser_kernels_avx2(void) { return &g_avx2; }

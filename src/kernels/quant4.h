@@ -90,4 +90,46 @@ void miser_q4_linear_int_ref(const miser_linear_args *a, int ith, int nth);
 float miser_q4_dot_avx2(miser_dtype dt, const void *wrow, const void *xq, int64_t K);
 void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth);
 
+/* ---- 32-value blocks (q8_0 and q4_0 weights in the dot layout) ----
+ * The integer definition every set that multiplies them in int8 follows
+ * bit for bit (x quantised by miser_q8a_quantize_row; q4_0 weights are
+ * nibble - 8 as int8). For output (m, n), with 8 f32 lanes acc_l = 0:
+ *   for each block b in order: s = dw_b * dx_b (f32 product; dw the
+ *     weight block's f16 scale as f32), and for l < 8
+ *     acc_l = fmaf((float) sum_{i<4} qw[4l+i] qx[4l+i], s, acc_l)
+ *   y = ((acc_0 + acc_4) + (acc_2 + acc_6)) + ((acc_1 + acc_5) + (acc_3 + acc_7))
+ * then y + bias[n] in f32, then the activation. The integer lane sums are
+ * exact whatever instructions compute them (vpmaddubsw+vpmaddwd, vpdpbusd),
+ * and every f32 operation and its order is fixed per output element:
+ * nothing depends on M, the row's position, the tiling or the thread count.
+ * (llama.cpp's AVX2 q8_0/q4_0 dots have the same shape: 8 lanes of
+ * fma(float(block sum), d, acc).) */
+float miser_q32_dot_ref(miser_dtype dt, const uint8_t *wrow, const miser_q8a *x, int64_t nblocks);
+/* y[:, n0..n1) of a q8_0/q4_0 dot-layout linear by that definition, before
+ * bias and activation (scalar; x quantised block by block on the fly). */
+void miser_q32_cols_ref(const miser_linear_args *a, int64_t n0, int64_t n1);
+/* The whole linear by the definition (bias, GELU as ref.c): columns split by
+ * thread. The reference tests hold the SIMD sets to, bit for bit. */
+void miser_q32_linear_int_ref(const miser_linear_args *a, int ith, int nth);
+/* Whether miser_qdot_cols takes these arguments: q8_0 / q4_0, dot layout,
+ * whole blocks. */
+static inline int miser_qdot_ok(const miser_linear_args *a)
+{
+    return (a->wdt == MISER_DTYPE_Q8_0 || a->wdt == MISER_DTYPE_Q4_0) && a->wsk == 1 && a->K % 32 == 0 &&
+           a->wsn % 32 == 0 && a->M >= 1 && a->N >= 1;
+}
+/* qdot_avx2.c (only call when the CPU has AVX2): y[:, n0..n1) before bias
+ * and activation, x quantised once per call per thread; the tiles use
+ * AVX-VNNI or AVX512-VNNI vpdpbusd where the CPU has it, maddubs+madd
+ * otherwise, with identical results. */
+void miser_qdot_cols(const miser_linear_args *a, int64_t n0, int64_t n1);
+void miser_q8a_quantize_row_avx2(const float *x, int64_t K, miser_q8a *out); /* = miser_q8a_quantize_row */
+/* The tiles' instruction set: 0 AVX2, 1 AVX-VNNI, 2 AVX512-VNNI (the best
+ * this CPU has unless forced); miser_qdot_force(0) forces AVX2, (1 or 2)
+ * only when the CPU has that one (else -1), (-1) back to automatic. For tests
+ * and benchmarks; not thread-safe against running kernels. */
+int miser_qdot_isa(void);
+int miser_qdot_force(int isa);
+const char *miser_qdot_isa_name(int isa);
+
 #endif

@@ -11,8 +11,10 @@
  * Compiled with -mavx2 (Makefile: *_avx2.c); called only after the CPU check
  * of the avx2 / avx512 kernel sets. */
 #include "kernels/quant4.h"
+#include "miser/graph.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 static inline float half(const uint8_t *p)
@@ -113,7 +115,26 @@ float miser_q4_dot_avx2(miser_dtype dt, const void *wrow, const void *xq, int64_
     return acc;
 }
 
+static float gelu1(float x)
+{
+    const float c = 0.7978845608028654f;
+    return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+}
+
 void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth)
 {
+    if (a->wdt == MISER_DTYPE_Q4_0 && miser_qdot_ok(a)) { /* 32-value blocks: the tiled qdot_avx2.c kernel */
+        if (a->partial && a->phase) return;
+        int64_t n0, n1;
+        miser_split(a->N, ith, nth, &n0, &n1);
+        miser_qdot_cols(a, n0, n1);
+        for (int64_t m = 0; m < a->M; m++)
+            for (int64_t n = n0; n < n1; n++) {
+                float *y = a->y + m * a->ldy + n;
+                if (a->bias) *y += miser_load_elem(a->bdt, a->bias, n);
+                if (a->act == MISER_ACT_GELU) *y = gelu1(*y);
+            }
+        return;
+    }
     miser_q4_linear_int(a, ith, nth, miser_q4_dot_avx2);
 }

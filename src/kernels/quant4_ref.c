@@ -156,18 +156,7 @@ float miser_q4_dot_int_ref(miser_dtype dt, const void *wrow, const void *xq, int
 {
     const uint8_t *w = wrow;
     float acc = 0;
-    if (dt == MISER_DTYPE_Q4_0) {
-        const miser_q8a *x = xq;
-        for (int64_t b = 0; b < K / 32; b++, w += MISER_Q4_0_BYTES) {
-            const uint8_t *qs = w + 2;
-            int32_t isum = 0;
-            for (int j = 0; j < 16; j++) isum += (qs[j] & 15) * x[b].q[j] + (qs[j] >> 4) * x[b].q[j + 16];
-            isum -= 8 * x[b].sum;
-            const float t = half(w) * x[b].d * (float)isum; /* no fma: the same f32 ops in every set */
-            acc += t;
-        }
-        return acc;
-    }
+    if (dt == MISER_DTYPE_Q4_0) return miser_q32_dot_ref(dt, w, xq, K / 32); /* 32-value blocks: quant4.h */
     const miser_q8k *x = xq;
     for (int64_t b = 0; b < K / MISER_QK_K; b++) {
         const int8_t *q8 = x[b].q;
@@ -213,6 +202,74 @@ float miser_q4_dot_int_ref(miser_dtype dt, const void *wrow, const void *xq, int
         }
     }
     return acc;
+}
+
+/* ---- 32-value blocks: q8_0 and q4_0 (quant4.h's lane definition) ---- */
+
+float miser_q32_dot_ref(miser_dtype dt, const uint8_t *wrow, const miser_q8a *x, int64_t nblocks)
+{
+    const size_t bb = dt == MISER_DTYPE_Q8_0 ? MISER_Q8_0_BYTES : MISER_Q4_0_BYTES;
+    float acc[8] = {0};
+    for (int64_t b = 0; b < nblocks; b++, wrow += bb) {
+        int8_t qw[32];
+        if (dt == MISER_DTYPE_Q8_0) memcpy(qw, wrow + 2, 32);
+        else
+            for (int j = 0; j < 16; j++) {
+                qw[j] = (int8_t)((wrow[2 + j] & 15) - 8);
+                qw[j + 16] = (int8_t)((wrow[2 + j] >> 4) - 8);
+            }
+        const float s = half(wrow) * x[b].d;
+        for (int l = 0; l < 8; l++) {
+            int32_t i = 0;
+            for (int j = 0; j < 4; j++) i += qw[4 * l + j] * x[b].q[4 * l + j];
+            acc[l] = fmaf((float)i, s, acc[l]);
+        }
+    }
+    return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
+void miser_q32_cols_ref(const miser_linear_args *a, int64_t n0, int64_t n1)
+{
+    const size_t bb = a->wdt == MISER_DTYPE_Q8_0 ? MISER_Q8_0_BYTES : MISER_Q4_0_BYTES;
+    const int64_t nb = a->K / 32;
+    for (int64_t m = 0; m < a->M; m++)
+        for (int64_t n = n0; n < n1; n++) {
+            const uint8_t *row = (const uint8_t *)a->w + (size_t)(n * a->wsn / 32) * bb;
+            float acc[8] = {0};
+            for (int64_t b = 0; b < nb; b++) { /* the same operations as miser_q32_dot_ref, one block of x at a time */
+                miser_q8a xb;
+                miser_q8a_quantize_row(a->x + m * a->ldx + b * 32, 32, &xb);
+                const uint8_t *blk = row + (size_t)b * bb;
+                int8_t qw[32];
+                if (a->wdt == MISER_DTYPE_Q8_0) memcpy(qw, blk + 2, 32);
+                else
+                    for (int j = 0; j < 16; j++) {
+                        qw[j] = (int8_t)((blk[2 + j] & 15) - 8);
+                        qw[j + 16] = (int8_t)((blk[2 + j] >> 4) - 8);
+                    }
+                const float s = half(blk) * xb.d;
+                for (int l = 0; l < 8; l++) {
+                    int32_t i = 0;
+                    for (int j = 0; j < 4; j++) i += qw[4 * l + j] * xb.q[4 * l + j];
+                    acc[l] = fmaf((float)i, s, acc[l]);
+                }
+            }
+            a->y[m * a->ldy + n] = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+        }
+}
+
+void miser_q32_linear_int_ref(const miser_linear_args *a, int ith, int nth)
+{
+    if (a->partial && a->phase) return;
+    int64_t n0, n1;
+    miser_split(a->N, ith, nth, &n0, &n1);
+    miser_q32_cols_ref(a, n0, n1);
+    for (int64_t m = 0; m < a->M; m++)
+        for (int64_t n = n0; n < n1; n++) {
+            float *y = a->y + m * a->ldy + n;
+            if (a->bias) *y += miser_load_elem(a->bdt, a->bias, n);
+            if (a->act == MISER_ACT_GELU) *y = gelu1(*y);
+        }
 }
 
 /* Per-thread room for quantised x rows (the kernel does not allocate). */
