@@ -607,7 +607,9 @@ static void check_model(const char *base, const char *type, const char *conv_pre
     const int64_t V = miser_model_config(m)->n_vocab;
     cr_assert_eq(cJSON_GetArraySize(last), V);
     cr_assert_eq(miser_plan_compile(m, NULL, &p), MISER_OK, "%s", miser_error_message());
-    cr_assert_eq(miser_session_create(p, NULL, &s), MISER_OK, "%s", miser_error_message());
+    /* an f32 KV cache (the Llama family's default is f16): the 1e-4 / l2_tol bounds are f32 arithmetic's */
+    const miser_session_options kv32 = {.kv_f16 = -1};
+    cr_assert_eq(miser_session_create(p, &kv32, &s), MISER_OK, "%s", miser_error_message());
     const float *lg;
     cr_assert_eq(miser_session_eval(s, PROMPT, N_PROMPT, &lg), MISER_OK, "%s", miser_error_message());
     double num = 0, den = 0;
@@ -638,7 +640,7 @@ static void check_model(const char *base, const char *type, const char *conv_pre
      * compared with llama.cpp */
     cr_assert_eq(miser_kernels_select("auto"), 0);
     cr_assert_eq(miser_plan_compile(m, NULL, &p), MISER_OK, "%s", miser_error_message());
-    cr_assert_eq(miser_session_create(p, NULL, &s), MISER_OK, "%s", miser_error_message());
+    cr_assert_eq(miser_session_create(p, &kv32, &s), MISER_OK, "%s", miser_error_message());
     cr_assert_eq(miser_session_eval(s, PROMPT, N_PROMPT, &lg), MISER_OK, "%s", miser_error_message());
     num = 0;
     for (int64_t v = 0; v < V; v++) {

@@ -71,7 +71,8 @@ double miser_llm_compile_seconds(const miser_llm *m);
 
 /* A fresh session (KV cache, arena, thread pool of miser_llm_threads) over
  * m's plan. capacity <= 0: miser_llm_max_context(m); larger is RANGE.
- * kv_f16 stores the cache as f16. Free with miser_session_free before m.
+ * kv_f16: > 0 an f16 cache, < 0 f32, 0 the architecture's default (f16 for
+ * the Llama family, f32 for GPT-2). Free with miser_session_free before m.
  * A session is used by one thread at a time; two sessions of one model may
  * run at the same time on two threads (the model, tokenizer and plan are
  * read-only after open). Errors: INVALID, RANGE, NOMEM, INTERNAL. */

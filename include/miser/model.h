@@ -58,6 +58,10 @@ typedef struct miser_config {
     int qkv_bias;        /* the Q/K/V projections have biases */
     int o_bias;          /* the attention output projection has a bias (GPT-2: in c_proj) */
     miser_rope_config rope; /* pos == MISER_POS_ROPE */
+    /* The KV cache's dtype when a session does not choose one (the
+     * registry entry's kv_dtype: f32 for GPT-2, f16 for the Llama family,
+     * llama.cpp's default); miser_session_options.kv_f16 overrides it. */
+    miser_dtype kv_dtype;
 } miser_config;
 typedef miser_config miser_gpt2_config;
 

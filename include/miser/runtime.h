@@ -35,7 +35,9 @@ double miser_plan_compile_seconds(const miser_plan *p);
 typedef struct miser_session_options {
     int64_t capacity;   /* KV cache positions (0: the plan's max_context) */
     int threads;        /* 0: 1 */
-    int kv_f16;         /* store the KV cache as f16 */
+    /* KV cache dtype: > 0 f16, < 0 f32, 0 the model's default
+     * (miser_config.kv_dtype: f16 for the Llama family, f32 for GPT-2) */
+    int kv_f16;
 } miser_session_options;
 
 typedef struct miser_session miser_session;

@@ -37,7 +37,8 @@ static void usage(FILE *f)
             "  --pipeline NAME        compiler pipeline: default, naive, none\n"
             "  --disable-pass LIST    comma-separated passes to skip (see `miser inspect --help`)\n"
             "  --max-batch N          most prompt tokens per step (default 64)\n"
-            "  --kv-f16               keep the KV cache in f16\n"
+            "  --kv-f16, --kv-f32     keep the KV cache in f16 / f32 (default: the architecture's,\n"
+            "                         f16 for the Llama family as llama.cpp, f32 for GPT-2)\n"
             "  --precision P          f32, f16, bf16 or q8_0: run the matrices in P, converted once into a\n"
             "                         cache ($MISER_CACHE_DIR or ~/.cache/miser) and mmapped; never widens\n"
             "  --memory-budget SIZE   predicted peak RSS must fit SIZE (512M, 1.5G, bytes; see `miser plan`):\n"
@@ -105,7 +106,7 @@ static int cmd_generate(int argc, char **argv)
     int json = 0, ignore_eos = 0, special_text = 0, kv_f16 = 0, allow_paging = 0;
     const char *budget_s = NULL;
     enum { O_MAXNEW = 256, O_MAXLEN, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_IGNEOS, O_SPECIAL, O_THREADS, O_PIPE, O_DIS,
-           O_BATCH, O_KV16, O_KERN, O_JSON, O_PREC, O_BUDGET, O_PAGING };
+           O_BATCH, O_KV16, O_KV32, O_KERN, O_JSON, O_PREC, O_BUDGET, O_PAGING };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
         {"max-new-tokens", required_argument, 0, O_MAXNEW}, {"max-length", required_argument, 0, O_MAXLEN},
@@ -114,7 +115,7 @@ static int cmd_generate(int argc, char **argv)
         {"ignore-eos", no_argument, 0, O_IGNEOS}, {"special-as-text", no_argument, 0, O_SPECIAL},
         {"threads", required_argument, 0, O_THREADS}, {"pipeline", required_argument, 0, O_PIPE},
         {"disable-pass", required_argument, 0, O_DIS}, {"max-batch", required_argument, 0, O_BATCH},
-        {"kv-f16", no_argument, 0, O_KV16}, {"kernels", required_argument, 0, O_KERN},
+        {"kv-f16", no_argument, 0, O_KV16}, {"kv-f32", no_argument, 0, O_KV32}, {"kernels", required_argument, 0, O_KERN},
         {"json", no_argument, 0, O_JSON}, {"precision", required_argument, 0, O_PREC},
         {"memory-budget", required_argument, 0, O_BUDGET}, {"allow-paging", no_argument, 0, O_PAGING}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
@@ -145,7 +146,14 @@ static int cmd_generate(int argc, char **argv)
         case O_PIPE: pipeline = optarg; break;
         case O_DIS: disable = optarg; break;
         case O_BATCH: bad = miser_cli_parse_i64(optarg, 1, 1 << 20, &max_batch); break;
-        case O_KV16: kv_f16 = 1; break;
+        case O_KV16:
+        case O_KV32:
+            if (kv_f16 && kv_f16 != (c == O_KV16 ? 1 : -1)) {
+                miser_cli_error(cmd, "--kv-f16 and --kv-f32 contradict each other: give one");
+                return MISER_EXIT_USAGE;
+            }
+            kv_f16 = c == O_KV16 ? 1 : -1; /* 0: the architecture's default */
+            break;
         case O_KERN: kernels = optarg; break;
         case O_JSON: json = 1; break;
         case O_PREC: precision = optarg; break;

@@ -31,7 +31,8 @@ static void usage(FILE *f)
             "  --ctx N                only this context length (default: 128, n_ctx/4, n_ctx/2, n_ctx)\n"
             "  --parallel N           only N parallel sequences (default: 1 and 4)\n"
             "  --threads N            worker threads per sequence (default: the CPUs available)\n"
-            "  --kv-f16               KV cache in f16\n"
+            "  --kv-f16, --kv-f32     KV cache in f16 / f32 (default: the architecture's, f16 for\n"
+            "                         the Llama family, f32 for GPT-2)\n"
             "  --json                 one JSON object\n"
             "  -h, --help             this help\n"
             "\n"
@@ -48,13 +49,14 @@ static int cmd_plan(int argc, char **argv)
     const char *model_dir = NULL, *budget_s = NULL;
     long long ctx = 0, parallel = 0, threads = miser_cli_default_threads();
     int json = 0, kv_f16 = 0;
-    enum { O_BUDGET = 256, O_CTX, O_PAR, O_THREADS, O_JSON, O_KV16 };
+    enum { O_BUDGET = 256, O_CTX, O_PAR, O_THREADS, O_JSON, O_KV16, O_KV32 };
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"memory-budget", required_argument, 0, O_BUDGET},
                                          {"ctx", required_argument, 0, O_CTX},
                                          {"parallel", required_argument, 0, O_PAR},
                                          {"threads", required_argument, 0, O_THREADS},
                                          {"kv-f16", no_argument, 0, O_KV16},
+                                         {"kv-f32", no_argument, 0, O_KV32},
                                          {"json", no_argument, 0, O_JSON},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -78,7 +80,14 @@ static int cmd_plan(int argc, char **argv)
         case O_CTX: bad = miser_cli_parse_i64(optarg, 1, 1 << 24, &ctx); break;
         case O_PAR: bad = miser_cli_parse_i64(optarg, 1, 4096, &parallel); break;
         case O_THREADS: bad = miser_cli_parse_i64(optarg, 1, 256, &threads); break;
-        case O_KV16: kv_f16 = 1; break;
+        case O_KV16:
+        case O_KV32:
+            if (kv_f16 && kv_f16 != (c == O_KV16 ? 1 : -1)) {
+                miser_cli_error(cmd, "--kv-f16 and --kv-f32 contradict each other: give one");
+                return MISER_EXIT_USAGE;
+            }
+            kv_f16 = c == O_KV16 ? 1 : -1; /* 0: the architecture's default */
+            break;
         case O_JSON: json = 1; break;
         default: return miser_cli_option_error(cmd, c, argv);
         }
@@ -139,18 +148,27 @@ static int cmd_plan(int argc, char **argv)
         if (ctx) want.ctx = ctxs[0];
         have_best = miser_budget_fit(b, budget, &want, -1, &best, &bestp);
     }
+    /* the KV dtype the rows use: --kv-f16 / --kv-f32, else the model's
+     * default (the predictor follows the session's rule; read it back) */
+    int kv_is_f16 = kv_f16 > 0;
+    if (!kv_f16 && nprec > 0) {
+        miser_budget_config q0 = {.precision = precs[0], .ctx = n_ctx, .parallel = 1, .threads = 1}, q1 = q0;
+        miser_budget_prediction p0, p1;
+        q1.kv_f16 = 1;
+        kv_is_f16 = !miser_budget_predict(b, &q0, &p0) && !miser_budget_predict(b, &q1, &p1) && p0.kv == p1.kv;
+    }
     if (json) {
         printf("{\"model\":");
         miser_cli_json_string(stdout, (const unsigned char *)model_dir, strlen(model_dir), NULL);
         printf(",\"n_ctx\":%lld,\"threads\":%lld,\"kv_f16\":%s,\"read_bandwidth_gb_s\":%.2f,\"bandwidth_cached\":%s,"
                "\"tok_s_is_estimate\":true,\"budget_bytes\":",
-               (long long)n_ctx, threads, kv_f16 ? "true" : "false", bw / 1e9, cached ? "true" : "false");
+               (long long)n_ctx, threads, kv_is_f16 ? "true" : "false", bw / 1e9, cached ? "true" : "false");
         if (budget_s) printf("%llu", (unsigned long long)budget);
         else printf("null");
         printf(",\"rows\":[");
     } else {
         printf("model %s: n_ctx %lld, %lld threads per sequence%s; read bandwidth %.1f GB/s (%s)\n", model_dir,
-               (long long)n_ctx, threads, kv_f16 ? ", KV f16" : "", bw / 1e9, cached ? "cached probe" : "probed now");
+               (long long)n_ctx, threads, kv_is_f16 ? ", KV f16" : ", KV f32", bw / 1e9, cached ? "cached probe" : "probed now");
         printf("%-6s %6s %4s %10s %10s %10s %9s %9s %9s %9s %9s %9s %9s%s\n", "prec", "ctx", "par", "peak MB",
                "anon MB", "file MB", "weights", "KV", "arena", "scratch", "tokenizer", "fixed", "~tok/s",
                budget_s ? "  fits" : "");

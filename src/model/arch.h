@@ -26,6 +26,9 @@ typedef struct miser_arch {
     miser_status (*validate)(const miser_model *m);
     /* Build the graph (see miser_model_build in graph.h). */
     miser_status (*build)(miser_graph *g, const miser_model *m, int all_logits);
+    /* the family's default KV cache dtype, copied into miser_config.kv_dtype
+     * by the loader (directories and GGUF files alike) */
+    miser_dtype kv_dtype;
 } miser_arch;
 
 /* The entry config.json selects: "model_type" first, then each

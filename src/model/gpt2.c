@@ -138,4 +138,5 @@ const miser_arch miser_arch_gpt2 = {
     .parse_config = gpt2_parse_config,
     .validate = gpt2_validate,
     .build = miser_gpt2_build,
+    .kv_dtype = MISER_DTYPE_F32, /* f32 KV: the HF comparisons' tight tolerances */
 };

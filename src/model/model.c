@@ -163,6 +163,7 @@ static miser_status read_config(miser_model *m)
     m->cfg.arch = m->arch->name;
     st = m->arch->parse_config(path, root, &m->cfg);
     m->cfg.arch = m->arch->name;
+    m->cfg.kv_dtype = m->arch->kv_dtype;
 done:
     cJSON_Delete(root);
     miser_free(text);
@@ -443,6 +444,7 @@ static miser_status open_gguf(miser_model *m)
     m->mapped = m->gguf->map_size;
     if ((st = miser_gguf_model_load(m->gguf, &m->cfg, &m->arch, &m->tensors, &m->n_tensors, &m->gguf_names)))
         return st;
+    m->cfg.kv_dtype = m->arch->kv_dtype;
     return m->arch->validate(m);
 }
 

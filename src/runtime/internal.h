@@ -17,6 +17,15 @@ struct miser_plan {
     double compile_s;
 };
 
+/* Whether a session given miser_session_options.kv_f16 = kv_f16 (> 0 f16,
+ * < 0 f32, 0 the model's default) keeps its KV cache in f16. The default
+ * comes from the checkpoint's registry entry (miser_config.kv_dtype), so
+ * the runtime never asks which family it runs. */
+static inline int miser_kv_f16_resolve(const miser_plan *p, int kv_f16)
+{
+    return kv_f16 > 0 || (kv_f16 == 0 && p->cfg.kv_dtype == MISER_DTYPE_F16);
+}
+
 struct miser_session {
     const miser_plan *p;
     const miser_kernels *k;

@@ -69,7 +69,7 @@ void miser_session_footprint_get(const miser_plan *p, const miser_session_option
     for (int32_t i = 0; i < g->n_nodes; i++) has_rope |= g->nodes[i].op == MISER_OP_ROPE;
     const uint64_t half = (uint64_t)(g->head_dim / 2);
     out->capacity = cap;
-    out->kv_bytes = (uint64_t)(2 * L) * (uint64_t)(cap * HD) * (o->kv_f16 ? 2u : 4u);
+    out->kv_bytes = (uint64_t)(2 * L) * (uint64_t)(cap * HD) * (miser_kv_f16_resolve(p, o->kv_f16) ? 2u : 4u);
     out->arena_bytes = g->arena_bytes ? g->arena_bytes : 64;
     out->scratch_bytes = sizeof(float) * (uint64_t)(cap * group * threads) +
                          sizeof(float) * (uint64_t)decode_partial_floats(g);
@@ -88,7 +88,7 @@ miser_status miser_session_create(const miser_plan *p, const miser_session_optio
     if (!s) return MISER_ERR_NOMEM;
     s->p = p;
     s->k = miser_kernels_get();
-    s->kv_f16 = o->kv_f16;
+    s->kv_f16 = miser_kv_f16_resolve(p, o->kv_f16); /* 0 / 1 from here on */
     s->capacity = o->capacity > 0 && o->capacity < p->max_context ? o->capacity : p->max_context;
     const miser_graph *g = &p->g;
     /* the cache holds the KV heads only (grouped-query attention shares
