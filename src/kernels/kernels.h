@@ -59,7 +59,13 @@ static inline int64_t miser_linear_partial_floats(const miser_linear_args *a)
  * q[t, h, d] = q[t*q_row + h*D + d]; k[s, j, d] = k[s*k_row + j*D + d],
  * likewise v (f32 or f16 via kvdt), out. scratch: at least S * max(group, 1)
  * floats per thread (scratch + ith * S * max(group, 1)): a set may score a
- * whole query group against each K row it reads (AVX2). */
+ * whole query group against each K row it reads (AVX2).
+ *
+ * Paged cache (kblk set; the batch's KV pool): K position s is row s % blk_rows
+ * of block kblk[s / blk_rows], k[s, j, d] = kblk[s / blk_rows][(s % blk_rows)
+ * * k_row + j*D + d], likewise V with vblk; k and v are then unused. Each
+ * (t, h) is computed by one thread in a fixed order, so the result depends
+ * neither on the thread count nor on T (given the same S - T + t). */
 typedef struct miser_attention_args {
     int64_t T, S, H, D;
     int64_t group;
@@ -72,7 +78,19 @@ typedef struct miser_attention_args {
     int64_t o_row;
     float scale;
     float *scratch;
+    const void *const *kblk, *const *vblk; /* NULL: contiguous k / v */
+    int64_t blk_rows;
 } miser_attention_args;
+
+/* The base of K (which 0) or V (1) row s: add j*D + d to index it. */
+static inline const void *miser_attn_row(const miser_attention_args *a, int which, int64_t s)
+{
+    const size_t es = a->kvdt == MISER_DTYPE_F16 ? 2 : 4;
+    const int64_t row = which ? a->v_row : a->k_row;
+    if (a->kblk)
+        return (const char *)(which ? a->vblk : a->kblk)[s / a->blk_rows] + (size_t)((s % a->blk_rows) * row) * es;
+    return (const char *)(which ? a->v : a->k) + (size_t)(s * row) * es;
+}
 
 typedef struct miser_kernels {
     const char *name;

@@ -558,16 +558,17 @@ AI void attention_impl(const int f16, const miser_attention_args *a, int ith, in
         /* scores: p[s] = scale * q . k[s] */
         float mx = -INFINITY;
         for (int64_t s = 0; s < valid; s++) {
-            int64_t kb = s * a->k_row + j * D;
+            const void *kr = miser_attn_row(a, 0, s);
+            int64_t kb = j * D;
             __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
             int64_t d = 0;
             for (; d + 16 <= Dv; d += 16) {
-                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), kv8(f16, a->k, kb + d), acc0);
-                acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), kv8(f16, a->k, kb + d + 8), acc1);
+                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), kv8(f16, kr, kb + d), acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), kv8(f16, kr, kb + d + 8), acc1);
             }
-            for (; d < Dv; d += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), kv8(f16, a->k, kb + d), acc0);
+            for (; d < Dv; d += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), kv8(f16, kr, kb + d), acc0);
             float dot = hsum(_mm256_add_ps(acc0, acc1));
-            for (; d < D; d++) dot += q[d] * kv1(f16, a->k, kb + d);
+            for (; d < D; d++) dot += q[d] * kv1(f16, kr, kb + d);
             p[s] = dot * a->scale;
             if (p[s] > mx) mx = p[s];
         }
@@ -578,10 +579,11 @@ AI void attention_impl(const int f16, const miser_attention_args *a, int ith, in
         for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
         for (int64_t s = 0; s < valid; s++) {
             __m256 ps = _mm256_set1_ps(p[s]);
-            int64_t vb = s * a->v_row + j * D, d = 0;
+            const void *vr = miser_attn_row(a, 1, s);
+            int64_t vb = j * D, d = 0;
             for (; d < Dv; d += 8)
-                _mm256_storeu_ps(o + d, _mm256_fmadd_ps(ps, kv8(f16, a->v, vb + d), _mm256_loadu_ps(o + d)));
-            for (; d < D; d++) o[d] += p[s] * kv1(f16, a->v, vb + d);
+                _mm256_storeu_ps(o + d, _mm256_fmadd_ps(ps, kv8(f16, vr, vb + d), _mm256_loadu_ps(o + d)));
+            for (; d < D; d++) o[d] += p[s] * kv1(f16, vr, vb + d);
         }
         __m256 inv = _mm256_set1_ps(1.0f / sum);
         int64_t d = 0;
@@ -608,18 +610,19 @@ AI void attention_group_impl(const int f16, const miser_attention_args *a, int i
         const float *q0 = a->q + t * a->q_row + j * R * D;
         /* scores: p[r*S + s] = scale * q_r . k[s] */
         for (int64_t s = 0; s < valid; s++) {
-            const int64_t kb = s * a->k_row + j * D;
+            const void *kr = miser_attn_row(a, 0, s);
+            const int64_t kb = j * D;
             for (int64_t r = 0; r < R; r++) {
                 const float *q = q0 + r * D;
                 __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
                 int64_t d = 0;
                 for (; d + 16 <= Dv; d += 16) {
-                    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), kv8(f16, a->k, kb + d), acc0);
-                    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), kv8(f16, a->k, kb + d + 8), acc1);
+                    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), kv8(f16, kr, kb + d), acc0);
+                    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), kv8(f16, kr, kb + d + 8), acc1);
                 }
-                for (; d < Dv; d += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), kv8(f16, a->k, kb + d), acc0);
+                for (; d < Dv; d += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), kv8(f16, kr, kb + d), acc0);
                 float dot = hsum(_mm256_add_ps(acc0, acc1));
-                for (; d < D; d++) dot += q[d] * kv1(f16, a->k, kb + d);
+                for (; d < D; d++) dot += q[d] * kv1(f16, kr, kb + d);
                 p[r * S + s] = dot * a->scale;
             }
         }
@@ -633,17 +636,18 @@ AI void attention_group_impl(const int f16, const miser_attention_args *a, int i
         }
         /* out_r = sum_s p_r[s] v[s] / sum_r, each V row read once */
         for (int64_t s = 0; s < valid; s++) {
-            const int64_t vb = s * a->v_row + j * D;
+            const void *vr = miser_attn_row(a, 1, s);
+            const int64_t vb = j * D;
             int64_t d = 0;
             for (; d < Dv; d += 8) {
-                const __m256 v = kv8(f16, a->v, vb + d);
+                const __m256 v = kv8(f16, vr, vb + d);
                 for (int64_t r = 0; r < R; r++) {
                     float *o = a->out + t * a->o_row + (j * R + r) * D + d;
                     _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_set1_ps(p[r * S + s]), v, _mm256_loadu_ps(o)));
                 }
             }
             for (; d < D; d++) {
-                const float v = kv1(f16, a->v, vb + d);
+                const float v = kv1(f16, vr, vb + d);
                 for (int64_t r = 0; r < R; r++) a->out[t * a->o_row + (j * R + r) * D + d] += p[r * S + s] * v;
             }
         }

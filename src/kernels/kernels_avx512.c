@@ -930,10 +930,11 @@ AI void attention_regs(const miser_dtype kdt, const int DV, const miser_attentio
             __m512 acc[4];
             _Pragma("GCC unroll 4")
             for (int i = 0; i < 4; i++) {
-                const int64_t kb = (s + i) * a->k_row + h * D;
-                acc[i] = _mm512_mul_ps(qv[0], ld16(kdt, a->k, kb));
+                const void *kr = miser_attn_row(a, 0, s + i);
+                const int64_t kb = h * D;
+                acc[i] = _mm512_mul_ps(qv[0], ld16(kdt, kr, kb));
                 _Pragma("GCC unroll 8")
-                for (int j = 1; j < DV; j++) acc[i] = _mm512_fmadd_ps(qv[j], ld16(kdt, a->k, kb + 16 * j), acc[i]);
+                for (int j = 1; j < DV; j++) acc[i] = _mm512_fmadd_ps(qv[j], ld16(kdt, kr, kb + 16 * j), acc[i]);
             }
             const __m512 sc = _mm512_mul_ps(_mm512_permutexvar_ps(pick, sum4x16(acc[0], acc[1], acc[2], acc[3])),
                                             _mm512_set1_ps(a->scale));
@@ -941,10 +942,11 @@ AI void attention_regs(const miser_dtype kdt, const int DV, const miser_attentio
             vmax = _mm512_mask_max_ps(vmax, 0xf, vmax, sc);
         }
         for (; s < valid; s++) {
-            const int64_t kb = s * a->k_row + h * D;
-            __m512 acc = _mm512_mul_ps(qv[0], ld16(kdt, a->k, kb));
+            const void *kr = miser_attn_row(a, 0, s);
+            const int64_t kb = h * D;
+            __m512 acc = _mm512_mul_ps(qv[0], ld16(kdt, kr, kb));
             _Pragma("GCC unroll 8")
-            for (int j = 1; j < DV; j++) acc = _mm512_fmadd_ps(qv[j], ld16(kdt, a->k, kb + 16 * j), acc);
+            for (int j = 1; j < DV; j++) acc = _mm512_fmadd_ps(qv[j], ld16(kdt, kr, kb + 16 * j), acc);
             p[s] = hsum16(acc) * a->scale;
             vmax = _mm512_mask_max_ps(vmax, 1, vmax, _mm512_set1_ps(p[s]));
         }
@@ -963,18 +965,20 @@ AI void attention_regs(const miser_dtype kdt, const int DV, const miser_attentio
         for (int j = 0; j < DV; j++) o0[j] = o1[j] = _mm512_setzero_ps();
         for (s = 0; s + 2 <= valid; s += 2) {
             const __m512 p0 = _mm512_set1_ps(p[s]), p1 = _mm512_set1_ps(p[s + 1]);
-            const int64_t vb = s * a->v_row + h * D;
+            const void *vr0 = miser_attn_row(a, 1, s), *vr1 = miser_attn_row(a, 1, s + 1);
+            const int64_t vb = h * D;
             _Pragma("GCC unroll 8")
             for (int j = 0; j < DV; j++) {
-                o0[j] = _mm512_fmadd_ps(p0, ld16(kdt, a->v, vb + 16 * j), o0[j]);
-                o1[j] = _mm512_fmadd_ps(p1, ld16(kdt, a->v, vb + a->v_row + 16 * j), o1[j]);
+                o0[j] = _mm512_fmadd_ps(p0, ld16(kdt, vr0, vb + 16 * j), o0[j]);
+                o1[j] = _mm512_fmadd_ps(p1, ld16(kdt, vr1, vb + 16 * j), o1[j]);
             }
         }
         if (s < valid) {
             const __m512 p0 = _mm512_set1_ps(p[s]);
-            const int64_t vb = s * a->v_row + h * D;
+            const void *vr0 = miser_attn_row(a, 1, s);
+            const int64_t vb = h * D;
             _Pragma("GCC unroll 8")
-            for (int j = 0; j < DV; j++) o0[j] = _mm512_fmadd_ps(p0, ld16(kdt, a->v, vb + 16 * j), o0[j]);
+            for (int j = 0; j < DV; j++) o0[j] = _mm512_fmadd_ps(p0, ld16(kdt, vr0, vb + 16 * j), o0[j]);
         }
         const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
         float *o = a->out + t * a->o_row + h * D;

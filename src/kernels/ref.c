@@ -73,7 +73,7 @@ static void ref_attention(const miser_attention_args *a, int ith, int nth)
         double mx = -INFINITY;
         for (int64_t s = 0; s < valid; s++) {
             double dot = 0;
-            for (int64_t d = 0; d < a->D; d++) dot += (double)q[d] * kv_elem(a, a->k, s * a->k_row + j * a->D + d);
+            for (int64_t d = 0; d < a->D; d++) dot += (double)q[d] * kv_elem(a, miser_attn_row(a, 0, s), j * a->D + d);
             p[s] = (float)(dot * a->scale);
             if (p[s] > mx) mx = p[s];
         }
@@ -85,7 +85,7 @@ static void ref_attention(const miser_attention_args *a, int ith, int nth)
         float *o = a->out + t * a->o_row + h * a->D;
         for (int64_t d = 0; d < a->D; d++) {
             double acc = 0;
-            for (int64_t s = 0; s < valid; s++) acc += (double)p[s] * kv_elem(a, a->v, s * a->v_row + j * a->D + d);
+            for (int64_t s = 0; s < valid; s++) acc += (double)p[s] * kv_elem(a, miser_attn_row(a, 1, s), j * a->D + d);
             o[d] = (float)(acc / sum);
         }
     }

@@ -81,6 +81,12 @@ void miser_session_footprint_get(const miser_plan *p, const miser_session_option
 
 miser_status miser_session_create(const miser_plan *p, const miser_session_options *o, miser_session **out)
 {
+    return miser_session_create_exec(p, o, 1, out);
+}
+
+miser_status miser_session_create_exec(const miser_plan *p, const miser_session_options *o, int with_kv,
+                                       miser_session **out)
+{
     *out = NULL;
     miser_session_options def = {0};
     if (!o) o = &def;
@@ -96,10 +102,12 @@ miser_status miser_session_create(const miser_plan *p, const miser_session_optio
     int64_t L = g->n_layer, HD = (g->n_kv_head > 0 ? g->n_kv_head : g->n_head) * g->head_dim;
     miser_status st = miser_threadpool_create(o->threads > 0 ? o->threads : 1, &s->pool);
     if (st) goto fail;
-    s->kcache = miser_calloc(MISER_MEM_KV, (size_t)L, sizeof(void *));
-    s->vcache = miser_calloc(MISER_MEM_KV, (size_t)L, sizeof(void *));
-    if (!s->kcache || !s->vcache) goto nomem;
-    for (int64_t l = 0; l < L; l++) {
+    if (with_kv) {
+        s->kcache = miser_calloc(MISER_MEM_KV, (size_t)L, sizeof(void *));
+        s->vcache = miser_calloc(MISER_MEM_KV, (size_t)L, sizeof(void *));
+        if (!s->kcache || !s->vcache) goto nomem;
+    }
+    for (int64_t l = 0; l < L && with_kv; l++) {
         s->kcache[l] = kv_alloc(s, s->capacity * HD);
         s->vcache[l] = kv_alloc(s, s->capacity * HD);
         if (!s->kcache[l] || !s->vcache[l]) goto nomem;
@@ -303,6 +311,13 @@ static miser_status run_node(miser_session *s, int32_t id, int64_t T, int64_t S)
     if ((n->flags & MISER_NODE_VIEW) && n->op != MISER_OP_KV_WRITE && a) v->dtype = a->dtype;
     v->ndim = n->ndim;
     for (int i = 0; i < n->ndim; i++) v->shape[i] = resolve_dim(n->shape[i], T, S);
+    const miser_step_batch *bt = s->batch;
+    if (bt) { /* a batched pass: tail nodes hold the n_out picked rows; the nodes that work per sequence are batch.c's */
+        if (bt->tail_node[id] && !bt->n_out) return MISER_OK; /* no sequence wants logits from this pass */
+        if (bt->tail_node[id]) v->shape[1] = bt->n_out;
+        miser_status bst;
+        if (miser_batch_node(s, id, T, &bst)) return bst;
+    }
     switch (n->op) {
     case MISER_OP_INPUT:
         v->data = n->attr.i[0] == MISER_INPUT_TOKENS ? (void *)s->ids : (void *)s->positions;
@@ -361,9 +376,12 @@ static miser_status run_node(miser_session *s, int32_t id, int64_t T, int64_t S)
     }
     default: break;
     }
-    /* ops that write a fresh buffer in the arena */
+    /* ops that write a fresh buffer in the arena (a batched pass's tail
+     * nodes: in the tail buffers, from row out_base) */
     v->data = s->arena + n->offset;
     contiguous_strides(v);
+    if (bt && bt->tail_node[id] && bt->tail_off[id] >= 0)
+        v->data = bt->tail + bt->tail_off[id] + bt->out_base * (miser_tview_numel(v) / (v->shape[1] ? v->shape[1] : 1)) * 4;
     float *y = v->data;
     switch (n->op) {
     case MISER_OP_GATHER: {
@@ -472,17 +490,11 @@ static miser_status run_node(miser_session *s, int32_t id, int64_t T, int64_t S)
     }
 }
 
-static miser_status step(miser_session *s, const int32_t *ids, int64_t T)
+miser_status miser_session_run_pass(miser_session *s, int64_t T, const miser_step_batch *b)
 {
     const miser_graph *g = &s->p->g;
-    int64_t S = s->past + T;
-    for (int64_t i = 0; i < T; i++) {
-        if (ids[i] < 0 || ids[i] >= s->p->cfg.n_vocab)
-            return miser_error_set(MISER_ERR_RANGE, "token id %d is outside the vocabulary (0..%lld)", ids[i],
-                                   (long long)s->p->cfg.n_vocab - 1);
-        s->ids[i] = ids[i];
-        s->positions[i] = (int32_t)(s->past + i);
-    }
+    /* a batched pass resolves S per sequence (batch_node); T stands in */
+    const int64_t S = b ? T : s->past + T;
     if (s->inv_freq) { /* this step's rotary angles, shared by every layer */
         const int64_t half = g->head_dim / 2;
         for (int64_t i = 0; i < T; i++)
@@ -492,12 +504,26 @@ static miser_status step(miser_session *s, const int32_t *ids, int64_t T)
                 s->rope_sin[i * half + j] = (float)sin(ang);
             }
     }
-    for (int32_t i = 0; i < g->n_nodes; i++) {
-        if (g->nodes[i].op == MISER_OP_NONE) continue;
-        miser_status st = run_node(s, i, T, S);
-        if (st) return st;
+    s->batch = b;
+    miser_status st = MISER_OK;
+    for (int32_t i = 0; i < g->n_nodes && !st; i++)
+        if (g->nodes[i].op != MISER_OP_NONE) st = run_node(s, i, T, S);
+    s->batch = NULL;
+    return st;
+}
+
+static miser_status step(miser_session *s, const int32_t *ids, int64_t T)
+{
+    for (int64_t i = 0; i < T; i++) {
+        if (ids[i] < 0 || ids[i] >= s->p->cfg.n_vocab)
+            return miser_error_set(MISER_ERR_RANGE, "token id %d is outside the vocabulary (0..%lld)", ids[i],
+                                   (long long)s->p->cfg.n_vocab - 1);
+        s->ids[i] = ids[i];
+        s->positions[i] = (int32_t)(s->past + i);
     }
-    s->past = S;
+    miser_status st = miser_session_run_pass(s, T, NULL);
+    if (st) return st;
+    s->past += T;
     return MISER_OK;
 }
 
