@@ -2,16 +2,21 @@
 """Memory-budget grid (issue 17): `miser plan`'s predicted peak RSS and RssAnon
 against the profiler's exact peaks of `miser generate` runs.
 
-For each (model, precision, context, parallel=1) the converted cache is made
-first (an unmeasured run), then `miser profile --json -- miser generate` is
-run with a 1-token prompt and context-1 new tokens (--ignore-eos), so the KV
-cache is filled to the context. Measured: the whole-run exact peak (the max
-of the interval peaks, VmHWM after clear_refs) and RssAnon at peak = peak -
-RssFile at the last mark (the weights are prefaulted at load; file pages
-do not grow after it). Prints a Markdown table; exit 1 when a row misses
-the issue's bounds (peak +-3 %, RssAnon +-2 MB).
+For each (model, precision, context) the converted cache is made first (an
+unmeasured run), then `miser profile --json -- miser generate --max-length
+CTX` is run with a prompt of `a a a ...` (one token each with the GPT-2
+vocabulary the synthetic checkpoints use): at least min(64, CTX-1) tokens,
+so the prompt's chunk fills the planned arena (max_batch 64), and at most 64
+decoded tokens (--ignore-eos): the rest of the context is prefilled, so the
+KV cache is written to CTX-1 positions. Measured: the whole-run exact peak
+(the max of the interval peaks, VmHWM after clear_refs) and RssAnon at the
+peak = peak - RssFile at the last mark (the weights are prefaulted at load;
+file pages do not grow after it). Prints a Markdown table; exit 1 when a
+row misses the issue's bounds (peak +-3 %, RssAnon +-2 MB).
 
-usage: bench/budget_grid.py MISER_BIN SPEC...   SPEC = label:dir:prompt:prec1,prec2:ctx1,ctx2
+usage: bench/budget_grid.py MISER_BIN SPEC...   SPEC = label:dir:prec1,prec2:ctx1,ctx2
+       (a ctx of 0 is the model's maximum)
+env:   THREADS (default 2), DECODE (most decoded tokens per row, default 64)
 """
 import json, os, subprocess, sys, tempfile
 
@@ -21,24 +26,28 @@ def run(args, **kw):
 def main():
     miser = sys.argv[1]
     threads = os.environ.get("THREADS", "2")
+    decode = int(os.environ.get("DECODE", "64"))
     tmp = tempfile.mkdtemp(prefix="miser-budget-grid-")
-    print("| model | precision | ctx | predicted peak MB | measured peak MB | error | predicted anon MB | measured anon MB | anon error MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | precision | ctx | prompt | predicted peak MB | measured peak MB | error | predicted anon MB | measured anon MB | anon error MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     bad = 0
     for spec in sys.argv[2:]:
-        label, d, prompt, precs, ctxs = spec.split(":")
+        label, d, precs, ctxs = spec.split(":")
+        n_ctx = json.loads(run([miser, "plan", "--model", d, "--ctx", "1", "--parallel", "1", "--threads", threads,
+                                "--json"]).stdout)["n_ctx"]
         for prec in precs.split(","):
-            gen = [miser, "generate", "--model", d, "--prompt", prompt, "--ignore-eos", "--threads", threads,
-                   "--precision", prec]
-            run(gen + ["--max-new-tokens", "1"])  # make the cache
+            gen = [miser, "generate", "--model", d, "--ignore-eos", "--threads", threads, "--precision", prec]
+            run(gen + ["--prompt", "a", "--max-new-tokens", "1"])  # make the cache
             for ctx in ctxs.split(","):
-                ctx = int(ctx)
+                ctx = int(ctx) or n_ctx
                 plan = json.loads(run([miser, "plan", "--model", d, "--ctx", str(ctx), "--parallel", "1",
                                        "--threads", threads, "--json"]).stdout)
                 row = [r for r in plan["rows"] if r["precision"] == prec][0]
+                n_prompt = max(min(64, ctx - 1), ctx - decode)
+                prompt = "a" + " a" * (n_prompt - 1)
                 pj = os.path.join(tmp, "p.json")
                 run([miser, "profile", "--json", pj, "--format", "none", "--"] + gen +
-                    ["--max-new-tokens", str(ctx - 1)])
+                    ["--prompt", prompt, "--max-length", str(ctx)])
                 st = json.load(open(pj))["stages"]
                 peak = max(s["peak_rss_kb"] for s in st) * 1024
                 last = [s for s in st if s.get("file_kb") is not None][-1]
@@ -47,7 +56,7 @@ def main():
                 ea = (row["rss_anon_bytes"] - anon) / 2**20
                 ok = abs(e) <= 0.03 and abs(ea) <= 2
                 bad += not ok
-                print(f"| {label} | {prec} | {ctx} | {row['peak_rss_bytes']/2**20:.1f} | {peak/2**20:.1f} | "
+                print(f"| {label} | {prec} | {ctx} | {n_prompt} | {row['peak_rss_bytes']/2**20:.1f} | {peak/2**20:.1f} | "
                       f"{e*100:+.1f} % | {row['rss_anon_bytes']/2**20:.1f} | {anon/2**20:.1f} | {ea:+.2f}{'' if ok else ' MISS'} |",
                       flush=True)
     sys.exit(1 if bad else 0)

@@ -184,7 +184,8 @@ Test(budget, parts_equal_a_real_session)
             miser_plan *plan = NULL;
             miser_session *s = NULL;
             cr_assert_eq(miser_model_open(dirs[d], &m), MISER_OK);
-            miser_compile_options co = {.pipeline = "default", .max_batch = 64};
+            /* as generate compiles it: for the context it runs */
+            miser_compile_options co = {.pipeline = "default", .max_batch = 64, .max_context = ctx};
             cr_assert_eq(miser_plan_compile(m, &co, &plan), MISER_OK);
             const uint64_t kv0 = miser_mem_get(MISER_MEM_KV).current, sc0 = miser_mem_get(MISER_MEM_SCRATCH).current;
             miser_session_options so = {.capacity = ctx, .threads = 3};
@@ -205,18 +206,21 @@ Test(budget, parts_equal_a_real_session)
         }
 }
 
-/* `miser profile --json` of `miser generate` at ctx positions: the exact
- * whole-run peak and RssAnon at it (peak - RssFile at the last mark). */
-static void measure(const char *dir, const char *prec, int ctx, const char *prompt, double *peak, double *anon)
+/* `miser profile --json` of `miser generate --max-length ctx`: the exact
+ * whole-run peak and RssAnon at it (peak - RssFile at the last mark). The
+ * prompt ("a a a ...", a token each) has min(64, ctx - 1) tokens, so its
+ * chunk fills the planned arena (max_batch 64) as the prediction assumes. */
+static void measure(const char *dir, const char *prec, int ctx, double *peak, double *anon)
 {
-    char pj[128];
+    char pj[128], prompt[160] = "a";
     snprintf(pj, sizeof pj, "%s/p.json", g_tmp);
+    for (int i = 1; i < (ctx - 1 < 64 ? ctx - 1 : 64); i++) strcat(prompt, " a");
     if (strcmp(prec, "f32")) /* make the cache outside the measured run */
-        cr_assert_eq(sh("'%s' generate --model '%s' --precision %s --prompt '%s' --max-new-tokens 1 --threads 2 "
-                        ">/dev/null 2>&1", MISER, dir, prec, prompt), 0);
+        cr_assert_eq(sh("'%s' generate --model '%s' --precision %s --prompt a --max-new-tokens 1 --threads 2 "
+                        ">/dev/null 2>&1", MISER, dir, prec), 0);
     cr_assert_eq(sh("'%s' profile --json '%s' --format none -- '%s' generate --model '%s' --precision %s --prompt '%s' "
-                    "--ignore-eos --max-new-tokens %d --threads 2 >/dev/null 2>&1",
-                    MISER, pj, MISER, dir, prec, prompt, ctx - 1), 0);
+                    "--ignore-eos --max-length %d --threads 2 >/dev/null 2>&1",
+                    MISER, pj, MISER, dir, prec, prompt, ctx), 0);
     size_t n = 0;
     char *t = test_read_file(pj, &n);
     cr_assert(t);
@@ -245,9 +249,9 @@ Test(budget, prediction_within_3_percent_of_exact_peaks, .timeout = 300)
     snprintf(gpt2, sizeof gpt2, "%s/gpt2", g_tmp);
     cr_assert_eq(sh("'%s' synth --arch llama --shape tiny --out '%s' --quiet", MISER, llama), 0);
     cr_assert_eq(sh("'%s' synth --layers 4 --embd 256 --heads 4 --ctx 256 --out '%s' --quiet", MISER, gpt2), 0);
-    struct { const char *dir, *prec, *prompt; int ctx; } grid[] = {
-        {TINY, "f32", "Hello", 32}, {TINY, "f32", "Hello", 128}, {TINY, "f16", "Hello", 128},
-        {TINY, "q8_0", "Hello", 32}, {llama, "f32", "a", 64},     {gpt2, "q8_0", "Hello", 160}};
+    struct { const char *dir, *prec; int ctx; } grid[] = {
+        {TINY, "f32", 32}, {TINY, "f32", 128}, {TINY, "f16", 128},
+        {TINY, "q8_0", 32}, {llama, "f32", 64}, {gpt2, "q8_0", 160}};
     for (size_t i = 0; i < sizeof grid / sizeof *grid; i++) {
         miser_budget_model *b = NULL;
         cr_assert_eq(miser_budget_open(grid[i].dir, &b), MISER_OK, "%s", miser_error_message());
@@ -257,7 +261,7 @@ Test(budget, prediction_within_3_percent_of_exact_peaks, .timeout = 300)
         cr_assert_eq(miser_budget_predict(b, &c, &p), MISER_OK);
         miser_budget_free(b);
         double peak, anon;
-        measure(grid[i].dir, grid[i].prec, grid[i].ctx, grid[i].prompt, &peak, &anon);
+        measure(grid[i].dir, grid[i].prec, grid[i].ctx, &peak, &anon);
         const double e = ((double)p.rss - peak) / peak, ea = ((double)p.rss_anon - anon) / 1048576.0;
         cr_log_info("budget: %s %s ctx %d: predicted %.2f MB measured %.2f MB (%+.1f %%), anon %.2f vs %.2f MB",
                     grid[i].dir, grid[i].prec, grid[i].ctx, p.rss / 1048576.0, peak / 1048576.0, e * 100,
@@ -267,87 +271,6 @@ Test(budget, prediction_within_3_percent_of_exact_peaks, .timeout = 300)
         cr_expect(ea >= -2 && ea <= 2, "%s %s ctx %d: predicted RssAnon %.2f MB, measured %.2f MB", grid[i].dir,
                   grid[i].prec, grid[i].ctx, p.rss_anon / 1048576.0, anon / 1048576.0);
     }
-}
-
-/* A memory cgroup (v1 memory.limit_in_bytes, else v2 memory.max) at the
- * predicted peak + 5 %: generation completes, no OOM kill. */
-Test(budget, runs_inside_a_cgroup_at_the_predicted_peak)
-{
-    if (SANITIZED) {
-        cr_skip_test("a sanitized build: the calibrated process constants do not describe it");
-        return;
-    }
-    /* a private copy out of the page cache, so that its pages are read,
-     * and charged, inside the group */
-    char dir[128], path[160];
-    snprintf(dir, sizeof dir, "%s/m", g_tmp);
-    cr_assert_eq(sh("mkdir -p '%s' && cp '%s/config.json' '%s/model.safetensors' '%s/'", dir, TINY, TINY, dir), 0);
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    int fd = open(path, O_RDONLY);
-    cr_assert(fd >= 0);
-    evict(fd);
-    close(fd);
-    miser_budget_model *b = NULL;
-    cr_assert_eq(miser_budget_open(dir, &b), MISER_OK);
-    miser_budget_config c = {.precision = MISER_DTYPE_F32, .ctx = 128, .parallel = 1, .threads = 2};
-    miser_budget_prediction p;
-    cr_assert_eq(miser_budget_predict(b, &c, &p), MISER_OK);
-    miser_budget_free(b);
-    const unsigned long long limit = (unsigned long long)((double)p.rss * 1.05);
-    char cg[160], f[256];
-    int v1 = 1;
-    snprintf(cg, sizeof cg, "/sys/fs/cgroup/memory/miser-test-budget-%d", (int)getpid());
-    if (mkdir(cg, 0755)) {
-        v1 = 0;
-        snprintf(cg, sizeof cg, "/sys/fs/cgroup/unified/miser-test-budget-%d", (int)getpid());
-        if (mkdir(cg, 0755)) {
-            snprintf(cg, sizeof cg, "/sys/fs/cgroup/miser-test-budget-%d", (int)getpid());
-            if (mkdir(cg, 0755)) {
-                cr_skip_test("no writable memory cgroup (v1 /sys/fs/cgroup/memory or v2): not run");
-                return;
-            }
-        }
-    }
-    snprintf(f, sizeof f, "%s/%s", cg, v1 ? "memory.limit_in_bytes" : "memory.max");
-    FILE *lf = fopen(f, "w");
-    int set = lf && fprintf(lf, "%llu\n", limit) > 0;
-    if (lf) set &= fclose(lf) == 0;
-    if (!set) {
-        rmdir(cg);
-        cr_skip_test("cannot set %s (v2 without the memory controller?): not run", f);
-        return;
-    }
-    if (v1) { /* no swap to escape to: memsw as well when the kernel has it */
-        snprintf(f, sizeof f, "%s/memory.memsw.limit_in_bytes", cg);
-        if ((lf = fopen(f, "w"))) {
-            fprintf(lf, "%llu\n", limit);
-            fclose(lf);
-        }
-    }
-    const int rc = sh("sh -c 'echo $$ > %s/cgroup.procs && exec \"%s\" generate --model \"%s\" --prompt Hello --ignore-eos "
-                      "--max-new-tokens 127 --threads 2 >/dev/null'", cg, MISER, dir);
-    /* cgroup files report a size of 0: read them line by line */
-    long long oom = -1, usage = -1;
-    char line[256];
-    snprintf(f, sizeof f, "%s/%s", cg, v1 ? "memory.oom_control" : "memory.events");
-    if ((lf = fopen(f, "r"))) {
-        while (fgets(line, sizeof line, lf))
-            if (!strncmp(line, "oom_kill ", 9)) oom = atoll(line + 9);
-        fclose(lf);
-    }
-    snprintf(f, sizeof f, "%s/%s", cg, v1 ? "memory.max_usage_in_bytes" : "memory.peak");
-    if ((lf = fopen(f, "r"))) {
-        if (fgets(line, sizeof line, lf)) usage = atoll(line);
-        fclose(lf);
-    }
-    cr_log_info("budget: cgroup limit %llu bytes (predicted %.2f MB + 5 %%), max usage %lld, oom_kill %lld", limit,
-                p.rss / 1048576.0, usage, oom);
-    rmdir(cg);
-    cr_assert_eq(rc, 0, "generate exited %d inside a cgroup of %llu bytes", rc, limit);
-    cr_assert_eq(oom, 0, "oom_kill %lld (-1: not readable)", oom);
-    /* the run was charged to the group (its anonymous memory at least: page
-     * cache pages stay charged to the group that first read them) */
-    cr_assert(usage > (long long)(p.rss_anon / 2), "the cgroup's peak usage is %lld: the run was not inside it", usage);
 }
 
 /* stderr of the last run: exactly one line containing a and b */
@@ -362,6 +285,171 @@ static void one_line(const char *err, const char *a, const char *b)
     cr_assert(!a || strstr(e, a), "'%s' not in: %s", a, e);
     cr_assert(!b || strstr(e, b), "'%s' not in: %s", b, e);
     free(e);
+}
+
+/* A memory cgroup (v1 memory.limit_in_bytes + memsw, else v2 memory.max)
+ * limited to `limit` bytes; `cmd` runs inside it (sh -c, exec'd). Returns
+ * the command's exit status (-1: no cgroup could be made, *why says so);
+ * *usage: the group's peak charge (max_usage_in_bytes / memory.peak, -1
+ * when not readable), *oom: its oom_kill count (-1 when not readable). */
+static int in_cgroup(unsigned long long limit, const char *cmd, long long *usage, long long *oom, char *why, size_t wcap)
+{
+    char cg[160], f[256], line[256];
+    int v1 = 1;
+    *usage = *oom = -1;
+    snprintf(cg, sizeof cg, "/sys/fs/cgroup/memory/miser-test-budget-%d", (int)getpid());
+    if (mkdir(cg, 0755)) {
+        v1 = 0;
+        snprintf(cg, sizeof cg, "/sys/fs/cgroup/unified/miser-test-budget-%d", (int)getpid());
+        if (mkdir(cg, 0755)) {
+            snprintf(cg, sizeof cg, "/sys/fs/cgroup/miser-test-budget-%d", (int)getpid());
+            if (mkdir(cg, 0755)) {
+                snprintf(why, wcap, "no writable memory cgroup (v1 /sys/fs/cgroup/memory or v2): not run");
+                return -1;
+            }
+        }
+    }
+    snprintf(f, sizeof f, "%s/%s", cg, v1 ? "memory.limit_in_bytes" : "memory.max");
+    FILE *lf = fopen(f, "w");
+    int set = lf && fprintf(lf, "%llu\n", limit) > 0;
+    if (lf) set &= fclose(lf) == 0;
+    if (!set) {
+        rmdir(cg);
+        snprintf(why, wcap, "cannot set %s (v2 without the memory controller?): not run", f);
+        return -1;
+    }
+    /* no swap to escape to: memsw (v1) / swap.max (v2) as well when the kernel has them */
+    snprintf(f, sizeof f, "%s/%s", cg, v1 ? "memory.memsw.limit_in_bytes" : "memory.swap.max");
+    if ((lf = fopen(f, "w"))) {
+        if (v1) fprintf(lf, "%llu\n", limit);
+        else fprintf(lf, "0\n");
+        fclose(lf);
+    }
+    const int rc = sh("sh -c 'echo $$ > %s/cgroup.procs && exec %s'", cg, cmd);
+    /* cgroup files report a size of 0: read them line by line */
+    snprintf(f, sizeof f, "%s/%s", cg, v1 ? "memory.oom_control" : "memory.events");
+    if ((lf = fopen(f, "r"))) {
+        while (fgets(line, sizeof line, lf))
+            if (!strncmp(line, "oom_kill ", 9)) *oom = atoll(line + 9);
+        fclose(lf);
+    }
+    snprintf(f, sizeof f, "%s/%s", cg, v1 ? "memory.max_usage_in_bytes" : "memory.peak");
+    if ((lf = fopen(f, "r"))) {
+        if (fgets(line, sizeof line, lf)) *usage = atoll(line);
+        fclose(lf);
+    }
+    if (rmdir(cg)) { /* page cache still charged: v1 moves it to the parent on force_empty */
+        snprintf(f, sizeof f, "%s/memory.force_empty", cg);
+        if ((lf = fopen(f, "w"))) {
+            fputs("0\n", lf);
+            fclose(lf);
+        }
+        rmdir(cg);
+    }
+    return rc;
+}
+
+/* a private copy of src's checkpoint in dir, then (drop_weights) out of
+ * the page cache: its pages are read, and charged, inside the group that
+ * runs on it (page cache is charged to the group that first reads a page) */
+static void private_copy(const char *src, const char *dir)
+{
+    cr_assert_eq(sh("mkdir -p '%s' && cp '%s/config.json' '%s/model.safetensors' '%s/'", dir, src, src, dir), 0);
+}
+
+/* after the prediction: its header parse reads ahead (charged to this
+ * process's group), so the file is dropped again right before the run */
+static void drop_weights(const char *dir)
+{
+    char path[200];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    int fd = open(path, O_RDONLY);
+    cr_assert(fd >= 0);
+    evict(fd);
+    cr_assert_eq(resident(fd, lseek(fd, 0, SEEK_END), 0), 0, "%s stayed in the page cache after POSIX_FADV_DONTNEED",
+                 path);
+    close(fd);
+}
+
+/* At the predicted peak + 5 %: generation completes, no OOM kill, and the
+ * group was charged the whole run (its peak holds at least the weights, so
+ * the file pages were read inside it). */
+Test(budget, runs_inside_a_cgroup_at_the_predicted_peak)
+{
+    if (SANITIZED) {
+        cr_skip_test("a sanitized build: the calibrated process constants do not describe it");
+        return;
+    }
+    char dir[128], cmd[512], why[320];
+    snprintf(dir, sizeof dir, "%s/m", g_tmp);
+    private_copy(TINY, dir);
+    miser_budget_model *b = NULL;
+    cr_assert_eq(miser_budget_open(dir, &b), MISER_OK);
+    miser_budget_config c = {.precision = MISER_DTYPE_F32, .ctx = 128, .parallel = 1, .threads = 2};
+    miser_budget_prediction p;
+    cr_assert_eq(miser_budget_predict(b, &c, &p), MISER_OK);
+    miser_budget_free(b);
+    drop_weights(dir);
+    const unsigned long long limit = (unsigned long long)((double)p.rss * 1.05);
+    char prompt[140] = "a";
+    for (int i = 1; i < 64; i++) strcat(prompt, " a");
+    snprintf(cmd, sizeof cmd, "\"%s\" generate --model \"%s\" --prompt \"%s\" --ignore-eos --max-length 128 --threads 2 >/dev/null",
+             MISER, dir, prompt);
+    long long usage, oom;
+    const int rc = in_cgroup(limit, cmd, &usage, &oom, why, sizeof why);
+    if (rc == -1) {
+        cr_skip_test("%s", why);
+        return;
+    }
+    cr_log_info("budget: cgroup limit %llu bytes (predicted %.2f MB + 5 %%), peak charge %lld, oom_kill %lld", limit,
+                p.rss / 1048576.0, usage, oom);
+    cr_assert_eq(rc, 0, "generate exited %d inside a cgroup of %llu bytes", rc, limit);
+    cr_assert_eq(oom, 0, "oom_kill %lld (-1: not readable)", oom);
+    cr_assert_geq(usage, (long long)(p.weights + p.rss_anon / 2),
+                  "the cgroup's peak charge is %lld bytes, below the weights (%llu) and half the anonymous memory: the "
+                  "run was not charged to it", usage, (unsigned long long)p.weights);
+    cr_assert_leq(usage, (long long)limit);
+}
+
+/* Half the weights' size, --allow-paging: the weights cannot all stay
+ * resident, the kernel evicts and re-reads them, and generation completes
+ * (bench/budget_paging.sh reports what it costs). */
+Test(budget, runs_paged_at_half_the_weights, .timeout = 180)
+{
+    if (SANITIZED) {
+        cr_skip_test("a sanitized build: the calibrated process constants do not describe it");
+        return;
+    }
+    char src[128], dir[128], cmd[512], why[320];
+    snprintf(src, sizeof src, "%s/g", g_tmp);
+    snprintf(dir, sizeof dir, "%s/gp", g_tmp);
+    /* 61 MB of weights, RssAnon ~8 MB: half the weights leaves room for the anonymous part */
+    cr_assert_eq(sh("'%s' synth --layers 4 --embd 256 --heads 4 --ctx 256 --out '%s' --quiet", MISER, src), 0);
+    private_copy(src, dir);
+    miser_budget_model *b = NULL;
+    cr_assert_eq(miser_budget_open(dir, &b), MISER_OK);
+    miser_budget_config c = {.precision = MISER_DTYPE_F32, .ctx = 24, .parallel = 1, .threads = 2};
+    miser_budget_prediction p;
+    cr_assert_eq(miser_budget_predict(b, &c, &p), MISER_OK);
+    miser_budget_free(b);
+    drop_weights(dir);
+    const unsigned long long limit = p.weights / 2;
+    cr_assert_lt(p.rss_anon + (8u << 20), limit, "the anonymous part (%.1f MB) does not fit half the weights", p.rss_anon / 1048576.0);
+    snprintf(cmd, sizeof cmd, "\"%s\" generate --model \"%s\" --prompt Hello --ignore-eos --max-new-tokens 4 --threads 2 "
+             "--precision f32 --memory-budget %llu --allow-paging >/dev/null 2>\"%s/paging.err\"", MISER, dir, limit, g_tmp);
+    long long usage, oom;
+    const int rc = in_cgroup(limit, cmd, &usage, &oom, why, sizeof why);
+    if (rc == -1) {
+        cr_skip_test("%s", why);
+        return;
+    }
+    cr_log_info("budget: paged run in a cgroup of %llu bytes (weights %llu): peak charge %lld, oom_kill %lld", limit,
+                (unsigned long long)p.weights, usage, oom);
+    cr_assert_eq(rc, 0, "generate --allow-paging exited %d inside a cgroup of half the weights (%llu bytes)", rc, limit);
+    cr_assert_eq(oom, 0, "oom_kill %lld (-1: not readable)", oom);
+    char err[160];
+    snprintf(err, sizeof err, "%s/paging.err", g_tmp);
+    one_line(err, "--allow-paging: running anyway", "evicted and re-read");
 }
 
 Test(budget, refusals)

@@ -24,11 +24,20 @@ extern "C" {
  * main thread; file-backed pages of the binary and its libraries; and what
  * one worker thread touches (stack pages, its malloc arena's first pages). */
 #define MISER_BUDGET_FIXED_ANON  (1180ull << 10) /* 1.15 MiB */
-/* The first bytes of the sessions' buffers land in pages the load already
- * made resident and freed (measured, docs/budgets.md): not counted twice. */
-#define MISER_BUDGET_REUSED      (2048ull << 10)
 #define MISER_BUDGET_FIXED_FILE  (6860ull << 10) /* 6.7 MiB */
 #define MISER_BUDGET_PER_THREAD  (264ull << 10)
+/* The prompt chunk generate compiles for (its --max-batch default); below
+ * it, a run of ctx positions compiles for ctx (the arena shrinks). */
+#define MISER_BUDGET_MAX_BATCH   64
+
+/* Give the heap pages the process freed back to the kernel (glibc's
+ * malloc_trim; nothing elsewhere). `miser generate`, `bench` and `serve`
+ * call it once the load is done, before their sessions exist: the load's
+ * freed pages (the tokenizer's parse tree, the passes' temporaries) would
+ * otherwise stay resident and be reused by whichever buffers come first,
+ * which no arithmetic can follow. The predictor measures the load on both
+ * sides of it. */
+void miser_budget_release_freed(void);
 
 typedef struct miser_budget_model miser_budget_model;
 
@@ -47,19 +56,20 @@ typedef struct miser_budget_prediction {
     uint64_t kv;        /* every sequence's KV cache */
     uint64_t arena;     /* every sequence's activation arena */
     uint64_t scratch;   /* attention rows, decode partial sums and thread stacks */
-    uint64_t tokenizer; /* RssAnon the tokenizer's open added in the predicting process
-                         * (its tables, and the parse's freed pages the process keeps) */
+    uint64_t tokenizer; /* RssAnon the tokenizer keeps once the load's freed pages are released
+                         * (measured in the predicting process: its tables and their pages) */
     uint64_t fixed;     /* process constant + model table + compiled graph + session bookkeeping
                          * + transient (below) */
-    uint64_t transient; /* load high-water above the steady heap (pages the sessions reuse) */
-    uint64_t reused;    /* subtracted from fixed: MISER_BUDGET_REUSED, at most the sessions' buffers */
+    uint64_t transient; /* part of fixed: the load's high-water above the steady state plus the
+                         * sessions (a small model peaks while loading) */
     uint64_t rss_anon, rss_file, rss;
     int64_t ctx;        /* the context used (after clamping) */
 } miser_budget_prediction;
 
-/* Open `model_dir` for predictions (headers only). Resets the allocator's
- * peaks (miser_mem_reset_peaks) to measure the load's high-water: call it
- * before, not inside, a profiled stage. Errors: the loader's and the
+/* Open `model_dir` for predictions (headers only): maps it, opens the
+ * tokenizer and compiles as generate does, measuring this process's RssAnon
+ * across the load and after miser_budget_release_freed (called before and
+ * after: the process's freed pages are released). Errors: the loader's and the
  * tokenizer's (naming the file), MISER_ERR_NOMEM. */
 miser_status miser_budget_open(const char *model_dir, miser_budget_model **out);
 void miser_budget_free(miser_budget_model *b);

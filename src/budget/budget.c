@@ -15,8 +15,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,10 +24,16 @@
 
 struct miser_budget_model {
     miser_model *model;  /* mapped, never prefaulted; owned */
-    miser_plan *plan;    /* default pipeline minus share_constants; owned */
+    miser_plan *plan;    /* default pipeline minus share_constants, for n_ctx; owned */
+    /* plans for contexts below max_batch (generate compiles for the
+     * context it runs: max_batch, and so the arena, shrinks to it);
+     * compiled on first use by miser_budget_predict, owned */
+    struct { int64_t ctx; miser_plan *plan; } small[8];
+    int n_small;
     uint64_t heap_fixed; /* allocator bytes live for the model table and the plan */
-    uint64_t tokenizer;  /* RssAnon growth over the tokenizer's open (at least the bytes it holds) */
-    uint64_t heap_load_peak; /* allocator high-water over open, tokenizer and compile */
+    uint64_t load_peak;  /* RssAnon growth over model + tokenizer + compile, before any release */
+    uint64_t steady;     /* RssAnon growth that stays once the freed pages are released */
+    uint64_t tokenizer;  /* the tokenizer's share of `steady` */
     miser_dtype stored;
     int64_t n_ctx;
 };
@@ -45,82 +51,69 @@ static miser_dtype stored_dtype(const miser_model *m)
     return best;
 }
 
-/* The tokenizer's measured RssAnon, remembered per source for this process:
- * a second open reuses pages the first one freed, so only the first
- * measurement in a process is the cost a fresh `miser generate` pays. Keyed
- * by FNV-1a of the source ("builtin" for the embedded GPT-2 vocabulary, else
- * the file the tokenizer comes from). */
-static pthread_mutex_t g_tok_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct { uint64_t key, bytes; } g_tok_seen[32];
-static int g_tok_n;
-
-static uint64_t tok_key(const char *model_dir)
+void miser_budget_release_freed(void)
 {
-    char path[4200];
-    struct stat sb;
-    const char *src = "builtin";
-    const size_t dl = strlen(model_dir);
-    if (dl > 5 && !strcmp(model_dir + dl - 5, ".gguf")) src = model_dir;
-    else {
-        snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
-        if (!stat(path, &sb)) src = path;
-        else {
-            snprintf(path, sizeof path, "%s/vocab.json", model_dir);
-            if (!stat(path, &sb)) src = path;
-        }
-    }
-    uint64_t h = 1469598103934665603ull;
-    for (const char *c = src; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
-    return h;
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
+    malloc_trim(0);
+#endif
+}
+
+static int64_t anon_bytes(void)
+{
+    miser_proc_status ps;
+    return !miser_proc_read_status(0, &ps) && ps.anon_kb >= 0 ? ps.anon_kb * 1024 : -1;
+}
+
+/* The compile `miser generate` does, minus share_constants (it samples
+ * weight pages); max_context 0: the model's n_ctx. */
+static miser_status compile_for(const miser_model *m, int64_t max_context, miser_plan **out)
+{
+    miser_compile_options co = {.pipeline = "default", .disable = "share_constants", .max_batch = MISER_BUDGET_MAX_BATCH,
+                                .max_context = max_context};
+    return miser_plan_compile(m, &co, out);
 }
 
 miser_status miser_budget_open(const char *model_dir, miser_budget_model **out)
 {
     *out = NULL;
+    /* the pages freed so far would be reused by what is measured below:
+     * release them first, so that the growth is what a fresh process pays */
+    miser_budget_release_freed();
     miser_budget_model *b = miser_calloc(MISER_MEM_OTHER, 1, sizeof *b);
     if (!b) return MISER_ERR_NOMEM;
-    /* the order of `miser generate`: model, tokenizer, compile; the
-     * allocator's peak over the three is the load's high-water mark */
-    miser_mem_reset_peaks();
+    /* the order of `miser generate`: model, tokenizer, compile */
+    const int64_t a0 = anon_bytes();
     const uint64_t before = miser_mem_total().current;
     miser_tokenizer *tok = NULL;
     miser_status st = miser_model_open(model_dir, &b->model);
-    uint64_t model_heap = miser_mem_total().current - before;
-    /* the tokenizer's resident cost is more than the bytes it keeps: its
-     * file's parse tree (cJSON) and build temporaries are freed into pages
-     * the process keeps; measured here as RssAnon grows over the open (the
-     * same code on the same files), never below the bytes it holds */
-    miser_proc_status ps0, ps1;
-    const int have_rss = !miser_proc_read_status(0, &ps0) && ps0.anon_kb >= 0;
     if (!st) st = miser_tokenizer_open(model_dir, &tok);
-    if (!st) {
-        b->tokenizer = miser_mem_total().current - before - model_heap;
-        if (have_rss && !miser_proc_read_status(0, &ps1) && ps1.anon_kb > ps0.anon_kb &&
-            (uint64_t)(ps1.anon_kb - ps0.anon_kb) * 1024 > b->tokenizer)
-            b->tokenizer = (uint64_t)(ps1.anon_kb - ps0.anon_kb) * 1024;
-        const uint64_t key = tok_key(model_dir);
-        pthread_mutex_lock(&g_tok_lock);
-        int i = 0;
-        while (i < g_tok_n && g_tok_seen[i].key != key) i++;
-        if (i < g_tok_n) {
-            if (g_tok_seen[i].bytes > b->tokenizer) b->tokenizer = g_tok_seen[i].bytes;
-        } else if (g_tok_n < 32) {
-            g_tok_seen[g_tok_n].key = key;
-            g_tok_seen[g_tok_n++].bytes = b->tokenizer;
-        }
-        pthread_mutex_unlock(&g_tok_lock);
-        /* as generate compiles it; share_constants would sample weight pages */
-        miser_compile_options co = {.pipeline = "default", .disable = "share_constants", .max_batch = 64};
-        st = miser_plan_compile(b->model, &co, &b->plan);
-    }
+    if (!st) st = compile_for(b->model, 0, &b->plan);
     if (st) {
         miser_tokenizer_free(tok);
         miser_budget_free(b);
         return st;
     }
-    b->heap_load_peak = miser_mem_total().peak - before;
+    /* what the load made resident (the tokenizer's parse tree and the
+     * passes' temporaries are freed into pages the process keeps), then
+     * what stays once generate releases them (miser_budget_release_freed
+     * before its sessions exist) */
+    const int64_t a1 = anon_bytes();
+    miser_budget_release_freed();
+    const int64_t a2 = anon_bytes();
+    const uint64_t live = miser_mem_total().current - before;
+    uint64_t tok_heap = miser_mem_total().current;
     miser_tokenizer_free(tok);
-    b->heap_fixed = miser_mem_total().current - before;
+    tok_heap -= miser_mem_total().current;
+    b->heap_fixed = live - tok_heap;
+    b->load_peak = a0 >= 0 && a1 > a0 ? (uint64_t)(a1 - a0) : live;
+    b->steady = a0 >= 0 && a2 > a0 ? (uint64_t)(a2 - a0) : live;
+    if (b->steady < live) b->steady = live;
+    if (b->load_peak < b->steady) b->load_peak = b->steady;
+    /* the tokenizer's share: what the model table and the plan do not hold */
+    b->tokenizer = b->steady > b->heap_fixed ? b->steady - b->heap_fixed : tok_heap;
+    /* leave the process as it was: what the caller loads next starts from
+     * released pages, as in a fresh process */
+    miser_budget_release_freed();
     b->stored = stored_dtype(b->model);
     b->n_ctx = miser_model_config(b->model)->n_ctx;
     *out = b;
@@ -130,6 +123,7 @@ miser_status miser_budget_open(const char *model_dir, miser_budget_model **out)
 void miser_budget_free(miser_budget_model *b)
 {
     if (!b) return;
+    for (int i = 0; i < b->n_small; i++) miser_plan_free(b->small[i].plan);
     miser_plan_free(b->plan);
     miser_model_free(b->model);
     miser_free(b);
@@ -178,6 +172,32 @@ static uint64_t weights_bytes(const miser_budget_model *b, miser_dtype p)
     return sum;
 }
 
+/* The plan generate compiles for a run of ctx positions: the n_ctx one,
+ * or, below max_batch, one for ctx (its arena is smaller). */
+static miser_status plan_for(const miser_budget_model *cb, int64_t ctx, const miser_plan **out)
+{
+    miser_budget_model *b = (miser_budget_model *)cb; /* the cache of small-context plans */
+    *out = b->plan;
+    if (ctx <= 0 || ctx >= MISER_BUDGET_MAX_BATCH || ctx >= b->n_ctx) return MISER_OK;
+    for (int i = 0; i < b->n_small; i++)
+        if (b->small[i].ctx == ctx) {
+            *out = b->small[i].plan;
+            return MISER_OK;
+        }
+    miser_plan *p = NULL;
+    miser_status st = compile_for(b->model, ctx, &p);
+    if (st) return st;
+    if (b->n_small == (int)(sizeof b->small / sizeof *b->small)) { /* evict the oldest */
+        miser_plan_free(b->small[0].plan);
+        memmove(b->small, b->small + 1, sizeof b->small - sizeof *b->small);
+        b->n_small--;
+    }
+    b->small[b->n_small].ctx = ctx;
+    b->small[b->n_small++].plan = p;
+    *out = p;
+    return MISER_OK;
+}
+
 miser_status miser_budget_predict(const miser_budget_model *b, const miser_budget_config *c, miser_budget_prediction *o)
 {
     memset(o, 0, sizeof *o);
@@ -185,9 +205,13 @@ miser_status miser_budget_predict(const miser_budget_model *b, const miser_budge
         return miser_error_set(MISER_ERR_UNSUPPORTED, "precision %s is not available for weights stored as %s",
                                miser_dtype_name(c->precision), miser_dtype_name(b->stored));
     const int par = c->parallel > 0 ? c->parallel : 1, thr = c->threads > 0 ? c->threads : 1;
-    miser_session_options so = {.capacity = c->ctx > 0 ? c->ctx : b->n_ctx, .threads = thr, .kv_f16 = c->kv_f16};
+    const int64_t ctx = c->ctx > 0 && c->ctx < b->n_ctx ? c->ctx : b->n_ctx;
+    const miser_plan *plan;
+    miser_status st = plan_for(b, ctx, &plan);
+    if (st) return st;
+    miser_session_options so = {.capacity = ctx, .threads = thr, .kv_f16 = c->kv_f16};
     miser_session_footprint f;
-    miser_session_footprint_get(b->plan, &so, &f);
+    miser_session_footprint_get(plan, &so, &f);
     o->ctx = f.capacity;
     o->weights = weights_bytes(b, c->precision);
     o->kv = f.kv_bytes * (uint64_t)par;
@@ -195,16 +219,16 @@ miser_status miser_budget_predict(const miser_budget_model *b, const miser_budge
     /* workers beyond the calling thread each have a stack and touch it */
     o->scratch = (f.scratch_bytes + (uint64_t)(thr - 1) * MISER_BUDGET_PER_THREAD) * (uint64_t)par;
     o->tokenizer = b->tokenizer;
-    o->fixed = MISER_BUDGET_FIXED_ANON + MISER_BUDGET_FIXED_FILE + b->heap_fixed + f.other_bytes * (uint64_t)par;
-    /* the load's transients (tokenizer build, pass temporaries) are freed
-     * before the sessions exist and their pages reused by them: the heap's
-     * high-water is the larger of the two */
-    const uint64_t steady = o->kv + o->arena + f.scratch_bytes * (uint64_t)par + o->tokenizer + b->heap_fixed +
-                            f.other_bytes * (uint64_t)par;
-    if (b->heap_load_peak > steady) o->transient = b->heap_load_peak - steady;
-    const uint64_t sessions = steady - o->tokenizer - b->heap_fixed;
-    o->reused = sessions < MISER_BUDGET_REUSED ? sessions : MISER_BUDGET_REUSED;
-    o->fixed += o->transient - o->reused;
+    /* After the load, generate releases the pages the load freed
+     * (miser_budget_release_freed), so the sessions' buffers land in fresh
+     * pages: RssAnon at the end is the steady load plus the sessions. The
+     * load itself (the tokenizer's parse tree, the passes' temporaries)
+     * peaks higher on a small model: the peak is the larger of the two. */
+    const uint64_t sessions = o->kv + o->arena + o->scratch + f.other_bytes * (uint64_t)par;
+    const uint64_t steady = b->steady + sessions;
+    o->transient = b->load_peak > steady ? b->load_peak - steady : 0;
+    o->fixed = MISER_BUDGET_FIXED_ANON + MISER_BUDGET_FIXED_FILE + (b->steady - b->tokenizer) +
+               f.other_bytes * (uint64_t)par + o->transient;
     o->rss_file = o->weights + MISER_BUDGET_FIXED_FILE;
     o->rss_anon = o->kv + o->arena + o->scratch + o->tokenizer + o->fixed - MISER_BUDGET_FIXED_FILE;
     o->rss = o->rss_anon + o->rss_file;

@@ -1,6 +1,7 @@
 /* `miser generate`: load a checkpoint, compile it, and stream generated text. */
 #include "cli.h"
 #include "miser/alloc.h"
+#include "miser/budget.h"
 #include "miser/model.h"
 #include "miser/precision.h"
 #include "miser/runtime.h"
@@ -263,14 +264,19 @@ static int cmd_generate(int argc, char **argv)
     int64_t want_ctx = (int64_t)n_ids + (max_new ? max_new : cfg->n_ctx);
     if (max_len && max_len < want_ctx) want_ctx = max_len > (long long)n_ids ? max_len : (long long)n_ids;
     if (want_ctx > cfg->n_ctx) want_ctx = cfg->n_ctx;
-    miser_compile_options co = {.pipeline = pipeline, .disable = disable, .max_batch = max_batch};
+    if (budget_ctx > 0 && want_ctx > budget_ctx) want_ctx = budget_ctx;
+    /* planned for the context this run uses (below --max-batch, the
+     * arena shrinks with it), as `miser plan` predicts */
+    miser_compile_options co = {.pipeline = pipeline, .disable = disable, .max_batch = max_batch, .max_context = want_ctx};
     if ((st = miser_plan_compile(model, &co, &plan))) {
         miser_cli_error(cmd, "%s", miser_error_message());
         rc = miser_cli_exit_for_status(st);
         goto out;
     }
+    /* the load's freed pages go back to the kernel before the session's
+     * buffers exist (budget.h: what the predictor counts on) */
+    miser_budget_release_freed();
     stage_mark("compile");
-    if (budget_ctx > 0 && want_ctx > budget_ctx) want_ctx = budget_ctx;
     miser_session_options so = {.capacity = want_ctx, .threads = (int)threads, .kv_f16 = kv_f16};
     if ((st = miser_session_create(plan, &so, &sess))) {
         miser_cli_error(cmd, "%s", miser_error_message());
