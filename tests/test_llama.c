@@ -565,24 +565,54 @@ Test(llama, kernels_against_definitions)
                     free(q), free(kv32), free(kv16), free(out), free(scr);
                 }
     }
-    /* rope, rotate-half: pairs (i, i + D/2) turn by the angle of i */
-    enum { T = 3, H = 2, D = 8 };
-    float xr[T * 5 * D], yr[T * H * D], cs[T * D / 2], sn[T * D / 2];
-    for (int i = 0; i < T * 5 * D; i++) xr[i] = frand(&seed);
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < D / 2; i++) {
-            double ang = (t + 7) * pow(10000.0, -2.0 * i / D);
-            cs[t * D / 2 + i] = (float)cos(ang), sn[t * D / 2 + i] = (float)sin(ang);
-        }
-    miser_ref_rope(yr, H * D, xr, 5 * D, T, H, D, cs, sn, 0, 1); /* rows strided like a slice of a wider output */
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < H; h++)
-            for (int i = 0; i < D; i++) {
-                const float *xv = xr + t * 5 * D + h * D;
-                double ang = (t + 7) * pow(10000.0, -2.0 * (i % (D / 2)) / D);
-                double rot = i < D / 2 ? -xv[i + D / 2] : xv[i - D / 2];
-                double want = xv[i] * cos(ang) + rot * sin(ang);
-                cr_assert(fabs(yr[(t * H + h) * D + i] - want) < 1e-6, "rope [%d,%d,%d]", t, h, i);
+    /* rope: rotate-half, pairs (i, i + D/2) turn by the angle of i; adjacent
+     * pairs (2i, 2i + 1) likewise (GGUF llama files). The reference and
+     * every set's kernel (NULL: the set uses the reference), input rows
+     * strided like a slice of a wider output, head sizes with and without
+     * a SIMD tail, split over 1 and 3 threads, and once in place */
+    const int64_t Ds[] = {8, 12, 64, 128};
+    for (size_t di = 0; di < sizeof Ds / sizeof Ds[0]; di++)
+        for (int pairs = 0; pairs < 2; pairs++)
+            for (int si = -1; si < 3; si++) {
+                const miser_kernels *ks = si < 0 ? NULL : miser_kernels_by_name(si == 0 ? "ref" : si == 1 ? "avx2" : "avx512");
+                if (si >= 0 && !ks) continue;
+                const int64_t T = 3, H = 5, D = Ds[di], XR = 7 * D; /* x rows hold 7 heads */
+                float *xr = malloc(sizeof(float) * (size_t)(T * XR)), *yr = malloc(sizeof(float) * (size_t)(T * H * D));
+                float *cs = malloc(sizeof(float) * (size_t)(T * D / 2)), *sn = malloc(sizeof(float) * (size_t)(T * D / 2));
+                for (int64_t i = 0; i < T * XR; i++) xr[i] = frand(&seed);
+                for (int64_t t = 0; t < T; t++)
+                    for (int64_t i = 0; i < D / 2; i++) {
+                        double ang = (double)(t + 7) * pow(10000.0, -2.0 * (double)i / (double)D);
+                        cs[t * D / 2 + i] = (float)cos(ang), sn[t * D / 2 + i] = (float)sin(ang);
+                    }
+                for (int nth = 1; nth <= 3; nth += 2)
+                    for (int inplace = 0; inplace < 2; inplace++) {
+                        /* in place: y is x with x's row stride */
+                        float *x = inplace ? malloc(sizeof(float) * (size_t)(T * XR)) : xr;
+                        if (inplace) memcpy(x, xr, sizeof(float) * (size_t)(T * XR));
+                        float *y = inplace ? x : yr;
+                        const int64_t yrow = inplace ? XR : H * D;
+                        for (int ith = 0; ith < nth; ith++) {
+                            if (ks && ks->rope) ks->rope(y, yrow, x, XR, T, H, D, cs, sn, pairs, ith, nth);
+                            else (pairs ? miser_rope_pairs : miser_ref_rope)(y, yrow, x, XR, T, H, D, cs, sn, ith, nth);
+                        }
+                        for (int64_t t = 0; t < T; t++)
+                            for (int64_t h = 0; h < H; h++)
+                                for (int64_t i = 0; i < D; i++) {
+                                    const float *xv = xr + t * XR + h * D;
+                                    const int64_t f = pairs ? i / 2 : i % (D / 2); /* the frequency of element i */
+                                    double ang = (double)(t + 7) * pow(10000.0, -2.0 * (double)f / (double)D);
+                                    double rot = pairs ? (i % 2 ? xv[i - 1] : -xv[i + 1])
+                                                       : (i < D / 2 ? -xv[i + D / 2] : xv[i - D / 2]);
+                                    double want = xv[i] * cos(ang) + rot * sin(ang);
+                                    cr_assert(fabs(y[t * yrow + h * D + i] - want) < 1e-6,
+                                              "rope %s pairs=%d D=%lld nth=%d inplace=%d [%lld,%lld,%lld]: %g, want %g",
+                                              ks ? ks->name : "miser_ref_rope", pairs, (long long)D, nth, inplace,
+                                              (long long)t, (long long)h, (long long)i, y[t * yrow + h * D + i], want);
+                                }
+                        if (inplace) free(x);
+                    }
+                free(xr), free(yr), free(cs), free(sn);
             }
 }
 

@@ -118,6 +118,10 @@ typedef struct miser_kernels {
      * all-zero block has d = 0), and y = sum over blocks of d * scale_w *
      * (integer dot of qx and the weight block). Otherwise x is used as is. */
     int q8_dots_int8_min_m;
+    /* Rotary embedding: miser_ref_rope's contract, or miser_rope_pairs'
+     * when `pairs`; NULL: the set uses those references (ref.c). */
+    void (*rope)(float *y, int64_t y_row, const float *x, int64_t x_row, int64_t T, int64_t H, int64_t D,
+                 const float *cs, const float *sn, int pairs, int ith, int nth);
 } miser_kernels;
 
 /* Rotary embedding, rotate-half convention, for rows r < T (token r) and
@@ -137,6 +141,10 @@ void miser_rope_pairs(float *y, int64_t y_row, const float *x, int64_t x_row, in
 void miser_ref_rmsnorm(float *y, const float *x, const void *gamma, miser_dtype pdt, int64_t rows, int64_t C, float eps,
                        int ith, int nth);
 void miser_ref_silu_mul(float *y, const float *g, const float *u, int64_t n, int ith, int nth);
+/* AVX2 + FMA rope for the avx2 / avx512 tables (llama_avx2.c): work split by
+ * (row, head), so decode's single row spreads over the threads. */
+void miser_avx2_rope(float *y, int64_t y_row, const float *x, int64_t x_row, int64_t T, int64_t H, int64_t D,
+                     const float *cs, const float *sn, int pairs, int ith, int nth);
 
 /* The best kernels for this CPU (or the reference when forced). */
 const miser_kernels *miser_kernels_get(void);

@@ -280,9 +280,14 @@ static void task_run(void *ctx, int ith, int nth)
     case MISER_OP_SWIGLU: k->silu_mul(y, t->in[0]->data, t->in[1]->data, miser_tview_numel(t->v), ith, nth); break;
     case MISER_OP_ROPE: {
         const miser_tview *x = t->in[0];
-        (t->s->p->g.rope.pairs ? miser_rope_pairs : miser_ref_rope)(y, x->shape[2] * x->shape[3], x->data, x->stride[1],
-                                                                  t->T, x->shape[2], x->shape[3], t->s->rope_cos,
-                                                                  t->s->rope_sin, ith, nth);
+        const int pairs = t->s->p->g.rope.pairs;
+        if (k->rope) /* the set's SIMD rope (llama_avx2.c), else the references */
+            k->rope(y, x->shape[2] * x->shape[3], x->data, x->stride[1], t->T, x->shape[2], x->shape[3],
+                    t->s->rope_cos, t->s->rope_sin, pairs, ith, nth);
+        else
+            (pairs ? miser_rope_pairs : miser_ref_rope)(y, x->shape[2] * x->shape[3], x->data, x->stride[1], t->T,
+                                                        x->shape[2], x->shape[3], t->s->rope_cos, t->s->rope_sin,
+                                                        ith, nth);
         break;
     }
     case MISER_OP_GELU: k->gelu(y, t->in[0]->data, miser_tview_numel(t->v), ith, nth); break;
