@@ -92,8 +92,10 @@ miser_status miser_budget_predict(const miser_budget_model *b, const miser_budge
  * configuration tried, for the message). */
 int miser_budget_fit(const miser_budget_model *b, uint64_t budget, const miser_budget_config *want, int precision,
                      miser_budget_config *cfg, miser_budget_prediction *pred);
-/* Precisions to list, widest first (at most 4); returns how many. */
-int miser_budget_precisions(const miser_budget_model *b, miser_dtype out[4]);
+/* Precisions to list, widest first (f32, f16, bf16, q8_0, q4_k, q4_0: at
+ * most MISER_BUDGET_NPREC); returns how many. */
+#define MISER_BUDGET_NPREC 6
+int miser_budget_precisions(const miser_budget_model *b, miser_dtype out[MISER_BUDGET_NPREC]);
 
 /* "512M", "1.5G", "2GiB", "4096", "300MB", "1T": K/M/G/T with or without
  * "i" and "B", all powers of 1024; a plain number is bytes. 0 and the

@@ -149,7 +149,9 @@ int miser_budget_precision_ok(const miser_budget_model *b, miser_dtype p)
     /* the cache converts f32/f16/bf16 safetensors; it never widens, and
      * f16 <-> bf16 is not converted */
     if (b->stored != MISER_DTYPE_F32 && b->stored != MISER_DTYPE_F16 && b->stored != MISER_DTYPE_BF16) return 0;
-    if (p != MISER_DTYPE_F32 && p != MISER_DTYPE_F16 && p != MISER_DTYPE_BF16 && p != MISER_DTYPE_Q8_0) return 0;
+    if (p != MISER_DTYPE_F32 && p != MISER_DTYPE_F16 && p != MISER_DTYPE_BF16 && p != MISER_DTYPE_Q8_0 &&
+        p != MISER_DTYPE_Q4_0 && p != MISER_DTYPE_Q4_K)
+        return 0;
     if (width(p) >= width(b->stored)) return 0;
     return 1;
 }
@@ -166,7 +168,7 @@ static uint64_t weights_bytes(const miser_budget_model *b, miser_dtype p)
         uint64_t n = 1;
         for (int d = 0; d < t->ndim; d++) n *= (uint64_t)t->shape[d];
         const int64_t last = t->ndim ? t->shape[t->ndim - 1] : 1;
-        const miser_dtype to = miser_precision_target(t->dtype, t->ndim, last, p);
+        const miser_dtype to = miser_precision_tensor_target(t->name, t->dtype, t->ndim, last, p);
         sum += (to == t->dtype ? t->nbytes : miser_dtype_bytes(to, n)) + strlen(t->name) + 96;
     }
     return sum;
@@ -349,16 +351,17 @@ void miser_budget_describe(const miser_budget_prediction *p, char *buf, size_t c
              mb(p->rss), mb(p->weights), mb(p->kv), mb(p->arena), mb(p->scratch), mb(p->tokenizer), mb(p->fixed));
 }
 
-int miser_budget_precisions(const miser_budget_model *b, miser_dtype out[4])
+int miser_budget_precisions(const miser_budget_model *b, miser_dtype out[MISER_BUDGET_NPREC])
 {
-    static const miser_dtype all[] = {MISER_DTYPE_F32, MISER_DTYPE_F16, MISER_DTYPE_BF16, MISER_DTYPE_Q8_0};
+    static const miser_dtype all[] = {MISER_DTYPE_F32,  MISER_DTYPE_F16,  MISER_DTYPE_BF16,
+                                      MISER_DTYPE_Q8_0, MISER_DTYPE_Q4_K, MISER_DTYPE_Q4_0};
     int n = 0;
     if (!miser_budget_precision_ok(b, MISER_DTYPE_F32) && !miser_budget_precision_ok(b, MISER_DTYPE_F16) &&
         !miser_budget_precision_ok(b, MISER_DTYPE_BF16) && !miser_budget_precision_ok(b, MISER_DTYPE_Q8_0)) {
         out[n++] = b->stored; /* a 4-bit GGUF: what it is stored in */
         return n;
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < MISER_BUDGET_NPREC; i++)
         /* bf16 only when stored so (f32 -> f16 is the narrower step listed) */
         if (miser_budget_precision_ok(b, all[i]) && (all[i] != MISER_DTYPE_BF16 || b->stored == MISER_DTYPE_BF16))
             out[n++] = all[i];
@@ -368,7 +371,7 @@ int miser_budget_precisions(const miser_budget_model *b, miser_dtype out[4])
 int miser_budget_fit(const miser_budget_model *b, uint64_t budget, const miser_budget_config *want, int precision,
                      miser_budget_config *cfg, miser_budget_prediction *pred)
 {
-    miser_dtype ps[4];
+    miser_dtype ps[MISER_BUDGET_NPREC];
     int np = 0;
     if (precision >= 0) ps[np++] = (miser_dtype)precision;
     else np = miser_budget_precisions(b, ps);

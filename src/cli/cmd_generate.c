@@ -40,8 +40,9 @@ static void usage(FILE *f)
             "  --max-batch N          most prompt tokens per step (default 64)\n"
             "  --kv-f16, --kv-f32     keep the KV cache in f16 / f32 (default: the architecture's,\n"
             "                         f16 for the Llama family as llama.cpp, f32 for GPT-2)\n"
-            "  --precision P          f32, f16, bf16 or q8_0: run the matrices in P, converted once into a\n"
-            "                         cache ($MISER_CACHE_DIR or ~/.cache/miser) and mmapped; never widens\n"
+            "  --precision P          f32, f16, bf16, q8_0, q4_0 or q4_k: run the matrices in P, converted\n"
+            "                         once into a cache ($MISER_CACHE_DIR or ~/.cache/miser) and mmapped;\n"
+            "                         never widens (4-bit: embeddings and head in q6_k, docs/gguf.md)\n"
             "  --memory-budget SIZE   predicted peak RSS must fit SIZE (512M, 1.5G, bytes; see `miser plan`):\n"
             "                         with --precision a configuration that does not is refused (exit 3),\n"
             "                         without, the widest precision that fits is picked (said on stderr)\n"
@@ -177,8 +178,8 @@ static int cmd_generate(int argc, char **argv)
         return MISER_EXIT_USAGE;
     }
     miser_dtype prec = MISER_DTYPE_F32;
-    if (precision && (miser_dtype_parse(precision, &prec) || prec == MISER_DTYPE_I32)) {
-        miser_cli_error(cmd, "unknown precision '%s' (f32, f16, bf16, q8_0)", precision);
+    if (precision && (miser_dtype_parse(precision, &prec) || prec == MISER_DTYPE_I32 || prec == MISER_DTYPE_Q6_K)) {
+        miser_cli_error(cmd, "unknown precision '%s' (f32, f16, bf16, q8_0, q4_0, q4_k)", precision);
         return MISER_EXIT_USAGE;
     }
     if (!miser_pipeline_passes(pipeline)) {

@@ -136,7 +136,7 @@ static int cmd_plan(int argc, char **argv)
         pars[npar++] = 1;
         pars[npar++] = 4;
     }
-    miser_dtype precs[4];
+    miser_dtype precs[MISER_BUDGET_NPREC];
     const int nprec = miser_budget_precisions(b, precs);
     int cached = 0;
     const double bw = miser_budget_read_bandwidth(&cached);
@@ -276,7 +276,7 @@ int miser_cli_budget_check(const char *cmd, const char *model_dir, const char *b
                 cmd, budget_s, miser_dtype_name(got.precision), (long long)got.ctx, mb(p.rss));
     } else {
         /* does not fit: the whole wanted configuration, for the message */
-        miser_dtype ps[4];
+        miser_dtype ps[MISER_BUDGET_NPREC];
         if (!have_prec) want.precision = ps[miser_budget_precisions(b, ps) - 1]; /* the narrowest */
         miser_budget_predict(b, &want, &p);
         miser_budget_describe(&p, why, sizeof why);

@@ -35,7 +35,7 @@ static void usage(FILE *f)
             "  --memory-budget SIZE    fit the predicted peak RSS in SIZE (see `miser plan`): the widest precision\n"
             "                          (unless --precision) and the longest context per slot that fit; exit 3 if none\n"
             "  --threads N             worker threads (default: the CPUs available)\n"
-            "  --precision P           f32, f16, bf16 or q8_0 (as `miser generate --precision`)\n"
+            "  --precision P           f32, f16, bf16, q8_0, q4_0 or q4_k (as `miser generate --precision`)\n"
             "  --api-key KEY           require \"Authorization: Bearer KEY\" (also $MISER_API_KEY)\n"
             "  --queue N               requests that may wait for a sequence (default 64); beyond, 503\n"
             "  --chat-template NAME    chatml, llama2, llama3 or mistral, instead of the template\n"
@@ -126,8 +126,8 @@ static int cmd_serve(int argc, char **argv)
     }
     if (o.precision) {
         miser_dtype dt;
-        if (miser_dtype_parse(o.precision, &dt) || dt == MISER_DTYPE_I32) {
-            miser_cli_error(cmd, "unknown precision '%s' (f32, f16, bf16, q8_0)", o.precision);
+        if (miser_dtype_parse(o.precision, &dt) || dt == MISER_DTYPE_I32 || dt == MISER_DTYPE_Q6_K) {
+            miser_cli_error(cmd, "unknown precision '%s' (f32, f16, bf16, q8_0, q4_0, q4_k)", o.precision);
             return MISER_EXIT_USAGE;
         }
     }

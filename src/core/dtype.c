@@ -22,6 +22,7 @@ int miser_dtype_parse(const char *s, miser_dtype *out)
         {"f16", MISER_DTYPE_F16}, {"float16", MISER_DTYPE_F16}, {"fp16", MISER_DTYPE_F16},
         {"bf16", MISER_DTYPE_BF16}, {"bfloat16", MISER_DTYPE_BF16},
         {"q8_0", MISER_DTYPE_Q8_0}, {"i32", MISER_DTYPE_I32}, {"int32", MISER_DTYPE_I32},
+        {"q4_0", MISER_DTYPE_Q4_0}, {"q4_k", MISER_DTYPE_Q4_K}, {"q6_k", MISER_DTYPE_Q6_K},
     };
     for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
         if (strcasecmp(s, tab[i].n) == 0) { *out = tab[i].d; return 0; }

@@ -1,12 +1,15 @@
 /* Precision conversion into a converted-weights cache (see precision.h):
  * tensor by tensor in chunks of at most 1 Mi elements, streamed through the
  * safetensors writer (temp file + rename), validated against its source on
- * reuse. q8_0 Conv1D weights are written transposed ([N][K], blocks along
- * K) and named in the header's "miser_transposed" metadata. */
+ * reuse. q8_0 / q4_0 / q4_k Conv1D weights are written transposed ([N][K],
+ * blocks along K) and named in the header's "miser_transposed" metadata;
+ * the 4-bit blocks come from quantize_q4.c (llama.cpp's quantizers). */
 #include "miser/precision.h"
 #include "miser/alloc.h"
 #include "miser/model.h"
 #include "miser/safetensors.h"
+
+#include "kernels/quant4.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -32,18 +35,44 @@ static int width(miser_dtype dt)
     case MISER_DTYPE_F16:
     case MISER_DTYPE_BF16: return 16;
     case MISER_DTYPE_Q8_0: return 8;
+    case MISER_DTYPE_Q6_K: return 6;
+    case MISER_DTYPE_Q4_0:
+    case MISER_DTYPE_Q4_K: return 4;
     default: return 0;
     }
 }
 
+/* ggml block types (Q8_0, Q4_0, Q4_K, Q6_K) */
+static int blocked(miser_dtype dt) { return miser_dtype_block(dt) > 1; }
+
 miser_dtype miser_precision_target(miser_dtype stored, int ndim, int64_t last_dim, miser_dtype precision)
 {
-    if (width(stored) == 0) return stored;
+    if (width(stored) == 0 || blocked(stored)) return stored; /* never quantised twice */
     miser_dtype want = precision;
-    if (want == MISER_DTYPE_Q8_0 && ndim < 2) return stored; /* norms and biases stay as stored */
-    if (want == MISER_DTYPE_Q8_0 && (last_dim % MISER_Q8_0_BLOCK || last_dim == 0)) want = MISER_DTYPE_F16;
+    if (blocked(want) && ndim < 2) return stored; /* norms and biases stay as stored */
+    /* q4_k without whole 256-blocks: q4_0 (llama.cpp takes Q5_0, which miser does not run) */
+    if (want == MISER_DTYPE_Q4_K && (last_dim % MISER_QK_K || last_dim == 0)) want = MISER_DTYPE_Q4_0;
+    if (blocked(want) && (last_dim % MISER_Q8_0_BLOCK || last_dim == 0)) want = MISER_DTYPE_F16;
     if (width(want) >= width(stored)) return stored; /* never widen; f16 <-> bf16 is not a narrowing */
     return want;
+}
+
+/* The embeddings and the head (canonical names): kept wider at 4 bits */
+static int is_embedding_or_head(const char *name)
+{
+    return !strcmp(name, "wte.weight") || !strcmp(name, "wpe.weight") || !strcmp(name, "lm_head.weight") ||
+           !strcmp(name, "model.embed_tokens.weight");
+}
+
+miser_dtype miser_precision_tensor_target(const char *name, miser_dtype stored, int ndim, int64_t last_dim,
+                                          miser_dtype precision)
+{
+    if ((precision == MISER_DTYPE_Q4_0 || precision == MISER_DTYPE_Q4_K) && ndim == 2 && name &&
+        is_embedding_or_head(name) && width(stored) > 8 && !blocked(stored))
+        /* Q6_K as llama.cpp's output tensor, else q8_0 (or its f16 fallback) */
+        return last_dim > 0 && last_dim % MISER_QK_K == 0 ? MISER_DTYPE_Q6_K
+                                                          : miser_precision_target(stored, ndim, last_dim, MISER_DTYPE_Q8_0);
+    return miser_precision_target(stored, ndim, last_dim, precision);
 }
 
 void miser_quantize_q8_0(const float *src, int64_t n, void *dst)
@@ -115,16 +144,23 @@ static void plan_layout(const miser_tensor_info *t, miser_dtype prec, out_layout
         o->dtype = miser_precision_target(t->dtype, 2, o->shape[1], prec);
         return;
     }
-    if (prec == MISER_DTYPE_Q8_0 && t->ndim == 2 && t->dtype != MISER_DTYPE_Q8_0 && is_conv1d_weight(t->name) &&
-        t->shape[0] <= CHUNK_ELEMS /* always: config.json caps n_inner at 2^20 */ &&
-        miser_precision_target(t->dtype, 2, t->shape[0], prec) == MISER_DTYPE_Q8_0) {
-        o->dtype = MISER_DTYPE_Q8_0;
-        o->shape[0] = t->shape[1];
-        o->shape[1] = t->shape[0];
-        o->transpose = o->listed = 1;
-        return;
+    if (blocked(prec) && t->ndim == 2 && !blocked(t->dtype) && is_conv1d_weight(t->name) &&
+        t->shape[0] <= CHUNK_ELEMS /* always: config.json caps n_inner at 2^20 */) {
+        const miser_dtype to = miser_precision_target(t->dtype, 2, t->shape[0], prec); /* blocks along K */
+        if (blocked(to)) {
+            o->dtype = to;
+            o->shape[0] = t->shape[1];
+            o->shape[1] = t->shape[0];
+            o->transpose = o->listed = 1;
+            return;
+        }
+        /* the 4-bit kernels read only the dot layout: no blocks along N */
+        if (prec != MISER_DTYPE_Q8_0) {
+            o->dtype = to;
+            return;
+        }
     }
-    o->dtype = miser_precision_target(t->dtype, t->ndim, t->ndim ? t->shape[t->ndim - 1] : 1, prec);
+    o->dtype = miser_precision_tensor_target(t->name, t->dtype, t->ndim, t->ndim ? t->shape[t->ndim - 1] : 1, prec);
 }
 
 /* snprintf for paths (defined below) */
@@ -306,14 +342,16 @@ static miser_status copy_atomic(const char *src, const char *dst)
 
 /* ---- conversion ---- */
 
-/* Writes row-major source W [K][N] (dtype of t) transposed as q8_0 [N][K],
+/* Writes row-major source W [K][N] (dtype of t) transposed as dt (a block
+ * type: q8_0, q4_0, q4_k) [N][K],
  * quantised along K, in chunks of R whole output rows (R*K <= CHUNK_ELEMS;
  * plan_layout guarantees K <= CHUNK_ELEMS). Each chunk is filled from
  * R-element segments of 32 source rows at a time, widened into `tmp`
  * (CHUNK_ELEMS floats: 32 segments of R <= CHUNK_ELEMS / 32 fit), then
  * copied 32 values per output row, so the transpose walks the chunk in
  * cache-line runs. `tmp` is free again before the chunk is quantised into it. */
-static miser_status write_transposed_q8_0(miser_st_writer *w, const miser_tensor_info *t, float *fbuf, void *tmp)
+static miser_status write_transposed(miser_st_writer *w, const miser_tensor_info *t, miser_dtype dt, float *fbuf,
+                                     void *tmp)
 {
     const int64_t K = t->shape[0], N = t->shape[1], R = CHUNK_ELEMS / K < N ? CHUNK_ELEMS / K : N;
     float *seg = tmp;
@@ -326,8 +364,8 @@ static miser_status write_transposed_q8_0(miser_st_writer *w, const miser_tensor
             for (int64_t i = 0; i < r; i++)
                 for (int j = 0; j < MISER_Q8_0_BLOCK; j++) fbuf[i * K + kb + j] = seg[j * r + i];
         }
-        miser_quantize_q8_0(fbuf, r * K, tmp);
-        st = miser_st_writer_write(w, tmp, (size_t)(r * K / MISER_Q8_0_BLOCK * MISER_Q8_0_BYTES));
+        miser_quantize_blocks(dt, fbuf, r * K, tmp);
+        st = miser_st_writer_write(w, tmp, miser_dtype_bytes(dt, (uint64_t)(r * K)));
     }
     return st;
 }
@@ -387,7 +425,7 @@ static miser_status convert(const miser_model *m, miser_dtype prec, const char *
         if (row < 1) row = 1;
         int64_t rows_per = CHUNK_ELEMS / row > 0 ? CHUNK_ELEMS / row : 1;
         if (lay[i].transpose)
-            st = write_transposed_q8_0(w, t, fbuf, obuf);
+            st = write_transposed(w, t, lay[i].dtype, fbuf, obuf);
         else if (ent[i].dtype == t->dtype) { /* kept: copy the stored bytes */
             for (uint64_t off = 0; off < t->nbytes && !st;) {
                 size_t c = t->nbytes - off < (4u << 20) ? (size_t)(t->nbytes - off) : (4u << 20);
@@ -396,14 +434,14 @@ static miser_status convert(const miser_model *m, miser_dtype prec, const char *
             }
         } else
             /* whole rows per chunk; a row longer than a chunk is split at a
-             * multiple of 32, which is a q8_0 block boundary as row % 32 == 0 */
+             * multiple of 2^20, a block boundary as row is whole blocks */
             for (int64_t e0 = 0, step = row <= CHUNK_ELEMS ? rows_per * row : CHUNK_ELEMS; e0 < nel && !st; e0 += step) {
                 int64_t cnt = nel - e0 < step ? nel - e0 : step;
                 miser_to_f32(t->dtype, t->data, (uint64_t)e0, (uint64_t)cnt, fbuf);
                 size_t bytes;
-                if (ent[i].dtype == MISER_DTYPE_Q8_0) {
-                    miser_quantize_q8_0(fbuf, cnt, obuf);
-                    bytes = (size_t)(cnt / MISER_Q8_0_BLOCK * MISER_Q8_0_BYTES);
+                if (blocked(ent[i].dtype)) {
+                    miser_quantize_blocks(ent[i].dtype, fbuf, cnt, obuf);
+                    bytes = miser_dtype_bytes(ent[i].dtype, (uint64_t)cnt);
                 } else {
                     uint16_t *h = (uint16_t *)obuf;
                     for (int64_t k = 0; k < cnt; k++)
@@ -436,8 +474,9 @@ miser_status miser_precision_prepare(const char *model_dir, miser_dtype prec, co
     *out_dir = NULL;
     if (note && note_cap) note[0] = 0;
     if (converted) *converted = 0;
-    if (prec != MISER_DTYPE_F32 && prec != MISER_DTYPE_F16 && prec != MISER_DTYPE_BF16 && prec != MISER_DTYPE_Q8_0)
-        return miser_error_set(MISER_ERR_INVALID, "precision %s is not one of f32, f16, bf16, q8_0",
+    if (prec != MISER_DTYPE_F32 && prec != MISER_DTYPE_F16 && prec != MISER_DTYPE_BF16 && prec != MISER_DTYPE_Q8_0 &&
+        prec != MISER_DTYPE_Q4_0 && prec != MISER_DTYPE_Q4_K)
+        return miser_error_set(MISER_ERR_INVALID, "precision %s is not one of f32, f16, bf16, q8_0, q4_0, q4_k",
                                miser_dtype_name(prec));
     size_t dl = strlen(model_dir);
     if (dl > 5 && !strcmp(model_dir + dl - 5, ".gguf")) { /* a GGUF file runs as stored (docs/gguf.md) */

@@ -40,6 +40,9 @@ static const struct {
      * blocks (34 bytes per 32 values along the last dimension); size 1 here
      * is only the alignment, the byte count is computed below */
     {"Q8_0", 1, MISER_DTYPE_Q8_0},
+    /* and its 4-bit caches' ggml blocks (quant4.h; whole blocks along the
+     * last dimension) */
+    {"Q4_0", 1, MISER_DTYPE_Q4_0}, {"Q4_K", 1, MISER_DTYPE_Q4_K}, {"Q6_K", 1, MISER_DTYPE_Q6_K},
 };
 
 static uint64_t le64(const unsigned char *p)
@@ -140,12 +143,13 @@ static miser_status parse_entry(const char *label, const cJSON *e, uint64_t data
     overflow |= __builtin_mul_overflow(nelem, (uint64_t)esize, &nbytes);
     char sbuf[160];
     fmt_shape(sbuf, sizeof sbuf, t->ndim, t->shape);
-    if (t->dtype == MISER_DTYPE_Q8_0) {
-        if (t->ndim < 1 || t->shape[t->ndim - 1] % MISER_Q8_0_BLOCK)
+    if (t->dtype < MISER_DTYPE_COUNT && miser_dtype_block(t->dtype) > 1) { /* Q8_0, Q4_0, Q4_K, Q6_K */
+        const int64_t bl = miser_dtype_block(t->dtype);
+        if (t->ndim < 1 || t->shape[t->ndim - 1] % bl)
             return miser_error_set(MISER_ERR_FORMAT,
-                                   "%s: tensor '%s': Q8_0 shape %s needs a last dimension that is a multiple of 32",
-                                   label, nm, sbuf);
-        overflow |= __builtin_mul_overflow(nelem / MISER_Q8_0_BLOCK, (uint64_t)MISER_Q8_0_BYTES, &nbytes);
+                                   "%s: tensor '%s': %s shape %s needs a last dimension that is a multiple of %lld",
+                                   label, nm, t->st_dtype, sbuf, (long long)bl);
+        overflow |= __builtin_mul_overflow(nelem / (uint64_t)bl, (uint64_t)miser_dtype_block_bytes(t->dtype), &nbytes);
     }
     if (overflow)
         return miser_error_set(MISER_ERR_FORMAT, "%s: tensor '%s': shape %s overflows 64 bits", label, nm,

@@ -90,6 +90,9 @@ static const char *st_name(miser_dtype dt)
     case MISER_DTYPE_BF16: return "BF16";
     case MISER_DTYPE_I32: return "I32";
     case MISER_DTYPE_Q8_0: return "Q8_0"; /* miser's extension, see safetensors.c */
+    case MISER_DTYPE_Q4_0: return "Q4_0";
+    case MISER_DTYPE_Q4_K: return "Q4_K";
+    case MISER_DTYPE_Q6_K: return "Q6_K";
     default: return NULL;
     }
 }
@@ -193,13 +196,14 @@ miser_status miser_st_writer_open(const char *path, const miser_st_entry *entrie
             ovf |= __builtin_mul_overflow(nelem, (uint64_t)e->shape[d], &nelem);
         }
         uint64_t bytes = 0, end = 0;
-        if (e->dtype == MISER_DTYPE_Q8_0) {
-            if (e->ndim < 1 || e->shape[e->ndim - 1] % MISER_Q8_0_BLOCK) {
-                st = miser_error_set(MISER_ERR_UNSUPPORTED, "%s: tensor '%s': Q8_0 can only be stored with a last "
-                                     "dimension that is a multiple of 32", path, e->name);
+        if (miser_dtype_block(e->dtype) > 1) { /* Q8_0, Q4_0, Q4_K, Q6_K */
+            const int64_t bl = miser_dtype_block(e->dtype);
+            if (e->ndim < 1 || e->shape[e->ndim - 1] % bl) {
+                st = miser_error_set(MISER_ERR_UNSUPPORTED, "%s: tensor '%s': %s can only be stored with a last "
+                                     "dimension that is a multiple of %lld", path, e->name, dt, (long long)bl);
                 goto fail;
             }
-            ovf |= __builtin_mul_overflow(nelem / MISER_Q8_0_BLOCK, (uint64_t)MISER_Q8_0_BYTES, &bytes);
+            ovf |= __builtin_mul_overflow(nelem / (uint64_t)bl, (uint64_t)miser_dtype_block_bytes(e->dtype), &bytes);
         } else
             ovf |= __builtin_mul_overflow(nelem, (uint64_t)miser_dtype_bytes(e->dtype, 1), &bytes);
         ovf |= __builtin_add_overflow(off, bytes, &end);

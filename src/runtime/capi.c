@@ -68,8 +68,9 @@ miser_status miser_llm_open(const char *path, const char *precision, int threads
     *out = NULL;
     if (!path || !*path) return miser_error_set(MISER_ERR_INVALID, "no model path given");
     miser_dtype prec = MISER_DTYPE_F32;
-    if (precision && (miser_dtype_parse(precision, &prec) || prec == MISER_DTYPE_I32))
-        return miser_error_set(MISER_ERR_INVALID, "unknown precision '%.40s' (f32, f16, bf16, q8_0)", precision);
+    if (precision && (miser_dtype_parse(precision, &prec) || prec == MISER_DTYPE_I32 || prec == MISER_DTYPE_Q6_K))
+        return miser_error_set(MISER_ERR_INVALID, "unknown precision '%.40s' (f32, f16, bf16, q8_0, q4_0, q4_k)",
+                               precision);
     miser_llm *m = miser_calloc(MISER_MEM_OTHER, 1, sizeof *m);
     if (!m) return miser_error_set(MISER_ERR_NOMEM, "out of memory opening %s", path);
     miser_status st;

@@ -68,6 +68,7 @@ typedef struct miser_serve_metrics {
     uint64_t prompt_tokens, generated_tokens;
     miser_hist ttft, itl;
     uint64_t steps;
+    int64_t kv_blocks_used, kv_blocks_total; /* paged engines (engine->kv_blocks), else 0 */
 } miser_serve_metrics;
 
 enum { PHASE_LOADING = 0, PHASE_READY, PHASE_DRAINING, PHASE_STOPPING };

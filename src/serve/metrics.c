@@ -108,8 +108,12 @@ void miser_metrics_render(miser_server *s, miser_sb *b)
     gauge(b, "miser_slots_total", "Sequence slots (--parallel).", nseq);
     gauge(b, "miser_kv_positions_used", "KV cache positions held by active sequences.", (double)used);
     gauge(b, "miser_kv_positions_total", "KV cache positions reserved (slots x context).", (double)cap * nseq);
-    gauge(b, "miser_kv_bytes", "Bytes of KV cache allocated (reserved per slot at start-up).",
+    gauge(b, "miser_kv_bytes", "Bytes of KV cache allocated (the pool or the slots' caches, at start-up).",
           (double)miser_mem_get(MISER_MEM_KV).current);
+    if (m.kv_blocks_total > 0) { /* the batched engine's paged pool */
+        gauge(b, "miser_kv_blocks_used", "KV pool blocks held by sequences now.", (double)m.kv_blocks_used);
+        gauge(b, "miser_kv_blocks_total", "KV pool blocks (fixed at start-up).", (double)m.kv_blocks_total);
+    }
     counter(b, "miser_prompt_tokens_total", "Prompt tokens of accepted requests.", m.prompt_tokens);
     counter(b, "miser_generated_tokens_total", "Tokens generated.", m.generated_tokens);
     counter(b, "miser_steps_total", "Scheduler steps run.", m.steps);

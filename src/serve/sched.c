@@ -1,9 +1,11 @@
 /* The scheduler: one thread owns the engine and runs steps. Between steps,
  * finished, cancelled and timed-out sequences leave and queued requests join
- * free slots (first come, first served). A step gives every active sequence
- * one item: its next prefill chunk (at most MISER_SERVE_MAX_BATCH tokens,
- * so a long prompt does not stall the other streams for its whole length)
- * or its last sampled token; then each sequence that finished its prompt
+ * free slots (first come, first served; an engine with a paged pool admits
+ * the head only when it can promise the request's blocks, else it waits). A
+ * step gives every decoding sequence its last sampled token, then prefill
+ * chunks (at most MISER_SERVE_MAX_BATCH tokens each, so a long prompt does not
+ * stall the other streams for its whole length) while the engine's step_rows
+ * allow; then each sequence that finished its prompt
  * samples one token (miser_sample_token, the sampler `miser generate` uses,
  * with the request's own splitmix64 state).
  *
@@ -139,6 +141,7 @@ static void finish(miser_server *s, miser_job *j, const char *reason, const char
         s->slots[j->slot] = NULL;
         s->n_active--;
         if (s->eng->seq_release) s->eng->seq_release(s->eng, j->slot);
+        if (s->eng->kv_blocks) s->eng->kv_blocks(s->eng, &s->m.kv_blocks_used, &s->m.kv_blocks_total);
     }
     pthread_cond_broadcast(&j->cv);
     job_unref(j);
@@ -255,22 +258,31 @@ static void *sched_main(void *arg)
             pthread_cond_wait(&s->cv, &s->mu);
             continue;
         }
+        /* decoding sequences first (one row each), then prefill chunks
+         * while the engine's rows per step allow (every step makes progress:
+         * the first item always goes) */
         int n = 0;
-        for (int k = 0; k < N; k++) {
-            miser_job *j = s->slots[k];
-            if (!j) continue;
-            miser_serve_item *it = &items[n];
-            it->seq = k;
-            it->status = MISER_OK;
-            if (j->fed < j->n_prompt) {
-                it->ids = j->prompt + j->fed;
-                it->n = j->n_prompt - j->fed < e->chunk ? j->n_prompt - j->fed : e->chunk;
-            } else {
-                it->ids = &j->last;
-                it->n = 1;
+        int64_t rows = 0, budget = e->step_rows > 0 ? e->step_rows : INT64_MAX;
+        for (int pass = 0; pass < 2; pass++)
+            for (int k = 0; k < N; k++) {
+                miser_job *j = s->slots[k];
+                if (!j || (j->fed < j->n_prompt) != pass) continue;
+                miser_serve_item *it = &items[n];
+                it->seq = k;
+                it->status = MISER_OK;
+                if (pass) {
+                    int64_t c = j->n_prompt - j->fed < e->chunk ? j->n_prompt - j->fed : e->chunk;
+                    if (n && c > budget - rows) c = budget - rows;
+                    if (c < 1) continue;
+                    it->ids = j->prompt + j->fed;
+                    it->n = c;
+                } else {
+                    it->ids = &j->last;
+                    it->n = 1;
+                }
+                rows += it->n;
+                jobs[n++] = j;
             }
-            jobs[n++] = j;
-        }
         s->m.steps++;
         pthread_mutex_unlock(&s->mu);
 
@@ -291,6 +303,7 @@ static void *sched_main(void *arg)
         }
 
         pthread_mutex_lock(&s->mu);
+        if (e->kv_blocks) e->kv_blocks(e, &s->m.kv_blocks_used, &s->m.kv_blocks_total);
         for (int i = 0; i < n; i++) {
             miser_job *j = jobs[i];
             if (j->fed < j->n_prompt) j->fed += items[i].n;
@@ -314,6 +327,7 @@ miser_status miser_sched_start(miser_server *s)
     s->idx = miser_malloc(MISER_MEM_SCRATCH, sizeof(int32_t) * (size_t)V);
     s->slots = miser_calloc(MISER_MEM_OTHER, (size_t)s->eng->n_seqs, sizeof *s->slots);
     if (!s->p || !s->idx || !s->slots) return MISER_ERR_NOMEM;
+    if (s->eng->kv_blocks) s->eng->kv_blocks(s->eng, &s->m.kv_blocks_used, &s->m.kv_blocks_total);
     if (pthread_create(&s->sched, NULL, sched_main, s))
         return miser_error_set(MISER_ERR_INTERNAL, "cannot start the scheduler thread");
     s->sched_started = 1;

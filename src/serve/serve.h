@@ -6,8 +6,10 @@
  *   request.c  request bodies -> validated miser_serve_request (no model needed)
  *   chat.c     chat templates: recognise a tokenizer_config.json template by
  *              its markers, render messages into one prompt
- *   engine.c   the engine interface and today's engine: N slots, each its own
+ *   engine.c   the slots engine (--engine slots): N slots, each its own
  *              miser_session (KV per slot), stepped one after the other
+ *   engine_batch.c  the default engine: one pass over the weights per step
+ *              for every sequence, KV in a paged pool (miser/batch.h)
  *   sched.c    the scheduler thread: jobs queue, join and leave between steps;
  *              sampling, stop strings, UTF-8 hold-back, timings
  *   metrics.c  counters, histograms and the Prometheus text exposition
@@ -185,11 +187,25 @@ typedef struct miser_serve_engine {
     /* The sequence left its slot (optional): return what admit reserved. */
     void (*seq_release)(struct miser_serve_engine *e, int seq);
     void (*destroy)(struct miser_serve_engine *e);
+    /* Most rows one step should carry (0: no limit): decode tokens first,
+     * then prefill chunks while they fit (chunked prefill, so streams keep
+     * their cadence while a long prompt arrives). */
+    int64_t step_rows;
+    /* KV blocks in use and in the pool (optional; /metrics). Called by the
+     * scheduler thread only. */
+    void (*kv_blocks)(const struct miser_serve_engine *e, int64_t *used, int64_t *total);
 } miser_serve_engine;
 
 /* N slots of `capacity` positions over `plan` (which must outlive it). */
 miser_status miser_serve_engine_slots(const miser_plan *plan, int n_slots, int64_t capacity, int threads, int kv_f16,
                                       miser_serve_engine **out);
+/* The batched engine (engine_batch.c): n_seqs sequences over one paged KV
+ * pool of n_blocks blocks (0: n_seqs x a whole context each), every step one
+ * pass over the weights for all rows (miser/batch.h). The plan must be
+ * compiled with the default pipeline; step_rows is its max_batch (rows per
+ * pass; the scheduler keeps a step within it). */
+miser_status miser_serve_engine_batch(const miser_plan *plan, int n_seqs, int64_t capacity, int threads, int kv_f16,
+                                      int64_t n_blocks, int64_t step_rows, miser_serve_engine **out);
 void miser_serve_engine_free(miser_serve_engine *e);
 
 /* ---- the server -------------------------------------------------------- */
@@ -207,6 +223,8 @@ typedef struct miser_serve_options {
     const char *api_key;       /* NULL: no authentication */
     int queue;                 /* waiting requests beyond the slots */
     const char *chat_template; /* NULL: from tokenizer_config.json */
+    const char *engine;        /* "batch" (NULL: the default) or "slots"; borrowed until miser_serve_load */
+    int64_t kv_blocks;         /* batch engine: KV pool blocks of MISER_KV_BLOCK_TOKENS (0: parallel x ctx) */
     const char *alias;         /* model id in responses (NULL: the directory's name) */
     int max_connections;
     size_t max_body;           /* bytes */

@@ -72,8 +72,9 @@ miser_status miser_serve_create(const miser_serve_options *o, miser_server **out
     }
     if (s->precision) {
         miser_dtype dt;
-        if (miser_dtype_parse(s->precision, &dt) || dt == MISER_DTYPE_I32) {
-            st = miser_error_set(MISER_ERR_INVALID, "unknown precision '%s' (f32, f16, bf16, q8_0)", s->precision);
+        if (miser_dtype_parse(s->precision, &dt) || dt == MISER_DTYPE_I32 || dt == MISER_DTYPE_Q6_K) {
+            st = miser_error_set(MISER_ERR_INVALID, "unknown precision '%s' (f32, f16, bf16, q8_0, q4_0, q4_k)",
+                                 s->precision);
             goto fail;
         }
         char note[1024];
