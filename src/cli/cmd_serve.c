@@ -30,7 +30,7 @@ static void usage(FILE *f)
             "  --model DIR             checkpoint directory (required)\n"
             "  --host ADDR             IPv4 or IPv6 address to bind (default 127.0.0.1: loopback only)\n"
             "  --port N                TCP port (default 8080; 0 picks a free one and prints it)\n"
-            "  --parallel N            sequences generated at once, each with its own KV cache (default 1)\n"
+            "  --parallel N            sequences generated at once (default 1); the KV pool holds N x --ctx positions\n"
             "  --ctx N                 positions per sequence, prompt included (default: the model's)\n"
             "  --memory-budget SIZE    fit the predicted peak RSS in SIZE (see `miser plan`): the widest precision\n"
             "                          (unless --precision) and the longest context per slot that fit; exit 3 if none\n"
@@ -45,6 +45,10 @@ static void usage(FILE *f)
             "  --max-connections N     open connections at once (default 256)\n"
             "  --request-timeout S     a generation stops after S seconds (default 600)\n"
             "  --drain-timeout S       how long SIGTERM waits for running requests (default 30)\n"
+            "  --engine E              batch (default): every step one pass over the weights for all\n"
+            "                          sequences, KV in a paged pool; slots: a KV cache and a pass per sequence\n"
+            "  --kv-blocks N           batch engine: the KV pool's blocks of 16 positions (default: --parallel x\n"
+            "                          --ctx); a request waits in the queue until its prompt + max_tokens fit\n"
             "  -h, --help              this help\n"
             "\n"
             "exit codes: 0 ok (also after SIGTERM/SIGINT), 1 failure (cannot bind, ...),\n"
@@ -68,7 +72,7 @@ static int cmd_serve(int argc, char **argv)
     long long v;
     const char *budget_s = NULL;
     enum { O_HOST = 256, O_PORT, O_PAR, O_CTX, O_THREADS, O_PREC, O_KEY, O_QUEUE, O_CHAT, O_ALIAS, O_BODY, O_CONN,
-           O_RTIME, O_DRAIN, O_BUDGET };
+           O_RTIME, O_DRAIN, O_BUDGET, O_ENGINE, O_KVB };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"host", required_argument, 0, O_HOST},
         {"port", required_argument, 0, O_PORT}, {"parallel", required_argument, 0, O_PAR},
@@ -78,6 +82,7 @@ static int cmd_serve(int argc, char **argv)
         {"alias", required_argument, 0, O_ALIAS}, {"max-body", required_argument, 0, O_BODY},
         {"max-connections", required_argument, 0, O_CONN}, {"request-timeout", required_argument, 0, O_RTIME},
         {"drain-timeout", required_argument, 0, O_DRAIN}, {"memory-budget", required_argument, 0, O_BUDGET},
+        {"engine", required_argument, 0, O_ENGINE}, {"kv-blocks", required_argument, 0, O_KVB},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
@@ -102,6 +107,14 @@ static int cmd_serve(int argc, char **argv)
         case O_RTIME: bad = miser_cli_parse_f32(optarg, 0.001f, 1e7f, &req_timeout); break;
         case O_DRAIN: bad = miser_cli_parse_f32(optarg, 0, 1e6f, &drain); break;
         case O_BUDGET: budget_s = optarg; break;
+        case O_KVB: bad = miser_cli_parse_i64(optarg, 1, 1 << 30, &v); o.kv_blocks = v; break;
+        case O_ENGINE:
+            if (strcmp(optarg, "batch") && strcmp(optarg, "slots")) {
+                miser_cli_error(cmd, "--engine '%s' is not batch or slots", optarg);
+                return MISER_EXIT_USAGE;
+            }
+            o.engine = optarg;
+            break;
         default: return miser_cli_option_error(cmd, c, argv);
         }
         if (bad) return miser_cli_value_error(cmd, opts, li, optarg);

@@ -4,6 +4,7 @@
  * requests while the in-flight ones finish, up to a timeout) and free. */
 #include "serve/internal.h"
 #include "miser/alloc.h"
+#include "miser/batch.h"
 #include "miser/precision.h"
 
 #include <stdio.h>
@@ -102,6 +103,12 @@ miser_status miser_serve_create(const miser_serve_options *o, miser_server **out
                              (long long)s->o.ctx, (long long)s->cfg->n_ctx);
         goto fail;
     }
+    if (s->o.kv_blocks > 0 && s->o.kv_blocks * MISER_KV_BLOCK_TOKENS < s->o.ctx) {
+        st = miser_error_set(MISER_ERR_INVALID, "--kv-blocks %lld holds %lld positions, fewer than one context of %lld",
+                             (long long)s->o.kv_blocks, (long long)(s->o.kv_blocks * MISER_KV_BLOCK_TOKENS),
+                             (long long)s->o.ctx);
+        goto fail;
+    }
     *out = s;
     return MISER_OK;
 fail:
@@ -116,17 +123,25 @@ miser_status miser_serve_load(miser_server *s)
     miser_status st;
     double t0 = miser_now_s();
     if ((st = miser_model_prefault(s->model))) return st;
-    miser_compile_options co = {.max_batch = MISER_SERVE_MAX_BATCH, .max_context = s->o.ctx};
+    /* the batched engine (default): a pass carries every decoding sequence
+     * plus a prefill chunk; the slots engine: one sequence's chunk */
+    const int slots = s->o.engine && !strcmp(s->o.engine, "slots");
+    if (s->o.engine && !slots && strcmp(s->o.engine, "batch"))
+        return miser_error_set(MISER_ERR_INVALID, "unknown engine '%s' (batch, slots)", s->o.engine);
+    const int64_t rows = slots ? MISER_SERVE_MAX_BATCH : MISER_SERVE_MAX_BATCH + s->o.parallel;
+    miser_compile_options co = {.max_batch = rows, .max_context = s->o.ctx};
     if ((st = miser_plan_compile(s->model, &co, &s->plan))) return st;
     miser_serve_engine *e = NULL;
-    if ((st = miser_serve_engine_slots(s->plan, s->o.parallel, s->o.ctx, s->o.threads, 0, &e))) return st;
+    if (slots) st = miser_serve_engine_slots(s->plan, s->o.parallel, s->o.ctx, s->o.threads, 0, &e);
+    else st = miser_serve_engine_batch(s->plan, s->o.parallel, s->o.ctx, s->o.threads, 0, s->o.kv_blocks, rows, &e);
+    if (st) return st;
     pthread_mutex_lock(&s->mu);
     s->eng = e;
     pthread_mutex_unlock(&s->mu);
     if ((st = miser_sched_start(s))) return st;
     atomic_store(&s->phase, PHASE_READY);
-    logf_(s, "model %s ready in %.2f s: %d slot%s x %lld positions (KV cache %.1f MiB, reserved), %d thread%s, chat template %s",
-          s->alias, miser_now_s() - t0, e->n_seqs, e->n_seqs == 1 ? "" : "s", (long long)e->seq_capacity,
+    logf_(s, "model %s ready in %.2f s: %s engine, %d slot%s x %lld positions (KV cache %.1f MiB, reserved), %d thread%s, chat template %s",
+          s->alias, miser_now_s() - t0, e->name, e->n_seqs, e->n_seqs == 1 ? "" : "s", (long long)e->seq_capacity,
           (double)miser_mem_get(MISER_MEM_KV).current / 1048576.0, s->o.threads, s->o.threads == 1 ? "" : "s",
           miser_chat_format_name(s->chat));
     return MISER_OK;
