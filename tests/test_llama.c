@@ -614,6 +614,39 @@ Test(llama, kernels_against_definitions)
                     }
                 free(xr), free(yr), free(cs), free(sn);
             }
+    /* the f16 KV store: every set's to_f16 gives miser_f32_to_f16's bits
+     * (round to nearest even) on random values of every magnitude, ties,
+     * subnormals, the overflow edge, infinities and NaNs; lengths with a tail */
+    enum { NV = 4099 };
+    float *fv = malloc(sizeof(float) * NV);
+    uint16_t *h16 = malloc(sizeof(uint16_t) * NV);
+    const uint32_t special[] = {0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc12345u,
+                                0x7f800001u, 0x477fe000u, 0x477ff000u, 0x477fefffu, 0x38800000u, 0x387fffffu,
+                                0x33000000u, 0x33000001u, 0x33800000u, 0x3f801000u, 0x3f803000u, 0x3f801001u};
+    for (int i = 0; i < NV; i++) {
+        uint32_t u;
+        if (i < (int)(sizeof special / sizeof special[0])) u = special[i];
+        else {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            u = (uint32_t)(seed >> 32);
+            if (i % 3 == 0) u = (u & 0x807fffffu) | ((uint32_t)(0x60 + (u >> 24) % 0x40) << 23); /* |x| ~ 2^-31..2^32 */
+            if (i % 7 == 0) u &= 0xffffe000u | 0x1000u; /* exact ties at f16 precision */
+        }
+        memcpy(&fv[i], &u, 4);
+    }
+    for (int si = 0; si < 3; si++) {
+        const miser_kernels *ks = miser_kernels_by_name(si == 0 ? "ref" : si == 1 ? "avx2" : "avx512");
+        if (!ks || !ks->to_f16) continue;
+        for (int64_t len = NV; len >= NV - 7; len -= 7) {
+            memset(h16, 0xab, sizeof(uint16_t) * NV);
+            ks->to_f16(h16, fv, len);
+            for (int64_t i = 0; i < len; i++)
+                cr_assert_eq(h16[i], miser_f32_to_f16(fv[i]), "%s to_f16 [%lld] of %a: %04x, want %04x", ks->name,
+                             (long long)i, fv[i], h16[i], miser_f32_to_f16(fv[i]));
+            if (len < NV) cr_assert_eq(h16[len], 0xabab, "%s to_f16 wrote past n", ks->name);
+        }
+    }
+    free(fv), free(h16);
 }
 
 /* ---- every allocation failure while opening, compiling and running a GQA

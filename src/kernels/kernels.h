@@ -42,7 +42,7 @@ typedef struct miser_linear_args {
  * MISER_KSPLIT_ROWS rows, phase 1 sums the chunks in order (plus bias and
  * activation). Chunks are fixed, so the result does not depend on the
  * thread count. */
-#define MISER_KSPLIT_ROWS 256
+#define MISER_KSPLIT_ROWS 128
 
 /* Floats of partial sums the K split needs for these arguments, 0 when it
  * does not apply (M > 1, the dot layout, or a single chunk). */
@@ -122,6 +122,9 @@ typedef struct miser_kernels {
      * when `pairs`; NULL: the set uses those references (ref.c). */
     void (*rope)(float *y, int64_t y_row, const float *x, int64_t x_row, int64_t T, int64_t H, int64_t D,
                  const float *cs, const float *sn, int pairs, int ith, int nth);
+    /* dst[i] = miser_f32_to_f16(src[i]) for i < n, bit for bit (the f16 KV
+     * cache's store); NULL: that function per element */
+    void (*to_f16)(uint16_t *dst, const float *src, int64_t n);
 } miser_kernels;
 
 /* Rotary embedding, rotate-half convention, for rows r < T (token r) and
@@ -145,6 +148,7 @@ void miser_ref_silu_mul(float *y, const float *g, const float *u, int64_t n, int
  * (row, head), so decode's single row spreads over the threads. */
 void miser_avx2_rope(float *y, int64_t y_row, const float *x, int64_t x_row, int64_t T, int64_t H, int64_t D,
                      const float *cs, const float *sn, int pairs, int ith, int nth);
+void miser_avx2_f32_to_f16(uint16_t *dst, const float *src, int64_t n); /* F16C (llama_avx2.c) */
 
 /* The best kernels for this CPU (or the reference when forced). */
 const miser_kernels *miser_kernels_get(void);

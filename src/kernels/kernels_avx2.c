@@ -838,7 +838,8 @@ static const miser_kernels g_avx2 = {
     .add = avx2_add,
     .softmax = avx2_softmax,
     .q8_dots_int8_min_m = 1, /* q8_0 dot layout: int8 at every M (qdot_avx2.c) */
-    .rope = miser_avx2_rope, /* llama_avx2.c */
+    .rope = miser_avx2_rope,          /* llama_avx2.c */
+    .to_f16 = miser_avx2_f32_to_f16, /* llama_avx2.c */
 };
 
 const miser_kernels *miser_kernels_avx2(void) { return &g_avx2; }

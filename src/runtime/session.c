@@ -370,7 +370,9 @@ static miser_status run_node(miser_session *s, int32_t id, int64_t T, int64_t S)
             const float *src = (const float *)a->data + r * a->stride[1];
             if (s->kv_f16) {
                 uint16_t *dst = (uint16_t *)cache + (past + r) * H * D;
-                for (int64_t i = 0; i < H * D; i++) dst[i] = miser_f32_to_f16(src[i]);
+                if (s->k->to_f16) s->k->to_f16(dst, src, H * D); /* F16C, same bits */
+                else
+                    for (int64_t i = 0; i < H * D; i++) dst[i] = miser_f32_to_f16(src[i]);
             } else
                 memcpy((float *)cache + (past + r) * H * D, src, sizeof(float) * (size_t)(H * D));
         }
