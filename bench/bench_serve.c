@@ -676,7 +676,7 @@ static int sb_replicas(const char *miser, const char *model, const char *prec, c
             cJSON_AddNumberToObject(o, "pss_anon_mb_per_process", pa / N);
             cJSON_AddNumberToObject(o, "rss_mb_per_process", rss / N);
             cJSON_AddNumberToObject(o, "rss_anon_mb_per_process", ra / N);
-            cJSON_AddNumberToObject(o, "weights_mb_over_n", isnan(wmb) ? -1 : wmb / N);
+            cJSON_AddNumberToObject(o, "weights_mb_over_n", wmb / N);
             cJSON_AddNumberToObject(o, "total_pss_mb", pss);
             cJSON_AddItemToArray(arr, o);
             fflush(stdout);
@@ -767,10 +767,10 @@ static double sb_med_field(const sb_stats *s, int n, size_t off)
 static cJSON *sb_stats_json(const sb_stats *s)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "decode_tok_s", isnan(s->decode_tok_s) ? -1 : s->decode_tok_s);
-    cJSON_AddNumberToObject(o, "aggregate_tok_s", isnan(s->agg_tok_s) ? -1 : s->agg_tok_s);
-    cJSON_AddNumberToObject(o, "itl_median_ms", isnan(s->itl_ms) ? -1 : s->itl_ms);
-    cJSON_AddNumberToObject(o, "ttft_median_ms", isnan(s->ttft_ms) ? -1 : s->ttft_ms);
+    cJSON_AddNumberToObject(o, "decode_tok_s", s->decode_tok_s);
+    cJSON_AddNumberToObject(o, "aggregate_tok_s", s->agg_tok_s);
+    cJSON_AddNumberToObject(o, "itl_median_ms", s->itl_ms);
+    cJSON_AddNumberToObject(o, "ttft_median_ms", s->ttft_ms);
     cJSON_AddNumberToObject(o, "tokens", s->tokens);
     cJSON_AddNumberToObject(o, "failed_streams", s->failed);
     return o;
@@ -1053,8 +1053,9 @@ int miser_bench_serve(int argc, char **argv)
     int met = 0, missed = 0;
     char misses[1024] = "";
     printf("\nmedians of interleaved rounds (load average at the start %.2f, at the end %.2f)\n", la0[0], la1[0]);
-    printf("| runtime | streams | decode tok/s | aggregate tok/s | ITL median ms | TTFT median ms | rounds |\n"
-           "|---|---|---|---|---|---|---|\n");
+    if (res[0].rounds_done)
+        printf("| runtime | streams | decode tok/s | aggregate tok/s | ITL median ms | TTFT median ms | rounds |\n"
+               "|---|---|---|---|---|---|---|\n");
     for (int p = 0; p < nprec; p++) {
         sb_prec_result *R = &res[p];
         const int n = R->rounds_done, q = R->peer_rounds;
@@ -1098,10 +1099,13 @@ int miser_bench_serve(int argc, char **argv)
                            !peer ? "--no-peer" : "peer not installed or skipped");
         const double limit = 32 + (isnan(R->kv_mb) ? 0 : R->kv_mb);
         if (!isnan(R->idle_anon_mb)) {
-            printf("  idle RssAnon %.1f MB before any request%s%.1f MB after the rounds; KV pool %.1f MB "
-                   "(miser_memory_bytes{category=\"kv\"}%s)\n",
-                   R->idle_anon_mb, isnan(R->after_anon_mb) ? "" : ", ", isnan(R->after_anon_mb) ? 0 : R->after_anon_mb,
-                   R->kv_mb, isnan(R->kv_blocks_total) ? "" : ", blocks in miser_kv_blocks_total");
+            char after[64] = "";
+            if (!isnan(R->after_anon_mb)) snprintf(after, sizeof after, ", %.1f MB after the rounds", R->after_anon_mb);
+            char blocks[64] = "";
+            if (!isnan(R->kv_blocks_total)) snprintf(blocks, sizeof blocks, ", %.0f blocks", R->kv_blocks_total);
+            printf("  idle RssAnon %.1f MB before any request%s; KV pool %.1f MB allocated%s "
+                   "(miser_memory_bytes{category=\"kv\"})\n",
+                   R->idle_anon_mb, after, R->kv_mb, blocks);
             const double worst = isnan(R->after_anon_mb) || R->after_anon_mb < R->idle_anon_mb ? R->idle_anon_mb
                                                                                                : R->after_anon_mb;
             printf("  idle RssAnon <= 32 MB + KV pool (%.1f MB): %.1f MB, %s\n", limit, worst,
@@ -1109,8 +1113,8 @@ int miser_bench_serve(int argc, char **argv)
             if (worst <= limit) met++;
             else missed++;
             cJSON_AddNumberToObject(o, "idle_rss_anon_mb", R->idle_anon_mb);
-            cJSON_AddNumberToObject(o, "after_rounds_rss_anon_mb", isnan(R->after_anon_mb) ? -1 : R->after_anon_mb);
-            cJSON_AddNumberToObject(o, "kv_pool_mb", isnan(R->kv_mb) ? -1 : R->kv_mb);
+            cJSON_AddNumberToObject(o, "after_rounds_rss_anon_mb", R->after_anon_mb);
+            cJSON_AddNumberToObject(o, "kv_pool_mb", R->kv_mb);
         }
         if (R->rates_done) {
             printf("  GET /health:    %.0f req/s (p50 %.2f ms, p99 %.2f ms, %ld of %ld 200)\n", R->rate_health.rps,
@@ -1159,9 +1163,9 @@ int miser_bench_serve(int argc, char **argv)
     if (peer_version[0]) cJSON_AddStringToObject(jout, "llamacpp_version", peer_version);
     cJSON_AddBoolToObject(jout, "llamacpp_skipped", !peer || peer_skipped);
     cJSON *la = cJSON_AddArrayToObject(jout, "loadavg_start");
-    for (int i = 0; i < 3; i++) cJSON_AddItemToArray(la, cJSON_CreateNumber(isnan(la0[i]) ? -1 : la0[i]));
+    for (int i = 0; i < 3; i++) cJSON_AddItemToArray(la, cJSON_CreateNumber(la0[i]));
     la = cJSON_AddArrayToObject(jout, "loadavg_end");
-    for (int i = 0; i < 3; i++) cJSON_AddItemToArray(la, cJSON_CreateNumber(isnan(la1[i]) ? -1 : la1[i]));
+    for (int i = 0; i < 3; i++) cJSON_AddItemToArray(la, cJSON_CreateNumber(la1[i]));
     cJSON_AddNumberToObject(jout, "targets_met", met);
     cJSON_AddNumberToObject(jout, "targets_missed", missed);
     if (met + missed)

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // llama.cpp generating several sequences in one context, for `miser-bench
 // serve` (bench/bench_serve.c): node-llama-cpp's prebuilt llama.cpp (CPU) on
-// a GGUF written from the same checkpoint (to_gguf.py, cached under the same
-// name llamacpp_gpt2.js uses), greedy, end-of-text not stopping generation.
+// a GGUF written from the same checkpoint (to_gguf.py for GPT-2,
+// to_gguf_llama.py for the Llama family, cached under the names
+// llamacpp_gpt2.js / llamacpp_llama.js use), greedy, end-of-text not stopping
+// generation.
 // For each count K in --streams, K sequences of one context (created once
 // with the largest K, each sequence its own prompt + new-token cells) are
 // evaluated at once: node-llama-cpp gathers the pending tokens of every
@@ -61,7 +63,16 @@ function parse(argv) {
 
 async function main() {
   const a = parse(process.argv.slice(2));
-  const cfg = pc.readConfig(a.model);
+  // the family picks the converter, as llamacpp_gpt2.js / llamacpp_llama.js do
+  const fs = require('fs');
+  const path = require('path');
+  let raw = {};
+  try { raw = JSON.parse(fs.readFileSync(path.join(a.model, 'config.json'), 'utf8')); } catch (e) { /* readConfig says why */ }
+  const llamaFamily = ['llama', 'mistral', 'qwen2'].includes(raw.model_type);
+  const cfg = llamaFamily ? { n_ctx: raw.max_position_embeddings, vocab_size: raw.vocab_size } : pc.readConfig(a.model);
+  if (llamaFamily && !(Number.isInteger(cfg.n_ctx) && Number.isInteger(cfg.vocab_size))) {
+    throw new pc.PeerError(`${a.model}/config.json: missing max_position_embeddings or vocab_size`);
+  }
   const longest = Math.max(...a.prompts.map((p) => p.length));
   pc.checkFits(cfg, a.prompts.map((p) => [p, a.maxNewTokens]));
   process.env.NODE_LLAMA_CPP_SKIP_DOWNLOAD = 'true';
@@ -73,8 +84,9 @@ async function main() {
     throw new pc.PeerError('node-llama-cpp with @node-llama-cpp/linux-x64 is not installed in tools/peers/node_modules; '
       + 'install it with `make peers`', pc.EXIT_NOT_INSTALLED);
   }
-  const gguf = pc.cachePath(a.cacheDir, a.model, `gpt2-${a.precision}-v1.gguf`);
-  pc.convert(PROG, 'to_gguf.py', ['--model', a.model, '--out', gguf, '--precision', a.precision], gguf);
+  const gguf = pc.cachePath(a.cacheDir, a.model, `${llamaFamily ? 'llama' : 'gpt2'}-${a.precision}-v1.gguf`);
+  pc.convert(PROG, llamaFamily ? 'to_gguf_llama.py' : 'to_gguf.py',
+    ['--model', a.model, '--out', gguf, '--precision', a.precision], gguf);
   const llama = await nlc.getLlama({
     gpu: false, build: 'never', usePrebuiltBinaries: true, skipDownload: true, progressLogs: false,
     logLevel: nlc.LlamaLogLevel.error, maxThreads: a.threads,
