@@ -231,6 +231,64 @@ Test(attrib, threads_fork_in_thread_and_a_crashing_child)
     cJSON_Delete(j);
 }
 
+/* A realloc that moves by copying has both blocks live at once (glibc:
+ * malloc, copy, free); one that glibc serves by mremap never has. Sizes from
+ * tests/attrib/truth.c's "realloc" mode, not from miser's output. */
+Test(attrib, realloc_that_moves_counts_both_blocks_while_copying)
+{
+    SKIP_UNDER_ASAN();
+    char *argv[] = {MISER_BUILD_DIR "/attrib-truth", "realloc", NULL};
+    cJSON *j = profile_json(argv, NULL);
+    int me = parent_pid(j);
+    const cJSON *copy = stage(j, "copy"), *remap = stage(j, "remap");
+    /* at the copy's peak: the old 10,000,000, the new 15,000,000 and the fence */
+    expect_site(copy, "attribution", "site_r1", me, 10000000, 1, "heap");
+    expect_site(copy, "attribution", "site_r2", me, 15000000, 1, "heap");
+    expect_site(copy, "attribution", "site_fence", me, 1000, 1, "heap");
+    cr_expect_geq(num(copy, "attribution_peak_bytes"), 25001000);
+    cr_expect_lt(num(copy, "attribution_peak_bytes"), 25001000 + 1000000, "%.0f", num(copy, "attribution_peak_bytes"));
+    /* the mremap: only the new 60,000,000 at the peak, never 100,000,000 */
+    expect_site(remap, "attribution", "site_r1", me, 0, 0, NULL);
+    expect_site(remap, "attribution", "site_r2", me, 60000000, 1, "heap");
+    cr_expect_lt(num(remap, "attribution_peak_bytes"), 60000000 + 1000000, "%.0f", num(remap, "attribution_peak_bytes"));
+    /* both old blocks came and went inside their stage */
+    expect_site(copy, "attribution_temporary", "site_r1", me, 10000000, 1, NULL);
+    expect_site(remap, "attribution_temporary", "site_r1", me, 40000000, 1, NULL);
+    cJSON_Delete(j);
+}
+
+/* A process crosses a boundary it did not announce at its next event. Its
+ * values are still exact: nothing changed in it between the boundary and
+ * that event, so the closing stage's peak, start and temporaries are the
+ * state it had at the boundary (tests/attrib/truth.c "cross": a fork child
+ * whose first event after "alpha" is an allocation). */
+Test(attrib, unannounced_boundary_is_exact_in_another_process)
+{
+    SKIP_UNDER_ASAN();
+    char *argv[] = {MISER_BUILD_DIR "/attrib-truth", "cross", NULL};
+    cJSON *j = profile_json(argv, NULL);
+    int me = parent_pid(j);
+    const cJSON *alpha = stage(j, "alpha"), *beta = stage(j, "beta");
+    expect_site(alpha, "attribution", "site_k1", -me, 3000000, 1, "heap");
+    expect_site(alpha, "attribution", "site_k2", -me, 0, 0, NULL);
+    expect_site(alpha, "attribution_temporary", "site_k2", -me, 0, 0, NULL);
+    expect_site(beta, "attribution", "site_k1", -me, 3000000, 1, "heap");
+    expect_site(beta, "attribution", "site_k2", -me, 2000000, 1, "heap");
+    expect_site(beta, "attribution_temporary", "site_k2", -me, 2000000, 1, NULL);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(beta, "attribution"))
+    {
+        const char *f0 = cJSON_GetArrayItem(cJSON_GetObjectItem(e, "stack"), 0)->valuestring;
+        if (!strcmp(f0, "site_k1")) cr_expect_eq(num(e, "start_bytes"), 3000000, "K1 was live when beta began");
+        if (!strcmp(f0, "site_k2")) cr_expect_eq(num(e, "start_bytes"), 0);
+        if (!strcmp(f0, "site_p")) cr_expect_eq(num(e, "start_bytes"), 1500000);
+    }
+    /* the parent's block, made before alpha and untouched since: carried into beta */
+    expect_site(alpha, "attribution", "site_p", me, 1500000, 1, "heap");
+    expect_site(beta, "attribution", "site_p", me, 1500000, 1, "heap");
+    cJSON_Delete(j);
+}
+
 Test(attrib, own_allocator_is_reported)
 {
     SKIP_UNDER_ASAN();
@@ -372,7 +430,7 @@ Test(attrib, interposer_without_the_watcher_only_forwards)
 Test(attrib, image_parser_rejects_damage)
 {
     /* a minimal valid image built here, then damaged field by field */
-    size_t len = MATTR_HEADER_SIZE + 4 * sizeof(mattr_stack) + 16 * 8 + 4 * sizeof(mattr_snap) + 64;
+    size_t len = MATTR_HEADER_SIZE + 4 * sizeof(mattr_stack) + 16 * sizeof(mattr_node) + 4 * sizeof(mattr_snap) + 64;
     unsigned char *buf = calloc(1, len);
     mattr_header *h = (mattr_header *)buf;
     h->magic = MATTR_MAGIC;
@@ -380,29 +438,41 @@ Test(attrib, image_parser_rejects_damage)
     h->header_size = MATTR_HEADER_SIZE;
     h->stacks_off = MATTR_HEADER_SIZE;
     h->max_stacks = 4;
-    h->frames_off = h->stacks_off + 4 * sizeof(mattr_stack);
-    h->max_frames = 16;
-    h->snaps_off = h->frames_off + 16 * 8;
+    h->nodes_off = h->stacks_off + 4 * sizeof(mattr_stack);
+    h->max_nodes = 16;
+    h->snaps_off = h->nodes_off + 16 * sizeof(mattr_node);
     h->max_snaps = 4;
     h->maps_off = h->snaps_off + 4 * sizeof(mattr_snap);
     h->max_maps = 64;
     h->nstacks = 2;
-    h->nframes = 2;
-    h->interval = 1;
+    h->nnodes = 3;
+    h->interval = 2;
     h->peak_gen = 5;
     mattr_stack *s = (mattr_stack *)(buf + h->stacks_off);
-    s[1] = (mattr_stack){.hash = 9, .frame_off = 0, .depth = 2, .kind = MATTR_KIND_HEAP, .cur_bytes = 100,
-                         .cur_count = 1, .mod_gen = 1};
+    /* the frame tree: root, outer frame 0x1000, inner frame 0x2000 called from it */
+    mattr_node *nd = (mattr_node *)(buf + h->nodes_off);
+    nd[1] = (mattr_node){0x1000, 0, 1};
+    nd[2] = (mattr_node){0x2000, 1, 2};
+    s[1] = (mattr_stack){.node = 2, .kind = MATTR_KIND_HEAP, .cur_bytes = 100, .cur_count = 1, .mod_gen = 1};
     mattr_snap *sn = (mattr_snap *)(buf + h->snaps_off);
-    sn[0] = (mattr_snap){0, 0, 1, 0, 70, 1, 0, 0, 0, 0};
+    /* interval 0: peak 70, 90 at its end; interval 1 has no record (unchanged) */
+    sn[0] = (mattr_snap){0, 0, 1, 0, 70, 1, 0, 0, 0, 0, 90, 1};
     h->nsnaps = 1;
     attrib_image im;
     cr_assert_eq(attrib_image_parse(buf, len, &im), MISER_OK, "%s", miser_error_message());
-    cr_expect_eq(im.nintervals, 2);
+    cr_expect_eq(im.nintervals, 3);
     cr_expect_eq(im.intervals[0].nvals, 1);
     cr_expect_eq(im.intervals[0].vals[0].peak_bytes, 70);
-    cr_expect_eq(im.intervals[1].vals[0].peak_bytes, 100, "not modified since the peak: the current value");
+    cr_assert_eq(im.intervals[1].nvals, 1, "the unchanged stack is carried into interval 1");
+    cr_expect_eq(im.intervals[1].vals[0].peak_bytes, 90);
+    cr_expect_eq(im.intervals[1].vals[0].start_bytes, 90);
+    cr_expect_eq(im.intervals[1].vals[0].temp_bytes, 0);
+    cr_expect_eq(im.intervals[2].vals[0].peak_bytes, 100, "not modified since the peak: the current value");
     cr_expect_eq(im.leak[1].peak_bytes, 100);
+    uint64_t ips[MATTR_MAX_DEPTH];
+    cr_expect_eq(attrib_stack_ips(&im, 1, ips), 2);
+    cr_expect(ips[0] == 0x2000 && ips[1] == 0x1000, "innermost first: %#llx %#llx", (unsigned long long)ips[0],
+              (unsigned long long)ips[1]);
     attrib_image_free(&im);
     struct {
         size_t off;
@@ -414,10 +484,13 @@ Test(attrib, image_parser_rejects_damage)
         {offsetof(mattr_header, max_stacks), 1u << 30, 4},
         {offsetof(mattr_header, maps_len), 65, 4},
         {offsetof(mattr_header, interval_first), 2, 8},
-        {h->stacks_off + sizeof(mattr_stack) + offsetof(mattr_stack, depth), 3, 4},
+        {h->stacks_off + sizeof(mattr_stack) + offsetof(mattr_stack, node), 3, 4},
+        {h->nodes_off + 2 * sizeof(mattr_node) + offsetof(mattr_node, parent), 2, 4}, /* its own parent: a cycle */
+        {h->nodes_off + 2 * sizeof(mattr_node) + offsetof(mattr_node, depth), 5, 4},
+        {offsetof(mattr_header, nnodes), 0, 4},
         {h->stacks_off + sizeof(mattr_stack) + offsetof(mattr_stack, kind), 7, 4},
         {h->snaps_off + offsetof(mattr_snap, stack), 3, 4},
-        {h->snaps_off + offsetof(mattr_snap, last), 1, 4},
+        {h->snaps_off + offsetof(mattr_snap, last), 2, 4},
     };
     for (size_t k = 0; k < sizeof damage / sizeof *damage; k++) {
         unsigned char *c = malloc(len);

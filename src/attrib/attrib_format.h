@@ -27,7 +27,7 @@
 #include <stdint.h>
 
 #define MATTR_MAGIC 0x31525454414d534dULL /* "MSMATTR1" */
-#define MATTR_VERSION 1
+#define MATTR_VERSION 2
 #define MATTR_MAX_DEPTH 64
 #define MATTR_HEADER_SIZE 4096
 #define MATTR_EXE_MAX 512
@@ -35,6 +35,7 @@
 /* Environment the watcher gives the tree. */
 #define MATTR_ENV_DIR "MISER_ATTRIB_DIR"          /* directory of the per-process files */
 #define MATTR_ENV_MAX_STACKS "MISER_ATTRIB_MAX_STACKS" /* optional: stack table size */
+#define MATTR_ENV_MAX_NODES "MISER_ATTRIB_MAX_NODES"   /* optional: frame-tree size */
 #define MATTR_ENV_DEPTH "MISER_ATTRIB_DEPTH"           /* optional: innermost frames kept (1..64) */
 #define MATTR_DEFAULT_DEPTH 64
 #define MATTR_STAGE_FILE "stage"
@@ -53,8 +54,8 @@ typedef struct mattr_header {
     int32_t pid, ppid;
     uint64_t file_size;
     /* layout: offsets from the file's start, capacities in elements/bytes */
-    uint64_t stacks_off, frames_off, snaps_off, maps_off;
-    uint32_t max_stacks, max_frames, max_snaps, max_maps;
+    uint64_t stacks_off, nodes_off, snaps_off, maps_off;
+    uint32_t max_stacks, max_nodes, max_snaps, max_maps;
     uint32_t flags, unwinder; /* unwinder: 1 libunwind unw_backtrace */
     char exe[MATTR_EXE_MAX];  /* /proc/self/exe at creation */
     char own_malloc[256];     /* the object whose malloc wins, when FLAG_OWN_MALLOC */
@@ -65,7 +66,7 @@ typedef struct mattr_header {
     int64_t cur_total;        /* live heap + anonymous-mmap bytes */
     int64_t peak_total;       /* high-water mark of cur_total in the current interval */
     int64_t start_total;      /* cur_total when the current interval began */
-    uint32_t nstacks, nframes, nsnaps, maps_len;
+    uint32_t nstacks, nnodes, nsnaps, maps_len;
     uint64_t calls;           /* malloc-family calls tracked */
     uint64_t map_calls;       /* mmap/munmap/mremap calls tracked */
     uint64_t stack_overflow;  /* allocations charged to stacks 0..2 because the table was full */
@@ -76,7 +77,21 @@ typedef struct mattr_header {
     uint64_t unknown_frees;   /* frees of pointers never seen (allocated before tracking) */
     uint64_t seq;             /* bumped after every completed update (for readers) */
     uint64_t stack_truncated; /* allocations whose stack was kept by its innermost frames only */
+    uint64_t realloc_copies;  /* reallocs that moved by copying: old and new block were live together */
+    uint64_t realloc_remaps;  /* reallocs glibc served by mremap (no moment with both live) */
 } mattr_header;
+
+/* The frame tree (a trie of return addresses, as heaptrack's trace tree):
+ * node 0 is the root (the empty stack); every other node is one frame whose
+ * parent is the frame that called it, so a stack is the id of its innermost
+ * frame's node and stacks that share their outer frames share nodes.
+ * Nodes are only appended, a parent before its children (parent < id), and
+ * depth == parent's depth + 1 <= MATTR_MAX_DEPTH: a reader can walk from
+ * any node to the root without meeting a cycle. */
+typedef struct mattr_node {
+    uint64_t ip;
+    uint32_t parent, depth;
+} mattr_node;
 
 /* One distinct (call stack, kind). Indexes 0..2 (one per kind) are reserved
  * for allocations made when the table was full ("overflow"). Per-interval values are kept lazily:
@@ -87,22 +102,24 @@ typedef struct mattr_header {
  *  - temporary (allocated and freed inside the interval): temp if
  *    temp_interval == interval, else 0. */
 typedef struct mattr_stack {
-    uint64_t hash;
-    uint32_t frame_off, depth;
-    uint32_t kind, pad;
+    uint64_t hash;       /* of the frames and kind (the interposer's index key) */
+    uint32_t node, kind; /* node: the innermost frame (0: no frames) */
     int64_t cur_bytes, cur_count;
     int64_t saved_bytes, saved_count;
     uint64_t mod_gen;
     int64_t start_bytes, start_count;
-    uint64_t start_interval;
     int64_t temp_bytes, temp_count;
-    uint64_t temp_interval;
+    uint32_t start_interval, temp_interval;
 } mattr_stack;
 
 /* A closed interval's value for one stack (stack == MATTR_TOTALS: the
  * image's totals, peak_* = peak_total and start_* = start_total). A record
- * covers intervals first..last (several when the image saw no event in
- * between: its memory did not change, so peak = start = the state then). */
+ * covers intervals first..last (a totals record several when the image saw
+ * no event in between: its memory did not change, so peak = start = the
+ * state then). A stack gets a record only for an interval in which it
+ * changed; in every later interval without one it held its end_* value
+ * (the collector carries it forward): a stage change costs the stacks that
+ * moved, not all of them. */
 #define MATTR_TOTALS 0xffffffffu
 typedef struct mattr_snap {
     uint32_t first, last;
@@ -110,6 +127,7 @@ typedef struct mattr_snap {
     int64_t peak_bytes, peak_count;
     int64_t start_bytes, start_count;
     int64_t temp_bytes, temp_count;
+    int64_t end_bytes, end_count; /* at the interval's end: held in the later intervals without a record */
 } mattr_snap;
 
 static inline int64_t mattr_peak_bytes(const mattr_stack *s, uint64_t peak_gen)

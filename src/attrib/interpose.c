@@ -107,11 +107,30 @@ static void resolve(void)
 
 /* ---- state ---- */
 
+/* A live heap block as the hooks see it. */
 typedef struct {
-    uintptr_t ptr; /* 0: empty slot */
+    uintptr_t ptr; /* 0: none */
     uint64_t size;
     uint32_t stack, interval;
 } live_slot;
+
+/* A table cell: 16 bytes, open addressing, linear probing, backward-shift
+ * deletion. In the live table w packs the stack id (bits 0-31), the block's
+ * slack (bits 32-47: malloc_usable_size minus the size asked for, which is
+ * how the size is kept in 16 bits; 0xffff: the size is in the big table)
+ * and the low 16 bits of its birth interval (bits 48-63; close_interval
+ * re-tags every block each 16,384 intervals so that a tag equal to the
+ * current interval's always means "born in it"). In the big table w is the
+ * size. */
+typedef struct {
+    uintptr_t ptr; /* 0: empty */
+    uint64_t w;
+} cell;
+typedef struct {
+    cell *v;
+    uint64_t cap, n;
+} ctab;
+#define SLACK_BIG 0xffffu
 
 typedef struct {
     uintptr_t start;
@@ -127,19 +146,32 @@ static volatile int g_reinit;    /* set in a fork child: start afresh on the nex
 static mattr_header *g_hdr;      /* the file mapping (shared) */
 static size_t g_file_size;
 static mattr_stack *g_stacks;
-static uint64_t *g_frames;
+static mattr_node *g_nodes;      /* the frame tree (shared) */
 static mattr_snap *g_snaps;
 static char *g_maps;
 static uint64_t g_maps_hash;     /* of the newest load map stored */
 static const _Atomic uint64_t *g_stage; /* the watcher's interval counter, or NULL */
-static uint32_t *g_index;        /* stack hash index (private): capacity 2*max_stacks, values id+1 */
-static uint32_t g_index_cap;
-static live_slot *g_live;        /* open addressing, linear probing, backward-shift deletion */
-static uint64_t g_live_cap, g_live_n;
+/* Private indexes, open addressing with linear probing, values id+1, grown
+ * by doubling at 3/4 load (they start small: a table touched at random
+ * costs a resident page per entry until it is dense):
+ *  - g_index: whole stack (ips + kind) -> stack id, so a known stack costs
+ *    one probe and a walk up its nodes to confirm;
+ *  - g_child: (parent node, ip) -> node, the frame tree's edges. */
+static uint32_t *g_index;
+static uint32_t g_index_cap, g_index_n;
+static uint32_t *g_child;
+static uint32_t g_child_cap;
+static int g_glibc;              /* the next malloc is glibc's: its chunk header can be read */
+static ctab g_live;               /* live heap blocks (private) */
+static ctab g_big;                /* sizes of live blocks whose slack does not fit 16 bits */
+static size_t (*r_usable)(void *); /* the next allocator's malloc_usable_size, or NULL */
 static region *g_regions;
 static uint32_t g_nregions, g_max_regions;
 static uintptr_t g_self_lo, g_self_hi; /* our own text: frames inside it are skipped */
 static int g_depth = MATTR_MAX_DEPTH;  /* frames kept per stack ($MISER_ATTRIB_DEPTH) */
+#define LIVE_CAP0 4096u  /* first capacity of the live-allocation table */
+#define REGIONS_MAX 16384u
+#define INDEX_CAP0 1024u
 
 static void *priv_map(size_t n)
 {
@@ -240,12 +272,17 @@ static void open_channel(int forked)
         g_state = -1;
         return;
     }
-    uint32_t max_stacks = (uint32_t)env_u32(MATTR_ENV_MAX_STACKS, 1u << 18, 16, 1u << 22);
+    /* Capacities are address space, not memory: the file is sparse on
+     * tmpfs and every section is filled from its start, so only the pages
+     * used are resident. `python3 -c 'import torch'` makes ~1.1 million
+     * distinct stacks in ~1.9 million frame nodes (docs/attribution.md). */
+    uint32_t max_stacks = (uint32_t)env_u32(MATTR_ENV_MAX_STACKS, 1u << 22, 16, 1u << 24);
+    uint32_t max_nodes = (uint32_t)env_u32(MATTR_ENV_MAX_NODES, 1u << 23, 64, 1u << 26);
     g_depth = env_u32(MATTR_ENV_DEPTH, MATTR_DEFAULT_DEPTH, 1, MATTR_MAX_DEPTH);
-    uint32_t max_frames = max_stacks * MATTR_MAX_DEPTH, max_snaps = 1u << 20, max_maps = 8u << 20;
+    uint32_t max_snaps = 1u << 22, max_maps = 8u << 20;
     size_t stacks_off = MATTR_HEADER_SIZE;
-    size_t frames_off = stacks_off + (size_t)max_stacks * sizeof(mattr_stack);
-    size_t snaps_off = frames_off + (size_t)max_frames * sizeof(uint64_t);
+    size_t nodes_off = stacks_off + (size_t)max_stacks * sizeof(mattr_stack);
+    size_t snaps_off = nodes_off + (size_t)max_nodes * sizeof(mattr_node);
     size_t maps_off = snaps_off + (size_t)max_snaps * sizeof(mattr_snap);
     size_t size = (maps_off + max_maps + 4095) & ~(size_t)4095;
     char path[3100];
@@ -267,14 +304,17 @@ static void open_channel(int forked)
         g_state = -1;
         return;
     }
-    uint32_t icap = max_stacks * 2;
-    uint32_t *index = priv_map((size_t)icap * sizeof *index);
-    live_slot *live = priv_map((size_t)(1u << 16) * sizeof *live);
-    region *regs = priv_map((size_t)16384 * sizeof *regs);
-    if (!index || !live || !regs) {
-        priv_unmap(index, (size_t)icap * sizeof *index);
-        priv_unmap(live, (size_t)(1u << 16) * sizeof *live);
-        priv_unmap(regs, (size_t)16384 * sizeof *regs);
+    uint32_t *index = priv_map((size_t)INDEX_CAP0 * sizeof *index);
+    uint32_t *child = priv_map((size_t)INDEX_CAP0 * sizeof *child);
+    cell *live = priv_map((size_t)LIVE_CAP0 * sizeof *live);
+    cell *big = priv_map((size_t)256 * sizeof *big);
+    region *regs = priv_map((size_t)REGIONS_MAX * sizeof *regs);
+    if (!index || !child || !live || !big || !regs) {
+        priv_unmap(index, (size_t)INDEX_CAP0 * sizeof *index);
+        priv_unmap(child, (size_t)INDEX_CAP0 * sizeof *child);
+        priv_unmap(live, (size_t)LIVE_CAP0 * sizeof *live);
+        priv_unmap(big, (size_t)256 * sizeof *big);
+        priv_unmap(regs, (size_t)REGIONS_MAX * sizeof *regs);
         r_munmap(m, size);
         g_state = -1;
         return;
@@ -282,12 +322,14 @@ static void open_channel(int forked)
     g_hdr = m;
     g_file_size = size;
     g_index = index;
-    g_index_cap = icap;
-    g_live = live;
-    g_live_cap = 1u << 16;
-    g_live_n = 0;
+    g_index_cap = INDEX_CAP0;
+    g_index_n = 0;
+    g_child = child;
+    g_child_cap = INDEX_CAP0;
+    g_live = (ctab){live, LIVE_CAP0, 0};
+    g_big = (ctab){big, 256, 0};
     g_regions = regs;
-    g_max_regions = 16384;
+    g_max_regions = REGIONS_MAX;
     g_nregions = 0;
     g_maps_hash = 0;
     mattr_header *h = g_hdr;
@@ -297,11 +339,11 @@ static void open_channel(int forked)
     h->ppid = (int32_t)syscall(SYS_getppid);
     h->file_size = size;
     h->stacks_off = stacks_off;
-    h->frames_off = frames_off;
+    h->nodes_off = nodes_off;
     h->snaps_off = snaps_off;
     h->maps_off = maps_off;
     h->max_stacks = max_stacks;
-    h->max_frames = max_frames;
+    h->max_nodes = max_nodes;
     h->max_snaps = max_snaps;
     h->max_maps = max_maps;
     h->unwinder = 1;
@@ -309,12 +351,13 @@ static void open_channel(int forked)
     ssize_t el = syscall(SYS_readlinkat, AT_FDCWD, "/proc/self/exe", h->exe, sizeof h->exe - 1);
     h->exe[el > 0 ? el : 0] = 0;
     g_stacks = (mattr_stack *)((char *)m + stacks_off);
-    g_frames = (uint64_t *)((char *)m + frames_off);
+    g_nodes = (mattr_node *)((char *)m + nodes_off);
     g_snaps = (mattr_snap *)((char *)m + snaps_off);
     g_maps = (char *)m + maps_off;
     /* stacks 0..2: the overflow buckets, one per kind */
     for (uint32_t k = 0; k < MATTR_NKINDS; k++) g_stacks[k].kind = k;
     h->nstacks = MATTR_NKINDS;
+    h->nnodes = 1; /* node 0: the root */
     uint64_t iv = g_stage ? atomic_load_explicit(g_stage, memory_order_acquire) : 0;
     h->interval = h->interval_first = iv;
     h->peak_gen = 1;
@@ -359,6 +402,9 @@ static void init_locked(void)
         if (m != MAP_FAILED) g_stage = m;
     }
     dl_iterate_phdr(find_self, (void *)(uintptr_t)&find_self);
+    Dl_info di;
+    g_glibc = dladdr((void *)r_malloc, &di) && di.dli_fname && strstr(di.dli_fname, "/libc.so.6");
+    r_usable = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     open_channel(0);
 }
@@ -369,11 +415,14 @@ static void reinit_child_locked(void)
     g_reinit = 0;
     if (g_hdr) r_munmap(g_hdr, g_file_size);
     priv_unmap(g_index, (size_t)g_index_cap * sizeof *g_index);
-    priv_unmap(g_live, (size_t)g_live_cap * sizeof *g_live);
+    priv_unmap(g_child, (size_t)g_child_cap * sizeof *g_child);
+    priv_unmap(g_live.v, (size_t)g_live.cap * sizeof *g_live.v);
+    priv_unmap(g_big.v, (size_t)g_big.cap * sizeof *g_big.v);
     priv_unmap(g_regions, (size_t)g_max_regions * sizeof *g_regions);
     g_hdr = NULL;
     g_index = NULL;
-    g_live = NULL;
+    g_child = NULL;
+    g_live.v = g_big.v = NULL;
     g_regions = NULL;
     open_channel(1);
 }
@@ -381,41 +430,42 @@ static void reinit_child_locked(void)
 /* ---- per-interval bookkeeping ---- */
 
 static void snap_put(uint32_t first, uint32_t last, uint32_t stack, int64_t pb, int64_t pc, int64_t sb, int64_t sc,
-                     int64_t tb, int64_t tc)
+                     int64_t tb, int64_t tc, int64_t eb, int64_t ec)
 {
     mattr_header *h = g_hdr;
     if (h->nsnaps >= h->max_snaps) {
         h->snap_overflow++;
         return;
     }
-    g_snaps[h->nsnaps] = (mattr_snap){first, last, stack, 0, pb, pc, sb, sc, tb, tc};
+    g_snaps[h->nsnaps] = (mattr_snap){first, last, stack, 0, pb, pc, sb, sc, tb, tc, eb, ec};
     h->nsnaps++;
 }
+
+static void live_retag(uint64_t now);
 
 /* The watcher moved on to interval now: close ours (and any it skipped). */
 static void close_interval(uint64_t now)
 {
     mattr_header *h = g_hdr;
     uint32_t iv = (uint32_t)h->interval;
-    snap_put(iv, iv, MATTR_TOTALS, h->peak_total, 0, h->start_total, 0, 0, 0);
+    snap_put(iv, iv, MATTR_TOTALS, h->peak_total, 0, h->start_total, 0, 0, 0, h->cur_total, 0);
+    /* only the stacks that changed in it (touch() stamped them); the others
+     * held the value of their last record, which the collector carries */
     for (uint32_t i = 0; i < h->nstacks; i++) {
         mattr_stack *s = &g_stacks[i];
+        if (s->start_interval != iv) continue;
         int64_t pb = mattr_peak_bytes(s, h->peak_gen), pc = mattr_peak_count(s, h->peak_gen);
-        int64_t sb = s->start_interval == h->interval ? s->start_bytes : s->cur_bytes;
-        int64_t sc = s->start_interval == h->interval ? s->start_count : s->cur_count;
-        int64_t tb = s->temp_interval == h->interval ? s->temp_bytes : 0;
-        int64_t tc = s->temp_interval == h->interval ? s->temp_count : 0;
-        if (pb || sb || tb) snap_put(iv, iv, i, pb, pc, sb, sc, tb, tc);
+        int64_t tb = s->temp_interval == iv ? s->temp_bytes : 0;
+        int64_t tc = s->temp_interval == iv ? s->temp_count : 0;
+        if (pb || s->start_bytes || tb || s->cur_bytes)
+            snap_put(iv, iv, i, pb, pc, s->start_bytes, s->start_count, tb, tc, s->cur_bytes, s->cur_count);
     }
     if (now > h->interval + 1) {
         /* no event in between: each skipped interval held the state as it is */
         uint32_t a = iv + 1, b = (uint32_t)(now - 1);
-        snap_put(a, b, MATTR_TOTALS, h->cur_total, 0, h->cur_total, 0, 0, 0);
-        for (uint32_t i = 0; i < h->nstacks; i++) {
-            mattr_stack *s = &g_stacks[i];
-            if (s->cur_bytes) snap_put(a, b, i, s->cur_bytes, s->cur_count, s->cur_bytes, s->cur_count, 0, 0);
-        }
+        snap_put(a, b, MATTR_TOTALS, h->cur_total, 0, h->cur_total, 0, 0, 0, h->cur_total, 0);
     }
+    if ((h->interval >> 14) != (now >> 14)) live_retag(now);
     h->interval = now;
     h->start_total = h->peak_total = h->cur_total;
     h->peak_gen++; /* the state now is the new interval's peak so far */
@@ -438,14 +488,15 @@ static inline void touch(mattr_stack *s)
         s->saved_count = s->cur_count;
         s->mod_gen = h->peak_gen;
     }
-    if (s->start_interval != h->interval) {
+    uint32_t iv = (uint32_t)h->interval;
+    if (s->start_interval != iv) {
         s->start_bytes = s->cur_bytes;
         s->start_count = s->cur_count;
-        s->start_interval = h->interval;
+        s->start_interval = iv;
     }
-    if (s->temp_interval != h->interval) {
+    if (s->temp_interval != iv) {
         s->temp_bytes = s->temp_count = 0;
-        s->temp_interval = h->interval;
+        s->temp_interval = iv;
     }
 }
 
@@ -482,23 +533,116 @@ static void discharge(uint32_t sid, int kind, int64_t bytes, uint32_t born)
     total_add(kind, -bytes);
 }
 
-/* Intern a stack. Programs such as Python importing PyTorch make hundreds
- * of thousands of distinct deep stacks (`import torch` alone: 262,144+
- * stacks, 254,000 distinct 10-frame prefixes, 17,000 distinct 3-frame
- * ones): past 3/4 of the table, a new stack is kept by its innermost
- * MATTR_TRUNC_DEPTH frames only (where the allocating library is; counted in
- * stack_truncated), and when the table or pool is full the allocation goes
- * to its kind's overflow bucket (0..2). */
+/* ---- the frame tree and the stack table ---- */
+
+static inline uint64_t mix(uint64_t h, uint64_t v)
+{
+    h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    return h * 0xff51afd7ed558ccdULL;
+}
+static uint64_t stack_hash(const uint64_t *ips, int n, int kind)
+{
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)kind;
+    for (int i = 0; i < n; i++) h = mix(h, ips[i]);
+    return h ^ (h >> 29);
+}
+static inline uint64_t edge_hash(uint32_t parent, uint64_t ip) { return mix(mix(0x2545f4914f6cdd1dULL, parent), ip); }
+
+/* Double a table of ids (values id+1); rehash(id) gives an id's hash. */
+static int grow_ids(uint32_t **tab, uint32_t *cap, uint64_t (*rehash)(uint32_t))
+{
+    uint32_t ncap = *cap * 2;
+    uint32_t *n = priv_map((size_t)ncap * sizeof *n);
+    if (!n) return -1;
+    for (uint32_t i = 0; i < *cap; i++) {
+        uint32_t v = (*tab)[i];
+        if (!v) continue;
+        uint32_t at = (uint32_t)rehash(v - 1) & (ncap - 1);
+        while (n[at]) at = (at + 1) & (ncap - 1);
+        n[at] = v;
+    }
+    priv_unmap(*tab, (size_t)*cap * sizeof **tab);
+    *tab = n;
+    *cap = ncap;
+    return 0;
+}
+static uint64_t node_rehash(uint32_t id) { return edge_hash(g_nodes[id].parent, g_nodes[id].ip); }
+static uint64_t stack_rehash(uint32_t id) { return g_stacks[id].hash; }
+
+/* The node of frame ip called from parent; added when missing (UINT32_MAX
+ * when the tree is at `limit` nodes). */
+static uint32_t child_node(uint32_t parent, uint64_t ip, uint32_t limit)
+{
+    mattr_header *h = g_hdr;
+    uint32_t mask = g_child_cap - 1, at = (uint32_t)edge_hash(parent, ip) & mask;
+    for (uint32_t v; (v = g_child[at]); at = (at + 1) & mask)
+        if (g_nodes[v - 1].ip == ip && g_nodes[v - 1].parent == parent) return v - 1;
+    if (h->nnodes >= limit) return UINT32_MAX;
+    uint32_t id = h->nnodes;
+    g_nodes[id] = (mattr_node){ip, parent, g_nodes[parent].depth + 1};
+    h->nnodes = id + 1;
+    g_child[at] = id + 1;
+    if ((uint64_t)h->nnodes * 4 > (uint64_t)g_child_cap * 3) grow_ids(&g_child, &g_child_cap, node_rehash);
+    return id;
+}
+
+/* Is stack id the one of ips[0..n) (innermost first) and kind? Equal
+ * 64-bit hashes, kinds, depths and innermost frames: walking the whole
+ * chain on every allocation would cost a cache miss per frame (import torch:
+ * 2 million nodes), and two different stacks agreeing on all four is
+ * vanishingly unlikely (a 64-bit hash collision, ~1e-8 over a million
+ * stacks, that also keeps depth and innermost frame). */
+static inline int stack_is(uint32_t id, uint64_t hash, const uint64_t *ips, int n, int kind)
+{
+    const mattr_stack *s = &g_stacks[id];
+    if (s->hash != hash || s->kind != (uint32_t)kind) return 0;
+    const mattr_node *leaf = &g_nodes[s->node];
+    return leaf->depth == (uint32_t)n && (n == 0 || leaf->ip == ips[0]);
+}
+
+/* Find or add; UINT32_MAX when adding would pass `slimit` stacks or
+ * `nlimit` nodes. */
+static uint32_t intern_n(const uint64_t *ips, int n, int kind, uint32_t slimit, uint32_t nlimit)
+{
+    mattr_header *h = g_hdr;
+    uint64_t hash = stack_hash(ips, n, kind);
+    uint32_t mask = g_index_cap - 1, at = (uint32_t)hash & mask;
+    for (uint32_t v; (v = g_index[at]); at = (at + 1) & mask)
+        if (stack_is(v - 1, hash, ips, n, kind)) return v - 1;
+    if (h->nstacks >= slimit) return UINT32_MAX;
+    /* through the tree from the outermost frame in */
+    uint32_t node = 0;
+    for (int i = n - 1; i >= 0; i--)
+        if ((node = child_node(node, ips[i], nlimit)) == UINT32_MAX) return UINT32_MAX;
+    uint32_t id = h->nstacks;
+    mattr_stack *s = &g_stacks[id];
+    s->hash = hash;
+    s->node = node;
+    s->kind = (uint32_t)kind;
+    s->mod_gen = h->peak_gen; /* new: its peak value (0) is in saved */
+    s->start_interval = (uint32_t)h->interval;
+    s->temp_interval = (uint32_t)h->interval;
+    h->nstacks = id + 1;
+    g_index[at] = id + 1;
+    if ((uint64_t)++g_index_n * 4 > (uint64_t)g_index_cap * 3) grow_ids(&g_index, &g_index_cap, stack_rehash);
+    /* a growing number of stacks often means new code was loaded */
+    if ((id & (id - 1)) == 0 && id >= 64) store_maps();
+    return id;
+}
+
+/* Intern a stack. Past 3/4 of the stack table or of the frame tree, a new
+ * stack is kept by its innermost MATTR_TRUNC_DEPTH frames only (where the
+ * allocating library is; counted in stack_truncated), and when either is
+ * full the allocation goes to its kind's overflow bucket (0..2), counted in
+ * stack_overflow: never dropped. */
 #define MATTR_TRUNC_DEPTH 4
-static uint32_t intern_n(const uint64_t *ips, int n, int kind, uint32_t limit);
 static uint32_t intern(const uint64_t *ips, int n, int kind)
 {
     mattr_header *h = g_hdr;
-    uint32_t soft = h->max_stacks - h->max_stacks / 4;
-    uint32_t id = intern_n(ips, n, kind, soft);
+    uint32_t id = intern_n(ips, n, kind, h->max_stacks - h->max_stacks / 4, h->max_nodes - h->max_nodes / 4);
     if (id != UINT32_MAX) return id;
     if (n > MATTR_TRUNC_DEPTH) {
-        id = intern_n(ips, MATTR_TRUNC_DEPTH, kind, h->max_stacks);
+        id = intern_n(ips, MATTR_TRUNC_DEPTH, kind, h->max_stacks, h->max_nodes);
         if (id != UINT32_MAX) {
             h->stack_truncated++;
             return id;
@@ -508,98 +652,119 @@ static uint32_t intern(const uint64_t *ips, int n, int kind)
     return (uint32_t)kind; /* that kind's overflow bucket */
 }
 
-/* Find or add; UINT32_MAX when adding would pass `limit` stacks or fill the pool. */
-static uint32_t intern_n(const uint64_t *ips, int n, int kind, uint32_t limit)
-{
-    mattr_header *h = g_hdr;
-    uint64_t hash = fnv(ips, (size_t)n * sizeof *ips, 0xcbf29ce484222325ULL ^ (uint64_t)kind);
-    if (!hash) hash = 1;
-    uint32_t mask = g_index_cap - 1, at = (uint32_t)hash & mask;
-    for (;;) {
-        uint32_t v = g_index[at];
-        if (!v) break;
-        mattr_stack *s = &g_stacks[v - 1];
-        if (s->hash == hash && s->kind == (uint32_t)kind && s->depth == (uint32_t)n &&
-            !memcmp(&g_frames[s->frame_off], ips, (size_t)n * sizeof *ips))
-            return v - 1;
-        at = (at + 1) & mask;
-    }
-    if (h->nstacks >= limit || h->nframes + (uint32_t)n > h->max_frames) return UINT32_MAX;
-    uint32_t id = h->nstacks;
-    mattr_stack *s = &g_stacks[id];
-    memcpy(&g_frames[h->nframes], ips, (size_t)n * sizeof *ips);
-    s->hash = hash;
-    s->frame_off = h->nframes;
-    s->depth = (uint32_t)n;
-    s->kind = (uint32_t)kind;
-    s->mod_gen = h->peak_gen; /* new: its peak value (0) is in saved */
-    s->start_interval = h->interval;
-    s->temp_interval = h->interval;
-    h->nframes += (uint32_t)n;
-    h->nstacks = id + 1;
-    g_index[at] = id + 1;
-    /* a growing number of stacks often means new code was loaded */
-    if ((id & (id - 1)) == 0 && id >= 64) store_maps();
-    return id;
-}
-
 /* ---- the live-allocation table ---- */
 
 static inline uint64_t slot_of(uintptr_t p, uint64_t cap) { return ((p >> 4) * 0x9e3779b97f4a7c15ULL) >> 20 & (cap - 1); }
 
-static int live_grow(void)
+static int ctab_grow(ctab *t)
 {
-    uint64_t ncap = g_live_cap * 2;
-    live_slot *n = priv_map((size_t)ncap * sizeof *n);
+    uint64_t ncap = t->cap * 2;
+    cell *n = priv_map((size_t)ncap * sizeof *n);
     if (!n) return -1;
-    for (uint64_t i = 0; i < g_live_cap; i++) {
-        if (!g_live[i].ptr) continue;
-        uint64_t at = slot_of(g_live[i].ptr, ncap);
+    for (uint64_t i = 0; i < t->cap; i++) {
+        if (!t->v[i].ptr) continue;
+        uint64_t at = slot_of(t->v[i].ptr, ncap);
         while (n[at].ptr) at = (at + 1) & (ncap - 1);
-        n[at] = g_live[i];
+        n[at] = t->v[i];
     }
-    priv_unmap(g_live, (size_t)g_live_cap * sizeof *g_live);
-    g_live = n;
-    g_live_cap = ncap;
+    priv_unmap(t->v, (size_t)t->cap * sizeof *t->v);
+    t->v = n;
+    t->cap = ncap;
     return 0;
 }
 
-static int live_put(uintptr_t p, uint64_t size, uint32_t sid)
+/* Insert or replace (load at most 3/4: 16-byte cells are 21-43 bytes per
+ * live block). Returns 0 (new), 1 (replaced: *old holds the previous w) or
+ * -1 (the table could not grow). */
+static int ctab_put(ctab *t, uintptr_t p, uint64_t w, uint64_t *old)
 {
-    if ((g_live_n + 1) * 2 > g_live_cap && live_grow()) return -1;
-    uint64_t at = slot_of(p, g_live_cap);
-    while (g_live[at].ptr) {
-        if (g_live[at].ptr == p) break;
-        at = (at + 1) & (g_live_cap - 1);
-    }
-    if (!g_live[at].ptr) g_live_n++;
-    else /* freed behind our back (e.g. by an allocator's internal path): it is gone */
-        discharge(g_live[at].stack, MATTR_KIND_HEAP, (int64_t)g_live[at].size, g_live[at].interval);
-    g_live[at] = (live_slot){p, size, sid, (uint32_t)g_hdr->interval};
-    return 0;
+    if ((t->n + 1) * 4 > t->cap * 3 && ctab_grow(t)) return -1;
+    uint64_t at = slot_of(p, t->cap);
+    while (t->v[at].ptr && t->v[at].ptr != p) at = (at + 1) & (t->cap - 1);
+    int replaced = t->v[at].ptr != 0;
+    if (replaced) *old = t->v[at].w;
+    else t->n++;
+    t->v[at] = (cell){p, w};
+    return replaced;
 }
 
-/* Remove p; returns 1 and its slot when it was tracked. */
-static int live_take(uintptr_t p, live_slot *out)
+/* Remove p; 1 and its w when it was there. */
+static int ctab_take(ctab *t, uintptr_t p, uint64_t *w)
 {
-    uint64_t mask = g_live_cap - 1, at = slot_of(p, g_live_cap);
-    while (g_live[at].ptr && g_live[at].ptr != p) at = (at + 1) & mask;
-    if (!g_live[at].ptr) return 0;
-    *out = g_live[at];
+    uint64_t mask = t->cap - 1, at = slot_of(p, t->cap);
+    while (t->v[at].ptr && t->v[at].ptr != p) at = (at + 1) & mask;
+    if (!t->v[at].ptr) return 0;
+    *w = t->v[at].w;
     /* backward-shift deletion keeps probe chains intact without tombstones */
     uint64_t hole = at, j = at;
     for (;;) {
         j = (j + 1) & mask;
-        if (!g_live[j].ptr) break;
-        uint64_t home = slot_of(g_live[j].ptr, g_live_cap);
+        if (!t->v[j].ptr) break;
+        uint64_t home = slot_of(t->v[j].ptr, t->cap);
         if (((j - home) & mask) >= ((j - hole) & mask)) {
-            g_live[hole] = g_live[j];
+            t->v[hole] = t->v[j];
             hole = j;
         }
     }
-    g_live[hole].ptr = 0;
-    g_live_n--;
+    t->v[hole].ptr = 0;
+    t->n--;
     return 1;
+}
+
+/* Unpack a live cell of block p (still allocated: its usable size is read). */
+static live_slot live_unpack(uintptr_t p, uint64_t w)
+{
+    live_slot s = {p, 0, (uint32_t)w, 0};
+    uint32_t slack = (uint32_t)(w >> 32) & 0xffff;
+    uint16_t tag = (uint16_t)(w >> 48), now = (uint16_t)g_hdr->interval;
+    s.interval = tag == now ? (uint32_t)g_hdr->interval : (uint32_t)g_hdr->interval - 1; /* only "now or not" matters */
+    uint64_t big = 0;
+    if (slack == SLACK_BIG) s.size = ctab_take(&g_big, p, &big) ? big : 0;
+    else {
+        size_t u = r_usable((void *)p);
+        s.size = u >= slack ? u - slack : 0;
+    }
+    return s;
+}
+
+/* Track block p of `size` bytes made by stack sid in interval born. */
+static int live_put(uintptr_t p, uint64_t size, uint32_t sid, uint32_t born)
+{
+    size_t u = r_usable ? r_usable((void *)p) : 0;
+    uint64_t slack = r_usable && u >= size && u - size < SLACK_BIG ? u - size : SLACK_BIG;
+    uint64_t w = sid | slack << 32 | (uint64_t)(uint16_t)born << 48, old = 0;
+    int r = ctab_put(&g_live, p, w, &old);
+    if (r < 0) return -1;
+    if (r == 1) {
+        /* freed behind our back (by an allocator's internal path) and handed
+         * out again: the old block is gone (its size, when it was kept as
+         * slack, is estimated from the new block's usable size) */
+        live_slot s = live_unpack(p, old);
+        discharge(s.stack, MATTR_KIND_HEAP, (int64_t)s.size, s.interval);
+    }
+    if (slack == SLACK_BIG && ctab_put(&g_big, p, size, &old) < 0) {
+        ctab_take(&g_live, p, &old);
+        return -1;
+    }
+    return 0;
+}
+
+/* Remove p (still allocated); returns 1 and its record when it was tracked. */
+static int live_take(uintptr_t p, live_slot *out)
+{
+    uint64_t w;
+    if (!ctab_take(&g_live, p, &w)) return 0;
+    *out = live_unpack(p, w);
+    return 1;
+}
+
+/* Every 16,384 intervals: mark every live block as born before now, so
+ * that a 16-bit birth tag never meets the current interval's again. */
+static void live_retag(uint64_t now)
+{
+    uint64_t tag = (uint64_t)(uint16_t)(now - 1) << 48;
+    for (uint64_t i = 0; i < g_live.cap; i++)
+        if (g_live.v[i].ptr) g_live.v[i].w = (g_live.v[i].w & 0xffffffffffffULL) | tag;
 }
 
 /* ---- capture and the common paths ---- */
@@ -642,7 +807,7 @@ static void track_alloc(void *p, size_t size, const uint64_t *ips, int n)
     if (!enter()) return;
     g_hdr->calls++;
     uint32_t sid = intern(ips, n, MATTR_KIND_HEAP);
-    if (live_put((uintptr_t)p, size, sid)) g_hdr->table_overflow++;
+    if (live_put((uintptr_t)p, size, sid, (uint32_t)g_hdr->interval)) g_hdr->table_overflow++;
     else charge(sid, MATTR_KIND_HEAP, (int64_t)size, 1);
     leave();
 }
@@ -730,13 +895,47 @@ EXPORT void *realloc(void *p, size_t n)
     HOOK_BEGIN;
     uint64_t ips[MATTR_MAX_DEPTH];
     int depth = capture(ips);
-    live_slot old;
-    track_free(p, &old);
+    /* Take the old block out of the table before the real call (once it is
+     * freed another thread may get its address back), but keep its bytes
+     * charged until we know how realloc went:
+     *  - in place (same address): old bytes out, new bytes in;
+     *  - moved by copying (what every allocator does when it cannot grow a
+     *    block in place: malloc, copy, free): both blocks were live at once,
+     *    so the new one is counted first and the old released after; a
+     *    100 MB -> 150 MB move peaks at 250 MB;
+     *  - moved by mremap (glibc, for a block it had mmapped itself: the
+     *    pages move, nothing is copied): never both, old out, new in.
+     * The last is told from glibc's chunk header (IS_MMAPPED, bit 1 of the
+     * size word before the block), read before the call, only when the next
+     * malloc is glibc's; with any other allocator a move is a copy. */
+    live_slot old = {0};
+    int had = 0, mmapped = 0;
+    if (p && enter()) {
+        g_hdr->calls++;
+        had = live_take((uintptr_t)p, &old);
+        if (!had) g_hdr->unknown_frees++;
+        else if (g_glibc) mmapped = (((const size_t *)p)[-1] & 2) != 0;
+        leave();
+    }
     void *q = r_realloc(p, n);
-    if (q) track_alloc(q, n, ips, depth);
-    else if (old.ptr && n && enter()) {
-        /* failed: the old block is still live, as it was */
-        if (!live_put(old.ptr, old.size, old.stack)) charge(old.stack, MATTR_KIND_HEAP, (int64_t)old.size, 1);
+    if (enter()) {
+        if (!p) g_hdr->calls++;
+        if (q) {
+            uint32_t sid = intern(ips, depth, MATTR_KIND_HEAP);
+            int copied = had && q != p && !mmapped;
+            if (had && q != p) mmapped ? g_hdr->realloc_remaps++ : g_hdr->realloc_copies++;
+            if (had && !copied) discharge(old.stack, MATTR_KIND_HEAP, (int64_t)old.size, old.interval);
+            if (live_put((uintptr_t)q, n, sid, (uint32_t)g_hdr->interval)) g_hdr->table_overflow++;
+            else charge(sid, MATTR_KIND_HEAP, (int64_t)n, 1);
+            if (copied) discharge(old.stack, MATTR_KIND_HEAP, (int64_t)old.size, old.interval);
+        } else if (had) {
+            /* n == 0 freed it; otherwise it failed and the old block is live as it was */
+            if (!n) discharge(old.stack, MATTR_KIND_HEAP, (int64_t)old.size, old.interval);
+            else if (live_put(old.ptr, old.size, old.stack, old.interval)) {
+                discharge(old.stack, MATTR_KIND_HEAP, (int64_t)old.size, old.interval);
+                g_hdr->table_overflow++;
+            }
+        }
         leave();
     }
     HOOK_END;

@@ -87,7 +87,7 @@ void attrib_image_free(attrib_image *im)
     }
     miser_free(im->intervals);
     miser_free(im->stacks);
-    miser_free(im->frames);
+    miser_free(im->nodes);
     miser_free(im->leak);
     miser_free(im->maps);
     miser_free(im->maps_all);
@@ -119,13 +119,13 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
         return miser_error_set(MISER_ERR_FORMAT, "attribution file: version %u not supported", h.version);
     const char *base = buf;
     if (!in_file(h.stacks_off, h.max_stacks, sizeof(mattr_stack), len) ||
-        !in_file(h.frames_off, h.max_frames, sizeof(uint64_t), len) ||
+        !in_file(h.nodes_off, h.max_nodes, sizeof(mattr_node), len) ||
         !in_file(h.snaps_off, h.max_snaps, sizeof(mattr_snap), len) || !in_file(h.maps_off, h.max_maps, 1, len) ||
-        h.stacks_off < MATTR_HEADER_SIZE || h.frames_off < MATTR_HEADER_SIZE || h.snaps_off < MATTR_HEADER_SIZE ||
-        h.maps_off < MATTR_HEADER_SIZE || (h.stacks_off | h.frames_off | h.snaps_off) % 8)
+        h.stacks_off < MATTR_HEADER_SIZE || h.nodes_off < MATTR_HEADER_SIZE || h.snaps_off < MATTR_HEADER_SIZE ||
+        h.maps_off < MATTR_HEADER_SIZE || (h.stacks_off | h.nodes_off | h.snaps_off) % 8)
         return miser_error_set(MISER_ERR_FORMAT, "attribution file: a section lies outside the file");
-    if (h.nstacks > h.max_stacks || h.nframes > h.max_frames || h.nsnaps > h.max_snaps || h.maps_len > h.max_maps ||
-        h.nstacks == 0)
+    if (h.nstacks > h.max_stacks || h.nnodes > h.max_nodes || h.nsnaps > h.max_snaps || h.maps_len > h.max_maps ||
+        h.nstacks == 0 || h.nnodes == 0)
         return miser_error_set(MISER_ERR_FORMAT, "attribution file: counts exceed capacities");
     if (h.interval < h.interval_first || h.interval - h.interval_first >= ATTRIB_MAX_INTERVALS ||
         h.interval >= UINT32_MAX)
@@ -147,14 +147,25 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
     out->interval_last = h.interval;
     out->nstacks = h.nstacks;
     out->stacks = miser_calloc(MISER_MEM_PROFILER, h.nstacks, sizeof *out->stacks);
-    out->frames = miser_calloc(MISER_MEM_PROFILER, h.nframes + 1, sizeof *out->frames);
+    out->nodes = miser_calloc(MISER_MEM_PROFILER, h.nnodes, sizeof *out->nodes);
     out->leak = miser_calloc(MISER_MEM_PROFILER, h.nstacks, sizeof *out->leak);
     size_t niv = (size_t)(h.interval - h.interval_first + 1);
     out->intervals = miser_calloc(MISER_MEM_PROFILER, niv, sizeof *out->intervals);
     out->maps_all = miser_malloc(MISER_MEM_PROFILER, (size_t)h.maps_len + 1);
-    if (!out->stacks || !out->frames || !out->leak || !out->intervals || !out->maps_all) goto nomem;
+    if (!out->stacks || !out->nodes || !out->leak || !out->intervals || !out->maps_all) goto nomem;
     out->nintervals = niv;
-    memcpy(out->frames, base + h.frames_off, (size_t)h.nframes * sizeof(uint64_t));
+    out->nnodes = h.nnodes;
+    {
+        const mattr_node *nd = (const mattr_node *)(base + h.nodes_off);
+        for (uint32_t i = 0; i < h.nnodes; i++) {
+            mattr_node n;
+            memcpy(&n, &nd[i], sizeof n);
+            if (i == 0) n.parent = 0, n.depth = 0, n.ip = 0; /* the root */
+            else if (n.parent >= i || n.depth != out->nodes[n.parent].depth + 1 || n.depth > MATTR_MAX_DEPTH)
+                goto bad;
+            out->nodes[i] = (attrib_node){n.ip, n.parent, n.depth};
+        }
+    }
     memcpy(out->maps_all, base + h.maps_off, h.maps_len);
     out->maps_all[h.maps_len] = 0;
     {
@@ -167,60 +178,136 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
     for (uint32_t i = 0; i < h.nstacks; i++) {
         mattr_stack s;
         memcpy(&s, &st[i], sizeof s);
-        if (s.kind >= MATTR_NKINDS || s.depth > MATTR_MAX_DEPTH || s.frame_off > h.nframes ||
-            s.depth > h.nframes - s.frame_off)
-            goto bad;
+        if (s.kind >= MATTR_NKINDS || s.node >= h.nnodes) goto bad;
         out->stacks[i].kind = (int)s.kind;
-        out->stacks[i].depth = s.depth;
-        out->stacks[i].ips = out->frames + s.frame_off;
+        out->stacks[i].node = s.node;
+        out->stacks[i].depth = out->nodes[s.node].depth;
         out->leak[i] = (attrib_val){s.cur_bytes, s.cur_count, 0, 0, 0, 0};
     }
-    /* count the values per interval, then fill */
+    /* Closed intervals. The interposer writes a record for a stack only in
+     * an interval in which it changed (with its value at the end); in the
+     * others it held that end value throughout (peak = start = it, nothing
+     * temporary), which is carried forward here. Records are bucketed by
+     * interval first (a file is untrusted: any order must be safe). */
     const mattr_snap *sn = (const mattr_snap *)(base + h.snaps_off);
+    const size_t nclosed = niv - 1;
     uint64_t total = 0;
+    size_t *bstart = miser_calloc(MISER_MEM_PROFILER, niv + 1, sizeof *bstart);
+    if (!bstart) goto nomem;
     for (uint32_t i = 0; i < h.nsnaps; i++) {
         mattr_snap s;
         memcpy(&s, &sn[i], sizeof s);
         if (s.first > s.last || s.first < h.interval_first || s.last >= h.interval ||
-            (s.stack != MATTR_TOTALS && s.stack >= h.nstacks))
+            (s.stack != MATTR_TOTALS && s.stack >= h.nstacks)) {
+            miser_free(bstart);
             goto bad;
-        if (s.stack == MATTR_TOTALS) continue;
+        }
+        if (s.stack == MATTR_TOTALS) {
+            for (uint32_t k = s.first; k <= s.last; k++) {
+                out->intervals[k - h.interval_first].peak_total = s.peak_bytes;
+                out->intervals[k - h.interval_first].start_total = s.start_bytes;
+            }
+            continue;
+        }
         total += (uint64_t)(s.last - s.first) + 1;
-        if (total > (1u << 24)) goto bad;
-        for (uint32_t k = s.first; k <= s.last; k++) out->intervals[k - h.interval_first].nvals++;
+        if (total > (1u << 24)) {
+            miser_free(bstart);
+            goto bad;
+        }
+        for (uint32_t k = s.first; k <= s.last; k++) bstart[k - h.interval_first + 1]++;
     }
+    for (size_t k = 0; k < niv; k++) bstart[k + 1] += bstart[k];
+    uint32_t *brec = miser_calloc(MISER_MEM_PROFILER, (size_t)total + 1, sizeof *brec);
+    size_t *bfill = miser_calloc(MISER_MEM_PROFILER, niv + 1, sizeof *bfill);
+    /* carried values: per stack, and the set of stacks whose carry is not 0 */
+    attrib_val *carry = miser_calloc(MISER_MEM_PROFILER, h.nstacks, sizeof *carry);
+    uint32_t *cset = miser_calloc(MISER_MEM_PROFILER, h.nstacks, sizeof *cset);
+    uint32_t *cpos = miser_calloc(MISER_MEM_PROFILER, h.nstacks, sizeof *cpos); /* index+1 in cset */
+    uint64_t *stamp = miser_calloc(MISER_MEM_PROFILER, h.nstacks, sizeof *stamp);
+    size_t ncset = 0;
+    int ok = brec && bfill && carry && cset && cpos && stamp;
+    for (uint32_t i = 0; ok && i < h.nsnaps; i++) {
+        mattr_snap s;
+        memcpy(&s, &sn[i], sizeof s);
+        if (s.stack == MATTR_TOTALS) continue;
+        for (uint32_t k = s.first; k <= s.last; k++) {
+            size_t b = k - h.interval_first;
+            brec[bstart[b] + bfill[b]++] = i;
+        }
+    }
+    for (size_t k = 0; ok && k < nclosed; k++) {
+        attrib_interval *iv = &out->intervals[k];
+        size_t nb = bstart[k + 1] - bstart[k], cap = nb + ncset;
+        if (!cap) continue;
+        iv->stack = miser_calloc(MISER_MEM_PROFILER, cap, sizeof *iv->stack);
+        iv->vals = miser_calloc(MISER_MEM_PROFILER, cap, sizeof *iv->vals);
+        if (!iv->stack || !iv->vals) {
+            ok = 0;
+            break;
+        }
+        /* unchanged stacks first (carried from before this interval) */
+        for (size_t q = bstart[k]; q < bstart[k + 1]; q++) {
+            mattr_snap r;
+            memcpy(&r, &sn[brec[q]], sizeof r);
+            stamp[r.stack] = k + 1;
+        }
+        for (size_t c = 0; c < ncset; c++) {
+            uint32_t si = cset[c];
+            if (stamp[si] == k + 1) continue;
+            attrib_val v = carry[si];
+            iv->stack[iv->nvals] = si;
+            iv->vals[iv->nvals++] = (attrib_val){v.peak_bytes, v.peak_count, v.peak_bytes, v.peak_count, 0, 0};
+        }
+        for (size_t q = bstart[k]; q < bstart[k + 1]; q++) {
+            mattr_snap r;
+            memcpy(&r, &sn[brec[q]], sizeof r);
+            if (stamp[r.stack] != k + 1) continue; /* a second record of one stack in one interval: the first wins */
+            stamp[r.stack] = UINT64_MAX;
+            iv->stack[iv->nvals] = r.stack;
+            iv->vals[iv->nvals++] = (attrib_val){r.peak_bytes, r.peak_count, r.start_bytes, r.start_count,
+                                                 r.temp_bytes, r.temp_count};
+            carry[r.stack] = (attrib_val){r.end_bytes, r.end_count, 0, 0, 0, 0};
+            int in = cpos[r.stack] != 0, want = r.end_bytes != 0;
+            if (want && !in) {
+                cset[ncset] = r.stack;
+                cpos[r.stack] = (uint32_t)++ncset;
+            } else if (!want && in) {
+                uint32_t at = cpos[r.stack] - 1, last = cset[--ncset];
+                cset[at] = last;
+                cpos[last] = at + 1;
+                cpos[r.stack] = 0;
+            }
+        }
+        for (size_t q = bstart[k]; q < bstart[k + 1]; q++) {
+            mattr_snap r;
+            memcpy(&r, &sn[brec[q]], sizeof r);
+            stamp[r.stack] = 0;
+        }
+    }
+    miser_free(bstart);
+    miser_free(brec);
+    miser_free(bfill);
+    miser_free(carry);
+    miser_free(cset);
+    miser_free(cpos);
+    miser_free(stamp);
+    if (!ok) goto nomem;
+    for (size_t k = 0; k < niv; k++) out->intervals[k].interval = h.interval_first + k;
     /* the interval in progress: from the stack table, by the interposer's rule */
     attrib_interval *cur = &out->intervals[niv - 1];
+    const uint32_t civ = (uint32_t)h.interval;
     for (uint32_t i = 0; i < h.nstacks; i++) {
         mattr_stack s;
         memcpy(&s, &st[i], sizeof s);
-        if (mattr_peak_bytes(&s, h.peak_gen) || (s.start_interval == h.interval ? s.start_bytes : s.cur_bytes) ||
-            (s.temp_interval == h.interval && s.temp_bytes))
+        if (mattr_peak_bytes(&s, h.peak_gen) || (s.start_interval == civ ? s.start_bytes : s.cur_bytes) ||
+            (s.temp_interval == civ && s.temp_bytes))
             cur->nvals++;
     }
-    for (size_t k = 0; k < niv; k++) {
-        attrib_interval *iv = &out->intervals[k];
-        iv->interval = h.interval_first + k;
-        if (!iv->nvals) continue;
-        iv->stack = miser_calloc(MISER_MEM_PROFILER, iv->nvals, sizeof *iv->stack);
-        iv->vals = miser_calloc(MISER_MEM_PROFILER, iv->nvals, sizeof *iv->vals);
-        if (!iv->stack || !iv->vals) goto nomem;
-        iv->nvals = 0;
-    }
-    for (uint32_t i = 0; i < h.nsnaps; i++) {
-        mattr_snap s;
-        memcpy(&s, &sn[i], sizeof s);
-        for (uint32_t k = s.first; k <= s.last; k++) {
-            attrib_interval *iv = &out->intervals[k - h.interval_first];
-            if (s.stack == MATTR_TOTALS) {
-                iv->peak_total = s.peak_bytes;
-                iv->start_total = s.start_bytes;
-                continue;
-            }
-            iv->stack[iv->nvals] = s.stack;
-            iv->vals[iv->nvals++] =
-                (attrib_val){s.peak_bytes, s.peak_count, s.start_bytes, s.start_count, s.temp_bytes, s.temp_count};
-        }
+    if (cur->nvals) {
+        cur->stack = miser_calloc(MISER_MEM_PROFILER, cur->nvals, sizeof *cur->stack);
+        cur->vals = miser_calloc(MISER_MEM_PROFILER, cur->nvals, sizeof *cur->vals);
+        if (!cur->stack || !cur->vals) goto nomem;
+        cur->nvals = 0;
     }
     cur->peak_total = h.peak_total;
     cur->start_total = h.start_total;
@@ -228,10 +315,10 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
         mattr_stack s;
         memcpy(&s, &st[i], sizeof s);
         attrib_val v = {mattr_peak_bytes(&s, h.peak_gen), mattr_peak_count(&s, h.peak_gen),
-                        s.start_interval == h.interval ? s.start_bytes : s.cur_bytes,
-                        s.start_interval == h.interval ? s.start_count : s.cur_count,
-                        s.temp_interval == h.interval ? s.temp_bytes : 0,
-                        s.temp_interval == h.interval ? s.temp_count : 0};
+                        s.start_interval == civ ? s.start_bytes : s.cur_bytes,
+                        s.start_interval == civ ? s.start_count : s.cur_count,
+                        s.temp_interval == civ ? s.temp_bytes : 0,
+                        s.temp_interval == civ ? s.temp_count : 0};
         if (v.peak_bytes || v.start_bytes || v.temp_bytes) {
             cur->stack[cur->nvals] = i;
             cur->vals[cur->nvals++] = v;
@@ -244,6 +331,13 @@ bad:
 nomem:
     attrib_image_free(out);
     return miser_error_set(MISER_ERR_NOMEM, "attribution file: out of memory");
+}
+
+uint32_t attrib_stack_ips(const attrib_image *im, size_t stack, uint64_t *out)
+{
+    uint32_t n = 0;
+    for (uint32_t v = im->stacks[stack].node; v && n < MATTR_MAX_DEPTH; v = im->nodes[v].parent) out[n++] = im->nodes[v].ip;
+    return n;
 }
 
 /* ---- the watcher's side ---- */
@@ -464,8 +558,10 @@ static miser_status make_list(image_set *is, cand *c, size_t n, int64_t min_byte
             e.frames[0].library = miser_strdup(MISER_MEM_PROFILER, "");
             e.nframes = 1;
         } else {
-            for (uint32_t k = 0; k < si->depth; k++) attrib_sym_frame(is->syms[c[i].img], si->ips[k], 1, &e.frames[k]);
-            e.nframes = si->depth;
+            uint64_t ips[MATTR_MAX_DEPTH];
+            uint32_t d = attrib_stack_ips(im, c[i].stack, ips);
+            for (uint32_t k = 0; k < d; k++) attrib_sym_frame(is->syms[c[i].img], ips[k], 1, &e.frames[k]);
+            e.nframes = d;
         }
         uint64_t eh = symbolic_hash(&e);
         size_t j = 0;

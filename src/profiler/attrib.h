@@ -103,8 +103,15 @@ void attrib_watch_free(attrib_watch *aw);
 typedef struct attrib_stack_info {
     int kind;
     uint32_t depth;
-    const uint64_t *ips; /* into the image's frames copy */
+    uint32_t node; /* innermost frame in the image's frame tree (0: none) */
 } attrib_stack_info;
+
+/* One frame-tree node, validated: parent < its own index, depth ==
+ * parent's + 1 <= 64 (node 0 is the root, depth 0). */
+typedef struct attrib_node {
+    uint64_t ip;
+    uint32_t parent, depth;
+} attrib_node;
 
 typedef struct attrib_val {
     int64_t peak_bytes, peak_count, start_bytes, start_count, temp_bytes, temp_count;
@@ -127,7 +134,8 @@ typedef struct attrib_image {
     uint64_t interval_first, interval_last;
     size_t nstacks;
     attrib_stack_info *stacks; /* owned */
-    uint64_t *frames;          /* owned */
+    size_t nnodes;
+    attrib_node *nodes;        /* owned: the frame tree */
     size_t nintervals;
     attrib_interval *intervals; /* owned, by interval number (first..last), each value set once */
     attrib_val *leak;           /* owned, per stack: live now (cur) */
@@ -139,6 +147,9 @@ typedef struct attrib_image {
  * inconsistent (never reads outside buf). */
 miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out);
 void attrib_image_free(attrib_image *im);
+/* The return addresses of stack `stack` (< nstacks), innermost first, into
+ * out[MATTR_MAX_DEPTH]; returns how many. */
+uint32_t attrib_stack_ips(const attrib_image *im, size_t stack, uint64_t *out);
 
 /* ---- symboliser (attrib_sym.c) ---- */
 

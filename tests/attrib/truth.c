@@ -13,6 +13,27 @@
  *                   child (fork + exec "truth child"): D 5,000,000 (posix_memalign), freed before exit
  *                   parent peak: A 2,000,000 + B 6,000,000 + C 8,388,608; child peak: D 5,000,000
  *   exit          : leaks A 3,000,000 (3 blocks), B 6,000,000
+ *
+ * "truth realloc" (a realloc that moves, both ways glibc moves):
+ *   stage "copy"  : R1 10,000,000 from the heap (mallopt raises the mmap
+ *                   threshold), a 1,000-byte fence behind it, realloc to
+ *                   15,000,000 at site_r2: the block cannot grow in place, so
+ *                   glibc allocates, copies and frees; both freed after.
+ *                   peak: R1 10,000,000 + R2 15,000,000 + fence 1,000
+ *   stage "remap" : R1 40,000,000 (over glibc's largest mmap threshold: its
+ *                   own mapping), realloc to 60,000,000 at site_r2: glibc
+ *                   mremaps the pages, nothing is copied.
+ *                   peak: R2 60,000,000 only
+ *
+ * "truth cross" (a stage boundary a process did not announce): a fork
+ * child allocates K1 3,000,000 and waits; the parent announces "alpha"
+ * (ack=1) and only then lets the child go on: K2 2,000,000, free K1, free
+ * K2; the parent announces "beta" after the child exited.
+ *   child, stage "alpha": K1 3,000,000 (K2 not yet)
+ *   child, stage "beta" : peak K1 3,000,000 + K2 2,000,000, K1 there at the
+ *                         start; K2 temporary 2,000,000
+ *   parent: P 1,500,000 before "alpha", untouched after (it makes no event
+ *           in "beta": its value there is carried from "alpha")
  * Built by the Makefile with -O1 -fno-inline (every site its own frame). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +133,85 @@ static int threads(void)
     return bad ? 6 : 0;
 }
 
+#include <malloc.h>
+#include <stdint.h>
+__attribute__((noinline)) void *site_r1(size_t n)
+{
+    void *p = malloc(n);
+    if (p) memset(p, 5, n);
+    return p;
+}
+__attribute__((noinline)) void *site_r2(void *p, size_t n) { return realloc(p, n); }
+__attribute__((noinline)) void *site_fence(size_t n) { return malloc(n); }
+static int realloc_moves(void)
+{
+    if (!mallopt(M_MMAP_THRESHOLD, 16 << 20)) return 8;
+    void *a = site_r1(10000000), *fence = site_fence(1000);
+    if (!a || !fence) return 2;
+    uintptr_t was = (uintptr_t)a;
+    void *b = site_r2(a, 15000000);
+    if (!b) return 2;
+    if ((uintptr_t)b == was) return 7; /* it must have moved for the test to mean anything */
+    free(b);
+    free(fence);
+    mark("copy");
+    mallopt(M_MMAP_THRESHOLD, 128 << 10);
+    a = site_r1(40000000);
+    if (!a) return 2;
+    b = site_r2(a, 60000000);
+    if (!b) return 2;
+    memset(b, 6, 60000000);
+    free(b);
+    mark("remap");
+    return 0;
+}
+
+__attribute__((noinline)) void *site_k1(size_t n)
+{
+    void *p = malloc(n);
+    if (p) memset(p, 7, n);
+    return p;
+}
+__attribute__((noinline)) void *site_p(size_t n)
+{
+    void *p = malloc(n);
+    if (p) memset(p, 9, n);
+    return p;
+}
+__attribute__((noinline)) void *site_k2(size_t n)
+{
+    void *p = malloc(n);
+    if (p) memset(p, 8, n);
+    return p;
+}
+static int cross(void)
+{
+    int go[2], ready[2];
+    if (pipe(go) || pipe(ready)) return 2;
+    pid_t pid = fork();
+    if (pid == 0) {
+        char c = 0;
+        void *k1 = site_k1(3000000);
+        if (!k1 || write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1) _exit(2);
+        /* the first event after the boundary: an allocation */
+        void *k2 = site_k2(2000000);
+        if (!k2) _exit(2);
+        free(k1);
+        free(k2);
+        _exit(0);
+    }
+    char c = 0;
+    if (pid < 0 || read(ready[0], &c, 1) != 1) return 2;
+    void *keep = site_p(1500000);
+    if (!keep) return 2;
+    mark("alpha");
+    if (write(go[1], &c, 1) != 1) return 2;
+    int st = 0;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st)) return 4;
+    mark("beta");
+    return 0;
+}
+
 static int child(void)
 {
     void *d = site_d(5000000);
@@ -125,6 +225,8 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "child")) return child();
     if (argc > 1 && !strcmp(argv[1], "threads")) return threads();
+    if (argc > 1 && !strcmp(argv[1], "realloc")) return realloc_moves();
+    if (argc > 1 && !strcmp(argv[1], "cross")) return cross();
     void *a1 = site_a(1000000), *a2 = site_a(1000000);
     void *b = site_b(4000000);
     if (!a1 || !a2 || !b) return 2;

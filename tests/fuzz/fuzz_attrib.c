@@ -6,7 +6,8 @@
  * the fuzzer spends its time on offsets, counts and records), the rest
  * follows it as the sections. Whatever it holds, the parser must return a
  * status without reading outside the buffer, a parsed image must only hold
- * stacks whose frames lie inside its frame copy, and nothing may leak. */
+ * stacks whose frame-tree walk ends at the root within 64 steps, and
+ * nothing may leak. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +30,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     h->header_size = MATTR_HEADER_SIZE;
     attrib_image im;
     if (attrib_image_parse(buf, len, &im) == MISER_OK) {
-        uint64_t nframes = h->nframes;
         for (size_t i = 0; i < im.nstacks; i++) {
             const attrib_stack_info *s = &im.stacks[i];
-            if (s->ips < im.frames || s->ips + s->depth > im.frames + nframes + 1 || s->kind < 0 || s->kind > 2)
+            uint64_t ips[MATTR_MAX_DEPTH];
+            if (s->node >= im.nnodes || attrib_stack_ips(&im, i, ips) != s->depth || s->kind < 0 || s->kind > 2)
                 abort();
         }
         for (size_t k = 0; k < im.nintervals; k++)
