@@ -430,7 +430,7 @@ Test(attrib, interposer_without_the_watcher_only_forwards)
 Test(attrib, image_parser_rejects_damage)
 {
     /* a minimal valid image built here, then damaged field by field */
-    size_t len = MATTR_HEADER_SIZE + 4 * sizeof(mattr_stack) + 16 * sizeof(mattr_node) + 4 * sizeof(mattr_snap) + 64;
+    size_t len = MATTR_HEADER_SIZE + 4 * sizeof(mattr_stack) + 16 * 12 + 4 * sizeof(mattr_snap) + 64;
     unsigned char *buf = calloc(1, len);
     mattr_header *h = (mattr_header *)buf;
     h->magic = MATTR_MAGIC;
@@ -440,7 +440,8 @@ Test(attrib, image_parser_rejects_damage)
     h->max_stacks = 4;
     h->nodes_off = h->stacks_off + 4 * sizeof(mattr_stack);
     h->max_nodes = 16;
-    h->snaps_off = h->nodes_off + 16 * sizeof(mattr_node);
+    h->parents_off = h->nodes_off + 16 * 8;
+    h->snaps_off = h->parents_off + 16 * 4;
     h->max_snaps = 4;
     h->maps_off = h->snaps_off + 4 * sizeof(mattr_snap);
     h->max_maps = 64;
@@ -450,13 +451,15 @@ Test(attrib, image_parser_rejects_damage)
     h->peak_gen = 5;
     mattr_stack *s = (mattr_stack *)(buf + h->stacks_off);
     /* the frame tree: root, outer frame 0x1000, inner frame 0x2000 called from it */
-    mattr_node *nd = (mattr_node *)(buf + h->nodes_off);
-    nd[1] = (mattr_node){0x1000, 0, 1};
-    nd[2] = (mattr_node){0x2000, 1, 2};
+    uint64_t *nip = (uint64_t *)(buf + h->nodes_off);
+    uint32_t *npar = (uint32_t *)(buf + h->parents_off);
+    nip[1] = 0x1000, npar[1] = 0;
+    nip[2] = 0x2000, npar[2] = 1;
     s[1] = (mattr_stack){.node = 2, .kind = MATTR_KIND_HEAP, .cur_bytes = 100, .cur_count = 1, .mod_gen = 1};
     mattr_snap *sn = (mattr_snap *)(buf + h->snaps_off);
     /* interval 0: peak 70, 90 at its end; interval 1 has no record (unchanged) */
-    sn[0] = (mattr_snap){0, 0, 1, 0, 70, 1, 0, 0, 0, 0, 90, 1};
+    sn[0] = (mattr_snap){.first = 0, .last = 0, .stack = 1, .peak_bytes = 70, .peak_count = 1, .end_bytes = 90,
+                         .end_count = 1};
     h->nsnaps = 1;
     attrib_image im;
     cr_assert_eq(attrib_image_parse(buf, len, &im), MISER_OK, "%s", miser_error_message());
@@ -485,8 +488,9 @@ Test(attrib, image_parser_rejects_damage)
         {offsetof(mattr_header, maps_len), 65, 4},
         {offsetof(mattr_header, interval_first), 2, 8},
         {h->stacks_off + sizeof(mattr_stack) + offsetof(mattr_stack, node), 3, 4},
-        {h->nodes_off + 2 * sizeof(mattr_node) + offsetof(mattr_node, parent), 2, 4}, /* its own parent: a cycle */
-        {h->nodes_off + 2 * sizeof(mattr_node) + offsetof(mattr_node, depth), 5, 4},
+        {h->parents_off + 2 * 4, 2, 4}, /* its own parent: a cycle */
+        {h->parents_off + 1 * 4, 7, 4}, /* a parent after its child */
+        {offsetof(mattr_header, parents_off), 1ull << 40, 8},
         {offsetof(mattr_header, nnodes), 0, 4},
         {h->stacks_off + sizeof(mattr_stack) + offsetof(mattr_stack, kind), 7, 4},
         {h->snaps_off + offsetof(mattr_snap, stack), 3, 4},

@@ -54,7 +54,7 @@ typedef struct mattr_header {
     int32_t pid, ppid;
     uint64_t file_size;
     /* layout: offsets from the file's start, capacities in elements/bytes */
-    uint64_t stacks_off, nodes_off, snaps_off, maps_off;
+    uint64_t stacks_off, nodes_off, snaps_off, maps_off; /* nodes_off: the nodes' return addresses */
     uint32_t max_stacks, max_nodes, max_snaps, max_maps;
     uint32_t flags, unwinder; /* unwinder: 1 libunwind unw_backtrace */
     char exe[MATTR_EXE_MAX];  /* /proc/self/exe at creation */
@@ -79,37 +79,36 @@ typedef struct mattr_header {
     uint64_t stack_truncated; /* allocations whose stack was kept by its innermost frames only */
     uint64_t realloc_copies;  /* reallocs that moved by copying: old and new block were live together */
     uint64_t realloc_remaps;  /* reallocs glibc served by mremap (no moment with both live) */
+    uint64_t parents_off;     /* the nodes' parents (uint32_t, max_nodes of them) */
 } mattr_header;
 
 /* The frame tree (a trie of return addresses, as heaptrack's trace tree):
  * node 0 is the root (the empty stack); every other node is one frame whose
  * parent is the frame that called it, so a stack is the id of its innermost
- * frame's node and stacks that share their outer frames share nodes.
- * Nodes are only appended, a parent before its children (parent < id), and
- * depth == parent's depth + 1 <= MATTR_MAX_DEPTH: a reader can walk from
- * any node to the root without meeting a cycle. */
-typedef struct mattr_node {
-    uint64_t ip;
-    uint32_t parent, depth;
-} mattr_node;
+ * frame's node and stacks that share their outer frames share nodes. Two
+ * parallel arrays, 12 bytes a node: uint64_t ip at nodes_off, uint32_t
+ * parent at parents_off. Nodes are only appended, a parent before its
+ * children (parent < id): a reader walks from any node to the root without
+ * meeting a cycle, in at most MATTR_MAX_DEPTH steps. */
 
 /* One distinct (call stack, kind). Indexes 0..2 (one per kind) are reserved
  * for allocations made when the table was full ("overflow"). Per-interval values are kept lazily:
  *  - value at the current interval's peak: cur if mod_gen < peak_gen (not
  *    modified since the peak was reached), else saved;
- *  - value at the current interval's start: cur if start_interval !=
+ *  - value at the current interval's start: cur if interval !=
  *    interval, else start;
  *  - temporary (allocated and freed inside the interval): temp if
- *    temp_interval == interval, else 0. */
+ *    interval == the header's interval, else 0. */
 typedef struct mattr_stack {
     uint64_t hash;       /* of the frames and kind (the interposer's index key) */
-    uint32_t node, kind; /* node: the innermost frame (0: no frames) */
-    int64_t cur_bytes, cur_count;
-    int64_t saved_bytes, saved_count;
+    uint32_t node;       /* the innermost frame (0: no frames) */
+    uint8_t kind, depth; /* depth: frames (the interposer's; a reader walks the tree) */
+    uint16_t pad;
+    int64_t cur_bytes, saved_bytes, start_bytes, temp_bytes;
+    int64_t temp_count;
     uint64_t mod_gen;
-    int64_t start_bytes, start_count;
-    int64_t temp_bytes, temp_count;
-    uint32_t start_interval, temp_interval;
+    int32_t cur_count, saved_count, start_count; /* blocks: < 2^31 live per stack */
+    uint32_t interval;   /* the interval start_* and temp_* belong to */
 } mattr_stack;
 
 /* A closed interval's value for one stack (stack == MATTR_TOTALS: the
@@ -123,11 +122,11 @@ typedef struct mattr_stack {
 #define MATTR_TOTALS 0xffffffffu
 typedef struct mattr_snap {
     uint32_t first, last;
-    uint32_t stack, pad;
-    int64_t peak_bytes, peak_count;
-    int64_t start_bytes, start_count;
-    int64_t temp_bytes, temp_count;
-    int64_t end_bytes, end_count; /* at the interval's end: held in the later intervals without a record */
+    uint32_t stack;
+    int32_t peak_count, start_count, end_count;
+    int64_t peak_bytes, start_bytes, temp_bytes;
+    int64_t end_bytes;  /* at the interval's end: held in the later intervals without a record */
+    int64_t temp_count;
 } mattr_snap;
 
 static inline int64_t mattr_peak_bytes(const mattr_stack *s, uint64_t peak_gen)

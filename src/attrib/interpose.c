@@ -146,7 +146,8 @@ static volatile int g_reinit;    /* set in a fork child: start afresh on the nex
 static mattr_header *g_hdr;      /* the file mapping (shared) */
 static size_t g_file_size;
 static mattr_stack *g_stacks;
-static mattr_node *g_nodes;      /* the frame tree (shared) */
+static uint64_t *g_node_ip;      /* the frame tree (shared): return addresses */
+static uint32_t *g_node_parent;  /* and parents */
 static mattr_snap *g_snaps;
 static char *g_maps;
 static uint64_t g_maps_hash;     /* of the newest load map stored */
@@ -239,6 +240,24 @@ static void store_maps(void)
         g_hdr->maps_overflow++;
         return;
     }
+    /* keep the lines the symboliser uses (file-backed objects and the vdso):
+     * anonymous mappings, [heap] and [stack] change all the time (a JIT's,
+     * an allocator's) and would make every copy new */
+    size_t w = sizeof tag - 1;
+    for (size_t r = w; r < n;) {
+        size_t e = r;
+        while (e < n && dst[e] != '\n') e++;
+        if (e < n) e++;
+        int keep = 0;
+        for (size_t k = r; k + 1 < e && !keep; k++)
+            keep = (dst[k] == ' ' && dst[k + 1] == '/') || (dst[k] == '[' && k + 6 <= e && !memcmp(dst + k, "[vdso]", 6));
+        if (keep) {
+            memmove(dst + w, dst + r, e - r);
+            w += e - r;
+        }
+        r = e;
+    }
+    n = w;
     uint64_t h = fnv(dst, n, 0xcbf29ce484222325ULL);
     if (h == g_maps_hash) return;
     g_maps_hash = h;
@@ -282,7 +301,8 @@ static void open_channel(int forked)
     uint32_t max_snaps = 1u << 22, max_maps = 8u << 20;
     size_t stacks_off = MATTR_HEADER_SIZE;
     size_t nodes_off = stacks_off + (size_t)max_stacks * sizeof(mattr_stack);
-    size_t snaps_off = nodes_off + (size_t)max_nodes * sizeof(mattr_node);
+    size_t parents_off = nodes_off + (size_t)max_nodes * sizeof(uint64_t);
+    size_t snaps_off = (parents_off + (size_t)max_nodes * sizeof(uint32_t) + 7) & ~(size_t)7;
     size_t maps_off = snaps_off + (size_t)max_snaps * sizeof(mattr_snap);
     size_t size = (maps_off + max_maps + 4095) & ~(size_t)4095;
     char path[3100];
@@ -340,6 +360,7 @@ static void open_channel(int forked)
     h->file_size = size;
     h->stacks_off = stacks_off;
     h->nodes_off = nodes_off;
+    h->parents_off = parents_off;
     h->snaps_off = snaps_off;
     h->maps_off = maps_off;
     h->max_stacks = max_stacks;
@@ -351,7 +372,8 @@ static void open_channel(int forked)
     ssize_t el = syscall(SYS_readlinkat, AT_FDCWD, "/proc/self/exe", h->exe, sizeof h->exe - 1);
     h->exe[el > 0 ? el : 0] = 0;
     g_stacks = (mattr_stack *)((char *)m + stacks_off);
-    g_nodes = (mattr_node *)((char *)m + nodes_off);
+    g_node_ip = (uint64_t *)((char *)m + nodes_off);
+    g_node_parent = (uint32_t *)((char *)m + parents_off);
     g_snaps = (mattr_snap *)((char *)m + snaps_off);
     g_maps = (char *)m + maps_off;
     /* stacks 0..2: the overflow buckets, one per kind */
@@ -437,7 +459,7 @@ static void snap_put(uint32_t first, uint32_t last, uint32_t stack, int64_t pb, 
         h->snap_overflow++;
         return;
     }
-    g_snaps[h->nsnaps] = (mattr_snap){first, last, stack, 0, pb, pc, sb, sc, tb, tc, eb, ec};
+    g_snaps[h->nsnaps] = (mattr_snap){first, last, stack, (int32_t)pc, (int32_t)sc, (int32_t)ec, pb, sb, tb, eb, tc};
     h->nsnaps++;
 }
 
@@ -453,10 +475,9 @@ static void close_interval(uint64_t now)
      * held the value of their last record, which the collector carries */
     for (uint32_t i = 0; i < h->nstacks; i++) {
         mattr_stack *s = &g_stacks[i];
-        if (s->start_interval != iv) continue;
+        if (s->interval != iv) continue;
         int64_t pb = mattr_peak_bytes(s, h->peak_gen), pc = mattr_peak_count(s, h->peak_gen);
-        int64_t tb = s->temp_interval == iv ? s->temp_bytes : 0;
-        int64_t tc = s->temp_interval == iv ? s->temp_count : 0;
+        int64_t tb = s->temp_bytes, tc = s->temp_count;
         if (pb || s->start_bytes || tb || s->cur_bytes)
             snap_put(iv, iv, i, pb, pc, s->start_bytes, s->start_count, tb, tc, s->cur_bytes, s->cur_count);
     }
@@ -489,14 +510,11 @@ static inline void touch(mattr_stack *s)
         s->mod_gen = h->peak_gen;
     }
     uint32_t iv = (uint32_t)h->interval;
-    if (s->start_interval != iv) {
+    if (s->interval != iv) {
         s->start_bytes = s->cur_bytes;
         s->start_count = s->cur_count;
-        s->start_interval = iv;
-    }
-    if (s->temp_interval != iv) {
         s->temp_bytes = s->temp_count = 0;
-        s->temp_interval = iv;
+        s->interval = iv;
     }
 }
 
@@ -566,7 +584,7 @@ static int grow_ids(uint32_t **tab, uint32_t *cap, uint64_t (*rehash)(uint32_t))
     *cap = ncap;
     return 0;
 }
-static uint64_t node_rehash(uint32_t id) { return edge_hash(g_nodes[id].parent, g_nodes[id].ip); }
+static uint64_t node_rehash(uint32_t id) { return edge_hash(g_node_parent[id], g_node_ip[id]); }
 static uint64_t stack_rehash(uint32_t id) { return g_stacks[id].hash; }
 
 /* The node of frame ip called from parent; added when missing (UINT32_MAX
@@ -576,10 +594,11 @@ static uint32_t child_node(uint32_t parent, uint64_t ip, uint32_t limit)
     mattr_header *h = g_hdr;
     uint32_t mask = g_child_cap - 1, at = (uint32_t)edge_hash(parent, ip) & mask;
     for (uint32_t v; (v = g_child[at]); at = (at + 1) & mask)
-        if (g_nodes[v - 1].ip == ip && g_nodes[v - 1].parent == parent) return v - 1;
+        if (g_node_ip[v - 1] == ip && g_node_parent[v - 1] == parent) return v - 1;
     if (h->nnodes >= limit) return UINT32_MAX;
     uint32_t id = h->nnodes;
-    g_nodes[id] = (mattr_node){ip, parent, g_nodes[parent].depth + 1};
+    g_node_ip[id] = ip;
+    g_node_parent[id] = parent;
     h->nnodes = id + 1;
     g_child[at] = id + 1;
     if ((uint64_t)h->nnodes * 4 > (uint64_t)g_child_cap * 3) grow_ids(&g_child, &g_child_cap, node_rehash);
@@ -595,9 +614,7 @@ static uint32_t child_node(uint32_t parent, uint64_t ip, uint32_t limit)
 static inline int stack_is(uint32_t id, uint64_t hash, const uint64_t *ips, int n, int kind)
 {
     const mattr_stack *s = &g_stacks[id];
-    if (s->hash != hash || s->kind != (uint32_t)kind) return 0;
-    const mattr_node *leaf = &g_nodes[s->node];
-    return leaf->depth == (uint32_t)n && (n == 0 || leaf->ip == ips[0]);
+    return s->hash == hash && s->kind == kind && s->depth == n && (n == 0 || g_node_ip[s->node] == ips[0]);
 }
 
 /* Find or add; UINT32_MAX when adding would pass `slimit` stacks or
@@ -618,10 +635,10 @@ static uint32_t intern_n(const uint64_t *ips, int n, int kind, uint32_t slimit, 
     mattr_stack *s = &g_stacks[id];
     s->hash = hash;
     s->node = node;
-    s->kind = (uint32_t)kind;
+    s->kind = (uint8_t)kind;
+    s->depth = (uint8_t)n;
     s->mod_gen = h->peak_gen; /* new: its peak value (0) is in saved */
-    s->start_interval = (uint32_t)h->interval;
-    s->temp_interval = (uint32_t)h->interval;
+    s->interval = (uint32_t)h->interval;
     h->nstacks = id + 1;
     g_index[at] = id + 1;
     if ((uint64_t)++g_index_n * 4 > (uint64_t)g_index_cap * 3) grow_ids(&g_index, &g_index_cap, stack_rehash);

@@ -119,7 +119,9 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
         return miser_error_set(MISER_ERR_FORMAT, "attribution file: version %u not supported", h.version);
     const char *base = buf;
     if (!in_file(h.stacks_off, h.max_stacks, sizeof(mattr_stack), len) ||
-        !in_file(h.nodes_off, h.max_nodes, sizeof(mattr_node), len) ||
+        !in_file(h.nodes_off, h.max_nodes, sizeof(uint64_t), len) ||
+        !in_file(h.parents_off, h.max_nodes, sizeof(uint32_t), len) || h.parents_off < MATTR_HEADER_SIZE ||
+        h.parents_off % 4 ||
         !in_file(h.snaps_off, h.max_snaps, sizeof(mattr_snap), len) || !in_file(h.maps_off, h.max_maps, 1, len) ||
         h.stacks_off < MATTR_HEADER_SIZE || h.nodes_off < MATTR_HEADER_SIZE || h.snaps_off < MATTR_HEADER_SIZE ||
         h.maps_off < MATTR_HEADER_SIZE || (h.stacks_off | h.nodes_off | h.snaps_off) % 8)
@@ -156,14 +158,16 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
     out->nintervals = niv;
     out->nnodes = h.nnodes;
     {
-        const mattr_node *nd = (const mattr_node *)(base + h.nodes_off);
-        for (uint32_t i = 0; i < h.nnodes; i++) {
-            mattr_node n;
-            memcpy(&n, &nd[i], sizeof n);
-            if (i == 0) n.parent = 0, n.depth = 0, n.ip = 0; /* the root */
-            else if (n.parent >= i || n.depth != out->nodes[n.parent].depth + 1 || n.depth > MATTR_MAX_DEPTH)
-                goto bad;
-            out->nodes[i] = (attrib_node){n.ip, n.parent, n.depth};
+        const uint64_t *nip = (const uint64_t *)(base + h.nodes_off);
+        const uint32_t *npar = (const uint32_t *)(base + h.parents_off);
+        for (uint32_t i = 1; i < h.nnodes; i++) { /* node 0, the root, stays zero */
+            attrib_node n = {0, 0, 0};
+            memcpy(&n.ip, &nip[i], sizeof n.ip);
+            memcpy(&n.parent, &npar[i], sizeof n.parent);
+            if (n.parent >= i) goto bad;
+            n.depth = out->nodes[n.parent].depth + 1;
+            if (n.depth > MATTR_MAX_DEPTH) goto bad;
+            out->nodes[i] = n;
         }
     }
     memcpy(out->maps_all, base + h.maps_off, h.maps_len);
@@ -299,8 +303,8 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
     for (uint32_t i = 0; i < h.nstacks; i++) {
         mattr_stack s;
         memcpy(&s, &st[i], sizeof s);
-        if (mattr_peak_bytes(&s, h.peak_gen) || (s.start_interval == civ ? s.start_bytes : s.cur_bytes) ||
-            (s.temp_interval == civ && s.temp_bytes))
+        if (mattr_peak_bytes(&s, h.peak_gen) || (s.interval == civ ? s.start_bytes : s.cur_bytes) ||
+            (s.interval == civ && s.temp_bytes))
             cur->nvals++;
     }
     if (cur->nvals) {
@@ -315,10 +319,10 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
         mattr_stack s;
         memcpy(&s, &st[i], sizeof s);
         attrib_val v = {mattr_peak_bytes(&s, h.peak_gen), mattr_peak_count(&s, h.peak_gen),
-                        s.start_interval == civ ? s.start_bytes : s.cur_bytes,
-                        s.start_interval == civ ? s.start_count : s.cur_count,
-                        s.temp_interval == civ ? s.temp_bytes : 0,
-                        s.temp_interval == civ ? s.temp_count : 0};
+                        s.interval == civ ? s.start_bytes : s.cur_bytes,
+                        s.interval == civ ? s.start_count : s.cur_count,
+                        s.interval == civ ? s.temp_bytes : 0,
+                        s.interval == civ ? s.temp_count : 0};
         if (v.peak_bytes || v.start_bytes || v.temp_bytes) {
             cur->stack[cur->nvals] = i;
             cur->vals[cur->nvals++] = v;
