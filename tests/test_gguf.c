@@ -576,13 +576,14 @@ static const int32_t PROMPT[] = {1, 2, 3, 17, 4};
 #define TOL_F16 0.05
 #define TOL_Q8 0.3
 #define TOL_Q4 0.5
-/* last logits of the best kernel set vs numpy, relative L2: q8_0 weights go
- * through the existing q8_0 kernels (int8 activations on AVX-512 VNNI),
- * 4-bit ones through integer dots on 8-bit activations (quant4.h), whose
- * rounding these random 2-layer models amplify to a few percent of the
- * logits (llama.cpp's own logits on the same q4_K file are as far from
- * numpy's: 0.014 vs numpy's 0.154 for the top-2 gap of the Llama file) */
-#define L2_Q8 2e-2
+/* last logits of the best kernel set vs numpy, relative L2: q8_0 and 4-bit
+ * weights both go through integer dots on 8-bit activations (q8_0 on every
+ * SIMD set since the AVX2 integer kernels: quant4.h), whose rounding these
+ * random 2-layer models amplify to a few percent of the logits (0.031 for
+ * the GPT-2 q8_0 file; llama.cpp's own logits on the same q4_K file are as
+ * far from numpy's: 0.014 vs numpy's 0.154 for the top-2 gap of the Llama
+ * file): the same bound for both */
+#define L2_Q8 0.1
 #define L2_Q4 0.1
 #define N_PROMPT 5
 #define N_GREEDY 12

@@ -235,7 +235,7 @@ Test(kernels, linear_dots_layout_all_dtypes)
         for (size_t d = 0; d < 4; d++)
             for (int i = 0; i < 3; i++)
                 check_linear(k_wdts[d], 0, 133 + 2 * i, Ns[i], 32 * (9 + 4 * i), i != 1, i == 2 ? MISER_ACT_GELU : MISER_ACT_NONE);
-        /* decode rows of x longer than the AVX-512 GEMV's x buffer (8192) */
+        /* long decode rows of x (once the AVX-512 GEMV's 8192-value x buffer; now the int8 kernels' row chunking) */
         check_linear(MISER_DTYPE_Q8_0, 0, 1, 9, 8192 + 64, 1, MISER_ACT_NONE);
         check_linear(MISER_DTYPE_Q8_0, 0, 2, 5, 8192 + 32, 0, MISER_ACT_GELU);
     }

@@ -41,7 +41,32 @@ typedef struct miser_linear_args {
  * contiguous run of whole rows. Phase 0 writes one partial y per chunk of
  * MISER_KSPLIT_ROWS rows, phase 1 sums the chunks in order (plus bias and
  * activation). Chunks are fixed, so the result does not depend on the
- * thread count. */
+ * thread count; a set with the split (avx512) sums every rows-layout call
+ * in the same chunks (the GEMM's K block is one chunk), so it does not
+ * depend on M either (see "Reduction order" below).
+ *
+ * Reduction order (the invariant batching relies on: issue 16's batch
+ * invariance). For every set and every linear path (f32/f16/bf16/q8_0
+ * weights in both layouts, q4_0, q4_k, q6_k, with or without the K split),
+ * y[m, n] is computed by one fixed sequence of f32 operations that depends
+ * only on row m of x, column n of W, the bias and K: not on M, on m's
+ * position among the rows, on the tile or thread that computes it, on the
+ * thread count, nor on whether the K split ran. So row m of a 16-row call is
+ * bit-identical to the same row alone (decode). How each set fixes it:
+ *   ref: one double sum per output, k ascending (q4_k/q6_k/q4_0 and the
+ *     int8 definitions: quant4.h).
+ *   avx2, rows layout: k ascending with fma from 0 in the GEMV (M < 4), the
+ *     GEMM (M >= 4) and their column tails alike; dots: per column 8 lanes of
+ *     fma over k, one horizontal sum, the k % 8 tail scalar.
+ *   avx512, rows layout: each MISER_KSPLIT_ROWS chunk summed from 0 with fma
+ *     (k ascending), chunks added in order (GEMV, GEMM, K split); dots: 16
+ *     lanes, _mm512_reduce_add_ps.
+ *   q8_0 / q4_0 dots on int8 x: quant4.h's lane definition (avx2 and
+ *     avx512 without VNNI, and q4_0 on every SIMD set); q8_0 on avx512 with
+ *     VNNI: per block y = fma(float(isum) * dw, dx, y) in its GEMM for every M.
+ *   q4_k / q6_k: one row dot per output (quant4.h), whatever M.
+ * tests/test_kernels_int.c checks it for every path of every set the CPU
+ * has (M = 1 vs 16 vs 7 rows, rows rotated, nth = 1, 2, 3). */
 #define MISER_KSPLIT_ROWS 128
 
 /* Floats of partial sums the K split needs for these arguments, 0 when it

@@ -15,10 +15,13 @@
  *
  * linear, like the AVX2 version, reads W as stored, never a copy:
  *   wsn == 1 (Conv1D [K, N] rows): M < 4 streams 4 rows of W at a time into
- *     an L1-resident y row; column tails use masked loads and stores (q8_0:
- *     whole blocks are read, as a row is block-aligned, only y is masked).
- *     M = 1 with K > 256 takes the decode K split (kernels.h): the same
- *     stream per 256-row chunk into a partial y, then the chunks summed.
+ *     an L1-resident y row; column tails use masked loads and stores (q8_0
+ *     too: 16 bytes of a block under the mask). Every rows-layout path sums
+ *     K in MISER_KSPLIT_ROWS (128) chunks, each from 0, added in order
+ *     (kernels.h, reduction order): M = 1 with K > 128 takes the decode K
+ *     split (the same stream per chunk into a partial y, then the chunks
+ *     summed), the GEMV without it sums each chunk into a 512-column slice
+ *     and adds it, and the GEMM's 128-row K block is one chunk.
  *     M >= 4 runs a blocked GEMM: x packed into 12-row tiles, W converted
  *     per 128-row K block into one 32-column f32 micro-panel at a time
  *     (16 KB: it stays in L1 while every x tile streams past it from L2), a
@@ -26,13 +29,14 @@
  *     tile).
  *   wsk == 1 (the tied wte for logits; Conv1D weights in the q8_0 cache,
  *     stored as W^T): dot products, 1-3 rows of x by 4 rows of W, K tails
- *     masked; q8_0 with M >= 4 on a CPU with AVX512_VNNI runs the int8 GEMM
- *     below (x quantised per 32-k block, as llama.cpp does).
+ *     masked; q8_0 multiplies in int8 at every M (x quantised per 32-k
+ *     block, as llama.cpp does): on a CPU with AVX512_VNNI the GEMM below
+ *     for every M (one order whatever M), otherwise the AVX2 integer tiles
+ *     (qdot_avx2.c).
  * Threads split N in units of 32 columns (whole q8_0 blocks, whole tiles);
  * the K split splits (chunk, 32 columns) units. Summation order per output:
- * k ascending (GEMM: by K block, k ascending inside; K split: by chunk),
- * independent of the thread count, so nth = 1, 2, 3 give identical results
- * (tests/test_kernels.c checks it). */
+ * fixed whatever M and the thread count (kernels.h, reduction order;
+ * tests/test_kernels_int.c checks it). */
 #include "kernels.h"
 #include "simd_shared.h"
 #include "kernels/quant4.h"
@@ -143,93 +147,94 @@ static void epilogue(const miser_linear_args *a, int64_t n0, int64_t n1)
 
 /* ---- decode GEMV, rows layout (wsn == 1) ---- */
 
-/* y[m, n0..n1) = sum_k x[m, k] W[k, n]: 4 rows of W per pass over y. */
+/* 16 weights of row-layout W from element e as f32 (f32/f16/bf16, or q8_0
+ * as s * q: the GEMM's conv32 products); lanes off in m read nothing */
+AI __m512 wld16m(miser_dtype dt, const void *w, int64_t e, __mmask16 m)
+{
+    if (dt == MISER_DTYPE_Q8_0) {
+        float s;
+        const int8_t *q = q8_at(w, e, &s);
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, q))), _mm512_set1_ps(s));
+    }
+    return ld16m(dt, w, e, m);
+}
+
+AI __m512 wld16(miser_dtype dt, const void *w, int64_t e)
+{
+    if (dt == MISER_DTYPE_Q8_0) {
+        float s;
+        const int8_t *q = q8_at(w, e, &s);
+        return _mm512_mul_ps(q16(q), _mm512_set1_ps(s));
+    }
+    return ld16(dt, w, e);
+}
+
+/* y[n - yo] for n in [n0, n1) = sum over k in [k0, k1) of x[k] W[k, n],
+ * from 0, k ascending (fma), 4 rows of W per pass over y */
+AI void gemv_chunk(miser_dtype dt, const miser_linear_args *a, const float *x, float *yb, int64_t yo, int64_t n0,
+                   int64_t n1, int64_t k0, int64_t k1)
+{
+    const int64_t wsk = a->wsk, nv = n0 + (n1 - n0) / 16 * 16;
+#define Y(n) (yb + ((n) - yo)) /* n >= n0 >= yo */
+    for (int64_t n = n0; n < n1; n++) *Y(n) = 0.0f;
+    int64_t k = k0;
+    for (; k + 4 <= k1; k += 4) {
+        const __m512 x0 = _mm512_set1_ps(x[k]), x1 = _mm512_set1_ps(x[k + 1]), x2 = _mm512_set1_ps(x[k + 2]),
+                     x3 = _mm512_set1_ps(x[k + 3]);
+        const int64_t r0 = k * wsk, r1 = r0 + wsk, r2 = r1 + wsk, r3 = r2 + wsk;
+        int64_t n = n0;
+        for (; n < nv; n += 16) {
+            __m512 acc = _mm512_loadu_ps(Y(n));
+            acc = _mm512_fmadd_ps(x0, wld16(dt, a->w, r0 + n), acc);
+            acc = _mm512_fmadd_ps(x1, wld16(dt, a->w, r1 + n), acc);
+            acc = _mm512_fmadd_ps(x2, wld16(dt, a->w, r2 + n), acc);
+            acc = _mm512_fmadd_ps(x3, wld16(dt, a->w, r3 + n), acc);
+            _mm512_storeu_ps(Y(n), acc);
+        }
+        if (n < n1) {
+            const __mmask16 mk = tailmask(n1 - n);
+            __m512 acc = _mm512_maskz_loadu_ps(mk, Y(n));
+            acc = _mm512_fmadd_ps(x0, wld16m(dt, a->w, r0 + n, mk), acc);
+            acc = _mm512_fmadd_ps(x1, wld16m(dt, a->w, r1 + n, mk), acc);
+            acc = _mm512_fmadd_ps(x2, wld16m(dt, a->w, r2 + n, mk), acc);
+            acc = _mm512_fmadd_ps(x3, wld16m(dt, a->w, r3 + n, mk), acc);
+            _mm512_mask_storeu_ps(Y(n), mk, acc);
+        }
+    }
+    for (; k < k1; k++) {
+        const __m512 x0 = _mm512_set1_ps(x[k]);
+        for (int64_t n = n0; n < n1; n += 16) {
+            const __mmask16 mk = tailmask(n1 - n);
+            _mm512_mask_storeu_ps(
+                Y(n), mk, _mm512_fmadd_ps(x0, wld16m(dt, a->w, k * wsk + n, mk), _mm512_maskz_loadu_ps(mk, Y(n))));
+        }
+    }
+#undef Y
+}
+
+/* y[m, n0..n1) = sum_k x[m, k] W[k, n] in the set's rows-layout order
+ * (kernels.h, reduction order): each MISER_KSPLIT_ROWS-row chunk summed from
+ * 0, the chunks added to y in order, exactly as the decode K split and the
+ * GEMM do, so M, the K split and the thread count do not change a bit. */
+#define GV_SLICE 512
 AI void gemv_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_t n1)
 {
-    const int64_t K = a->K, wsk = a->wsk;
+    const int64_t K = a->K;
+    float tmp[GV_SLICE] __attribute__((aligned(64)));
     for (int64_t m = 0; m < a->M; m++) {
         const float *x = a->x + m * a->ldx;
         float *y = a->y + m * a->ldy;
-        for (int64_t n = n0; n < n1; n++) y[n] = 0.0f;
-        int64_t k = 0;
-        if (dt == MISER_DTYPE_Q8_0) {
-            /* a block = 32 columns = 2 vectors. Only the last, partial block
-             * uses masked y accesses: a load from a masked store does not
-             * get the stored data forwarded, and the next pass over k reads
-             * y while the stores may still be in flight. */
-            const int64_t nv = n0 + (n1 - n0) / 32 * 32;
-            for (; k < K; k += 4) {
-                const int kr = K - k < 4 ? (int)(K - k) : 4;
-                __m512 xs[4];
-                for (int j = 0; j < 4; j++) xs[j] = _mm512_set1_ps(j < kr ? x[k + j] : 0.0f);
-                /* rows past K (a last group of 1-3) re-read row k with x = 0 */
-                const uint8_t *b0 = (const uint8_t *)a->w + (k * wsk + n0) / 32 * MISER_Q8_0_BYTES;
-                const int64_t bstep = wsk / 32 * MISER_Q8_0_BYTES;
-                const uint8_t *b1 = b0 + (kr > 1 ? bstep : 0), *b2 = b0 + (kr > 2 ? 2 * bstep : 0),
-                              *b3 = b0 + (kr > 3 ? 3 * bstep : 0);
-                int64_t n = n0;
-                const int64_t ahead = 4 * bstep; /* the same columns of the next 4 rows */
-                for (; n < n1; n += 32, b0 += 34, b1 += 34, b2 += 34, b3 += 34) {
-                    if (k + 4 < K) {
-                        _mm_prefetch((const char *)b0 + ahead, _MM_HINT_T0);
-                        _mm_prefetch((const char *)b1 + ahead, _MM_HINT_T0);
-                        _mm_prefetch((const char *)b2 + ahead, _MM_HINT_T0);
-                        _mm_prefetch((const char *)b3 + ahead, _MM_HINT_T0);
-                    }
-                    const __m512 c0 = _mm512_mul_ps(_mm512_set1_ps(f16s(b0)), xs[0]),
-                                 c1 = _mm512_mul_ps(_mm512_set1_ps(f16s(b1)), xs[1]),
-                                 c2 = _mm512_mul_ps(_mm512_set1_ps(f16s(b2)), xs[2]),
-                                 c3 = _mm512_mul_ps(_mm512_set1_ps(f16s(b3)), xs[3]);
-                    __m512 lo = _mm512_mul_ps(c0, q16((const int8_t *)b0 + 2)),
-                           hi = _mm512_mul_ps(c0, q16((const int8_t *)b0 + 18));
-                    lo = _mm512_fmadd_ps(c1, q16((const int8_t *)b1 + 2), lo);
-                    hi = _mm512_fmadd_ps(c1, q16((const int8_t *)b1 + 18), hi);
-                    lo = _mm512_fmadd_ps(c2, q16((const int8_t *)b2 + 2), lo);
-                    hi = _mm512_fmadd_ps(c2, q16((const int8_t *)b2 + 18), hi);
-                    lo = _mm512_fmadd_ps(c3, q16((const int8_t *)b3 + 2), lo);
-                    hi = _mm512_fmadd_ps(c3, q16((const int8_t *)b3 + 18), hi);
-                    if (n < nv) {
-                        _mm512_storeu_ps(y + n, _mm512_add_ps(_mm512_loadu_ps(y + n), lo));
-                        _mm512_storeu_ps(y + n + 16, _mm512_add_ps(_mm512_loadu_ps(y + n + 16), hi));
-                    } else {
-                        const __mmask16 m0 = tailmask(n1 - n), m1 = tailmask(n1 - n > 16 ? n1 - n - 16 : 0);
-                        _mm512_mask_storeu_ps(y + n, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, y + n), lo));
-                        _mm512_mask_storeu_ps(y + n + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, y + n + 16), hi));
-                    }
+        gemv_chunk(dt, a, x, y, 0, n0, n1, 0, K < MISER_KSPLIT_ROWS ? K : MISER_KSPLIT_ROWS);
+        for (int64_t k0 = MISER_KSPLIT_ROWS; k0 < K; k0 += MISER_KSPLIT_ROWS) {
+            const int64_t k1 = K - k0 < MISER_KSPLIT_ROWS ? K : k0 + MISER_KSPLIT_ROWS;
+            for (int64_t s0 = n0; s0 < n1; s0 += GV_SLICE) { /* n0 and GV_SLICE are whole q8_0 blocks */
+                const int64_t s1 = n1 - s0 < GV_SLICE ? n1 : s0 + GV_SLICE;
+                gemv_chunk(dt, a, x, tmp, s0, s0, s1, k0, k1);
+                for (int64_t n = s0; n < s1; n += 16) {
+                    const __mmask16 mk = tailmask(s1 - n);
+                    _mm512_mask_storeu_ps(y + n, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, y + n),
+                                                                   _mm512_maskz_loadu_ps(mk, tmp + (n - s0))));
                 }
-            }
-            continue;
-        }
-        const int64_t nv = n0 + (n1 - n0) / 16 * 16;
-        for (; k + 4 <= K; k += 4) {
-            const __m512 x0 = _mm512_set1_ps(x[k]), x1 = _mm512_set1_ps(x[k + 1]), x2 = _mm512_set1_ps(x[k + 2]),
-                         x3 = _mm512_set1_ps(x[k + 3]);
-            const int64_t r0 = k * wsk, r1 = r0 + wsk, r2 = r1 + wsk, r3 = r2 + wsk;
-            int64_t n = n0;
-            for (; n < nv; n += 16) {
-                __m512 acc = _mm512_loadu_ps(y + n);
-                acc = _mm512_fmadd_ps(x0, ld16(dt, a->w, r0 + n), acc);
-                acc = _mm512_fmadd_ps(x1, ld16(dt, a->w, r1 + n), acc);
-                acc = _mm512_fmadd_ps(x2, ld16(dt, a->w, r2 + n), acc);
-                acc = _mm512_fmadd_ps(x3, ld16(dt, a->w, r3 + n), acc);
-                _mm512_storeu_ps(y + n, acc);
-            }
-            if (n < n1) {
-                const __mmask16 mk = tailmask(n1 - n);
-                __m512 acc = _mm512_maskz_loadu_ps(mk, y + n);
-                acc = _mm512_fmadd_ps(x0, ld16m(dt, a->w, r0 + n, mk), acc);
-                acc = _mm512_fmadd_ps(x1, ld16m(dt, a->w, r1 + n, mk), acc);
-                acc = _mm512_fmadd_ps(x2, ld16m(dt, a->w, r2 + n, mk), acc);
-                acc = _mm512_fmadd_ps(x3, ld16m(dt, a->w, r3 + n, mk), acc);
-                _mm512_mask_storeu_ps(y + n, mk, acc);
-            }
-        }
-        for (; k < K; k++) {
-            const __m512 x0 = _mm512_set1_ps(x[k]);
-            for (int64_t n = n0; n < n1; n += 16) {
-                const __mmask16 mk = tailmask(n1 - n);
-                _mm512_mask_storeu_ps(
-                    y + n, mk, _mm512_fmadd_ps(x0, ld16m(dt, a->w, k * wsk + n, mk), _mm512_maskz_loadu_ps(mk, y + n)));
             }
         }
     }
@@ -240,6 +245,7 @@ AI void gemv_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_
  * 12 rows of x x 32 columns of W. The next W block is prefetched a few rows
  * after each tile, spread over the tiles of the current block. */
 #define G_KB 128
+_Static_assert(G_KB == MISER_KSPLIT_ROWS, "a GEMM K block is one chunk of the rows-layout order (kernels.h)");
 #define G_MR 12
 #define G_MC 132 /* 11 tiles of 12 rows: a whole 128-token chunk in one pass */
 #define G_NR 32
@@ -272,12 +278,11 @@ AI void conv32(miser_dtype dt, const void *w, int64_t e, float *dst)
 AI void micro_mrx32(const int MR, const float *ap, const float *bp, int64_t kc, float *y, int64_t ldy, int rows,
                     int first, const __m512 *bias, int gelu, const char *const *pf, int npf, int ny)
 {
+    /* the K block is one chunk of the rows-layout order (kernels.h): summed
+     * from 0, then added to y's running sum as the K split's phase 1 does */
     __m512 acc[G_MR][2];
     _Pragma("GCC unroll 12")
-    for (int r = 0; r < MR; r++) {
-        acc[r][0] = first || r >= rows ? _mm512_setzero_ps() : _mm512_loadu_ps(y + r * ldy);
-        acc[r][1] = first || r >= rows ? _mm512_setzero_ps() : _mm512_loadu_ps(y + r * ldy + 16);
-    }
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
 #define MICRO_STEP(kk)                                                                                                 \
     do {                                                                                                               \
         const __m512 w0 = _mm512_load_ps(bp + (kk) * G_NR), w1 = _mm512_load_ps(bp + (kk) * G_NR + 16);               \
@@ -309,6 +314,10 @@ AI void micro_mrx32(const int MR, const float *ap, const float *bp, int64_t kc, 
     for (int r = 0; r < MR; r++) {
         if (r >= rows) break;
         __m512 v0 = acc[r][0], v1 = acc[r][1];
+        if (!first) {
+            v0 = _mm512_add_ps(_mm512_loadu_ps(y + r * ldy), v0);
+            v1 = _mm512_add_ps(_mm512_loadu_ps(y + r * ldy + 16), v1);
+        }
         if (bias) {
             v0 = _mm512_add_ps(v0, bias[0]);
             v1 = _mm512_add_ps(v1, bias[1]);
@@ -724,71 +733,6 @@ static __attribute__((noinline)) void gemm_dots_q8_vnni(const miser_linear_args 
     }
 }
 
-/* ---- q8_0 decode GEMV in the dot layout with int8 products (VNNI) ----
- * M < 4: each row of x is quantised once per call (kernels.h q8_dots_int8_min_m), then
- * each row of W is read once, two blocks (2 x 32 bytes) per zmm. Widening
- * every weight to f32 here cost ~16 instructions per 34-byte block, which
- * is what one core's share of memory bandwidth allows and no more; this
- * loop spends ~11 per two blocks. vpdpbusd takes unsigned bytes first, so W
- * goes in as qw + 128 (one xor) against signed qx, and each lane starts at
- * -128 x (the sum of the lane's 4 qx): the products of the offset cancel. */
-#define V_KMAX 8192
-
-static __attribute__((noinline, target("avx512vnni"))) void gemv_dots_q8_vnni(const miser_linear_args *a, int64_t n0,
-                                                                               int64_t n1)
-{
-    int8_t xq[V_KMAX + 64] __attribute__((aligned(64)));
-    int32_t ncx[V_KMAX / 4 + 16] __attribute__((aligned(64))); /* -128 sum of each lane's 4 qx */
-    float sxl[V_KMAX / 4 + 16] __attribute__((aligned(64)));   /* each lane's block scale of x */
-    const int64_t K = a->K, nb = K / 32, np = (nb + 1) / 2;
-    for (int64_t m = 0; m < a->M; m++) { /* M < 4: once per row of x */
-    const float *x = a->x + m * a->ldx;
-    float *y = a->y + m * a->ldy;
-    for (int64_t b = 0; b < np * 2; b++) {
-        float d = 0.0f;
-        if (b < nb) d = quant32(x + b * 32, xq + b * 32);
-        else memset(xq + b * 32, 0, 32);
-        const __m256i q = _mm256_load_si256((const __m256i *)(xq + b * 32));
-        const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q); /* 4-sums of qx */
-        _mm256_store_si256((__m256i *)(ncx + b * 8), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s, 7)));
-        _mm256_store_ps(sxl + b * 8, _mm256_set1_ps(d));
-    }
-    const __m512i off = _mm512_set1_epi8((char)0x80);
-    const int64_t rb = a->wsn / 32 * MISER_Q8_0_BYTES; /* bytes from one row of W to the next */
-#define GV_ROWS(NR)                                                                                                    \
-    for (; n + (NR) <= n1; n += (NR)) {                                                                                \
-        const uint8_t *w = (const uint8_t *)a->w + n * rb;                                                             \
-        __m512 acc[NR];                                                                                                \
-        _Pragma("GCC unroll 4") for (int j = 0; j < (NR); j++) acc[j] = _mm512_setzero_ps();                           \
-        for (int64_t p = 0; p < np; p++) {                                                                             \
-            const __m512i xv = _mm512_load_si512(xq + p * 64), c = _mm512_load_si512(ncx + p * 16);                    \
-            const __m512 sx = _mm512_load_ps(sxl + p * 16);                                                            \
-            const int two = 2 * p + 1 < nb;                                                                            \
-            _Pragma("GCC unroll 4") for (int j = 0; j < (NR); j++)                                                     \
-            {                                                                                                          \
-                const uint8_t *b0 = w + j * rb + 2 * p * MISER_Q8_0_BYTES, *b1 = b0 + MISER_Q8_0_BYTES;                \
-                _mm_prefetch((const char *)b0 + (NR) * rb, _MM_HINT_T0);                                               \
-                __m512i wv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2)));                    \
-                uint16_t h0, h1 = 0;                                                                                   \
-                memcpy(&h0, b0, 2);                                                                                    \
-                if (two) {                                                                                             \
-                    wv = _mm512_inserti64x4(wv, _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);                     \
-                    memcpy(&h1, b1, 2);                                                                                \
-                }                                                                                                      \
-                const __m512i dot = _mm512_dpbusd_epi32(c, _mm512_xor_si512(wv, off), xv);                             \
-                const __m512 sw = _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16((short)h1), _mm_set1_epi16((short)h0))); \
-                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(sw, sx), acc[j]);                      \
-            }                                                                                                          \
-        }                                                                                                              \
-        _Pragma("GCC unroll 4") for (int j = 0; j < (NR); j++) y[n + j] = _mm512_reduce_add_ps(acc[j]);                \
-    }
-    int64_t n = n0;
-    GV_ROWS(4)
-    GV_ROWS(1)
-#undef GV_ROWS
-    }
-}
-
 /* ---- decode K split (kernels.h, MISER_KSPLIT_ROWS) ---- */
 
 /* Phase 0: work units are (chunk, 32 columns), chunk-major, so with fewer
@@ -871,7 +815,11 @@ static void avx512_linear(const miser_linear_args *a, int ith, int nth)
         }
         return;
     }
-    if (dt == MISER_DTYPE_Q8_0 && g_vnni && (a->M >= 4 || a->K > V_KMAX)) { /* int8: kernels.h q8_dots_int8_min_m */
+    /* q8_0 dots: int8 at every M (kernels.h q8_dots_int8_min_m), one kernel
+     * per CPU for every M, so a row's y does not depend on M: the 512-bit
+     * VNNI GEMM (its own fixed order: per block fma(float(isum) * sw, sx, y))
+     * or, without VNNI, the AVX2 integer tiles (qdot_avx2.c) */
+    if (dt == MISER_DTYPE_Q8_0 && g_vnni) {
         int64_t u0, u1;
         miser_split((a->N + 31) / 32, ith, nth, &u0, &u1);
         n0 = u0 * 32;
@@ -881,12 +829,8 @@ static void avx512_linear(const miser_linear_args *a, int ith, int nth)
     }
     miser_split(a->N, ith, nth, &n0, &n1);
     if (n0 >= n1) return;
-    if (dt == MISER_DTYPE_Q8_0 && g_vnni) { /* M < 4, K <= V_KMAX */
-        gemv_dots_q8_vnni(a, n0, n1);
-        epilogue(a, n0, n1);
-        return;
-    }
-    MISER_DISPATCH_DT(dot_cols, dt, a, n0, n1);
+    if (dt == MISER_DTYPE_Q8_0) miser_qdot_cols(a, n0, n1);
+    else MISER_DISPATCH_DT(dot_cols, dt, a, n0, n1);
     epilogue(a, n0, n1);
 }
 
@@ -1013,7 +957,7 @@ static void avx512_init(void)
     g_avx512.linear = avx512_linear;
     g_avx512.attention = avx512_attention;
     g_vnni = __builtin_cpu_supports("avx512vnni");
-    g_avx512.q8_dots_int8_min_m = g_vnni ? 1 : 0; /* the GEMV for M < 4, the GEMM otherwise */
+    g_avx512.q8_dots_int8_min_m = 1; /* the VNNI GEMM, or the AVX2 integer tiles without VNNI */
 }
 
 const miser_kernels *miser_kernels_avx512(void)

@@ -115,10 +115,155 @@ float miser_q4_dot_avx2(miser_dtype dt, const void *wrow, const void *xq, int64_
     return acc;
 }
 
+/* ---- Q4_K / Q6_K prefill: tiles of up to 4 rows of x per weight row ----
+ * Each 256-value weight block is unpacked once (nibbles / 6-bit values to
+ * bytes, the sub-block scales and mins to int16 vectors) and reused for
+ * every row of the tile; the integers are those of miser_q4_dot_avx2 and the
+ * f32 operations per output are the same, in the same order (acc += t - u
+ * per block), so y is bit for bit the row dot's whatever M is (kernels.h,
+ * reduction order). */
+#define KT_MR 4
+
+static inline __attribute__((always_inline)) void tile_q4k(const int MR, const uint8_t *w, const miser_q8k *x,
+                                                           int64_t nb, float *acc)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    float a[KT_MR] = {0};
+    for (int64_t b = 0; b < nb; b++, w += MISER_Q4_K_BYTES) {
+        const uint8_t *scales = w + 4, *qs = w + 16;
+        __m256i lo[4], hi[4], s0[4], s1[4];
+        int16_t mm[16];
+        for (int p = 0; p < 4; p++) {
+            uint8_t sc0, m0, sc1, m1;
+            miser_q4k_scale_min(2 * p, scales, &sc0, &m0);
+            miser_q4k_scale_min(2 * p + 1, scales, &sc1, &m1);
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
+            lo[p] = _mm256_and_si256(raw, m4);
+            hi[p] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            s0[p] = _mm256_set1_epi16(sc0);
+            s1[p] = _mm256_set1_epi16(sc1);
+            mm[4 * p] = mm[4 * p + 1] = m0; /* bsums 4p, 4p+1 are sub-block 2p's */
+            mm[4 * p + 2] = mm[4 * p + 3] = m1;
+        }
+        const __m256i mv = _mm256_loadu_si256((const __m256i *)mm);
+        const float dw = half(w), dmin = half(w + 2);
+        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
+        {
+            const miser_q8k *xb = x + r * nb + b;
+            const int8_t *q8 = xb->q;
+            __m256i sv = _mm256_setzero_si256();
+            for (int p = 0; p < 4; p++) {
+                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(_mm256_maddubs_epi16(lo[p], _mm256_loadu_si256((const __m256i *)(q8 + 64 * p))), s0[p]));
+                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(_mm256_maddubs_epi16(hi[p], _mm256_loadu_si256((const __m256i *)(q8 + 64 * p + 32))), s1[p]));
+            }
+            const int32_t sumi = hsum8(sv);
+            const int32_t summ = hsum8(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb->bsums), mv));
+            const float t = dw * xb->d * (float)sumi, u = dmin * xb->d * (float)summ;
+            a[r] += t - u;
+        }
+    }
+    for (int r = 0; r < MR; r++) acc[r] = a[r];
+}
+
+static inline __attribute__((always_inline)) void tile_q6k(const int MR, const uint8_t *w, const miser_q8k *x,
+                                                           int64_t nb, float *acc)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    float a[KT_MR] = {0};
+    for (int64_t b = 0; b < nb; b++, w += MISER_Q6_K_BYTES) {
+        const uint8_t *ql = w, *qh = w + 128;
+        const int8_t *sc = (const int8_t *)(w + 192);
+        __m256i q[2][4], scv[2][4];
+        int16_t c16[16];
+        for (int h = 0; h < 2; h++) {
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
+            const __m256i hb = _mm256_loadu_si256((const __m256i *)(qh + 32 * h));
+            q[h][0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
+            q[h][1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
+            q[h][2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
+            q[h][3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+            for (int i = 0; i < 4; i++)
+                scv[h][i] = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * i + 1]), _mm_set1_epi16(sc[8 * h + 2 * i]));
+        }
+        for (int s = 0; s < 16; s++) c16[s] = (int16_t)(sc[s] * 32); /* |32 sc| <= 4096 */
+        const __m256i cv = _mm256_loadu_si256((const __m256i *)c16);
+        const float dw = half(w + 208);
+        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
+        {
+            const miser_q8k *xb = x + r * nb + b;
+            const int8_t *q8 = xb->q;
+            __m256i sv = _mm256_setzero_si256();
+            for (int h = 0; h < 2; h++)
+                for (int i = 0; i < 4; i++)
+                    sv = _mm256_add_epi32(sv, _mm256_madd_epi16(_mm256_maddubs_epi16(q[h][i], _mm256_loadu_si256((const __m256i *)(q8 + 128 * h + 32 * i))), scv[h][i]));
+            const int32_t corr = hsum8(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb->bsums), cv));
+            const int32_t sumi = hsum8(sv) - corr;
+            const float t = dw * xb->d * (float)sumi;
+            a[r] += t;
+        }
+    }
+    for (int r = 0; r < MR; r++) acc[r] = a[r];
+}
+
 static float gelu1(float x)
 {
     const float c = 0.7978845608028654f;
     return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+}
+
+/* Per-thread room for quantised x rows (the kernel does not allocate). */
+#define KT_XQ_BYTES (256 * 1024)
+static _Thread_local unsigned char g_kt_xq[KT_XQ_BYTES] __attribute__((aligned(64)));
+
+/* M > 1 with Q4_K / Q6_K: x quantised once per call per thread (chunks of
+ * rows), then per weight row, tiles of 4 rows of x */
+static void linear_k_tiles(const miser_linear_args *a, int ith, int nth)
+{
+    if (a->partial && a->phase) return;
+    const miser_dtype dt = a->wdt;
+    const int64_t nb = a->K / MISER_QK_K;
+    const size_t row_q = (size_t)nb * sizeof(miser_q8k), bb = miser_dtype_block_bytes(dt);
+    if (row_q > KT_XQ_BYTES) { /* the row dots: the same results */
+        miser_q4_linear_int(a, ith, nth, miser_q4_dot_avx2);
+        return;
+    }
+    int64_t n0, n1;
+    miser_split(a->N, ith, nth, &n0, &n1);
+    if (n0 >= n1) return;
+    const int64_t chunk = (int64_t)(KT_XQ_BYTES / row_q);
+    miser_q8k *xq = (miser_q8k *)g_kt_xq;
+    for (int64_t m0 = 0; m0 < a->M; m0 += chunk) {
+        const int64_t mc = a->M - m0 < chunk ? a->M - m0 : chunk;
+        for (int64_t m = 0; m < mc; m++) miser_q8k_quantize_row(a->x + (m0 + m) * a->ldx, a->K, xq + m * nb);
+        for (int64_t n = n0; n < n1; n++) {
+            const uint8_t *row = (const uint8_t *)a->w + (size_t)(n * a->wsn / MISER_QK_K) * bb;
+            const float bias = a->bias ? miser_load_elem(a->bdt, a->bias, n) : 0.0f;
+            for (int64_t m = 0; m < mc; m += KT_MR) {
+                const int mr = mc - m < KT_MR ? (int)(mc - m) : KT_MR;
+                float acc[KT_MR];
+                const miser_q8k *xm = xq + m * nb;
+                if (dt == MISER_DTYPE_Q4_K) {
+                    if (mr == 4) tile_q4k(4, row, xm, nb, acc);
+                    else if (mr == 3) tile_q4k(3, row, xm, nb, acc);
+                    else if (mr == 2) tile_q4k(2, row, xm, nb, acc);
+                    else tile_q4k(1, row, xm, nb, acc);
+                } else {
+                    if (mr == 4) tile_q6k(4, row, xm, nb, acc);
+                    else if (mr == 3) tile_q6k(3, row, xm, nb, acc);
+                    else if (mr == 2) tile_q6k(2, row, xm, nb, acc);
+                    else tile_q6k(1, row, xm, nb, acc);
+                }
+                for (int r = 0; r < mr; r++) {
+                    const float v = acc[r] + bias;
+                    a->y[(m0 + m + r) * a->ldy + n] = a->act == MISER_ACT_GELU ? gelu1(v) : v;
+                }
+            }
+        }
+    }
 }
 
 void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth)
@@ -134,6 +279,10 @@ void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth)
                 if (a->bias) *y += miser_load_elem(a->bdt, a->bias, n);
                 if (a->act == MISER_ACT_GELU) *y = gelu1(*y);
             }
+        return;
+    }
+    if (a->M > 1 && (a->wdt == MISER_DTYPE_Q4_K || a->wdt == MISER_DTYPE_Q6_K)) {
+        linear_k_tiles(a, ith, nth);
         return;
     }
     miser_q4_linear_int(a, ith, nth, miser_q4_dot_avx2);
