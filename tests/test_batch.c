@@ -299,12 +299,25 @@ Test(batch, pool_admission_and_reuse)
     miser_batch *b;
     /* 6 blocks of 16 positions: one whole context (64 = 4 blocks) and a bit */
     miser_batch_options bo = {.n_seqs = 3, .n_blocks = 6, .block_tokens = 16};
-    const uint64_t kv0 = miser_mem_get(MISER_MEM_KV).current;
+    const uint64_t kv0 = miser_mem_get(MISER_MEM_KV).current, total0 = miser_mem_total().current;
     cr_assert_eq(miser_batch_create(p, &bo, &b), MISER_OK, "%s", miser_error_message());
     miser_kv_pool *pool = miser_batch_pool(b);
     miser_kv_geom g;
     miser_kv_geom_of_plan(p, 0, 16, &g);
     cr_assert_eq(miser_mem_get(MISER_MEM_KV).current - kv0, miser_kv_pool_bytes(&g, 6));
+    /* the footprint the budget predictor reads is what was allocated */
+    miser_batch_footprint fp;
+    miser_batch_footprint_get(p, &bo, &fp);
+    cr_assert_eq(fp.kv_bytes, miser_kv_pool_bytes(&g, 6));
+    cr_assert_eq(fp.n_blocks, 6);
+    cr_assert_eq(fp.capacity, 64);
+    const uint64_t all = fp.kv_bytes + fp.arena_bytes + fp.scratch_bytes + fp.tail_bytes + fp.other_bytes;
+    /* within the small structs it does not count (the thread pool's, the pool's own) */
+    const uint64_t got = miser_mem_total().current - total0;
+    cr_assert(got >= all && got <= all + 1024, "allocated %llu, footprint %llu (arena %llu scratch %llu tail %llu other %llu)",
+                 (unsigned long long)(miser_mem_total().current - total0), (unsigned long long)all,
+                 (unsigned long long)fp.arena_bytes, (unsigned long long)fp.scratch_bytes, (unsigned long long)fp.tail_bytes,
+                 (unsigned long long)fp.other_bytes);
     cr_assert_eq(miser_kv_pool_blocks_total(pool), 6);
     /* promises: 40 positions = 3 blocks, then 40 more fits (6), a third does not */
     cr_assert_eq(miser_batch_seq_reserve(b, 0, 40), 0);

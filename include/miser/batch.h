@@ -74,6 +74,18 @@ typedef struct miser_batch_options {
 
 typedef struct miser_batch miser_batch;
 
+/* Bytes a batch with options `o` allocates, by kind (computed, nothing
+ * allocated; the memory-budget predictor reads this): the pool
+ * (MISER_MEM_KV, miser_kv_pool_bytes), the executor's arena
+ * (MISER_MEM_ACTIVATIONS, planned for the plan's max_batch rows) and
+ * scratch as a session's (miser_session_footprint_get), the logits head's
+ * tail buffers (one row per sequence, MISER_MEM_ACTIVATIONS) and the rest. */
+typedef struct miser_batch_footprint {
+    int64_t capacity, n_blocks;
+    uint64_t kv_bytes, arena_bytes, scratch_bytes, tail_bytes, other_bytes;
+} miser_batch_footprint;
+void miser_batch_footprint_get(const miser_plan *p, const miser_batch_options *o, miser_batch_footprint *out);
+
 /* One sequence's share of a step: n >= 1 tokens appended to sequence seq.
  * want_logits: set logits to the last position's n_vocab values (valid until
  * the next miser_batch_step). status: per-item failure (the item changed

@@ -169,6 +169,68 @@ int miser_batch_node(miser_session *s, int32_t id, int64_t T, miser_status *st)
 
 /* ---- the batch ---- */
 
+/* The tail: LAST_TOKEN and everything computed from it, one row per
+ * sequence ([1, 1, C] in the graph, [1, n_out, C] in a batched pass). Marks
+ * tail nodes (tail_node may be NULL), sets their offsets (tail_off may be
+ * NULL) and returns the bytes, or -1 with the error set. */
+static int64_t tail_layout(const miser_graph *g, int n_seqs, unsigned char *tail_node, int64_t *tail_off)
+{
+    int64_t bytes = 0;
+    unsigned char *mark = tail_node ? tail_node : miser_calloc(MISER_MEM_SCRATCH, (size_t)g->n_nodes + 1, 1);
+    if (!mark) return miser_error_set(MISER_ERR_NOMEM, "out of memory"), -1;
+    for (int32_t i = 0; i < g->n_nodes && bytes >= 0; i++) {
+        const miser_node *n = &g->nodes[i];
+        if (tail_off) tail_off[i] = -1;
+        int t = n->op == MISER_OP_LAST_TOKEN;
+        for (int k = 0; k < n->n_in && !t; k++) t = mark[n->in[k]];
+        if (!t || n->op == MISER_OP_NONE) continue;
+        mark[i] = 1;
+        if (n->ndim != 3 || n->shape[0] != 1 || n->shape[1] != 1 || n->shape[2] < 1) {
+            miser_error_set(MISER_ERR_UNSUPPORTED, "batched steps: node '%s' after the last-token pick is not [1, 1, C]", n->name);
+            bytes = -1;
+            break;
+        }
+        if ((n->flags & MISER_NODE_VIEW) && n->op != MISER_OP_LAST_TOKEN) continue;
+        if (n->dtype != MISER_DTYPE_F32) {
+            miser_error_set(MISER_ERR_UNSUPPORTED, "batched steps: node '%s' after the last-token pick is not f32", n->name);
+            bytes = -1;
+            break;
+        }
+        if (tail_off) tail_off[i] = bytes;
+        bytes += (4 * n->shape[2] * n_seqs + 63) / 64 * 64;
+    }
+    if (!tail_node) miser_free(mark);
+    return bytes;
+}
+
+void miser_batch_footprint_get(const miser_plan *p, const miser_batch_options *o, miser_batch_footprint *out)
+{
+    memset(out, 0, sizeof *out);
+    const int n_seqs = o->n_seqs > 0 ? o->n_seqs : 1;
+    miser_session_options so = {.capacity = o->capacity, .threads = o->threads, .kv_f16 = o->kv_f16};
+    miser_session_footprint f;
+    miser_session_footprint_get(p, &so, &f);
+    miser_kv_geom kg;
+    miser_kv_geom_of_plan(p, o->kv_f16, o->block_tokens, &kg);
+    const int64_t max_blk = miser_kv_blocks_for(&kg, f.capacity);
+    out->capacity = f.capacity;
+    out->n_blocks = o->n_blocks > 0 ? o->n_blocks : max_blk * n_seqs;
+    out->kv_bytes = miser_kv_pool_bytes(&kg, out->n_blocks);
+    out->arena_bytes = f.arena_bytes;
+    out->scratch_bytes = f.scratch_bytes;
+    const int64_t tail = tail_layout(&p->g, n_seqs, NULL, NULL);
+    out->tail_bytes = tail > 0 ? (uint64_t)tail : 64;
+    /* the executor's ids/positions/views/rope tables (no per-layer cache
+     * pointers: it has no cache of its own), the block lists and tables, the
+     * tail marks and offsets, the sequences and items */
+    out->other_bytes = f.other_bytes - 2 * sizeof(void *) * (uint64_t)p->g.n_layer +
+                       (uint64_t)n_seqs * (uint64_t)max_blk * (sizeof(int64_t) + sizeof(void *)) +
+                       2 * sizeof(void *) * (uint64_t)(max_blk + 1) +
+                       ((uint64_t)p->g.n_nodes + 1) * (1 + sizeof(int64_t)) +
+                       (uint64_t)n_seqs * (sizeof(batch_seq) + sizeof(miser_step_seg) + 2 * sizeof(int64_t)) +
+                       sizeof(miser_batch) + sizeof(miser_session) + (uint64_t)out->n_blocks * sizeof(int64_t);
+}
+
 miser_status miser_batch_create(const miser_plan *p, const miser_batch_options *o, miser_batch **out)
 {
     *out = NULL;
@@ -220,28 +282,10 @@ miser_status miser_batch_create(const miser_plan *p, const miser_batch_options *
         b->seq[i].base = miser_malloc(MISER_MEM_OTHER, sizeof(void *) * (size_t)b->max_blk);
         if (!b->seq[i].blk || !b->seq[i].base) goto nomem;
     }
-    /* the tail: LAST_TOKEN and everything computed from it, one row per
-     * sequence ([1, 1, C] in the graph, [1, n_out, C] in a batched pass) */
-    int64_t tail_bytes = 0;
-    for (int32_t i = 0; i < g->n_nodes; i++) {
-        const miser_node *n = &g->nodes[i];
-        b->tail_off[i] = -1;
-        int t = n->op == MISER_OP_LAST_TOKEN;
-        for (int k = 0; k < n->n_in && !t; k++) t = b->tail_node[n->in[k]];
-        if (!t || n->op == MISER_OP_NONE) continue;
-        b->tail_node[i] = 1;
-        if (n->ndim != 3 || n->shape[0] != 1 || n->shape[1] != 1 || n->shape[2] < 1) {
-            st = miser_error_set(MISER_ERR_UNSUPPORTED, "batched steps: node '%s' after the last-token pick is not [1, 1, C]",
-                                 n->name);
-            goto fail;
-        }
-        if ((n->flags & MISER_NODE_VIEW) && n->op != MISER_OP_LAST_TOKEN) continue;
-        if (n->dtype != MISER_DTYPE_F32) {
-            st = miser_error_set(MISER_ERR_UNSUPPORTED, "batched steps: node '%s' after the last-token pick is not f32", n->name);
-            goto fail;
-        }
-        b->tail_off[i] = tail_bytes;
-        tail_bytes += (4 * n->shape[2] * o->n_seqs + 63) / 64 * 64;
+    const int64_t tail_bytes = tail_layout(g, o->n_seqs, b->tail_node, b->tail_off);
+    if (tail_bytes < 0) {
+        st = MISER_ERR_UNSUPPORTED;
+        goto fail;
     }
     b->tail = miser_aligned_alloc(MISER_MEM_ACTIVATIONS, 64, (size_t)(tail_bytes ? tail_bytes : 64));
     if (!b->tail) goto nomem;
