@@ -51,6 +51,7 @@
 #define SB_MAX_STREAMS 256
 #define SB_MAX_PREC 4
 #define SB_MAX_ROUNDS 15
+#define SB_MAX_ENG 2
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -691,7 +692,8 @@ static int sb_replicas(const char *miser, const char *model, const char *prec, c
 /* ---- the command ------------------------------------------------------------ */
 
 typedef struct sb_prec_result {
-    char name[16];
+    char name[16];   /* precision */
+    char engine[16]; /* --engine, "" for the server's default */
     int rounds_done;
     sb_stats one[SB_MAX_ROUNDS], many[SB_MAX_ROUNDS], pone[SB_MAX_ROUNDS], pmany[SB_MAX_ROUNDS];
     int peer_rounds;
@@ -705,7 +707,7 @@ static void sb_usage(FILE *f)
     fprintf(f,
             "usage: miser-bench serve [--model DIR] [--precision LIST] [--threads N] [--tokens N]\n"
             "                         [--streams N] [--rounds N] [--no-peer] [--rate-seconds S]\n"
-            "                         [--replicas LIST] [--json FILE] [--miser PATH]\n\n"
+            "                         [--engine LIST] [--replicas LIST] [--json FILE] [--miser PATH]\n\n"
             "The serving benchmark of issue 16: starts `miser serve` (127.0.0.1, a free port) on the model and,\n"
             "in interleaved rounds (1 stream, S streams, then llama.cpp with 1 and S sequences in one context),\n"
             "sends streaming greedy completions (ignore_eos, N new tokens, distinct prompts given as token ids)\n"
@@ -727,6 +729,8 @@ static void sb_usage(FILE *f)
             "  --rounds N          interleaved rounds, 1..15 (default 3); 0: no stream runs (rates, replicas)\n"
             "  --no-peer           leave llama.cpp out (it is skipped, saying so, when `make peers` has not\n"
             "                      installed node-llama-cpp)\n"
+            "  --engine LIST       miser serve --engine per server, e.g. batch,slots: one server each, all up at\n"
+            "                      once, interleaved within every round (default: the server's default engine)\n"
             "  --rate-seconds S    seconds of `hey` per route (default 3; 0: no rates)\n"
             "  --replicas LIST     also N servers (e.g. 1,2,4) on the model, --parallel 1 --threads 1, each warmed\n"
             "                      by one request: PSS per process (weights / N + private) from smaps_rollup\n"
@@ -802,7 +806,7 @@ static const char *sb_target(char *out, size_t n, double x, int ge, double targe
 
 int miser_bench_serve(int argc, char **argv)
 {
-    char model[4096] = "", precs[128] = "f32,q8_0", replicas[128] = "";
+    char model[4096] = "", precs[128] = "f32,q8_0", replicas[128] = "", engines[64] = "";
     const char *json_path = NULL, *miser = MISER_BUILD_DIR "/miser";
     int threads = 2, tokens = 128, streams = 16, rounds = 3, peer = 1;
     double rate_s = 3;
@@ -831,6 +835,10 @@ int miser_bench_serve(int argc, char **argv)
         } else if (!strcmp(o, "--rounds")) {
             if (sb_int(v, 0, SB_MAX_ROUNDS, &rounds)) return sb_bad(o, v, "rounds, 0..15");
             i++;
+        } else if (!strcmp(o, "--engine")) {
+            if (!v || !*v || strlen(v) >= sizeof engines || strspn(v, "abcdefghijklmnopqrstuvwxyz,") != strlen(v))
+                return sb_bad(o, v, "engines separated by commas (batch, slots)");
+            snprintf(engines, sizeof engines, "%s", v), i++;
         } else if (!strcmp(o, "--rate-seconds")) {
             int x;
             if (sb_int(v, 0, 600, &x)) return sb_bad(o, v, "seconds, 0..600");
@@ -884,6 +892,19 @@ int miser_bench_serve(int argc, char **argv)
         }
         if (!nprec) return sb_bad("--precision", precs, "at least one precision");
     }
+    char elist[SB_MAX_ENG][16] = {""};
+    int neng = 1;
+    if (engines[0]) {
+        char l[64];
+        snprintf(l, sizeof l, "%s", engines);
+        neng = 0;
+        for (char *sv = NULL, *tn = strtok_r(l, ",", &sv); tn; tn = strtok_r(NULL, ",", &sv)) {
+            if (neng == SB_MAX_ENG || (strcmp(tn, "batch") && strcmp(tn, "slots")))
+                return sb_bad("--engine", engines, "batch, slots or batch,slots");
+            snprintf(elist[neng++], sizeof elist[0], "%s", tn);
+        }
+        if (!neng) return sb_bad("--engine", engines, "at least one engine");
+    }
     if (!model[0]) {
         const char *home = getenv("HOME");
         snprintf(model, sizeof model, "%s/.cache/miser/bench/medium", home ? home : ".");
@@ -924,7 +945,8 @@ int miser_bench_serve(int argc, char **argv)
     cJSON_AddNumberToObject(jout, "streams", streams);
     cJSON_AddNumberToObject(jout, "rounds", rounds);
     cJSON *jprec = cJSON_AddArrayToObject(jout, "precisions");
-    sb_prec_result *res = calloc((size_t)nprec, sizeof *res);
+    const int nres = nprec * neng;
+    sb_prec_result *res = calloc((size_t)nres, sizeof *res);
     char peer_version[160] = "";
     int rc = 0, peer_skipped = !have_peer;
     char ctx[16];
@@ -934,24 +956,31 @@ int miser_bench_serve(int argc, char **argv)
     char thr[16];
     snprintf(thr, sizeof thr, "%d", threads);
     for (int p = 0; p < nprec && !rc; p++) {
-        sb_prec_result *R = &res[p];
-        snprintf(R->name, sizeof R->name, "%.15s", plist[p]);
-        R->idle_anon_mb = R->kv_mb = R->after_anon_mb = R->kv_blocks_total = NAN;
-        sb_server s;
-        const char *args[] = {"--model", model, "--precision", plist[p], "--threads", thr, "--parallel", par,
-                              "--ctx", ctx, "--queue", "256"};
-        rc = sb_server_start(&s, miser, args, sizeof args / sizeof *args, 1800);
-        if (rc) break;
-        R->started = 1;
-        /* idle: ready, nothing asked yet */
-        sb_sleep(0.5);
-        R->idle_anon_mb = sb_proc_kb(s.pid, "status", "RssAnon") / 1024.0;
-        char *m = NULL;
-        if (sb_http(s.port, "GET", "/metrics", NULL, &m, 10) == 200) {
-            R->kv_mb = sb_metric(m, "miser_memory_bytes{category=\"kv\"}") / 1048576.0;
-            R->kv_blocks_total = sb_metric(m, "miser_kv_blocks_total");
+        /* one server per engine of this precision, all up at once, so the
+         * rounds interleave them: engine A, engine B, the peer, A, B, ... */
+        sb_server srv[SB_MAX_ENG];
+        memset(srv, 0, sizeof srv);
+        for (int e = 0; e < neng && !rc; e++) {
+            sb_prec_result *R = &res[p * neng + e];
+            snprintf(R->name, sizeof R->name, "%.15s", plist[p]);
+            snprintf(R->engine, sizeof R->engine, "%.15s", elist[e]);
+            R->idle_anon_mb = R->kv_mb = R->after_anon_mb = R->kv_blocks_total = NAN;
+            const char *args[] = {"--model", model, "--precision", plist[p], "--threads", thr, "--parallel", par,
+                                  "--ctx", ctx, "--queue", "256", "--engine", elist[e]};
+            const int nargs = (int)(sizeof args / sizeof *args) - (elist[e][0] ? 0 : 2);
+            rc = sb_server_start(&srv[e], miser, args, nargs, 1800);
+            if (rc) break;
+            R->started = 1;
+            /* idle: ready, nothing asked yet */
+            sb_sleep(0.5);
+            R->idle_anon_mb = sb_proc_kb(srv[e].pid, "status", "RssAnon") / 1024.0;
+            char *m = NULL;
+            if (sb_http(srv[e].port, "GET", "/metrics", NULL, &m, 10) == 200) {
+                R->kv_mb = sb_metric(m, "miser_memory_bytes{category=\"kv\"}") / 1048576.0;
+                R->kv_blocks_total = sb_metric(m, "miser_kv_blocks_total");
+            }
+            free(m);
         }
-        free(m);
         /* prompts: distinct texts, tokenized by the server, sent (and given to llama.cpp) as ids */
         char **bodies = calloc((size_t)streams, sizeof *bodies);
         size_t idcap = (size_t)streams * 256;
@@ -959,7 +988,7 @@ int miser_bench_serve(int argc, char **argv)
         for (int i = 0; i < streams && !rc; i++) {
             char tb[256], *tok = NULL;
             snprintf(tb, sizeof tb, "{\"content\":\"Stream %d of the benchmark: once upon a time\"}", i + 1);
-            if (sb_http(s.port, "POST", "/tokenize", tb, &tok, 10) != 200) {
+            if (sb_http(srv[0].port, "POST", "/tokenize", tb, &tok, 10) != 200) {
                 fprintf(stderr, "serve: POST /tokenize failed\n");
                 rc = 1;
                 free(tok);
@@ -985,65 +1014,74 @@ int miser_bench_serve(int argc, char **argv)
             cJSON_free(ids);
             cJSON_Delete(tj);
         }
-        /* rounds: 1 stream, S streams, then the peer with 1 and S sequences */
+        /* rounds: per engine 1 stream then S streams, then the peer with 1 and S sequences */
         const double timeout = 3600;
+        sb_prec_result *P = &res[p * neng]; /* the peer's figures live with the first engine */
         for (int r = 0; r < rounds && !rc; r++) {
-            if (sb_run_streams(s.port, 1, bodies, timeout, &R->one[r]) ||
-                sb_run_streams(s.port, streams, bodies, timeout, &R->many[r])) {
-                rc = 1;
-                break;
+            for (int e = 0; e < neng && !rc; e++) {
+                sb_prec_result *R = &res[p * neng + e];
+                if (sb_run_streams(srv[e].port, 1, bodies, timeout, &R->one[r]) ||
+                    sb_run_streams(srv[e].port, streams, bodies, timeout, &R->many[r])) {
+                    rc = 1;
+                    break;
+                }
+                R->rounds_done++;
+                printf("round %d: miser %s%s%s 1 stream: decode %.2f tok/s, ITL %.1f ms, TTFT %.1f ms | %d streams: "
+                       "decode %.2f tok/s (aggregate %.2f), ITL %.1f ms, TTFT %.1f ms\n",
+                       r + 1, R->name, R->engine[0] ? " " : "", R->engine, R->one[r].decode_tok_s, R->one[r].itl_ms,
+                       R->one[r].ttft_ms, streams, R->many[r].decode_tok_s, R->many[r].agg_tok_s, R->many[r].itl_ms,
+                       R->many[r].ttft_ms);
+                fflush(stdout);
             }
-            R->rounds_done++;
-            printf("round %d: miser %-5s 1 stream: decode %7.2f tok/s, ITL %7.1f ms, TTFT %7.1f ms | %d streams: decode "
-                   "%7.2f tok/s (aggregate %7.2f), ITL %7.1f ms, TTFT %7.1f ms\n",
-                   r + 1, R->name, R->one[r].decode_tok_s, R->one[r].itl_ms, R->one[r].ttft_ms, streams,
-                   R->many[r].decode_tok_s, R->many[r].agg_tok_s, R->many[r].itl_ms, R->many[r].ttft_ms);
-            fflush(stdout);
-            if (have_peer && !peer_skipped) {
-                int pr = sb_peer_round(model, R->name, threads, streams, tokens, ids_arg, &R->pone[R->peer_rounds],
-                                       &R->pmany[R->peer_rounds], peer_version, sizeof peer_version);
+            if (!rc && have_peer && !peer_skipped) {
+                int pr = sb_peer_round(model, P->name, threads, streams, tokens, ids_arg, &P->pone[P->peer_rounds],
+                                       &P->pmany[P->peer_rounds], peer_version, sizeof peer_version);
                 if (pr == 3) {
                     printf("llama.cpp peer: skipped (%s: not installed or precision not supported; `make peers`)\n",
-                           R->name);
+                           P->name);
                     peer_skipped = 1;
                 } else if (pr) {
                     fprintf(stderr, "serve: the llama.cpp peer failed (its output is above)\n");
                     rc = 1;
                 } else {
-                    const int q = R->peer_rounds++;
-                    printf("round %d: llama.cpp %-5s 1 seq:   decode %7.2f tok/s, ITL %7.1f ms, TTFT %7.1f ms | %d seqs: "
-                           "decode %7.2f tok/s (aggregate %7.2f), ITL %7.1f ms, TTFT %7.1f ms\n",
-                           r + 1, R->name, R->pone[q].decode_tok_s, R->pone[q].itl_ms, R->pone[q].ttft_ms, streams,
-                           R->pmany[q].decode_tok_s, R->pmany[q].agg_tok_s, R->pmany[q].itl_ms, R->pmany[q].ttft_ms);
+                    const int q = P->peer_rounds++;
+                    printf("round %d: llama.cpp %s 1 seq: decode %.2f tok/s, ITL %.1f ms, TTFT %.1f ms | %d seqs: "
+                           "decode %.2f tok/s (aggregate %.2f), ITL %.1f ms, TTFT %.1f ms\n",
+                           r + 1, P->name, P->pone[q].decode_tok_s, P->pone[q].itl_ms, P->pone[q].ttft_ms, streams,
+                           P->pmany[q].decode_tok_s, P->pmany[q].agg_tok_s, P->pmany[q].itl_ms, P->pmany[q].ttft_ms);
                 }
                 fflush(stdout);
             }
         }
-        /* idle again after the load */
-        if (!rc && rounds > 0) {
-            sb_sleep(1.0);
-            R->after_anon_mb = sb_proc_kb(s.pid, "status", "RssAnon") / 1024.0;
-        }
-        if (!rc && rate_s > 0) {
-            if (sb_hey(s.port, "/health", rate_s, 16, &R->rate_health) ||
-                sb_hey(s.port, "/v1/models", rate_s, 16, &R->rate_models))
-                printf("rates: `hey` failed or is not installed (Debian package hey); no request rates\n");
-            else R->rates_done = 1;
+        for (int e = 0; e < neng; e++) {
+            sb_prec_result *R = &res[p * neng + e];
+            if (!srv[e].pid) continue;
+            /* idle again after the load */
+            if (!rc && rounds > 0) {
+                sb_sleep(1.0);
+                R->after_anon_mb = sb_proc_kb(srv[e].pid, "status", "RssAnon") / 1024.0;
+            }
+            if (!rc && rate_s > 0) {
+                if (sb_hey(srv[e].port, "/health", rate_s, 16, &R->rate_health) ||
+                    sb_hey(srv[e].port, "/v1/models", rate_s, 16, &R->rate_models))
+                    printf("rates: `hey` failed or is not installed (Debian package hey); no request rates\n");
+                else R->rates_done = 1;
+            }
+            const int st = sb_server_stop(&srv[e], rc != 0);
+            if (!rc && st != 0) {
+                fprintf(stderr, "serve: miser serve exited with %d after SIGTERM (its log: %s)\n", st, srv[e].log);
+                rc = 1;
+            } else if (rc) fprintf(stderr, "serve: the server's log: %s\n", srv[e].log);
         }
         for (int i = 0; i < streams; i++) free(bodies[i]);
         free(bodies);
         free(ids_arg);
-        const int st = sb_server_stop(&s, rc != 0);
-        if (!rc && st != 0) {
-            fprintf(stderr, "serve: miser serve exited with %d after SIGTERM (its log: %s)\n", st, s.log);
-            rc = 1;
-        } else if (rc) fprintf(stderr, "serve: the server's log: %s\n", s.log);
     }
     if (!rc && replicas[0]) rc = sb_replicas(miser, model, plist[0], replicas, 8, jout);
     sb_loadavg(la1);
 
     int any = 0;
-    for (int p = 0; p < nprec; p++) any |= res[p].started;
+    for (int i = 0; i < nres; i++) any |= res[i].started;
     if (!any) { /* nothing was measured: no table, no report */
         cJSON_Delete(jout);
         free(res);
@@ -1056,37 +1094,41 @@ int miser_bench_serve(int argc, char **argv)
     if (res[0].rounds_done)
         printf("| runtime | streams | decode tok/s | aggregate tok/s | ITL median ms | TTFT median ms | rounds |\n"
                "|---|---|---|---|---|---|---|\n");
-    for (int p = 0; p < nprec; p++) {
-        sb_prec_result *R = &res[p];
-        const int n = R->rounds_done, q = R->peer_rounds;
+    for (int i = 0; i < nres; i++) {
+        const sb_prec_result *R = &res[i], *P = &res[i - i % neng];
+        const int n = R->rounds_done, q = (i % neng) == neng - 1 ? P->peer_rounds : 0; /* peer rows after the last engine */
+        char nm[48];
+        snprintf(nm, sizeof nm, "%s%s%s", R->name, R->engine[0] ? " " : "", R->engine);
         if (n) {
-            printf("| miser %s | 1 | %.2f | %.2f | %.1f | %.1f | %d |\n", R->name, MED(R->one, n, decode_tok_s),
+            printf("| miser %s | 1 | %.2f | %.2f | %.1f | %.1f | %d |\n", nm, MED(R->one, n, decode_tok_s),
                    MED(R->one, n, agg_tok_s), MED(R->one, n, itl_ms), MED(R->one, n, ttft_ms), n);
-            printf("| miser %s | %d | %.2f | %.2f | %.1f | %.1f | %d |\n", R->name, streams, MED(R->many, n, decode_tok_s),
+            printf("| miser %s | %d | %.2f | %.2f | %.1f | %.1f | %d |\n", nm, streams, MED(R->many, n, decode_tok_s),
                    MED(R->many, n, agg_tok_s), MED(R->many, n, itl_ms), MED(R->many, n, ttft_ms), n);
         }
         if (q) {
-            printf("| llama.cpp %s | 1 | %.2f | %.2f | %.1f | %.1f | %d |\n", R->name, MED(R->pone, q, decode_tok_s),
-                   MED(R->pone, q, agg_tok_s), MED(R->pone, q, itl_ms), MED(R->pone, q, ttft_ms), q);
-            printf("| llama.cpp %s | %d | %.2f | %.2f | %.1f | %.1f | %d |\n", R->name, streams,
-                   MED(R->pmany, q, decode_tok_s), MED(R->pmany, q, agg_tok_s), MED(R->pmany, q, itl_ms),
-                   MED(R->pmany, q, ttft_ms), q);
+            printf("| llama.cpp %s | 1 | %.2f | %.2f | %.1f | %.1f | %d |\n", P->name, MED(P->pone, q, decode_tok_s),
+                   MED(P->pone, q, agg_tok_s), MED(P->pone, q, itl_ms), MED(P->pone, q, ttft_ms), q);
+            printf("| llama.cpp %s | %d | %.2f | %.2f | %.1f | %.1f | %d |\n", P->name, streams,
+                   MED(P->pmany, q, decode_tok_s), MED(P->pmany, q, agg_tok_s), MED(P->pmany, q, itl_ms),
+                   MED(P->pmany, q, ttft_ms), q);
         }
     }
-    for (int p = 0; p < nprec; p++) {
-        sb_prec_result *R = &res[p];
-        const int n = R->rounds_done, q = R->peer_rounds;
+    for (int i = 0; i < nres; i++) {
+        sb_prec_result *R = &res[i];
+        const sb_prec_result *P = &res[i - i % neng]; /* the peer's figures for this precision */
+        const int n = R->rounds_done, q = P->peer_rounds;
         if (!R->started) continue;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToArray(jprec, o);
         cJSON_AddStringToObject(o, "precision", R->name);
-        printf("\n%s:\n", R->name);
+        if (R->engine[0]) cJSON_AddStringToObject(o, "engine", R->engine);
+        printf("\n%s%s%s:\n", R->name, R->engine[0] ? " " : "", R->engine);
         char t1[96], t2[96], t3[96];
         const int is_q8 = !strcmp(R->name, "q8_0");
         const double dec_ratio = n ? MED(R->many, n, decode_tok_s) / MED(R->one, n, decode_tok_s) : NAN;
         const double itl_ratio = n ? MED(R->many, n, itl_ms) / MED(R->one, n, itl_ms) : NAN;
-        const double peer_ratio = n && q ? MED(R->many, n, decode_tok_s) / MED(R->pmany, q, decode_tok_s) : NAN;
-        const double peer_agg = n && q ? MED(R->many, n, agg_tok_s) / MED(R->pmany, q, agg_tok_s) : NAN;
+        const double peer_ratio = n && q ? MED(R->many, n, decode_tok_s) / MED(P->pmany, q, decode_tok_s) : NAN;
+        const double peer_agg = n && q ? MED(R->many, n, agg_tok_s) / MED(P->pmany, q, agg_tok_s) : NAN;
         const int x0 = missed;
         if (n) {
             printf("  decode %d / 1 streams:      %s\n", streams,
@@ -1134,7 +1176,8 @@ int miser_bench_serve(int argc, char **argv)
         }
         if (missed > x0) {
             size_t L = strlen(misses);
-            snprintf(misses + L, sizeof misses - L, "%s%s", L ? ", " : "", R->name);
+            snprintf(misses + L, sizeof misses - L, "%s%s%s%s", L ? ", " : "", R->name, R->engine[0] ? " " : "",
+                     R->engine);
         }
         cJSON *rj = cJSON_AddArrayToObject(o, "rounds");
         for (int r = 0; r < n; r++) {
@@ -1142,8 +1185,8 @@ int miser_bench_serve(int argc, char **argv)
             cJSON_AddItemToObject(x, "one", sb_stats_json(&R->one[r]));
             cJSON_AddItemToObject(x, "many", sb_stats_json(&R->many[r]));
             if (r < q) {
-                cJSON_AddItemToObject(x, "llamacpp_one", sb_stats_json(&R->pone[r]));
-                cJSON_AddItemToObject(x, "llamacpp_many", sb_stats_json(&R->pmany[r]));
+                cJSON_AddItemToObject(x, "llamacpp_one", sb_stats_json(&P->pone[r]));
+                cJSON_AddItemToObject(x, "llamacpp_many", sb_stats_json(&P->pmany[r]));
             }
             cJSON_AddItemToArray(rj, x);
         }
@@ -1154,8 +1197,8 @@ int miser_bench_serve(int argc, char **argv)
             cJSON_AddNumberToObject(o, "itl_ratio", itl_ratio);
         }
         if (q) {
-            cJSON_AddItemToObject(o, "llamacpp_median_one", sb_med_json(R->pone, q));
-            cJSON_AddItemToObject(o, "llamacpp_median_many", sb_med_json(R->pmany, q));
+            cJSON_AddItemToObject(o, "llamacpp_median_one", sb_med_json(P->pone, q));
+            cJSON_AddItemToObject(o, "llamacpp_median_many", sb_med_json(P->pmany, q));
             cJSON_AddNumberToObject(o, "decode_vs_llamacpp", peer_ratio);
             cJSON_AddNumberToObject(o, "aggregate_vs_llamacpp", peer_agg);
         }
