@@ -100,7 +100,8 @@ int miser_batch_node(miser_session *s, int32_t id, int64_t T, miser_status *st)
                 const int64_t pos = sg->past + r;
                 char *dst = (char *)sg->blocks[pos / b->blk_tokens] + off + (size_t)((pos % b->blk_tokens) * H * D) * es;
                 const float *src = (const float *)a->data + (sg->row0 + r) * a->stride[1];
-                if (s->kv_f16) {
+                if (s->kv_f16 && s->k->to_f16) s->k->to_f16((uint16_t *)dst, src, H * D); /* F16C, same bits */
+                else if (s->kv_f16) {
                     uint16_t *d16 = (uint16_t *)dst;
                     for (int64_t e = 0; e < H * D; e++) d16[e] = miser_f32_to_f16(src[e]);
                 } else
