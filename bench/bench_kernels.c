@@ -551,8 +551,12 @@ static void print_side_by_side(const e2e_row *rows, int n, int peers_ok)
         printf("no peer figures from this run, so no ratios\n");
 }
 
+int miser_bench_e2e_gguf(int argc, char **argv); /* bench_gguf.c: --gguf FILES */
+
 int miser_bench_e2e(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--gguf")) return miser_bench_e2e_gguf(argc, argv);
     char dir[4096];
     const char *home = getenv("HOME");
     snprintf(dir, sizeof dir, "%s/.cache/miser/bench/medium", home ? home : ".");
@@ -574,11 +578,14 @@ int miser_bench_e2e(int argc, char **argv)
                    "  --dir DIR         checkpoint directory (default ~/.cache/miser/bench/medium)\n"
                    "  --runs N          rounds (default 3, at most 15)\n"
                    "  --threads LIST    thread counts, e.g. 1,2 (default)\n"
-                   "  --precision LIST  miser precisions (default f32,f16,q8_0)\n"
+                   "  --precision LIST  miser precisions (default f32,f16,q8_0; also bf16, q4_0, q4_k)\n"
                    "  --peers LIST      peers for tools/peers/bench_peers.py (default %s)\n"
                    "  --no-peers        miser only\n"
                    "  --arch llama      a SmolLM2-360M-shaped Llama checkpoint (~/.cache/miser/bench/smollm2-360m),\n"
-                   "                    context 1024, against llamacpp_llama (default peers llamacpp_llama:f32,f16,q8_0)\n",
+                   "                    context 1024, against llamacpp_llama (default peers llamacpp_llama:f32,f16,q8_0)\n"
+                   "  --gguf LIST       GGUF files as they are (with --runs, --threads, --no-peers only): miser and\n"
+                   "                    llama.cpp (tools/gguf/bench_gguf.js) on each, the ratios and the fraction of the\n"
+                   "                    read bandwidth miser's decode reaches (tools/gguf/make_bench_ggufs.sh makes them)\n",
                    peer_list);
             return 0;
         } else if (!strcmp(argv[i], "--no-peers")) peers = 0;

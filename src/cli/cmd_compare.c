@@ -38,7 +38,8 @@ static void usage(FILE *f)
             "Without --model: the synthetic GPT-2 medium-shaped checkpoint of `miser bench`.\n"
             "\n"
             "options:\n"
-            "  --model DIR         checkpoint directory\n"
+            "  --model DIR         checkpoint directory, or a GGUF file (miser and llama.cpp run it as\n"
+            "                      it is; the PyTorch and ONNX Runtime adapters are skipped)\n"
             "  --runtimes LIST     comma-separated: miser, miser-naive, pytorch, onnxruntime, llamacpp\n"
             "                      (default: all)\n"
             "  --runs N            recorded runs per runtime (default 3; plus one warm-up run)\n"
@@ -301,9 +302,12 @@ static int cmd_compare(int argc, char **argv)
         } else {
             snprintf(script, sizeof script, "%s/%s", peers_dir,
                      llama && !strcmp(d->name, "llamacpp") ? "llamacpp_llama.js" : d->script);
-            if (llama && strcmp(d->name, "llamacpp")) {
+            const size_t ml = strlen(model_dir);
+            const int gguf = ml > 5 && !strcmp(model_dir + ml - 5, ".gguf"); /* llama.cpp runs it as it is */
+            if ((llama || gguf) && strcmp(d->name, "llamacpp")) {
                 w->skipped = 1;
-                snprintf(w->note, sizeof w->note, "no %s adapter for Llama-family checkpoints", d->name);
+                snprintf(w->note, sizeof w->note, "no %s adapter for %s", d->name,
+                         gguf ? "GGUF files" : "Llama-family checkpoints");
                 fprintf(stderr, "miser compare: skipping %s: %s\n", d->name, w->note);
                 continue;
             }

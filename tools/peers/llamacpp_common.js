@@ -21,8 +21,10 @@ const PRECISIONS = ['f32', 'f16', 'q8_0'];
 //      ggufPrefix (cache file name), converter (script in tools/peers) }
 async function runLlamaCppPeer(o) {
   const { args, p1, p2, n1, n2 } = pc.parseArgs(o.prog, o.description, PRECISIONS);
-  const cfg = o.readConfig(args.model);
-  pc.checkFits(cfg, [[p1, n1], [p2, n2]]);
+  // a GGUF file (`miser compare --model F.gguf`) runs as it is: no config.json,
+  // no conversion; llama.cpp checks the context and vocabulary itself
+  const asIs = args.model.endsWith('.gguf');
+  if (!asIs) pc.checkFits(o.readConfig(args.model), [[p1, n1], [p2, n2]]);
   // No source download or build, ever: only the prebuilt binary package.
   process.env.NODE_LLAMA_CPP_SKIP_DOWNLOAD = 'true';
   let nlc;
@@ -33,8 +35,8 @@ async function runLlamaCppPeer(o) {
     throw new pc.PeerError('node-llama-cpp with @node-llama-cpp/linux-x64 is not installed in tools/peers/node_modules; '
       + 'install it with `make peers`', pc.EXIT_NOT_INSTALLED);
   }
-  const gguf = pc.cachePath(args.cacheDir, args.model, `${o.ggufPrefix}-${args.precision}-v1.gguf`);
-  const convertS = pc.convert(o.prog, o.converter,
+  const gguf = asIs ? args.model : pc.cachePath(args.cacheDir, args.model, `${o.ggufPrefix}-${args.precision}-v1.gguf`);
+  const convertS = asIs ? 0 : pc.convert(o.prog, o.converter,
     ['--model', args.model, '--out', gguf, '--precision', args.precision], gguf);
 
   let llama;
@@ -94,7 +96,7 @@ async function runLlamaCppPeer(o) {
   const result = {
     runtime: 'llama.cpp',
     version,
-    precision: args.precision,
+    precision: asIs ? 'as stored' : args.precision,
     threads: args.threads,
     load_s: Math.round(loadS * 1e6) / 1e6,
     convert_s: Math.round(convertS * 1e6) / 1e6,
