@@ -328,15 +328,30 @@ Test(llama, compile_materialises_nothing)
             cr_assert_eq(gs.materialized_bytes, 0, "default pipeline materialised %llu bytes",
                          (unsigned long long)gs.materialized_bytes);
             cr_assert_eq(gs.unique_const_bytes, weights, "every weight read in place, once");
-            int attn = 0, swiglu = 0;
+            int attn = 0, swiglu = 0, qkv = 0, glu = 0;
             const miser_graph *g = miser_plan_graph(p);
             for (int32_t i = 0; i < g->n_nodes; i++) {
-                attn += g->nodes[i].op == MISER_OP_ATTENTION;
-                swiglu += g->nodes[i].op == MISER_OP_SWIGLU;
-                cr_assert_neq(g->nodes[i].op, MISER_OP_MATMUL, "unfused matmul '%s'", g->nodes[i].name);
+                const miser_node *nd = &g->nodes[i];
+                attn += nd->op == MISER_OP_ATTENTION;
+                swiglu += nd->op == MISER_OP_SWIGLU;
+                cr_assert_neq(nd->op, MISER_OP_MATMUL, "unfused matmul '%s'", nd->name);
+                if (nd->op != MISER_OP_LINEARS) continue;
+                /* group_linears: Q/K/V in one dispatch, gate/up with SiLU x up in
+                 * another; each weight is its checkpoint tensor, read in place */
+                if (nd->attr.i[0] == MISER_LINEARS_SWIGLU) glu++;
+                else qkv += nd->n_in == 4;
+                for (int j = 1; j < nd->n_in; j++) {
+                    const miser_node *w = &g->nodes[nd->in[j]];
+                    int found = 0;
+                    for (size_t t = 0; t < miser_model_tensor_count(m); t++)
+                        found |= miser_model_tensor_at(m, t)->data == w->cst.data;
+                    cr_assert(found, "'%s' input %d is not a checkpoint tensor in place", nd->name, j);
+                }
             }
             cr_assert_eq(attn, 2, "one fused GQA attention per layer");
-            cr_assert_eq(swiglu, 2);
+            cr_assert_eq(swiglu, 0, "SWIGLU went into the gate/up LINEARS");
+            cr_assert_eq(qkv, 2, "one Q/K/V LINEARS per layer");
+            cr_assert_eq(glu, 2, "one gate/up LINEARS with SiLU x up per layer");
         } else
             cr_assert_gt(gs.materialized_bytes, 0, "the naive pipeline copies per consumer");
         miser_plan_free(p);

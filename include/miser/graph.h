@@ -66,11 +66,19 @@ typedef enum miser_op {
                             the graph's `rope` and head_dim */
     MISER_OP_SILU,       /* x * sigmoid(x) */
     MISER_OP_SWIGLU,     /* silu(in0) * in1, same shapes (fuse's MUL(SILU(gate), up)) */
+    MISER_OP_LINEARS,    /* several linears of one input in one dispatch (group_linears.c):
+                            in0 x [.., K] (evenly strided rows), in1..in3 W_j [K, N_j] (2-D
+                            strided consts in the dot layout, stride[0] == 1; each read in
+                            place, never concatenated) -> [.., sum N_j], W_j's outputs at
+                            columns sum_{i<j} N_i; attr.i[0] epilogue: MISER_LINEARS_PLAIN, or
+                            MISER_LINEARS_SWIGLU (two weights of one N: columns [0, N) become
+                            silu(x W_0) * (x W_1), [N, 2N) keep x W_1) */
     MISER_OP_COUNT
 } miser_op;
 
 enum { MISER_INPUT_TOKENS = 0, MISER_INPUT_POSITIONS = 1 };
 enum { MISER_ACT_NONE = 0, MISER_ACT_GELU = 1 };
+enum { MISER_LINEARS_PLAIN = 0, MISER_LINEARS_SWIGLU = 1 };
 
 /* node flags */
 #define MISER_NODE_VIEW 1u      /* output aliases its first input (or the KV cache) */

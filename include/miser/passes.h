@@ -58,6 +58,9 @@ miser_status miser_pass_fold_constants(miser_graph *g, const miser_pass_options 
 miser_status miser_pass_share_constants(miser_graph *g, const miser_pass_options *o);
 miser_status miser_pass_cse(miser_graph *g, const miser_pass_options *o);
 miser_status miser_pass_fuse(miser_graph *g, const miser_pass_options *o);
+/* linears of one input (Llama's Q/K/V; gate/up with their SWIGLU) -> one
+ * LINEARS node run as one dispatch (src/passes/group_linears.c) */
+miser_status miser_pass_group_linears(miser_graph *g, const miser_pass_options *o);
 miser_status miser_pass_plan_memory(miser_graph *g, const miser_pass_options *o);
 miser_status miser_pass_dce(miser_graph *g, const miser_pass_options *o);
 

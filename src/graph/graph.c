@@ -8,7 +8,7 @@
 static const char *const g_op_names[MISER_OP_COUNT] = {
     "none", "input", "const", "gather", "add", "mul", "scale", "layernorm", "gelu", "softmax",
     "einsum", "matmul", "linear", "reshape", "transpose", "slice", "broadcast", "contiguous",
-    "kv_write", "last_token", "attention", "output", "rmsnorm", "rope", "silu", "swiglu"};
+    "kv_write", "last_token", "attention", "output", "rmsnorm", "rope", "silu", "swiglu", "linears"};
 
 const char *miser_op_name(miser_op op) { return (unsigned)op < MISER_OP_COUNT ? g_op_names[op] : "?"; }
 
@@ -159,7 +159,7 @@ miser_status miser_graph_infer(miser_graph *g, int32_t id)
         [MISER_OP_RESHAPE] = 1, [MISER_OP_TRANSPOSE] = 1, [MISER_OP_SLICE] = 1, [MISER_OP_BROADCAST] = 1,
         [MISER_OP_CONTIGUOUS] = 1, [MISER_OP_KV_WRITE] = 1, [MISER_OP_LAST_TOKEN] = 1,
         [MISER_OP_ATTENTION] = 3, [MISER_OP_OUTPUT] = 1, [MISER_OP_RMSNORM] = 2, [MISER_OP_ROPE] = 2,
-        [MISER_OP_SILU] = 1, [MISER_OP_SWIGLU] = 2};
+        [MISER_OP_SILU] = 1, [MISER_OP_SWIGLU] = 2, [MISER_OP_LINEARS] = -1};
     if ((unsigned)n->op >= MISER_OP_COUNT || n->op == MISER_OP_NONE) return shape_err(g, id, "unknown op");
     if (want_in[n->op] >= 0 && n->n_in != want_in[n->op]) return shape_err(g, id, "wrong number of inputs");
     n->flags &= ~MISER_NODE_VIEW;
@@ -268,6 +268,24 @@ miser_status miser_graph_infer(miser_graph *g, int32_t id)
         n->shape[nd] = a->shape[a->ndim - 2];
         n->shape[nd + 1] = b->shape[b->ndim - 1];
         n->ndim = nd + 2;
+        n->dtype = MISER_DTYPE_F32;
+        return MISER_OK;
+    }
+    case MISER_OP_LINEARS: {
+        if (n->n_in < 3) return shape_err(g, id, "linears takes x and two or three weights");
+        int64_t N = 0;
+        for (int j = 1; j < n->n_in; j++) {
+            const miser_node *w = &g->nodes[n->in[j]];
+            if (w->op != MISER_OP_CONST || w->ndim != 2 || w->shape[0] != a->shape[a->ndim - 1] || w->cst.stride[0] != 1)
+                return shape_err(g, id, "linears needs x [.., K] and constant W [K, N] in the dot layout");
+            N += w->shape[1];
+        }
+        if (n->attr.i[0] == MISER_LINEARS_SWIGLU &&
+            (n->n_in != 3 || g->nodes[n->in[1]].shape[1] != g->nodes[n->in[2]].shape[1]))
+            return shape_err(g, id, "the swiglu epilogue needs gate and up weights of one shape");
+        n->ndim = a->ndim;
+        memcpy(n->shape, a->shape, sizeof n->shape);
+        n->shape[n->ndim - 1] = N;
         n->dtype = MISER_DTYPE_F32;
         return MISER_OK;
     }

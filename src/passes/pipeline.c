@@ -20,13 +20,15 @@ static const miser_pass_info g_passes[] = {
     {"dce", "dead-code elimination; releases unreferenced materialised constants", miser_pass_dce},
     {"fuse", "matmul+bias(+gelu) -> linear; scores/softmax/combine -> attention; Q|K|V -> one linear over c_attn",
      miser_pass_fuse},
+    {"group_linears", "linears of one input (Q|K|V; gate|up with SiLU x up) -> one LINEARS dispatch over the separate weights",
+     miser_pass_group_linears},
     {"plan_memory", "liveness-based offsets in one activation arena, in-place reuse", miser_pass_plan_memory},
 };
 
 static const struct {
     const char *name, *passes;
 } g_pipelines[] = {
-    {"default", "decompose_einsum,eliminate_noops,fold_constants,share_constants,cse,dce,fuse,dce,plan_memory"},
+    {"default", "decompose_einsum,eliminate_noops,fold_constants,share_constants,cse,dce,fuse,group_linears,dce,plan_memory"},
     {"naive", "decompose_einsum,fold_constants,dce,plan_memory"},
     {"none", "plan_memory"},
 };

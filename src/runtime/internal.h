@@ -58,6 +58,11 @@ miser_status miser_session_run_pass(miser_session *s, int64_t T, const miser_ste
  * refused). Returns 1 with *st set when it did, 0 for the common executor. */
 int miser_batch_node(miser_session *s, int32_t id, int64_t T, miser_status *st);
 
+/* linears.c: run a LINEARS node (passes/group_linears.c) over its inputs'
+ * views in[] into v (already in the arena), as one pool dispatch */
+miser_status miser_linears_exec(miser_session *s, const miser_node *n, int32_t id, const miser_tview *const *in,
+                                miser_tview *v);
+
 /* Whether a session given miser_session_options.kv_f16 = kv_f16 (> 0 f16,
  * < 0 f32, 0 the model's default) keeps its KV cache in f16. The default
  * comes from the checkpoint's registry entry (miser_config.kv_dtype), so

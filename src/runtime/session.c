@@ -450,6 +450,7 @@ static miser_status run_node(miser_session *s, int32_t id, int64_t T, int64_t S)
         miser_ref_einsum(&e, a, b, y, v->shape);
         return MISER_OK;
     }
+    case MISER_OP_LINEARS: return miser_linears_exec(s, n, id, t.in, v); /* one dispatch, several weights: linears.c */
     case MISER_OP_MATMUL:
     case MISER_OP_LINEAR: {
         int64_t M, ldx;
