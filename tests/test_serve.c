@@ -411,7 +411,9 @@ Test(serve, command_line, .timeout = 30)
     free(o);
     const char *usage[] = {"--model " TINY " --bogus", "--model " TINY " --port 70000", "--model " TINY " --parallel 0",
                            "--model " TINY " --host example.org", "--model " TINY " --chat-template jinja",
-                           "--model " TINY " --precision f8", "--model " TINY " --ctx 100000", "--port 0", "--model " TINY " extra"};
+                           "--model " TINY " --precision f8", "--model " TINY " --ctx 100000", "--port 0", "--model " TINY " extra",
+                           "--model " TINY " --engine turbo", "--model " TINY " --kv-blocks 0",
+                           "--model " TINY " --kv-blocks 7" /* 112 positions: less than one context of 128 */};
     for (size_t i = 0; i < sizeof usage / sizeof *usage; i++) {
         o = capture(&rc, "%s serve %s 2>/dev/null", MISER, usage[i]);
         cr_assert_eq(rc, 2, "serve %s: %d", usage[i], rc);
@@ -527,6 +529,34 @@ Test(serve, concurrent_greedy_equals_generate_alone, .timeout = 90)
     char rm[128];
     snprintf(rm, sizeof rm, "rm -rf %s", dir);
     cr_assert_eq(system(rm), 0);
+}
+
+/* --engine slots (a session per slot) still serves what `miser generate` does */
+Test(serve, engine_slots_equals_generate, .timeout = 60)
+{
+    char dir[] = "/tmp/miser-serve-slots-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char pf[256];
+    snprintf(pf, sizeof pf, "%s/p.txt", dir);
+    write_file(pf, "The quick brown fox");
+    char *want = generate_text(TINY, pf, 20);
+    server s;
+    start(&s, "--model " TINY " --parallel 2 --threads 1 --engine slots");
+    int code;
+    char *b = post(&s, "/v1/completions", "{\"prompt\":\"The quick brown fox\",\"max_tokens\":20,\"temperature\":0,"
+                                          "\"ignore_eos\":true}", NULL, &code, NULL);
+    cr_assert_eq(code, 200, "%s", b);
+    char *got = completion_text(b);
+    cr_assert_str_eq(got, want);
+    free(got);
+    free(b);
+    char *m = capture(NULL, "curl -s -m 5 %s/metrics", s.base);
+    cr_assert_null(strstr(m, "miser_kv_blocks_total"), "the slots engine has no pool");
+    free(m);
+    cr_assert_eq(stop(&s), 0);
+    free(want);
+    unlink(pf);
+    rmdir(dir);
 }
 
 /* a gauge's value in a /metrics body (-1 when absent) */
