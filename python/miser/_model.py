@@ -182,7 +182,7 @@ class Model:
 
     ``path``: a Hugging Face GPT-2 directory (config.json + model.safetensors,
     vocab.json + merges.txt optional). ``precision``: None (as stored), "f32",
-    "f16", "bf16" or "q8_0" (converted once into miser's cache and mmapped, as
+    "f16", "bf16", "q8_0", "q4_0" or "q4_k" (converted once into miser's cache and mmapped, as
     ``miser generate --precision``). ``threads``: worker threads (None: the
     CPUs available, as the CLI). ``ctx``: the longest sequence a session of
     this model may hold (None: the model's n_ctx); it bounds the plan's
