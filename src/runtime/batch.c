@@ -117,7 +117,8 @@ int miser_batch_node(miser_session *s, int32_t id, int64_t T, miser_status *st)
     case MISER_OP_ATTENTION: {
         const miser_tview *kv = &s->views[n->in[1]], *vv = &s->views[n->in[2]];
         const int32_t kw = kv_source(g, n->in[1]), vw = kv_source(g, n->in[2]);
-        if (kw < 0 || vw < 0 || g->nodes[kw].attr.i[0] != g->nodes[vw].attr.i[0])
+        if (kw < 0 || vw < 0 || g->nodes[kw].attr.i[0] != g->nodes[vw].attr.i[0] || g->nodes[kw].attr.i[1] != 0 ||
+            g->nodes[vw].attr.i[1] != 1)
             return node_fail(st, n, id, "attention must read the KV cache directly");
         const int64_t l = g->nodes[kw].attr.i[0], H = a->shape[2], D = a->shape[3], KVH = kv->shape[2];
         if (KVH < 1 || H % KVH || a->dtype != MISER_DTYPE_F32 || a->stride[3] != 1 || a->stride[2] != D ||
