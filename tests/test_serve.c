@@ -912,11 +912,11 @@ Test(serve, faults_disconnects_and_malformed_under_load, .timeout = 90)
     char *want = generate_text(TINY, pf, 8), *wj = jstr(want);
     unlink(pf);
     /* glibc keeps the stacks of exited threads (up to 40 MiB) for reuse, and
-     * each connection thread's stack holds libmiser's static TLS (the 256 KiB
-     * _Thread_local g_xq of src/kernels/quant4_ref.c, zero-filled by glibc in
-     * every new thread): ~268 KB RssAnon per cached stack, +10 MB after 64
-     * connections. The server runs with that cache off so the RssAnon check
-     * measures miser's own memory (docs/serve.md, "Load and faults"). */
+     * each connection thread's stack holds libmiser's static TLS (513 KiB: the
+     * 256 KiB _Thread_local g_xq of src/kernels/quant4_ref.c and g_qd_xq of
+     * qdot_avx2.c, zero-filled by glibc in every new thread): +19 MB RssAnon
+     * after 64 connections. The server runs with that cache off so the RssAnon
+     * check measures miser's own memory (docs/serve.md, "Load and faults"). */
     setenv("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0", 1);
     start(&s, "--model " TINY " --parallel 4 --threads 1 --queue 96 --max-body 65536");
     unsetenv("GLIBC_TUNABLES");
