@@ -5,6 +5,7 @@
  * the predicted peak + 5 %; size parsing and the CLI's refusals. */
 #include "support.h"
 #include "miser/alloc.h"
+#include "miser/batch.h"
 #include "miser/budget.h"
 #include "miser/model.h"
 #include "miser/runtime.h"
@@ -201,6 +202,26 @@ Test(budget, parts_equal_a_real_session)
             cr_assert_eq(sc + 2 * MISER_BUDGET_PER_THREAD, p.scratch, "%s: scratch %llu, predicted %llu", dirs[d],
                          (unsigned long long)sc, (unsigned long long)p.scratch);
             miser_session_free(s);
+            miser_plan_free(plan);
+            /* serve's batched engine: 4 sequences, max_batch + 4 rows per
+             * pass; the pool and the executor's arena are what the
+             * prediction says (one formula: miser_batch_footprint_get) */
+            co.max_batch = 64 + 4; /* and max_context = ctx, as server.c compiles */
+            cr_assert_eq(miser_plan_compile(m, &co, &plan), MISER_OK);
+            cr_assert_eq(miser_budget_open(dirs[d], &b), MISER_OK, "%s", miser_error_message());
+            c.parallel = 4;
+            c.engine = MISER_BUDGET_SERVE_BATCH;
+            cr_assert_eq(miser_budget_predict(b, &c, &p), MISER_OK);
+            miser_budget_free(b);
+            const uint64_t kvb = miser_mem_get(MISER_MEM_KV).current;
+            miser_batch *bt = NULL;
+            miser_batch_options bo = {.n_seqs = 4, .capacity = ctx, .threads = 3};
+            cr_assert_eq(miser_batch_create(plan, &bo, &bt), MISER_OK, "%s", miser_error_message());
+            const uint64_t pool = miser_mem_get(MISER_MEM_KV).current - kvb;
+            cr_assert_eq(pool, p.kv, "%s ctx %d: batch KV %llu, predicted %llu", dirs[d], ctx,
+                         (unsigned long long)pool, (unsigned long long)p.kv);
+            cr_assert_geq(p.arena, miser_plan_graph(plan)->arena_bytes);
+            miser_batch_free(bt);
             miser_plan_free(plan);
             miser_model_free(m);
         }

@@ -41,13 +41,35 @@ void miser_budget_release_freed(void);
 
 typedef struct miser_budget_model miser_budget_model;
 
+/* What runs the sequences. */
+typedef enum miser_budget_engine {
+    MISER_BUDGET_GENERATE = 0, /* `miser generate`: one session per sequence */
+    MISER_BUDGET_SERVE_BATCH,  /* `miser serve` (default engine): one pass for every sequence, max_batch
+                                * + parallel rows, the KV in one paged pool (miser_kv_pool_bytes) */
+    MISER_BUDGET_SERVE_SLOTS   /* `miser serve --engine slots`: a session (KV, arena, pool) per sequence */
+} miser_budget_engine;
+const char *miser_budget_engine_name(miser_budget_engine e); /* "generate", "batch", "slots" */
+/* 0 and *out for "generate", "batch", "slots"; -1 otherwise. */
+int miser_budget_engine_parse(const char *s, miser_budget_engine *out);
+
+/* `miser serve` beyond what generate has (fitted on measured runs,
+ * docs/budgets.md, not derived): its own threads (scheduler, HTTP) and
+ * their allocator arenas; per sequence, the connection's thread (its
+ * stack and malloc arena stay after it ends) and the request's buffers;
+ * plus, computed, the sampler's probabilities and indices (8 bytes per
+ * vocabulary entry, once). */
+#define MISER_BUDGET_SERVE_ANON        (1024ull << 10)
+#define MISER_BUDGET_SERVE_PER_SEQ     (1126ull << 10)
+#define MISER_BUDGET_SERVE_FILE        (640ull << 10) /* libmicrohttpd's and the server's code pages */
+
 /* What is asked: one row of `miser plan`. */
 typedef struct miser_budget_config {
-    miser_dtype precision; /* F32, F16, BF16, Q8_0 (the --precision cache) */
+    miser_dtype precision; /* F32, F16, BF16, Q8_0, Q4_K, Q4_0 (the --precision cache) */
     int64_t ctx;           /* KV positions per sequence (clamped to n_ctx) */
-    int parallel;          /* sequences, each with its own session (>= 1) */
+    int parallel;          /* sequences (>= 1) */
     int threads;           /* worker threads per session (>= 1) */
-    int kv_f16;
+    int kv_f16;            /* > 0 f16, < 0 f32, 0 the architecture's default */
+    miser_budget_engine engine;
 } miser_budget_config;
 
 /* The predicted peak, in bytes. rss = rss_anon + rss_file. */

@@ -7,6 +7,7 @@
  * share_constants (the one pass that samples constant contents). */
 #include "miser/budget.h"
 #include "miser/alloc.h"
+#include "miser/batch.h"
 #include "miser/model.h"
 #include "miser/precision.h"
 #include "miser/profiler.h"
@@ -26,9 +27,10 @@ struct miser_budget_model {
     miser_model *model;  /* mapped, never prefaulted; owned */
     miser_plan *plan;    /* default pipeline minus share_constants, for n_ctx; owned */
     /* plans for contexts below max_batch (generate compiles for the
-     * context it runs: max_batch, and so the arena, shrinks to it);
-     * compiled on first use by miser_budget_predict, owned */
-    struct { int64_t ctx; miser_plan *plan; } small[8];
+     * context it runs: max_batch, and so the arena, shrinks to it) and for
+     * serve's batched passes (max_batch + parallel rows); compiled on first
+     * use by miser_budget_predict, owned */
+    struct { int64_t ctx, rows; miser_plan *plan; } small[8];
     int n_small;
     uint64_t heap_fixed; /* allocator bytes live for the model table and the plan */
     uint64_t load_peak;  /* RssAnon growth over model + tokenizer + compile, before any release */
@@ -64,11 +66,12 @@ static int64_t anon_bytes(void)
     return !miser_proc_read_status(0, &ps) && ps.anon_kb >= 0 ? ps.anon_kb * 1024 : -1;
 }
 
-/* The compile `miser generate` does, minus share_constants (it samples
- * weight pages); max_context 0: the model's n_ctx. */
-static miser_status compile_for(const miser_model *m, int64_t max_context, miser_plan **out)
+/* The compile `miser generate` (max_batch MISER_BUDGET_MAX_BATCH) or
+ * `serve` does, minus share_constants (it samples weight pages);
+ * max_context 0: the model's n_ctx. */
+static miser_status compile_for(const miser_model *m, int64_t max_context, int64_t max_batch, miser_plan **out)
 {
-    miser_compile_options co = {.pipeline = "default", .disable = "share_constants", .max_batch = MISER_BUDGET_MAX_BATCH,
+    miser_compile_options co = {.pipeline = "default", .disable = "share_constants", .max_batch = max_batch,
                                 .max_context = max_context};
     return miser_plan_compile(m, &co, out);
 }
@@ -87,7 +90,7 @@ miser_status miser_budget_open(const char *model_dir, miser_budget_model **out)
     miser_tokenizer *tok = NULL;
     miser_status st = miser_model_open(model_dir, &b->model);
     if (!st) st = miser_tokenizer_open(model_dir, &tok);
-    if (!st) st = compile_for(b->model, 0, &b->plan);
+    if (!st) st = compile_for(b->model, 0, MISER_BUDGET_MAX_BATCH, &b->plan);
     if (st) {
         miser_tokenizer_free(tok);
         miser_budget_free(b);
@@ -174,30 +177,48 @@ static uint64_t weights_bytes(const miser_budget_model *b, miser_dtype p)
     return sum;
 }
 
-/* The plan generate compiles for a run of ctx positions: the n_ctx one,
- * or, below max_batch, one for ctx (its arena is smaller). */
-static miser_status plan_for(const miser_budget_model *cb, int64_t ctx, const miser_plan **out)
+/* The plan a run of ctx positions compiles with `rows` rows per pass:
+ * the n_ctx one when that is the same (the arena depends on the rows,
+ * min(rows, max_context), not on the context), else one compiled for it. */
+static miser_status plan_for(const miser_budget_model *cb, int64_t ctx, int64_t rows, const miser_plan **out)
 {
-    miser_budget_model *b = (miser_budget_model *)cb; /* the cache of small-context plans */
+    miser_budget_model *b = (miser_budget_model *)cb; /* the cache of other plans */
     *out = b->plan;
-    if (ctx <= 0 || ctx >= MISER_BUDGET_MAX_BATCH || ctx >= b->n_ctx) return MISER_OK;
+    if (rows == MISER_BUDGET_MAX_BATCH && (ctx <= 0 || ctx >= rows || ctx >= b->n_ctx)) return MISER_OK;
+    const int64_t key = ctx < rows ? ctx : 0; /* 0: any context of at least `rows` */
     for (int i = 0; i < b->n_small; i++)
-        if (b->small[i].ctx == ctx) {
+        if (b->small[i].ctx == key && b->small[i].rows == rows) {
             *out = b->small[i].plan;
             return MISER_OK;
         }
     miser_plan *p = NULL;
-    miser_status st = compile_for(b->model, ctx, &p);
+    miser_status st = compile_for(b->model, key, rows, &p);
     if (st) return st;
     if (b->n_small == (int)(sizeof b->small / sizeof *b->small)) { /* evict the oldest */
         miser_plan_free(b->small[0].plan);
         memmove(b->small, b->small + 1, sizeof b->small - sizeof *b->small);
         b->n_small--;
     }
-    b->small[b->n_small].ctx = ctx;
+    b->small[b->n_small].ctx = key;
+    b->small[b->n_small].rows = rows;
     b->small[b->n_small++].plan = p;
     *out = p;
     return MISER_OK;
+}
+
+const char *miser_budget_engine_name(miser_budget_engine e)
+{
+    return e == MISER_BUDGET_SERVE_BATCH ? "batch" : e == MISER_BUDGET_SERVE_SLOTS ? "slots" : "generate";
+}
+
+int miser_budget_engine_parse(const char *s, miser_budget_engine *out)
+{
+    for (int e = MISER_BUDGET_GENERATE; e <= MISER_BUDGET_SERVE_SLOTS; e++)
+        if (s && !strcmp(s, miser_budget_engine_name((miser_budget_engine)e))) {
+            *out = (miser_budget_engine)e;
+            return 0;
+        }
+    return -1;
 }
 
 miser_status miser_budget_predict(const miser_budget_model *b, const miser_budget_config *c, miser_budget_prediction *o)
@@ -208,31 +229,56 @@ miser_status miser_budget_predict(const miser_budget_model *b, const miser_budge
                                miser_dtype_name(c->precision), miser_dtype_name(b->stored));
     const int par = c->parallel > 0 ? c->parallel : 1, thr = c->threads > 0 ? c->threads : 1;
     const int64_t ctx = c->ctx > 0 && c->ctx < b->n_ctx ? c->ctx : b->n_ctx;
+    const int batch = c->engine == MISER_BUDGET_SERVE_BATCH;
+    /* serve's batched pass carries every decoding sequence plus a prefill
+     * chunk (server.c: MISER_SERVE_MAX_BATCH + parallel rows) */
+    const int64_t rows = MISER_BUDGET_MAX_BATCH + (batch ? par : 0);
     const miser_plan *plan;
-    miser_status st = plan_for(b, ctx, &plan);
+    miser_status st = plan_for(b, ctx, rows, &plan);
     if (st) return st;
     miser_session_options so = {.capacity = ctx, .threads = thr, .kv_f16 = c->kv_f16};
     miser_session_footprint f;
     miser_session_footprint_get(plan, &so, &f);
     o->ctx = f.capacity;
     o->weights = weights_bytes(b, c->precision);
-    o->kv = f.kv_bytes * (uint64_t)par;
-    o->arena = f.arena_bytes * (uint64_t)par;
+    /* generate and the slots engine: a session per sequence; the batched
+     * engine: one executor without its own KV, the pool (n_seqs x the
+     * blocks of a context) and the logits head's tail rows, by the batch's
+     * own arithmetic (miser_batch_footprint_get: what miser_batch_create
+     * allocates, the pool's bytes by miser_kv_pool_bytes) */
+    const uint64_t n_sess = batch ? 1 : (uint64_t)par;
+    if (batch) {
+        miser_batch_options bo = {.n_seqs = par, .capacity = ctx, .threads = thr, .kv_f16 = c->kv_f16};
+        miser_batch_footprint bf;
+        miser_batch_footprint_get(plan, &bo, &bf);
+        o->kv = bf.kv_bytes;
+        o->arena = bf.arena_bytes + bf.tail_bytes;
+        f.scratch_bytes = bf.scratch_bytes;
+        f.other_bytes = bf.other_bytes;
+    } else {
+        o->kv = f.kv_bytes * n_sess;
+        o->arena = f.arena_bytes * n_sess;
+    }
     /* workers beyond the calling thread each have a stack and touch it */
-    o->scratch = (f.scratch_bytes + (uint64_t)(thr - 1) * MISER_BUDGET_PER_THREAD) * (uint64_t)par;
+    o->scratch = (f.scratch_bytes + (uint64_t)(thr - 1) * MISER_BUDGET_PER_THREAD) * n_sess;
     o->tokenizer = b->tokenizer;
     /* After the load, generate releases the pages the load freed
      * (miser_budget_release_freed), so the sessions' buffers land in fresh
      * pages: RssAnon at the end is the steady load plus the sessions. The
      * load itself (the tokenizer's parse tree, the passes' temporaries)
      * peaks higher on a small model: the peak is the larger of the two. */
-    const uint64_t sessions = o->kv + o->arena + o->scratch + f.other_bytes * (uint64_t)par;
+    const uint64_t V = (uint64_t)miser_model_config(b->model)->n_vocab;
+    const uint64_t serve = c->engine == MISER_BUDGET_GENERATE
+                               ? 0
+                               : MISER_BUDGET_SERVE_ANON + 8 * V + MISER_BUDGET_SERVE_PER_SEQ * (uint64_t)par;
+    const uint64_t sessions = o->kv + o->arena + o->scratch + f.other_bytes * n_sess + serve;
     const uint64_t steady = b->steady + sessions;
     o->transient = b->load_peak > steady ? b->load_peak - steady : 0;
-    o->fixed = MISER_BUDGET_FIXED_ANON + MISER_BUDGET_FIXED_FILE + (b->steady - b->tokenizer) +
-               f.other_bytes * (uint64_t)par + o->transient;
-    o->rss_file = o->weights + MISER_BUDGET_FIXED_FILE;
-    o->rss_anon = o->kv + o->arena + o->scratch + o->tokenizer + o->fixed - MISER_BUDGET_FIXED_FILE;
+    const uint64_t file = MISER_BUDGET_FIXED_FILE + (c->engine == MISER_BUDGET_GENERATE ? 0 : MISER_BUDGET_SERVE_FILE);
+    o->fixed = MISER_BUDGET_FIXED_ANON + file + (b->steady - b->tokenizer) + f.other_bytes * n_sess + serve +
+               o->transient;
+    o->rss_file = o->weights + file;
+    o->rss_anon = o->kv + o->arena + o->scratch + o->tokenizer + o->fixed - file;
     o->rss = o->rss_anon + o->rss_file;
     return MISER_OK;
 }

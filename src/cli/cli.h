@@ -101,12 +101,12 @@ int miser_cli_value_error(const char *cmd, const struct option *opts, int li, co
  * configuration predicted not to fit; without, pick the widest precision
  * (then the longest context up to want_ctx) that fits into *prec (-1: the
  * checkpoint as stored, no conversion) and say so on stderr. *ctx_cap: the KV positions to allocate (per sequence, of
- * `parallel` sequences: serve's slots). --allow-paging:
+ * `parallel` sequences run by `engine`, a miser_budget_engine: generate, or serve's batch / slots). --allow-paging:
  * run past the budget when only the file-backed weights overflow it.
  * Returns 0 to go on, else the exit code (line printed). */
 int miser_cli_budget_check(const char *cmd, const char *model_dir, const char *budget_s, int allow_paging,
-                           int have_prec, int *prec, int64_t want_ctx, int parallel, int threads, int kv_f16,
-                           int64_t *ctx_cap);
+                           int have_prec, int *prec, int64_t want_ctx, int parallel, int engine, int threads,
+                           int kv_f16, int64_t *ctx_cap);
 
 /* Default worker threads: the CPUs this process may run on. */
 int miser_cli_default_threads(void);

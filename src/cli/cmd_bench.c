@@ -16,6 +16,7 @@
  * (rss(2) - rss(1)) and the exact peak of that interval. docs/bench.md. */
 #include "bench_cli.h"
 #include "cli.h"
+#include "miser/budget.h"
 #include "miser/alloc.h"
 #include "miser/bench.h"
 #include "miser/model.h"
@@ -701,7 +702,7 @@ static int cmd_bench(int argc, char **argv)
         int prec = -1;
         int64_t cap = 0;
         int brc = miser_cli_budget_check(cmd, sc.model_dir, budget_s, allow_paging, 1, &prec, sc.max_length, 1,
-                                         (int)sc.threads, 0, &cap);
+                                         MISER_BUDGET_GENERATE, (int)sc.threads, 0, &cap);
         if (brc) return brc;
     }
     if (soak) return run_soak(cmd, &sc, soak, json, synthetic);

@@ -215,7 +215,7 @@ static int cmd_generate(int argc, char **argv)
         int64_t want = max_len ? max_len : (int64_t)plen + 1 + (max_new > 0 ? max_new : 50);
         int p = (int)prec;
         if ((rc = miser_cli_budget_check(cmd, model_dir, budget_s, allow_paging, precision != NULL, &p, want, 1,
-                                         (int)threads, kv_f16, &budget_ctx)))
+                                         MISER_BUDGET_GENERATE, (int)threads, kv_f16, &budget_ctx)))
             goto out;
         if (!precision && p >= 0) { /* -1: as stored */
             prec = (miser_dtype)p;

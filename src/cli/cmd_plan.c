@@ -30,6 +30,9 @@ static void usage(FILE *f)
             "                         K/M/G/T (KiB/MiB.., KB/MB..: all powers of 1024), e.g. 512M, 1.5G\n"
             "  --ctx N                only this context length (default: 128, n_ctx/4, n_ctx/2, n_ctx)\n"
             "  --parallel N           only N parallel sequences (default: 1 and 4)\n"
+            "  --engine E             what runs them: generate (one session per sequence; the default at\n"
+            "                         parallel 1), batch (`miser serve`'s default: one pass for all, the KV\n"
+            "                         in a paged pool; the default above 1) or slots (`serve --engine slots`)\n"
             "  --threads N            worker threads per sequence (default: the CPUs available)\n"
             "  --kv-f16, --kv-f32     KV cache in f16 / f32 (default: the architecture's, f16 for\n"
             "                         the Llama family, f32 for GPT-2)\n"
@@ -49,7 +52,8 @@ static int cmd_plan(int argc, char **argv)
     const char *model_dir = NULL, *budget_s = NULL;
     long long ctx = 0, parallel = 0, threads = miser_cli_default_threads();
     int json = 0, kv_f16 = 0;
-    enum { O_BUDGET = 256, O_CTX, O_PAR, O_THREADS, O_JSON, O_KV16, O_KV32 };
+    enum { O_BUDGET = 256, O_CTX, O_PAR, O_THREADS, O_JSON, O_KV16, O_KV32, O_ENGINE };
+    int engine = -1; /* -1: generate at parallel 1, serve's batch above */
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"memory-budget", required_argument, 0, O_BUDGET},
                                          {"ctx", required_argument, 0, O_CTX},
@@ -57,6 +61,7 @@ static int cmd_plan(int argc, char **argv)
                                          {"threads", required_argument, 0, O_THREADS},
                                          {"kv-f16", no_argument, 0, O_KV16},
                                          {"kv-f32", no_argument, 0, O_KV32},
+                                         {"engine", required_argument, 0, O_ENGINE},
                                          {"json", no_argument, 0, O_JSON},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -89,6 +94,15 @@ static int cmd_plan(int argc, char **argv)
             kv_f16 = c == O_KV16 ? 1 : -1; /* 0: the architecture's default */
             break;
         case O_JSON: json = 1; break;
+        case O_ENGINE: {
+            miser_budget_engine e;
+            if (miser_budget_engine_parse(optarg, &e)) {
+                miser_cli_error(cmd, "--engine '%s' is not generate, batch or slots", optarg);
+                return MISER_EXIT_USAGE;
+            }
+            engine = (int)e;
+            break;
+        }
         default: return miser_cli_option_error(cmd, c, argv);
         }
         if (bad) return miser_cli_value_error(cmd, opts, li, optarg);
@@ -144,7 +158,9 @@ static int cmd_plan(int argc, char **argv)
     miser_budget_prediction bestp = {0};
     int have_best = -1;
     if (budget_s) {
-        miser_budget_config want = {.ctx = n_ctx, .parallel = pars[0], .threads = (int)threads, .kv_f16 = kv_f16};
+        miser_budget_config want = {.ctx = n_ctx, .parallel = pars[0], .threads = (int)threads, .kv_f16 = kv_f16,
+                                    .engine = engine >= 0 ? (miser_budget_engine)engine
+                                              : pars[0] > 1 ? MISER_BUDGET_SERVE_BATCH : MISER_BUDGET_GENERATE};
         if (ctx) want.ctx = ctxs[0];
         have_best = miser_budget_fit(b, budget, &want, -1, &best, &bestp);
     }
@@ -169,7 +185,7 @@ static int cmd_plan(int argc, char **argv)
     } else {
         printf("model %s: n_ctx %lld, %lld threads per sequence%s; read bandwidth %.1f GB/s (%s)\n", model_dir,
                (long long)n_ctx, threads, kv_is_f16 ? ", KV f16" : ", KV f32", bw / 1e9, cached ? "cached probe" : "probed now");
-        printf("%-6s %6s %4s %10s %10s %10s %9s %9s %9s %9s %9s %9s %9s%s\n", "prec", "ctx", "par", "peak MB",
+        printf("%-6s %6s %4s %-8s %10s %10s %10s %9s %9s %9s %9s %9s %9s %9s%s\n", "prec", "ctx", "par", "engine", "peak MB",
                "anon MB", "file MB", "weights", "KV", "arena", "scratch", "tokenizer", "fixed", "~tok/s",
                budget_s ? "  fits" : "");
     }
@@ -178,27 +194,30 @@ static int cmd_plan(int argc, char **argv)
         for (int j = 0; j < nc; j++)
             for (int k = 0; k < npar; k++) {
                 miser_budget_config cfg = {.precision = precs[i], .ctx = ctxs[j], .parallel = pars[k],
-                                           .threads = (int)threads, .kv_f16 = kv_f16};
+                                           .threads = (int)threads, .kv_f16 = kv_f16,
+                                           .engine = engine >= 0 ? (miser_budget_engine)engine
+                                                     : pars[k] > 1 ? MISER_BUDGET_SERVE_BATCH : MISER_BUDGET_GENERATE};
                 miser_budget_prediction p;
                 if (miser_budget_predict(b, &cfg, &p)) continue;
                 const double tps = miser_budget_decode_estimate(&p, bw);
                 const int fits = budget_s && p.rss <= budget;
                 if (json) {
-                    printf("%s{\"precision\":\"%s\",\"ctx\":%lld,\"parallel\":%d,\"peak_rss_bytes\":%llu,"
+                    printf("%s{\"precision\":\"%s\",\"ctx\":%lld,\"parallel\":%d,\"engine\":\"%s\",\"peak_rss_bytes\":%llu,"
                            "\"rss_anon_bytes\":%llu,\"rss_file_bytes\":%llu,\"weights_bytes\":%llu,\"kv_bytes\":%llu,"
                            "\"arena_bytes\":%llu,\"scratch_bytes\":%llu,\"tokenizer_bytes\":%llu,\"fixed_bytes\":%llu,"
                            "\"transient_bytes\":%llu,"
                            "\"decode_tok_s_estimate\":%.1f",
                            first ? "" : ",", miser_dtype_name(cfg.precision), (long long)p.ctx, cfg.parallel,
-                           (unsigned long long)p.rss, (unsigned long long)p.rss_anon, (unsigned long long)p.rss_file,
+                           miser_budget_engine_name(cfg.engine), (unsigned long long)p.rss, (unsigned long long)p.rss_anon, (unsigned long long)p.rss_file,
                            (unsigned long long)p.weights, (unsigned long long)p.kv, (unsigned long long)p.arena,
                            (unsigned long long)p.scratch, (unsigned long long)p.tokenizer, (unsigned long long)p.fixed,
                            (unsigned long long)p.transient, tps);
                     if (budget_s) printf(",\"fits\":%s", fits ? "true" : "false");
                     printf("}");
                 } else
-                    printf("%-6s %6lld %4d %10.1f %10.1f %10.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.0f%s\n",
-                           miser_dtype_name(cfg.precision), (long long)p.ctx, cfg.parallel, mb(p.rss), mb(p.rss_anon),
+                    printf("%-6s %6lld %4d %-8s %10.1f %10.1f %10.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.0f%s\n",
+                           miser_dtype_name(cfg.precision), (long long)p.ctx, cfg.parallel,
+                           miser_budget_engine_name(cfg.engine), mb(p.rss), mb(p.rss_anon),
                            mb(p.rss_file), mb(p.weights), mb(p.kv), mb(p.arena), mb(p.scratch), mb(p.tokenizer),
                            mb(p.fixed), tps, budget_s ? (fits ? "  yes" : "  no") : "");
                 first = 0;
@@ -230,8 +249,8 @@ static int cmd_plan(int argc, char **argv)
 MISER_CLI_COMMAND(plan, "plan", "predict the memory of a configuration before loading it (memory budgets)", cmd_plan)
 
 int miser_cli_budget_check(const char *cmd, const char *model_dir, const char *budget_s, int allow_paging,
-                           int have_prec, int *prec, int64_t want_ctx, int parallel, int threads, int kv_f16,
-                           int64_t *ctx_cap)
+                           int have_prec, int *prec, int64_t want_ctx, int parallel, int engine, int threads,
+                           int kv_f16, int64_t *ctx_cap)
 {
     uint64_t budget;
     if (miser_budget_parse_size(budget_s, &budget)) {
@@ -251,7 +270,7 @@ int miser_cli_budget_check(const char *cmd, const char *model_dir, const char *b
     }
     miser_budget_config want = {.precision = have_prec && *prec >= 0 ? (miser_dtype)*prec : miser_budget_stored_dtype(b),
                                 .ctx = want_ctx, .parallel = parallel > 0 ? parallel : 1, .threads = threads,
-                                .kv_f16 = kv_f16};
+                                .kv_f16 = kv_f16, .engine = (miser_budget_engine)engine};
     miser_budget_config got = {0};
     miser_budget_prediction p;
     char why[256];

@@ -4,6 +4,7 @@
  * address is printed on stdout once bound, one line per request goes to
  * stderr, and SIGTERM/SIGINT drain in-flight requests before exiting 0. */
 #include "cli.h"
+#include "miser/budget.h"
 #include "serve/serve.h"
 
 #include <arpa/inet.h>
@@ -151,6 +152,8 @@ static int cmd_serve(int argc, char **argv)
         int prec = (int)dt;
         int64_t cap = 0;
         int brc = miser_cli_budget_check(cmd, o.model_dir, budget_s, 0, o.precision != NULL, &prec, o.ctx, o.parallel,
+                                         o.engine && !strcmp(o.engine, "slots") ? MISER_BUDGET_SERVE_SLOTS
+                                                                                : MISER_BUDGET_SERVE_BATCH,
                                          o.threads, 0, &cap);
         if (brc) return brc;
         if (!o.precision && prec >= 0) o.precision = miser_dtype_name((miser_dtype)prec); /* -1: as stored */

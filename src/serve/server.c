@@ -5,6 +5,7 @@
 #include "serve/internal.h"
 #include "miser/alloc.h"
 #include "miser/batch.h"
+#include "miser/budget.h"
 #include "miser/precision.h"
 
 #include <stdio.h>
@@ -131,6 +132,9 @@ miser_status miser_serve_load(miser_server *s)
     const int64_t rows = slots ? MISER_SERVE_MAX_BATCH : MISER_SERVE_MAX_BATCH + s->o.parallel;
     miser_compile_options co = {.max_batch = rows, .max_context = s->o.ctx};
     if ((st = miser_plan_compile(s->model, &co, &s->plan))) return st;
+    /* the load's freed pages go back to the kernel before the engine's
+     * buffers exist, as in generate (budget.h: what `miser plan` counts on) */
+    miser_budget_release_freed();
     miser_serve_engine *e = NULL;
     if (slots) st = miser_serve_engine_slots(s->plan, s->o.parallel, s->o.ctx, s->o.threads, 0, &e);
     else st = miser_serve_engine_batch(s->plan, s->o.parallel, s->o.ctx, s->o.threads, 0, s->o.kv_blocks, rows, &e);
