@@ -16,8 +16,14 @@ for the last run, and, for miser's naive pipeline, the share of the compile
 stage's growth under src/passes/fold_constants.c.
 
 Workloads: miser generate --pipeline naive and default; PyTorch from Python
-(tools/peers/torch_gpt2.py) and ONNX Runtime from node
-(tools/peers/ort_gpt2.js), both on the same checkpoint.
+(tools/peers/torch_gpt2.py), `python3 -c 'import torch'` alone (~600,000
+distinct stacks: the stack tables' sizing case) and ONNX Runtime from node
+(tools/peers/ort_gpt2.js), on the same checkpoint. With each workload's
+medians it prints the 1-minute load average before and after it and, per
+traced process, the distinct stacks and how many allocations were truncated,
+overflowed or left untracked (all 0 when the tables were big enough).
+
+For a quiet-machine rerun: BUILD=build python3 bench/attrib_overhead.py --runs 5
 
 usage: bench/attrib_overhead.py [--model DIR] [--runs N] [--medium] [--only NAME,...]
   --model DIR   a GPT-2 checkpoint (default: `miser synth --shape small` in
@@ -130,6 +136,7 @@ def main():
         ("miser-default", gen + ["--pipeline", "default"]),
         ("pytorch", ["/usr/bin/python3", os.path.join(ROOT, "tools/peers/torch_gpt2.py"), "--model", model,
                      "--prompt-ids", "15496", "--max-length", "10", "--threads", "2"]),
+        ("torch-import", ["/usr/bin/python3", "-c", "import torch"]),
         ("onnxruntime", ["node", os.path.join(ROOT, "tools/peers/ort_gpt2.js"), "--model", model,
                          "--prompt-ids", "15496", "--max-length", "10", "--threads", "2"]),
     ])
@@ -140,6 +147,7 @@ def main():
     res = {}
     last = {}
     for name, cmd in work.items():
+        load0 = os.getloadavg()
         subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm caches, conversions
         r = collections.defaultdict(list)
         for i in range(a.runs):
@@ -164,12 +172,19 @@ def main():
             r["heaptrack_total_rss"].append(hm)
             last[name] = (pj, [os.path.join(tmp, x) for x in os.listdir(tmp) if x.startswith(name + ".heaptrack")])
         res[name] = {k: statistics.median(v) for k, v in r.items()}
+        res[name]["load"] = (load0[0], os.getloadavg()[0])
+        prof = json.load(open(last[name][0]))
+        res[name]["tables"] = [(p["exe"].rsplit("/", 1)[-1], p["stacks"], p["stack_truncated"], p["stack_overflow"],
+                                p["table_overflow"]) for p in prof["attribution"]["processes"] if p["calls"]]
         print("%-14s plain %6.2f s %7.1f MB | miser: command %6.2f s %7.1f MB, whole %6.2f s max %7.1f MB | "
               "heaptrack whole %6.2f s max %7.1f MB" % (
                   name, res[name]["plain_wall"], res[name]["plain_rss"], res[name]["miser_wall"],
                   res[name]["miser_rss"], res[name]["miser_total_wall"], res[name]["miser_total_rss"],
                   res[name]["heaptrack_total_wall"], res[name]["heaptrack_total_rss"]), flush=True)
-    print("\nmedians of %d runs; overhead = tool - plain" % a.runs)
+    print("\nmedians of %d runs, interleaved (plain, miser, heaptrack; repeated); overhead = tool - plain" % a.runs)
+    for name, m in res.items():
+        print("  %s: 1-minute load average %.2f before, %.2f after; stacks (truncated, overflowed, untracked) %s" % (
+            name, m["load"][0], m["load"][1], ", ".join("%s %d (%d, %d, %d)" % t for t in m["tables"])))
     print("| workload | plain s | plain MB | miser cmd +s | miser cmd +MB | miser whole +s | miser max +MB | "
           "heaptrack whole +s | heaptrack max +MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

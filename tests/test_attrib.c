@@ -289,6 +289,66 @@ Test(attrib, unannounced_boundary_is_exact_in_another_process)
     cJSON_Delete(j);
 }
 
+/* Bounded tables: with room for one stack (MISER_ATTRIB_MAX_STACKS=4, three
+ * of them the per-kind overflow buckets) the known-truth run's stacks are
+ * truncated to their innermost frames or charged to "[stack table full]",
+ * counted and warned about, and no byte is dropped: at every stage's peak
+ * the entries plus the remainder still add up to the process's peak. */
+Test(attrib, full_stack_table_is_counted_and_loses_no_bytes)
+{
+    SKIP_UNDER_ASAN();
+    setenv("MISER_ATTRIB_MAX_STACKS", "4", 1);
+    setenv("MISER_ATTRIB_MAX_NODES", "8", 1);
+    char *argv[] = {MISER_BUILD_DIR "/attrib-truth", NULL};
+    miser_profile *p = NULL;
+    cJSON *j = profile_json(argv, &p);
+    unsetenv("MISER_ATTRIB_MAX_STACKS");
+    unsetenv("MISER_ATTRIB_MAX_NODES");
+    int me = parent_pid(j);
+    const char *names[] = {"one", "two", "three"};
+    for (size_t k = 0; k < 3; k++) {
+        const cJSON *s = stage(j, names[k]), *e;
+        double sum = num(cJSON_GetObjectItem(s, "attribution_other"), "bytes"), mine = 0;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItem(s, "attribution"))
+        {
+            sum += num(e, "bytes");
+            if ((int)num(e, "pid") == me) mine += num(e, "bytes");
+        }
+        cr_expect_eq(sum, num(s, "attribution_peak_bytes"), "stage %s: %.0f listed of %.0f", names[k], sum,
+                     num(s, "attribution_peak_bytes"));
+        if (k == 0) cr_expect_geq(mine, 6000000, "stage one: A and B, wherever they were charged");
+    }
+    const cJSON *pr;
+    double over = 0, trunc = 0;
+    cJSON_ArrayForEach(pr, cJSON_GetObjectItem(cJSON_GetObjectItem(j, "attribution"), "processes"))
+    {
+        over += num(pr, "stack_overflow");
+        trunc += num(pr, "stack_truncated");
+    }
+    cr_expect_gt(over, 0);
+    cr_expect_gt(trunc, 0);
+    int warned = 0;
+    for (size_t i = 0; i < miser_profile_warning_count(p); i++)
+        warned |= strstr(miser_profile_warning(p, i), "stack table full") != NULL;
+    cr_expect(warned, "no warning names the full stack table");
+    miser_profile_free(p);
+    cJSON_Delete(j);
+}
+
+/* A signal handler that calls the hooked mmap/munmap while the main thread
+ * is inside malloc's hook: no deadlock, the run completes. */
+Test(attrib, signal_handler_inside_a_hook_does_not_deadlock, .timeout = 60)
+{
+    SKIP_UNDER_ASAN();
+    char *argv[] = {MISER_BUILD_DIR "/attrib-truth", "signals", NULL};
+    cJSON *j = profile_json(argv, NULL);
+    const cJSON *pr = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "attribution"), "processes"), 0);
+    cr_assert(pr);
+    cr_expect_geq(num(pr, "calls"), 600000, "%.0f calls", num(pr, "calls"));
+    cr_expect_gt(num(pr, "map_calls"), 0, "the handler's mappings outside hooks are tracked");
+    cJSON_Delete(j);
+}
+
 Test(attrib, own_allocator_is_reported)
 {
     SKIP_UNDER_ASAN();

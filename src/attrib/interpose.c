@@ -293,10 +293,10 @@ static void open_channel(int forked)
     }
     /* Capacities are address space, not memory: the file is sparse on
      * tmpfs and every section is filled from its start, so only the pages
-     * used are resident. `python3 -c 'import torch'` makes ~1.1 million
-     * distinct stacks in ~1.9 million frame nodes (docs/attribution.md). */
-    uint32_t max_stacks = (uint32_t)env_u32(MATTR_ENV_MAX_STACKS, 1u << 22, 16, 1u << 24);
-    uint32_t max_nodes = (uint32_t)env_u32(MATTR_ENV_MAX_NODES, 1u << 23, 64, 1u << 26);
+     * used are resident. `python3 -c 'import torch'` makes ~607,000
+     * distinct stacks in ~2.19 million frame nodes (docs/attribution.md). */
+    uint32_t max_stacks = (uint32_t)env_u32(MATTR_ENV_MAX_STACKS, 1u << 21, 4, 1u << 24);
+    uint32_t max_nodes = (uint32_t)env_u32(MATTR_ENV_MAX_NODES, 1u << 23, 2, 1u << 26);
     g_depth = env_u32(MATTR_ENV_DEPTH, MATTR_DEFAULT_DEPTH, 1, MATTR_MAX_DEPTH);
     uint32_t max_snaps = 1u << 22, max_maps = 8u << 20;
     size_t stacks_off = MATTR_HEADER_SIZE;

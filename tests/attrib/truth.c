@@ -35,6 +35,7 @@
  *   parent: P 1,500,000 before "alpha", untouched after (it makes no event
  *           in "beta": its value there is carried from "alpha")
  * Built by the Makefile with -O1 -fno-inline (every site its own frame). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +213,40 @@ static int cross(void)
     return 0;
 }
 
+/* "signals": a timer's handler maps and unmaps a page (async-signal-safe
+ * calls the interposer hooks) every 200 us while the main thread mallocs and
+ * frees: a handler that lands inside a hook (the interposer's lock held)
+ * must pass straight through, not deadlock. */
+#include <sys/time.h>
+static volatile sig_atomic_t g_ticks;
+static void on_alarm(int sig)
+{
+    (void)sig;
+    int e = errno;
+    void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED) munmap(p, 4096);
+    g_ticks++;
+    errno = e;
+}
+static int signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGALRM, &sa, NULL)) return 2;
+    struct itimerval it = {{0, 200}, {0, 200}};
+    if (setitimer(ITIMER_REAL, &it, NULL)) return 2;
+    for (int i = 0; i < 300000 || g_ticks < 50; i++) {
+        void *p = site_churn(64 + (size_t)(i % 256));
+        free(p);
+        if (i > 50000000) break;
+    }
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    return g_ticks >= 50 ? 0 : 9;
+}
+
 static int child(void)
 {
     void *d = site_d(5000000);
@@ -227,6 +262,7 @@ int main(int argc, char **argv)
     if (argc > 1 && !strcmp(argv[1], "threads")) return threads();
     if (argc > 1 && !strcmp(argv[1], "realloc")) return realloc_moves();
     if (argc > 1 && !strcmp(argv[1], "cross")) return cross();
+    if (argc > 1 && !strcmp(argv[1], "signals")) return signals();
     void *a1 = site_a(1000000), *a2 = site_a(1000000);
     void *b = site_b(4000000);
     if (!a1 || !a2 || !b) return 2;
