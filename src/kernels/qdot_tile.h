@@ -29,27 +29,23 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(tile)(const 
     _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
         _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++) acc[r][j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        __m256i wv[4], aw[4];
-        __m256 dw[4];
+        /* one weight block at a time against the tile's rows of x (fewer
+         * live registers than holding all NR blocks: no spills at 4 x 2) */
         _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++)
         {
             const uint8_t *blk = w + j * rb + b * bb;
-            wv[j] = QD_NAME(wload)(dt, blk);
-            aw[j] = _mm256_sign_epi8(wv[j], wv[j]); /* |w|: -128 becomes 128 as an unsigned byte */
+            const __m256i wv = QD_NAME(wload)(dt, blk);
+            const __m256i aw = _mm256_sign_epi8(wv, wv); /* |w|: -128 becomes 128 as an unsigned byte */
             uint16_t h;
             memcpy(&h, blk, 2);
-            dw[j] = _mm256_set1_ps(_cvtsh_ss(h));
-        }
-        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
-        {
-            const miser_q8a *xb = xq + r * nb + b;
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)xb->q);
-            const __m256 dx = _mm256_set1_ps(xb->d);
-            _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++)
+            const __m256 dw = _mm256_set1_ps(_cvtsh_ss(h));
+            _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
             {
+                const miser_q8a *xb = xq + r * nb + b;
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)xb->q);
                 /* x * sign(w): |x| <= 127, so the product never wraps */
-                const __m256i p = QD_DOT(aw[j], _mm256_sign_epi8(xv, wv[j]));
-                acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[j], dx), acc[r][j]);
+                const __m256i p = QD_DOT(aw, _mm256_sign_epi8(xv, wv));
+                acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, _mm256_set1_ps(xb->d)), acc[r][j]);
             }
         }
     }

@@ -131,32 +131,32 @@ static inline __attribute__((always_inline)) void tile_q4k(const int MR, const u
     float a[KT_MR] = {0};
     for (int64_t b = 0; b < nb; b++, w += MISER_Q4_K_BYTES) {
         const uint8_t *scales = w + 4, *qs = w + 16;
-        __m256i lo[4], hi[4], s0[4], s1[4];
         int16_t mm[16];
+        __m256i sv[KT_MR];
+        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) sv[r] = _mm256_setzero_si256();
+        /* sub-block pairs outermost: one pair's bytes and scales live at a time */
         for (int p = 0; p < 4; p++) {
             uint8_t sc0, m0, sc1, m1;
             miser_q4k_scale_min(2 * p, scales, &sc0, &m0);
             miser_q4k_scale_min(2 * p + 1, scales, &sc1, &m1);
             const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
-            lo[p] = _mm256_and_si256(raw, m4);
-            hi[p] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-            s0[p] = _mm256_set1_epi16(sc0);
-            s1[p] = _mm256_set1_epi16(sc1);
+            const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            const __m256i s0 = _mm256_set1_epi16(sc0), s1 = _mm256_set1_epi16(sc1);
             mm[4 * p] = mm[4 * p + 1] = m0; /* bsums 4p, 4p+1 are sub-block 2p's */
             mm[4 * p + 2] = mm[4 * p + 3] = m1;
+            _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
+            {
+                const int8_t *q8 = x[r * nb + b].q + 64 * p;
+                sv[r] = _mm256_add_epi32(sv[r], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8)), s0));
+                sv[r] = _mm256_add_epi32(sv[r], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32))), s1));
+            }
         }
         const __m256i mv = _mm256_loadu_si256((const __m256i *)mm);
         const float dw = half(w), dmin = half(w + 2);
         _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
         {
             const miser_q8k *xb = x + r * nb + b;
-            const int8_t *q8 = xb->q;
-            __m256i sv = _mm256_setzero_si256();
-            for (int p = 0; p < 4; p++) {
-                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(_mm256_maddubs_epi16(lo[p], _mm256_loadu_si256((const __m256i *)(q8 + 64 * p))), s0[p]));
-                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(_mm256_maddubs_epi16(hi[p], _mm256_loadu_si256((const __m256i *)(q8 + 64 * p + 32))), s1[p]));
-            }
-            const int32_t sumi = hsum8(sv);
+            const int32_t sumi = hsum8(sv[r]);
             const int32_t summ = hsum8(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb->bsums), mv));
             const float t = dw * xb->d * (float)sumi, u = dmin * xb->d * (float)summ;
             a[r] += t - u;
@@ -173,21 +173,24 @@ static inline __attribute__((always_inline)) void tile_q6k(const int MR, const u
     for (int64_t b = 0; b < nb; b++, w += MISER_Q6_K_BYTES) {
         const uint8_t *ql = w, *qh = w + 128;
         const int8_t *sc = (const int8_t *)(w + 192);
-        __m256i q[2][4], scv[2][4];
         int16_t c16[16];
+        __m256i sv[KT_MR];
+        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) sv[r] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
             const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
             const __m256i hb = _mm256_loadu_si256((const __m256i *)(qh + 32 * h));
-            q[h][0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
-            q[h][1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
-            q[h][2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
-            q[h][3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
-            for (int i = 0; i < 4; i++)
-                scv[h][i] = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * i + 1]), _mm_set1_epi16(sc[8 * h + 2 * i]));
+            for (int i = 0; i < 4; i++) {
+                const __m256i lsrc = i & 1 ? l1 : l0;
+                const __m256i lq = i < 2 ? _mm256_and_si256(lsrc, m4) : _mm256_and_si256(_mm256_srli_epi16(lsrc, 4), m4);
+                const __m256i q = _mm256_or_si256(lq, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * i), m2), 4));
+                const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * i + 1]), _mm_set1_epi16(sc[8 * h + 2 * i]));
+                _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
+                {
+                    const int8_t *q8 = x[r * nb + b].q + 128 * h + 32 * i;
+                    sv[r] = _mm256_add_epi32(sv[r], _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)q8)), scv));
+                }
+            }
         }
         for (int s = 0; s < 16; s++) c16[s] = (int16_t)(sc[s] * 32); /* |32 sc| <= 4096 */
         const __m256i cv = _mm256_loadu_si256((const __m256i *)c16);
@@ -195,13 +198,8 @@ static inline __attribute__((always_inline)) void tile_q6k(const int MR, const u
         _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
         {
             const miser_q8k *xb = x + r * nb + b;
-            const int8_t *q8 = xb->q;
-            __m256i sv = _mm256_setzero_si256();
-            for (int h = 0; h < 2; h++)
-                for (int i = 0; i < 4; i++)
-                    sv = _mm256_add_epi32(sv, _mm256_madd_epi16(_mm256_maddubs_epi16(q[h][i], _mm256_loadu_si256((const __m256i *)(q8 + 128 * h + 32 * i))), scv[h][i]));
             const int32_t corr = hsum8(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb->bsums), cv));
-            const int32_t sumi = hsum8(sv) - corr;
+            const int32_t sumi = hsum8(sv[r]) - corr;
             const float t = dw * xb->d * (float)sumi;
             a[r] += t;
         }
