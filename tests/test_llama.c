@@ -370,6 +370,23 @@ Test(llama, synth_tiny_against_numpy)
     ref_run(dir, &r);
     check_against(dir, &r, NULL, 64, 0);
     free(r.last);
+    /* miser plan follows the family's KV default (f16) and --kv-f32 / --kv-f16:
+     * 2 (K, V) x 2 layers x 64 positions x 2 KV heads x 16 = 8192 elements */
+    const struct { const char *flag; const char *want; } kv[] = {
+        {"", "\"kv_f16\":true"}, {"--kv-f32", "\"kv_f16\":false"}, {"--kv-f16", "\"kv_f16\":true"}};
+    const long long want_bytes[] = {16384, 32768, 16384};
+    for (int i = 0; i < 3; i++) {
+        char cmd[512], key[64];
+        snprintf(cmd, sizeof cmd, MISER " plan --model '%s' --ctx 64 --parallel 1 --threads 1 --json %s", dir, kv[i].flag);
+        char *out = capture(cmd);
+        cr_assert_not_null(out, "%s", cmd);
+        cr_assert(strstr(out, kv[i].want), "%s: no %s in %.300s", cmd, kv[i].want, out);
+        snprintf(key, sizeof key, "\"kv_bytes\":%lld,", want_bytes[i]);
+        cr_assert(strstr(out, key), "%s: no %s in %.400s", cmd, key, out);
+        free(out);
+    }
+    cr_assert_eq(sh(MISER " plan --model '%s' --kv-f16 --kv-f32 2>/dev/null", dir), 2);
+    cr_assert_eq(sh(MISER " generate --model '%s' --kv-f32 --kv-f16 --prompt a 2>/dev/null", dir), 2);
     cr_assert_eq(sh(MISER " synth --arch llama --shape nope --out '%s/x' 2>/dev/null", g_tmp), 2);
     cr_assert_eq(sh(MISER " synth --kv-heads 2 --out '%s/x' 2>/dev/null", g_tmp), 2);
 }
