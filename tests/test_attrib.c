@@ -254,6 +254,14 @@ Test(attrib, realloc_that_moves_counts_both_blocks_while_copying)
     /* both old blocks came and went inside their stage */
     expect_site(copy, "attribution_temporary", "site_r1", me, 10000000, 1, NULL);
     expect_site(remap, "attribution_temporary", "site_r1", me, 40000000, 1, NULL);
+    /* and the process says how its reallocs moved (at least these two) */
+    const cJSON *pr;
+    cJSON_ArrayForEach(pr, cJSON_GetObjectItem(cJSON_GetObjectItem(j, "attribution"), "processes"))
+    {
+        if ((int)num(pr, "pid") != me) continue;
+        cr_expect_geq(num(pr, "realloc_copies"), 1);
+        cr_expect_geq(num(pr, "realloc_remaps"), 1);
+    }
     cJSON_Delete(j);
 }
 

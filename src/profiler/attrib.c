@@ -145,6 +145,8 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
     out->region_overflow = h.region_overflow;
     out->maps_overflow = h.maps_overflow;
     out->stack_truncated = h.stack_truncated;
+    out->realloc_copies = h.realloc_copies;
+    out->realloc_remaps = h.realloc_remaps;
     out->interval_first = h.interval_first;
     out->interval_last = h.interval;
     out->nstacks = h.nstacks;
@@ -744,6 +746,8 @@ void attrib_watch_finish(attrib_watch *aw, miser_profile *p)
         pr->region_overflow = im->region_overflow;
         pr->maps_overflow = im->maps_overflow;
         pr->stack_truncated = im->stack_truncated;
+        pr->realloc_copies = im->realloc_copies;
+        pr->realloc_remaps = im->realloc_remaps;
         pr->exited = (im->flags & MATTR_FLAG_EXITED) != 0;
         pr->forked = (im->flags & MATTR_FLAG_FORKED) != 0;
         if (im->flags & MATTR_FLAG_OWN_MALLOC)

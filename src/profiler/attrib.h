@@ -57,6 +57,7 @@ typedef struct miser_attrib_process {
     char *allocator;        /* owned: "interposed", "own: PATH", "none seen", "not instrumented" */
     uint64_t calls, map_calls, stacks;
     uint64_t stack_overflow, snap_overflow, table_overflow, region_overflow, maps_overflow, stack_truncated;
+    uint64_t realloc_copies, realloc_remaps; /* moving reallocs: by copying (old + new live at once), by mremap */
     int exited, forked;
 } miser_attrib_process;
 
@@ -130,7 +131,7 @@ typedef struct attrib_image {
     uint32_t flags;
     char exe[512], own_malloc[256];
     uint64_t calls, map_calls, stack_overflow, snap_overflow, table_overflow, region_overflow, maps_overflow;
-    uint64_t stack_truncated;
+    uint64_t stack_truncated, realloc_copies, realloc_remaps;
     uint64_t interval_first, interval_last;
     size_t nstacks;
     attrib_stack_info *stacks; /* owned */

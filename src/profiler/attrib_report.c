@@ -102,12 +102,13 @@ void attrib_json_top(const miser_profile *p, FILE *f)
         fprintf(f,
                 ", \"calls\": %llu, \"map_calls\": %llu, \"stacks\": %llu, \"stack_overflow\": %llu, "
                 "\"snapshot_overflow\": %llu, \"table_overflow\": %llu, \"region_overflow\": %llu, "
-                "\"maps_overflow\": %llu, \"stack_truncated\": %llu, \"exited\": %s, \"forked\": %s}",
+                "\"maps_overflow\": %llu, \"stack_truncated\": %llu, \"realloc_copies\": %llu, "
+                "\"realloc_remaps\": %llu, \"exited\": %s, \"forked\": %s}",
                 (unsigned long long)pr->calls, (unsigned long long)pr->map_calls, (unsigned long long)pr->stacks,
                 (unsigned long long)pr->stack_overflow, (unsigned long long)pr->snap_overflow,
                 (unsigned long long)pr->table_overflow, (unsigned long long)pr->region_overflow,
                 (unsigned long long)pr->maps_overflow, (unsigned long long)pr->stack_truncated,
-                pr->exited ? "true" : "false", pr->forked ? "true" : "false");
+                (unsigned long long)pr->realloc_copies, (unsigned long long)pr->realloc_remaps, pr->exited ? "true" : "false", pr->forked ? "true" : "false");
     }
     fputs("]", f);
     json_list(f, &a->leaks, "leaks", 0);
@@ -232,6 +233,8 @@ miser_status attrib_json_parse(miser_profile *p, const cJSON *root)
                 pr->region_overflow = (uint64_t)jint(it, "region_overflow", &bad);
                 pr->maps_overflow = (uint64_t)jint(it, "maps_overflow", &bad);
                 pr->stack_truncated = (uint64_t)jint(it, "stack_truncated", &bad);
+                pr->realloc_copies = (uint64_t)jint(it, "realloc_copies", &bad);
+                pr->realloc_remaps = (uint64_t)jint(it, "realloc_remaps", &bad);
                 pr->exited = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "exited"));
                 pr->forked = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "forked"));
             }
