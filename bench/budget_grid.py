@@ -12,7 +12,10 @@ KV cache is written to CTX-1 positions. Measured: the whole-run exact peak
 (the max of the interval peaks, VmHWM after clear_refs) and RssAnon at the
 peak = peak - RssFile at the last mark (the weights are prefaulted at load;
 file pages do not grow after it). Prints a Markdown table; exit 1 when a
-row misses the issue's bounds (peak +-3 %, RssAnon +-2 MB).
+row misses the issue's bounds (peak +-3 %, RssAnon +-2 MB). The cache is
+a fresh one ($MISER_CACHE_DIR in a temp dir), so each converted
+precision's first run converts: its exact peak against `plan`'s
+convert_peak_bytes is a second table (+-3 %).
 
 usage: bench/budget_grid.py MISER_BIN SPEC...   SPEC = label:dir:prec1,prec2:ctx1,ctx2
        (a ctx of 0 is the model's maximum)
@@ -28,6 +31,9 @@ def main():
     threads = os.environ.get("THREADS", "2")
     decode = int(os.environ.get("DECODE", "64"))
     tmp = tempfile.mkdtemp(prefix="miser-budget-grid-")
+    # a fresh cache: each precision's first run converts, and is measured too
+    os.environ["MISER_CACHE_DIR"] = os.path.join(tmp, "cache")
+    conv = []
     print("| model | precision | ctx | prompt | predicted peak MB | measured peak MB | error | predicted anon MB | measured anon MB | anon error MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     bad = 0
@@ -37,7 +43,14 @@ def main():
                                 "--json"]).stdout)["n_ctx"]
         for prec in precs.split(","):
             gen = [miser, "generate", "--model", d, "--ignore-eos", "--threads", threads, "--precision", prec]
-            run(gen + ["--prompt", "a", "--max-new-tokens", "1"])  # make the cache
+            pj = os.path.join(tmp, "c.json")
+            run([miser, "profile", "--json", pj, "--format", "none", "--"] + gen +
+                ["--prompt", "a", "--max-new-tokens", "1"])  # makes the cache
+            cp = json.loads(run([miser, "plan", "--model", d, "--ctx", "1", "--parallel", "1", "--threads", threads,
+                                 "--json"]).stdout)["convert_peak_bytes"].get(prec)
+            if cp:
+                cpeak = max(s["peak_rss_kb"] for s in json.load(open(pj))["stages"]) * 1024
+                conv.append((label, prec, cp, cpeak))
             for ctx in ctxs.split(","):
                 ctx = int(ctx) or n_ctx
                 plan = json.loads(run([miser, "plan", "--model", d, "--ctx", str(ctx), "--parallel", "1",
@@ -59,6 +72,15 @@ def main():
                 print(f"| {label} | {prec} | {ctx} | {n_prompt} | {row['peak_rss_bytes']/2**20:.1f} | {peak/2**20:.1f} | "
                       f"{e*100:+.1f} % | {row['rss_anon_bytes']/2**20:.1f} | {anon/2**20:.1f} | {ea:+.2f}{'' if ok else ' MISS'} |",
                       flush=True)
+    if conv:
+        print()
+        print("| model | first run converts to | predicted peak MB | measured peak MB | error |")
+        print("|---|---|---|---|---|")
+        for label, prec, cp, cpeak in conv:
+            e = (cp - cpeak) / cpeak
+            bad += abs(e) > 0.03
+            print(f"| {label} | {prec} | {cp/2**20:.1f} | {cpeak/2**20:.1f} | {e*100:+.1f} %{'' if abs(e) <= 0.03 else ' MISS'} |")
+    subprocess.run(["rm", "-rf", tmp])
     sys.exit(1 if bad else 0)
 
 main()

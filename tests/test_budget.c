@@ -294,6 +294,51 @@ Test(budget, prediction_within_3_percent_of_exact_peaks, .timeout = 300)
     }
 }
 
+/* The first run at a converted precision makes the cache: its exact peak
+ * is the conversion's (the source mapped and read whole), predicted by
+ * miser_budget_convert_peak; the run itself is predicted apart. */
+Test(budget, conversion_peak_within_3_percent)
+{
+    if (SANITIZED) {
+        cr_skip_test("a sanitized build: the calibrated process constants do not describe it");
+        return;
+    }
+    const char *precs[] = {"q8_0", "f16"};
+    for (int i = 0; i < 2; i++) {
+        char cache[128], pj[128];
+        snprintf(cache, sizeof cache, "%s/fresh-%s", g_tmp, precs[i]);
+        snprintf(pj, sizeof pj, "%s/c.json", g_tmp);
+        setenv("MISER_CACHE_DIR", cache, 1); /* nothing cached: this run converts */
+        miser_budget_model *b = NULL;
+        cr_assert_eq(miser_budget_open(TINY, &b), MISER_OK, "%s", miser_error_message());
+        miser_dtype d;
+        cr_assert(!miser_dtype_parse(precs[i], &d));
+        const uint64_t cp = miser_budget_convert_peak(b, d);
+        cr_assert_eq(miser_budget_convert_peak(b, miser_budget_stored_dtype(b)), 0);
+        miser_budget_free(b);
+        cr_assert_eq(sh("'%s' profile --json '%s' --format none -- '%s' generate --model '%s' --precision %s --prompt a "
+                        "--max-new-tokens 1 --threads 2 >/dev/null 2>'%s/conv.err'", MISER, pj, MISER, TINY, precs[i], g_tmp),
+                     0);
+        char errf[160];
+        snprintf(errf, sizeof errf, "%s/conv.err", g_tmp);
+        size_t n = 0;
+        char *e = test_read_file(errf, &n);
+        cr_assert(e && strstr(e, "converted the weights"), "the run did not convert: %s", e ? e : "");
+        free(e);
+        char *t = test_read_file(pj, &n);
+        cr_assert(t);
+        double pk = 0;
+        for (const char *q = t; (q = strstr(q, "\"peak_rss_kb\": ")); q++)
+            if (atof(q + 15) > pk) pk = atof(q + 15);
+        free(t);
+        const double err = ((double)cp - pk * 1024) / (pk * 1024);
+        cr_log_info("budget: hf-tiny-a first run at %s: conversion predicted %.2f MB, measured exact peak %.2f MB (%+.1f %%)",
+                    precs[i], cp / 1048576.0, pk / 1024, err * 100);
+        cr_expect(err >= -0.03 && err <= 0.03, "%s conversion: predicted %.2f MB, measured %.2f MB (%+.1f %%)", precs[i],
+                  cp / 1048576.0, pk / 1024, err * 100);
+    }
+}
+
 /* stderr of the last run: exactly one line containing a and b */
 static void one_line(const char *err, const char *a, const char *b)
 {
@@ -485,7 +530,16 @@ Test(budget, refusals)
                         err), 2);
         one_line(err, "--memory-budget", bad[i]);
     }
+    /* the same on serve and bench */
+    cr_assert_eq(sh("'%s' serve --model '%s' --port 0 --memory-budget 12XB >/dev/null 2>'%s'", MISER, TINY, err), 2);
+    one_line(err, "invalid --memory-budget '12XB'", NULL);
+    cr_assert_eq(sh("'%s' bench --model '%s' --memory-budget -5 >/dev/null 2>'%s'", MISER, TINY, err), 2);
+    one_line(err, "invalid --memory-budget '-5'", NULL);
     /* below the fixed overhead */
+    cr_assert_eq(sh("'%s' serve --model '%s' --port 0 --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    one_line(err, "fixed process overhead", "4M");
+    cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    one_line(err, "fixed process overhead", "4M");
     cr_assert_eq(sh("'%s' plan --model '%s' --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
     one_line(err, "fixed process overhead", "4M");
     cr_assert_eq(sh("'%s' bench --model '%s' --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
@@ -494,6 +548,8 @@ Test(budget, refusals)
     cr_assert_eq(sh("'%s' plan --model '%s' --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err), 3);
     one_line(err, "fits no configuration", "needed");
     cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    one_line(err, "does not fit", "needed");
+    cr_assert_eq(sh("'%s' bench --model '%s' --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err), 3);
     one_line(err, "does not fit", "needed");
     cr_assert_eq(sh("'%s' serve --model '%s' --port 0 --parallel 4 --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err),
                  3);

@@ -114,6 +114,19 @@ miser_status miser_budget_predict(const miser_budget_model *b, const miser_budge
  * configuration tried, for the message). */
 int miser_budget_fit(const miser_budget_model *b, uint64_t budget, const miser_budget_config *want, int precision,
                      miser_budget_config *cfg, miser_budget_prediction *pred);
+/* The peak RSS of the first run at `precision`, which converts the
+ * checkpoint into the cache (miser_precision_prepare) before loading it:
+ * the source mapped and read whole (RssFile), the process constants, and
+ * the converter's two chunk buffers as far as the largest converted tensor
+ * touches them (convert.c: CHUNK_ELEMS floats in, that chunk's output
+ * out). 0 when `precision` needs no conversion (the stored dtype). The run
+ * peaks at the larger of this and the prediction of the run itself. */
+#define MISER_BUDGET_CONVERT_CHUNK ((uint64_t)1 << 20) /* convert.c's CHUNK_ELEMS */
+/* The binary's file pages while converting (before the kernels and the
+ * runtime run): measured, 1.2 MB below MISER_BUDGET_FIXED_FILE */
+#define MISER_BUDGET_CONVERT_FILE  (5630ull << 10)
+uint64_t miser_budget_convert_peak(const miser_budget_model *b, miser_dtype precision);
+
 /* Precisions to list, widest first (f32, f16, bf16, q8_0, q4_k, q4_0: at
  * most MISER_BUDGET_NPREC); returns how many. */
 #define MISER_BUDGET_NPREC 6

@@ -177,6 +177,24 @@ static uint64_t weights_bytes(const miser_budget_model *b, miser_dtype p)
     return sum;
 }
 
+uint64_t miser_budget_convert_peak(const miser_budget_model *b, miser_dtype p)
+{
+    if (p == b->stored || !miser_budget_precision_ok(b, p)) return 0;
+    uint64_t in = 0, out = 0;
+    for (size_t i = 0; i < miser_model_tensor_count(b->model); i++) {
+        const miser_tensor_info *t = miser_model_tensor_at(b->model, i);
+        uint64_t n = 1;
+        for (int d = 0; d < t->ndim; d++) n *= (uint64_t)t->shape[d];
+        const int64_t last = t->ndim ? t->shape[t->ndim - 1] : 1;
+        const miser_dtype to = miser_precision_tensor_target(t->name, t->dtype, t->ndim, last, p);
+        if (to == t->dtype) continue; /* copied from the map as it is */
+        const uint64_t c = n < MISER_BUDGET_CONVERT_CHUNK ? n : MISER_BUDGET_CONVERT_CHUNK;
+        if (4 * c > in) in = 4 * c;
+        if (miser_dtype_bytes(to, c) > out) out = miser_dtype_bytes(to, c);
+    }
+    return miser_model_mapped_bytes(b->model) + MISER_BUDGET_CONVERT_FILE + MISER_BUDGET_FIXED_ANON + in + out;
+}
+
 /* The plan a run of ctx positions compiles with `rows` rows per pass:
  * the n_ctx one when that is the same (the arena depends on the rows,
  * min(rows, max_context), not on the context), else one compiled for it. */

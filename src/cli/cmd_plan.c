@@ -223,8 +223,24 @@ static int cmd_plan(int argc, char **argv)
                 first = 0;
             }
     int rc = MISER_EXIT_OK;
+    /* the first run at a converted precision makes the cache first: the
+     * source mapped and read whole, a peak of its own */
     if (json) {
-        printf("],\"recommended\":");
+        printf("],\"convert_peak_bytes\":{");
+        for (int i = 0, n = 0; i < nprec; i++) {
+            const uint64_t cp = miser_budget_convert_peak(b, precs[i]);
+            if (cp) printf("%s\"%s\":%llu", n++ ? "," : "", miser_dtype_name(precs[i]), (unsigned long long)cp);
+        }
+        printf("}");
+    } else
+        for (int i = 0; i < nprec; i++) {
+            const uint64_t cp = miser_budget_convert_peak(b, precs[i]);
+            if (cp)
+                printf("%s first run converts: peak %.1f MB (the checkpoint read whole from its map into the cache; "
+                       "later runs: the rows above)\n", miser_dtype_name(precs[i]), mb(cp));
+        }
+    if (json) {
+        printf(",\"recommended\":");
         if (have_best == 0)
             printf("{\"precision\":\"%s\",\"ctx\":%lld,\"parallel\":%d,\"peak_rss_bytes\":%llu}}\n",
                    miser_dtype_name(best.precision), (long long)best.ctx, best.parallel,
