@@ -61,7 +61,7 @@
 
 #include <cpuid.h>
 
-static int g_isa = -1; /* 0 AVX2, 1 AVX-VNNI, 2 AVX512-VNNI; -1 not probed yet */
+static int g_isa = -1; /* 0 AVX2, 1 AVX-VNNI, 2 AVX512-VNNI; -1 not probed yet (relaxed atomics) */
 static int g_forced = -1;
 
 /* AVX-VNNI is CPUID.(EAX=7,ECX=1):EAX bit 4 (GCC 12's __builtin_cpu_supports
@@ -81,22 +81,21 @@ static int probe(void)
 
 int miser_qdot_isa(void)
 {
-    if (g_forced >= 0) return g_forced;
-    if (g_isa < 0) g_isa = probe(); /* idempotent: a race writes the same value */
-    return g_isa;
+    const int f = __atomic_load_n(&g_forced, __ATOMIC_RELAXED);
+    if (f >= 0) return f;
+    int isa = __atomic_load_n(&g_isa, __ATOMIC_RELAXED);
+    if (isa < 0) __atomic_store_n(&g_isa, isa = probe(), __ATOMIC_RELAXED); /* a race stores the same value */
+    return isa;
 }
 
 const char *miser_qdot_isa_name(int isa) { return isa == 1 ? "avxvnni" : isa == 2 ? "avx512vnni" : "avx2"; }
 
 int miser_qdot_force(int isa)
 {
-    if (isa < 0) {
-        g_forced = -1;
-        return 0;
-    }
-    const int have = (g_forced = -1, miser_qdot_isa());
-    if (isa != 0 && isa != have) return -1;
-    g_forced = isa;
+    __atomic_store_n(&g_forced, -1, __ATOMIC_RELAXED);
+    if (isa < 0) return 0;
+    if (isa != 0 && isa != miser_qdot_isa()) return -1;
+    __atomic_store_n(&g_forced, isa, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -135,6 +134,12 @@ void miser_q8a_quantize_row_avx2(const float *x, int64_t K, miser_q8a *out)
 
 #define QD_XQ_BYTES (256 * 1024)
 static _Thread_local miser_q8a g_qd_xq[QD_XQ_BYTES / sizeof(miser_q8a)] __attribute__((aligned(64)));
+
+void *miser_qdot_scratch(size_t *bytes)
+{
+    *bytes = sizeof g_qd_xq;
+    return g_qd_xq;
+}
 
 void miser_qdot_cols(const miser_linear_args *a, int64_t n0, int64_t n1)
 {

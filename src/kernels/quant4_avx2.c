@@ -213,9 +213,6 @@ static float gelu1(float x)
     return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
 }
 
-/* Per-thread room for quantised x rows (the kernel does not allocate). */
-#define KT_XQ_BYTES (256 * 1024)
-static _Thread_local unsigned char g_kt_xq[KT_XQ_BYTES] __attribute__((aligned(64)));
 
 /* M > 1 with Q4_K / Q6_K: x quantised once per call per thread (chunks of
  * rows), then per weight row, tiles of 4 rows of x */
@@ -224,16 +221,17 @@ static void linear_k_tiles(const miser_linear_args *a, int ith, int nth)
     if (a->partial && a->phase) return;
     const miser_dtype dt = a->wdt;
     const int64_t nb = a->K / MISER_QK_K;
+    size_t room;
+    miser_q8k *xq = miser_qdot_scratch(&room); /* the kernel does not allocate */
     const size_t row_q = (size_t)nb * sizeof(miser_q8k), bb = miser_dtype_block_bytes(dt);
-    if (row_q > KT_XQ_BYTES) { /* the row dots: the same results */
+    if (row_q > room) { /* the row dots: the same results */
         miser_q4_linear_int(a, ith, nth, miser_q4_dot_avx2);
         return;
     }
     int64_t n0, n1;
     miser_split(a->N, ith, nth, &n0, &n1);
     if (n0 >= n1) return;
-    const int64_t chunk = (int64_t)(KT_XQ_BYTES / row_q);
-    miser_q8k *xq = (miser_q8k *)g_kt_xq;
+    const int64_t chunk = (int64_t)(room / row_q);
     for (int64_t m0 = 0; m0 < a->M; m0 += chunk) {
         const int64_t mc = a->M - m0 < chunk ? a->M - m0 : chunk;
         for (int64_t m = 0; m < mc; m++) miser_q8k_quantize_row(a->x + (m0 + m) * a->ldx, a->K, xq + m * nb);
