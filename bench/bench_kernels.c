@@ -327,6 +327,42 @@ int miser_bench_kernels(int argc, char **argv)
         free(y);
         free(ws);
     }
+    /* GGUF's 4-bit weights in their dot layout (W^T [4096, 1024], blocks along
+     * k), integer dots on quantised x (quant4.h, qdot_avx2.c) */
+    static const miser_dtype qdts[] = {MISER_DTYPE_Q4_0, MISER_DTYPE_Q4_K, MISER_DTYPE_Q6_K};
+    for (size_t d = 0; d < 3; d++) {
+        const miser_dtype dt = qdts[d];
+        const uint64_t bytes = miser_dtype_bytes(dt, (uint64_t)(C * NF));
+        const size_t bb = miser_dtype_block_bytes(dt);
+        int nmat = (int)((256ull << 20) / bytes) + 1;
+        if (quick) nmat = 2;
+        void **ws = calloc((size_t)nmat, sizeof *ws);
+        for (int i = 0; i < nmat; i++) {
+            uint8_t *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+            for (uint64_t j = 0; j < bytes; j++) p[j] = (uint8_t)(frand() * 127 + 128);
+            const uint16_t h = miser_f32_to_f16(0.01f);
+            for (uint64_t b = 0; b < bytes / bb; b++) /* sane block scales: d (and Q4_K's dmin) */
+                if (dt == MISER_DTYPE_Q6_K) memcpy(p + b * bb + 208, &h, 2);
+                else {
+                    memcpy(p + b * bb, &h, 2);
+                    if (dt == MISER_DTYPE_Q4_K) memcpy(p + b * bb + 2, &h, 2);
+                }
+            ws[i] = p;
+        }
+        float *x = make_weights(MISER_DTYPE_F32, 128 * C), *y = aligned_alloc(64, sizeof(float) * 128 * (size_t)NF);
+        miser_linear_args t = {.M = 1, .N = NF, .K = C, .x = x, .ldx = C, .wdt = dt, .wsk = 1, .wsn = C, .y = y, .ldy = NF};
+        const double d1 = time_linear(best, 1, t, ws, nmat, nmat * 4), d2 = time_linear(best, 2, t, ws, nmat, nmat * 4);
+        printf("%-34s %-6s %8s %9.1f    %9.1f    %-12s\n", "gemv, W^T [4096,1024], int8 x", miser_dtype_name(dt),
+               best->name, bytes / d1 / 1e9, bytes / d2 / 1e9, "GB/s");
+        t.M = 128;
+        const double flops = 2.0 * 128 * C * NF, t1 = time_linear(best, 1, t, ws, 1, 3), t2 = time_linear(best, 2, t, ws, 1, 3);
+        printf("%-34s %-6s %8s %9.1f    %9.1f    %-12s\n", "gemm, W^T [4096,1024], int8 x", "", best->name,
+               flops / t1 / 1e9, flops / t2 / 1e9, "GFLOP/s");
+        for (int i = 0; i < nmat; i++) free(ws[i]);
+        free(ws);
+        free(x);
+        free(y);
+    }
     for (int f16 = 0; f16 < 2; f16++) {
         double a1 = time_attention(best, 1, f16, 1024), a2 = time_attention(best, 2, f16, 1024);
         printf("%-34s %-6s %8s %9.1f    %9.1f    %-12s\n", "attention decode S=1024 H=16 D=64", f16 ? "f16" : "f32",
