@@ -29,7 +29,8 @@ static miser_status eb_step(miser_serve_engine *e, miser_serve_item *items, int 
     batch_impl *s = e->impl;
     if (n > e->n_seqs) return miser_error_set(MISER_ERR_INTERNAL, "engine: %d items for %d sequences", n, e->n_seqs);
     for (int i = 0; i < n; i++)
-        s->bi[i] = (miser_batch_item){.seq = items[i].seq, .ids = items[i].ids, .n = items[i].n, .want_logits = 1};
+        s->bi[i] = (miser_batch_item){.seq = items[i].seq, .ids = items[i].ids, .n = items[i].n,
+                                      .want_logits = !items[i].no_logits};
     miser_status st = miser_batch_step(s->b, s->bi, n);
     for (int i = 0; i < n; i++) {
         items[i].logits = s->bi[i].logits;

@@ -276,9 +276,11 @@ static void *sched_main(void *arg)
                     if (c < 1) continue;
                     it->ids = j->prompt + j->fed;
                     it->n = c;
+                    it->no_logits = j->fed + c < j->n_prompt;
                 } else {
                     it->ids = &j->last;
                     it->n = 1;
+                    it->no_logits = 0;
                 }
                 rows += it->n;
                 jobs[n++] = j;

@@ -156,6 +156,7 @@ typedef struct miser_serve_item {
     int seq;
     const int32_t *ids;
     int64_t n;
+    int no_logits;      /* a prefill chunk before the prompt's last: an engine may skip its logits */
     const float *logits;
     miser_status status;
 } miser_serve_item;
