@@ -1,11 +1,12 @@
-/* Today's serve engine: N slots, each its own miser_session (its own KV
+/* The slots engine (--engine slots; the default is engine_batch.c's
+ * batched engine): N slots, each its own miser_session (its own KV
  * cache of `capacity` positions, arena and thread pool), all over one plan
  * and so one copy of the weights. A step evaluates its items one after the
  * other, so it reads the weights once per sequence: correct and isolated
  * (a sequence's numbers are exactly those of `miser generate`, since each
  * item is the same session call generate makes), but not yet the one pass
- * over the weights for all rows that a batched engine gives. The scheduler
- * only sees miser_serve_engine, so that engine can replace this one. */
+ * over the weights for all rows that the batched engine gives. The scheduler
+ * only sees miser_serve_engine. */
 #include "serve/serve.h"
 #include "miser/alloc.h"
 
