@@ -59,7 +59,7 @@ int miser_budget_engine_parse(const char *s, miser_budget_engine *out);
  * plus, computed, the sampler's probabilities and indices (8 bytes per
  * vocabulary entry, once). */
 #define MISER_BUDGET_SERVE_ANON        (1024ull << 10)
-#define MISER_BUDGET_SERVE_PER_SEQ     (1126ull << 10)
+#define MISER_BUDGET_SERVE_PER_SEQ     (870ull << 10)
 #define MISER_BUDGET_SERVE_FILE        (640ull << 10) /* libmicrohttpd's and the server's code pages */
 
 /* What is asked: one row of `miser plan`. */

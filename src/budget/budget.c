@@ -130,6 +130,9 @@ void miser_budget_free(miser_budget_model *b)
     miser_plan_free(b->plan);
     miser_model_free(b->model);
     miser_free(b);
+    /* generate / serve load for real next: from released pages, as a
+     * fresh process would */
+    miser_budget_release_freed();
 }
 
 int64_t miser_budget_n_ctx(const miser_budget_model *b) { return b->n_ctx; }
