@@ -29,6 +29,21 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(tile)(const 
     _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
         _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++) acc[r][j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
+        if (MR == 1) { /* decode: x's block once, against the NR weight rows */
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)xq[b].q);
+            const __m256 dx = _mm256_set1_ps(xq[b].d);
+            _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++)
+            {
+                const uint8_t *blk = w + j * rb + b * bb;
+                const __m256i wv = QD_NAME(wload)(dt, blk);
+                uint16_t h;
+                memcpy(&h, blk, 2);
+                const __m256i p = QD_DOT(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+                acc[0][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(h)), dx),
+                                            acc[0][j]);
+            }
+            continue;
+        }
         /* one weight block at a time against the tile's rows of x (fewer
          * live registers than holding all NR blocks: no spills at 4 x 2) */
         _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++)
