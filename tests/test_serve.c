@@ -911,12 +911,12 @@ Test(serve, faults_disconnects_and_malformed_under_load, .timeout = 90)
     close(fd);
     char *want = generate_text(TINY, pf, 8), *wj = jstr(want);
     unlink(pf);
-    /* glibc keeps the stacks of exited threads (up to 40 MiB) for reuse, and
-     * each connection thread's stack holds libmiser's static TLS (513 KiB: the
-     * 256 KiB _Thread_local g_xq of src/kernels/quant4_ref.c and g_qd_xq of
-     * qdot_avx2.c, zero-filled by glibc in every new thread): +19 MB RssAnon
-     * after 64 connections. The server runs with that cache off so the RssAnon
-     * check measures miser's own memory (docs/serve.md, "Load and faults"). */
+    /* glibc keeps the stacks of exited threads (up to 40 MiB) for reuse, each
+     * with the pages its connection thread touched (~27 KB; libmiser's static
+     * TLS is 1 KiB since the kernels' x buffers moved to src/kernels/scratch.c):
+     * +1.1 MB RssAnon after 64 connections. That is libc's cache, not miser's
+     * memory, so the server runs with it off and the check measures miser's
+     * own (docs/serve.md, "Load and faults"). */
     setenv("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0", 1);
     start(&s, "--model " TINY " --parallel 4 --threads 1 --queue 96 --max-body 65536");
     unsetenv("GLIBC_TUNABLES");

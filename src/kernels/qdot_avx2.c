@@ -132,21 +132,14 @@ void miser_q8a_quantize_row_avx2(const float *x, int64_t K, miser_q8a *out)
 
 /* ---- the linear ---- */
 
-#define QD_XQ_BYTES (256 * 1024)
-static _Thread_local miser_q8a g_qd_xq[QD_XQ_BYTES / sizeof(miser_q8a)] __attribute__((aligned(64)));
-
-void *miser_qdot_scratch(size_t *bytes)
-{
-    *bytes = sizeof g_qd_xq;
-    return g_qd_xq;
-}
-
 void miser_qdot_cols(const miser_linear_args *a, int64_t n0, int64_t n1)
 {
     if (n0 >= n1) return;
     const miser_dtype dt = a->wdt;
-    const int64_t nb = a->K / 32, per = (int64_t)(sizeof g_qd_xq / sizeof *g_qd_xq);
-    if (nb > per) { /* a row of x over 200k values: the scalar definition, the same y */
+    size_t room;
+    miser_q8a *xq = miser_qdot_scratch(&room);
+    const int64_t nb = a->K / 32, per = (int64_t)(room / sizeof *xq);
+    if (!xq || nb > per) { /* a row of x over 200k values: the scalar definition, the same y */
         miser_q32_cols_ref(a, n0, n1);
         return;
     }
@@ -154,9 +147,9 @@ void miser_qdot_cols(const miser_linear_args *a, int64_t n0, int64_t n1)
     const int64_t chunk = per / (nb > 0 ? nb : 1);
     for (int64_t m0 = 0; m0 < a->M; m0 += chunk) {
         const int64_t mc = a->M - m0 < chunk ? a->M - m0 : chunk;
-        for (int64_t m = 0; m < mc; m++) miser_q8a_quantize_row_avx2(a->x + (m0 + m) * a->ldx, a->K, g_qd_xq + m * nb);
-        if (isa == 1) cols_avxvnni(dt, g_qd_xq, mc, nb, a, m0, n0, n1);
-        else if (isa == 2) cols_avx512vnni(dt, g_qd_xq, mc, nb, a, m0, n0, n1);
-        else cols_avx2(dt, g_qd_xq, mc, nb, a, m0, n0, n1);
+        for (int64_t m = 0; m < mc; m++) miser_q8a_quantize_row_avx2(a->x + (m0 + m) * a->ldx, a->K, xq + m * nb);
+        if (isa == 1) cols_avxvnni(dt, xq, mc, nb, a, m0, n0, n1);
+        else if (isa == 2) cols_avx512vnni(dt, xq, mc, nb, a, m0, n0, n1);
+        else cols_avx2(dt, xq, mc, nb, a, m0, n0, n1);
     }
 }

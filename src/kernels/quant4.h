@@ -124,9 +124,14 @@ static inline int miser_qdot_ok(const miser_linear_args *a)
  * otherwise, with identical results. */
 void miser_qdot_cols(const miser_linear_args *a, int64_t n0, int64_t n1);
 void miser_q8a_quantize_row_avx2(const float *x, int64_t K, miser_q8a *out); /* = miser_q8a_quantize_row */
-/* This thread's 256 KB (64-byte aligned) room for quantised x, shared by the
- * AVX2 integer kernels (qdot_avx2.c, the Q4_K/Q6_K tiles): one call at a time
- * per thread uses it. */
+/* This thread's MISER_QDOT_SCRATCH_BYTES (64-byte aligned) room for quantised
+ * x, shared by the integer kernels (qdot_avx2.c, the Q4_K/Q6_K tiles, the
+ * reference's row dots): one call at a time per thread uses it. Allocated on
+ * a thread's first call and owned by the thread until it exits (scratch.c);
+ * NULL when that allocation fails, and the callers then take a path that
+ * needs no room (the scalar definition, or decoded blocks for the 4-bit
+ * reference). */
+#define MISER_QDOT_SCRATCH_BYTES (256 * 1024)
 void *miser_qdot_scratch(size_t *bytes);
 /* The tiles' instruction set: 0 AVX2, 1 AVX-VNNI, 2 AVX512-VNNI (the best
  * this CPU has unless forced); miser_qdot_force(0) forces AVX2, (1 or 2)

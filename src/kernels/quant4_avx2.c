@@ -222,9 +222,9 @@ static void linear_k_tiles(const miser_linear_args *a, int ith, int nth)
     const miser_dtype dt = a->wdt;
     const int64_t nb = a->K / MISER_QK_K;
     size_t room;
-    miser_q8k *xq = miser_qdot_scratch(&room); /* the kernel does not allocate */
+    miser_q8k *xq = miser_qdot_scratch(&room);
     const size_t row_q = (size_t)nb * sizeof(miser_q8k), bb = miser_dtype_block_bytes(dt);
-    if (row_q > room) { /* the row dots: the same results */
+    if (!xq || row_q > room) { /* the row dots: the same results */
         miser_q4_linear_int(a, ith, nth, miser_q4_dot_avx2);
         return;
     }

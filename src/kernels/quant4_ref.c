@@ -272,10 +272,6 @@ void miser_q32_linear_int_ref(const miser_linear_args *a, int ith, int nth)
         }
 }
 
-/* Per-thread room for quantised x rows (the kernel does not allocate). */
-#define XQ_BYTES (256 * 1024)
-static _Thread_local unsigned char g_xq[XQ_BYTES] __attribute__((aligned(64)));
-
 void miser_q4_linear_int(const miser_linear_args *a, int ith, int nth, miser_q4_dot_fn dot)
 {
     if (a->partial && a->phase) return;
@@ -284,18 +280,20 @@ void miser_q4_linear_int(const miser_linear_args *a, int ith, int nth, miser_q4_
     const size_t bb = miser_dtype_block_bytes(dt);
     const size_t row_q = dt == MISER_DTYPE_Q4_0 ? (size_t)(a->K / 32) * sizeof(miser_q8a)
                                                : (size_t)(a->K / MISER_QK_K) * sizeof(miser_q8k);
-    if (row_q > XQ_BYTES) { /* K past 200k: decode the blocks instead */
+    size_t room;
+    unsigned char *xq = miser_qdot_scratch(&room);
+    if (!xq || row_q > room) { /* K past 200k (or no room): decode the blocks instead */
         miser_q4_linear_ref(a, ith, nth);
         return;
     }
     int64_t n0, n1;
     miser_split(a->N, ith, nth, &n0, &n1);
     if (n0 >= n1) return;
-    const int64_t chunk = (int64_t)(XQ_BYTES / row_q);
+    const int64_t chunk = (int64_t)(room / row_q);
     for (int64_t m0 = 0; m0 < a->M; m0 += chunk) {
         const int64_t m1 = m0 + chunk < a->M ? m0 + chunk : a->M;
         for (int64_t m = m0; m < m1; m++) {
-            void *q = g_xq + (size_t)(m - m0) * row_q;
+            void *q = xq + (size_t)(m - m0) * row_q;
             if (dt == MISER_DTYPE_Q4_0) miser_q8a_quantize_row(a->x + m * a->ldx, a->K, q);
             else miser_q8k_quantize_row(a->x + m * a->ldx, a->K, q);
         }
@@ -303,7 +301,7 @@ void miser_q4_linear_int(const miser_linear_args *a, int ith, int nth, miser_q4_
             const uint8_t *row = (const uint8_t *)a->w + (size_t)(n * a->wsn / bl) * bb;
             const float b = a->bias ? miser_load_elem(a->bdt, a->bias, n) : 0.0f;
             for (int64_t m = m0; m < m1; m++) {
-                const float v = dot(dt, row, g_xq + (size_t)(m - m0) * row_q, a->K) + b;
+                const float v = dot(dt, row, xq + (size_t)(m - m0) * row_q, a->K) + b;
                 a->y[m * a->ldy + n] = a->act == MISER_ACT_GELU ? gelu1(v) : v;
             }
         }
