@@ -1,5 +1,5 @@
 /* build/miser-bench: runs benchmark suites by name (miser-bench [SUITE
- * [ARGS...]], default: every suite). Suites in other bench/*.c files are
+ * [ARGS...]], default: every suite). Suites in the other bench sources are
  * declared weak here and run only when linked in. Benchmarks report figures;
  * they are not timed tests and never fail on a slow machine. */
 #include <stdio.h>
