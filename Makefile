@@ -5,6 +5,7 @@
 #   make test-unit       the suite once, optimised build
 #   make test-python     the Python binding's pytest suite (tests/python) over this build
 #   make test-sanitize   the suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-emu-avx512 the AVX-512 / VNNI kernels on a CPU without them, emulated (SIMDe)
 #   make fuzz            libFuzzer targets for FUZZ_SECONDS each (clang)
 #   make bench           kernel microbenchmarks and end-to-end figures
 #   make peers           install the other runtimes used by `miser compare`
@@ -57,7 +58,7 @@ ATTRIB := $(BUILD)/libmiser-attrib.so
 ATTRIB_TRUTH := $(BUILD)/attrib-truth
 ATTRIB_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O2 -Wall -Wextra -Wno-unused-parameter -fPIC -pthread
 
-.PHONY: run all test test-unit test-python test-sanitize fuzz bench peers install clean sanitize
+.PHONY: run all test test-unit test-python test-sanitize test-emu-avx512 fuzz bench peers install clean sanitize
 all: $(STATIC) $(SHARED) $(BIN) $(ATTRIB)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
@@ -114,12 +115,31 @@ test-sanitize:
 	  TEST_ARGS='$(TEST_ARGS)'
 sanitize: test-sanitize
 
+# The AVX-512 and VNNI kernels where the CPU lacks them (docs/kernels.md,
+# "Checking the AVX-512 / VNNI paths without the hardware"): a test-only build
+# in EMU_BUILD with MISER_EMULATE_X86, whose AVX-512 / VNNI files include
+# src/kernels/emu_x86.h (SIMDe, Debian libsimde-dev) instead of immintrin.h and
+# are compiled without -mavx512*, and whose CPU checks report those sets
+# present; then the suites that force each set, with MISER_KERNELS=avx512.
+# Never installed or shipped. `make test` runs the kernel-level suites.
+EMU_BUILD ?= build/emu
+EMU_SUITES ?= kernels kernels_int batch gguf llama
+test-emu-avx512:
+	@test -f /usr/include/simde/x86/avx512.h || { echo "test-emu-avx512: SIMDe headers missing (/usr/include/simde/x86/avx512.h): apt-get install libsimde-dev"; exit 1; }
+	$(MAKE) --no-print-directory BUILD=$(EMU_BUILD) OPT='$(OPT)' SAN='$(SAN)' CFLAGS='$(CFLAGS) -DMISER_EMULATE_X86 -Wno-psabi' \
+	  AVX512_FLAGS='$(SIMD_FLAGS)' $(EMU_BUILD)/miser-tests
+	@for s in $(EMU_SUITES); do \
+	  echo "test-emu-avx512: $$s/* (AVX-512 / VNNI emulated)"; \
+	  MISER_KERNELS=avx512 $(EMU_BUILD)/miser-tests --jobs 2 --filter "$$s/*" $(TEST_ARGS) || exit 1; \
+	done
+
 # The Python binding (python/miser over this build's libmiser.so and miser): Debian's pytest.
 test-python: $(SHARED) $(BIN)
 	PYTHONPATH=$(CURDIR)/python MISER_LIBRARY=$(abspath $(SHARED)) MISER_BIN=$(abspath $(BIN)) \
 	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/python $(PYTEST_ARGS)
 
 test: test-unit
+	$(MAKE) test-emu-avx512 EMU_SUITES='kernels kernels_int'
 	$(MAKE) test-python
 	ASAN_OPTIONS=detect_leaks=1 $(MAKE) test-sanitize
 	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)

@@ -42,7 +42,15 @@
 #include "kernels/quant4.h"
 #include "miser/graph.h"
 
+/* MISER_EMULATE_X86: the test-only emulated build (emu_x86.h, make
+ * test-emu-avx512), where the VNNI functions carry no target of their own */
+#ifdef MISER_EMULATE_X86
+#include "emu_x86.h"
+#define MISER_VNNI_TARGET
+#else
 #include <immintrin.h>
+#define MISER_VNNI_TARGET target("avx512vnni")
+#endif
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
@@ -283,6 +291,17 @@ AI void micro_mrx32(const int MR, const float *ap, const float *bp, int64_t kc, 
     __m512 acc[G_MR][2];
     _Pragma("GCC unroll 12")
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+#ifdef MISER_EMULATE_X86 /* emu_x86.h: the asm below as intrinsics (the same broadcast and fused products) */
+#define MICRO_STEP(kk)                                                                                                 \
+    do {                                                                                                               \
+        const __m512 w0 = _mm512_load_ps(bp + (kk) * G_NR), w1 = _mm512_load_ps(bp + (kk) * G_NR + 16);               \
+        for (int r = 0; r < MR; r++) {                                                                                 \
+            const __m512 xb = _mm512_set1_ps(ap[(kk) * G_MR + r]);                                                     \
+            acc[r][0] = _mm512_fmadd_ps(xb, w0, acc[r][0]);                                                            \
+            acc[r][1] = _mm512_fmadd_ps(xb, w1, acc[r][1]);                                                            \
+        }                                                                                                              \
+    } while (0)
+#else
 #define MICRO_STEP(kk)                                                                                                 \
     do {                                                                                                               \
         const __m512 w0 = _mm512_load_ps(bp + (kk) * G_NR), w1 = _mm512_load_ps(bp + (kk) * G_NR + 16);               \
@@ -296,6 +315,7 @@ AI void micro_mrx32(const int MR, const float *ap, const float *bp, int64_t kc, 
                     : [x] "m"(ap[(kk) * G_MR + r]), [w0] "v"(w0), [w1] "v"(w1));                                      \
         }                                                                                                              \
     } while (0)
+#endif
     int i = 0;
     int64_t k = 0;
     for (; k + 2 <= kc; k += 2) {
@@ -540,7 +560,7 @@ typedef struct {
 } vnni_xpack;
 
 /* MR rows x 32 columns over nb blocks; y (f32) accumulates across K blocks */
-static inline __attribute__((always_inline, target("avx512vnni"))) void vnni_tile(const int MR, const uint8_t (*u)[V_MR][4], const float (*sx)[V_MR], const vnni_panel *p, int nb,
+static inline __attribute__((always_inline, MISER_VNNI_TARGET)) void vnni_tile(const int MR, const uint8_t (*u)[V_MR][4], const float (*sx)[V_MR], const vnni_panel *p, int nb,
                   float *y, int64_t ldy, int rows, __mmask16 m0, __mmask16 m1, int first, int last,
                   const miser_linear_args *a, int64_t n)
 {
@@ -593,7 +613,7 @@ static inline __attribute__((always_inline, target("avx512vnni"))) void vnni_til
 }
 
 #define VNNI_ENTRY(name, mr)                                                                                           \
-    static __attribute__((noinline, target("avx512vnni"))) void name(                                                  \
+    static __attribute__((noinline, MISER_VNNI_TARGET)) void name(                                                  \
         const uint8_t (*u)[V_MR][4], const float (*sx)[V_MR], const vnni_panel *p, int nb, float *y, int64_t ldy,      \
         int rows, __mmask16 m0, __mmask16 m1, int first, int last, const miser_linear_args *a, int64_t n)              \
     {                                                                                                                  \
@@ -643,7 +663,7 @@ static void vnni_quant_x(const miser_linear_args *a, int64_t m0, int64_t mc, int
 static const uint8_t g_zero_block[64] __attribute__((aligned(64)));
 
 /* W rows [n, n + nw) (nw <= 32), k [k0, k0 + kc) into the panel layout */
-static __attribute__((target("avx512vnni"))) void vnni_pack_w(const miser_linear_args *a, int64_t n, int64_t nw,
+static __attribute__((MISER_VNNI_TARGET)) void vnni_pack_w(const miser_linear_args *a, int64_t n, int64_t nw,
                                                               int64_t k0, int64_t kc, vnni_panel *p)
 {
     const int nb = (int)(kc / 32);
@@ -956,7 +976,11 @@ static void avx512_init(void)
     g_avx512.name = "avx512";
     g_avx512.linear = avx512_linear;
     g_avx512.attention = avx512_attention;
+#ifdef MISER_EMULATE_X86
+    g_vnni = 1; /* emulated (emu_x86.h) */
+#else
     g_vnni = __builtin_cpu_supports("avx512vnni");
+#endif
     g_avx512.q8_dots_int8_min_m = 1; /* the VNNI GEMM, or the AVX2 integer tiles without VNNI */
 }
 

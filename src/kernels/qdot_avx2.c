@@ -28,7 +28,11 @@
  * below. */
 #include "kernels/quant4.h"
 
+#ifdef MISER_EMULATE_X86 /* the test-only emulated build (emu_x86.h, make test-emu-avx512) */
+#include "emu_x86.h"
+#else
 #include <immintrin.h>
+#endif
 #include <math.h>
 #include <string.h>
 
@@ -42,7 +46,11 @@
 #undef QD_DOT
 
 #define QD_NAME(x) x##_avxvnni
+#ifdef MISER_EMULATE_X86
+#define QD_TARGET /* emulated: no extra ISA */
+#else
 #define QD_TARGET __attribute__((target("avxvnni")))
+#endif
 #define QD_DOT(aw, sx) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (aw), (sx))
 #include "qdot_tile.h"
 #undef QD_NAME
@@ -50,7 +58,11 @@
 #undef QD_DOT
 
 #define QD_NAME(x) x##_avx512vnni
+#ifdef MISER_EMULATE_X86
+#define QD_TARGET
+#else
 #define QD_TARGET __attribute__((target("avx512vnni,avx512vl")))
+#endif
 #define QD_DOT(aw, sx) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (aw), (sx))
 #include "qdot_tile.h"
 #undef QD_NAME
@@ -70,6 +82,9 @@ static int g_forced = -1;
  * used when that set is offered too. */
 static int probe(void)
 {
+#ifdef MISER_EMULATE_X86
+    return 1; /* emulated (emu_x86.h): both VNNI forms, AVX-VNNI first as below */
+#endif
     unsigned a, b, c, d;
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4))) return 1;
     __builtin_cpu_init();
@@ -94,7 +109,11 @@ int miser_qdot_force(int isa)
 {
     __atomic_store_n(&g_forced, -1, __ATOMIC_RELAXED);
     if (isa < 0) return 0;
+#ifdef MISER_EMULATE_X86
+    if (isa > 2) return -1; /* emulated (emu_x86.h): every copy runs */
+#else
     if (isa != 0 && isa != miser_qdot_isa()) return -1;
+#endif
     __atomic_store_n(&g_forced, isa, __ATOMIC_RELAXED);
     return 0;
 }
