@@ -5,7 +5,8 @@
 #   tools/deps.sh test    also what the test suite needs (Criterion, clang for
 #                         fuzzing, numpy / pytest / psutil / sentencepiece for
 #                         references and the Python package, chromium for the
-#                         browser tests, node + the npm references pinned in
+#                         browser tests, SIMDe for the emulated AVX-512 kernel
+#                         tests, node + the npm references pinned in
 #                         tools/package.json)
 # Each need is "package:probe": the Debian package is installed only when the
 # probe (a command on PATH, or an absolute file path) is missing, so tools that
@@ -24,7 +25,7 @@ nodejs:node npm:npm python3-pytest:/usr/lib/python3/dist-packages/pytest/__init_
 python3-psutil:/usr/lib/python3/dist-packages/psutil/__init__.py
 python3-sentencepiece:/usr/lib/python3/dist-packages/sentencepiece/__init__.py
 python3-venv:/usr/lib/python3.11/venv/__init__.py python3-wheel:/usr/lib/python3/dist-packages/wheel/__init__.py
-chromium:/usr/bin/chromium curl:curl"
+chromium:/usr/bin/chromium curl:curl libsimde-dev:/usr/include/simde/x86/avx512.h"
 fi
 missing=
 for need in $needs; do
