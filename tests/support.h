@@ -31,7 +31,7 @@ static inline char *test_read_file(const char *path, size_t *len)
 static int test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));
 static int test_sh(const char *fmt, ...)
 {
-    char cmd[4096];
+    char cmd[8192];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(cmd, sizeof cmd, fmt, ap);
@@ -69,5 +69,26 @@ static int test_box_init(test_box *b, const char *tag, const char *src, const ch
 
 static void test_box_free(test_box *b) __attribute__((unused));
 static void test_box_free(test_box *b) { (void)test_sh("rm -rf %s", b->dir); }
+
+/* A suite's temporary directory: `pattern` ends in XXXXXX (mkdtemp), the
+ * result is written into dir (cap bytes); 0 or -1. test_tmpdir_remove
+ * removes it and all in it (nothing when dir is empty). */
+static int test_tmpdir_make(char *dir, size_t cap, const char *pattern) __attribute__((unused));
+static int test_tmpdir_make(char *dir, size_t cap, const char *pattern)
+{
+    snprintf(dir, cap, "%s", pattern);
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static void test_tmpdir_remove(const char *dir) __attribute__((unused));
+static void test_tmpdir_remove(const char *dir)
+{
+    if (dir[0] && test_sh("rm -rf '%s'", dir) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
+/* A note that a check did not run here (a CPU without a set, a missing
+ * tool), on stderr. Not cr_log_warn: Criterion 2.4 exits 1 after any
+ * warning, even when every test passed, and CI reads that status. */
+#define test_note(...) (fprintf(stderr, "[NOTE] " __VA_ARGS__), fputc('\n', stderr))
 
 #endif

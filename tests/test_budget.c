@@ -56,18 +56,6 @@ static void teardown(void)
     unsetenv("MISER_CACHE_DIR");
 }
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 TestSuite(budget, .init = setup, .fini = teardown, .timeout = 120);
 
 Test(budget, parse_size)
@@ -119,7 +107,7 @@ Test(budget, prediction_reads_no_weight_page)
 {
     char dir[128];
     snprintf(dir, sizeof dir, "%s/m", g_tmp);
-    cr_assert_eq(sh("'%s' synth --layers 6 --embd 384 --heads 6 --ctx 256 --out '%s' --quiet", MISER, dir), 0);
+    cr_assert_eq(test_sh("'%s' synth --layers 6 --embd 384 --heads 6 --ctx 256 --out '%s' --quiet", MISER, dir), 0);
     char path[160];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     int fd = open(path, O_RDONLY);
@@ -171,7 +159,7 @@ Test(budget, parts_equal_a_real_session)
     const char *dirs[2] = {TINY, NULL};
     char llama[128];
     snprintf(llama, sizeof llama, "%s/llama", g_tmp);
-    cr_assert_eq(sh("'%s' synth --arch llama --shape tiny --out '%s' --quiet", MISER, llama), 0);
+    cr_assert_eq(test_sh("'%s' synth --arch llama --shape tiny --out '%s' --quiet", MISER, llama), 0);
     dirs[1] = llama;
     for (int d = 0; d < 2; d++)
         for (int ctx = 16; ctx <= 128; ctx *= 8) {
@@ -237,9 +225,9 @@ static void measure(const char *dir, const char *prec, int ctx, double *peak, do
     snprintf(pj, sizeof pj, "%s/p.json", g_tmp);
     for (int i = 1; i < (ctx - 1 < 64 ? ctx - 1 : 64); i++) strcat(prompt, " a");
     if (strcmp(prec, "f32")) /* make the cache outside the measured run */
-        cr_assert_eq(sh("'%s' generate --model '%s' --precision %s --prompt a --max-new-tokens 1 --threads 2 "
+        cr_assert_eq(test_sh("'%s' generate --model '%s' --precision %s --prompt a --max-new-tokens 1 --threads 2 "
                         ">/dev/null 2>&1", MISER, dir, prec), 0);
-    cr_assert_eq(sh("'%s' profile --json '%s' --format none -- '%s' generate --model '%s' --precision %s --prompt '%s' "
+    cr_assert_eq(test_sh("'%s' profile --json '%s' --format none -- '%s' generate --model '%s' --precision %s --prompt '%s' "
                     "--ignore-eos --max-length %d --threads 2 >/dev/null 2>&1",
                     MISER, pj, MISER, dir, prec, prompt, ctx), 0);
     size_t n = 0;
@@ -268,8 +256,8 @@ Test(budget, prediction_within_3_percent_of_exact_peaks, .timeout = 300)
     char llama[128], gpt2[128];
     snprintf(llama, sizeof llama, "%s/llama", g_tmp);
     snprintf(gpt2, sizeof gpt2, "%s/gpt2", g_tmp);
-    cr_assert_eq(sh("'%s' synth --arch llama --shape tiny --out '%s' --quiet", MISER, llama), 0);
-    cr_assert_eq(sh("'%s' synth --layers 4 --embd 256 --heads 4 --ctx 256 --out '%s' --quiet", MISER, gpt2), 0);
+    cr_assert_eq(test_sh("'%s' synth --arch llama --shape tiny --out '%s' --quiet", MISER, llama), 0);
+    cr_assert_eq(test_sh("'%s' synth --layers 4 --embd 256 --heads 4 --ctx 256 --out '%s' --quiet", MISER, gpt2), 0);
     struct { const char *dir, *prec; int ctx; } grid[] = {
         {TINY, "f32", 32}, {TINY, "f32", 128}, {TINY, "f16", 128},
         {TINY, "q8_0", 32}, {llama, "f32", 64}, {gpt2, "q8_0", 160}};
@@ -316,7 +304,7 @@ Test(budget, conversion_peak_within_3_percent)
         const uint64_t cp = miser_budget_convert_peak(b, d);
         cr_assert_eq(miser_budget_convert_peak(b, miser_budget_stored_dtype(b)), 0);
         miser_budget_free(b);
-        cr_assert_eq(sh("'%s' profile --json '%s' --format none -- '%s' generate --model '%s' --precision %s --prompt a "
+        cr_assert_eq(test_sh("'%s' profile --json '%s' --format none -- '%s' generate --model '%s' --precision %s --prompt a "
                         "--max-new-tokens 1 --threads 2 >/dev/null 2>'%s/conv.err'", MISER, pj, MISER, TINY, precs[i], g_tmp),
                      0);
         char errf[160];
@@ -391,7 +379,7 @@ static int in_cgroup(unsigned long long limit, const char *cmd, long long *usage
         else fprintf(lf, "0\n");
         fclose(lf);
     }
-    const int rc = sh("sh -c 'echo $$ > %s/cgroup.procs && exec %s'", cg, cmd);
+    const int rc = test_sh("sh -c 'echo $$ > %s/cgroup.procs && exec %s'", cg, cmd);
     /* cgroup files report a size of 0: read them line by line */
     snprintf(f, sizeof f, "%s/%s", cg, v1 ? "memory.oom_control" : "memory.events");
     if ((lf = fopen(f, "r"))) {
@@ -420,7 +408,7 @@ static int in_cgroup(unsigned long long limit, const char *cmd, long long *usage
  * runs on it (page cache is charged to the group that first reads a page) */
 static void private_copy(const char *src, const char *dir)
 {
-    cr_assert_eq(sh("mkdir -p '%s' && cp '%s/config.json' '%s/model.safetensors' '%s/'", dir, src, src, dir), 0);
+    cr_assert_eq(test_sh("mkdir -p '%s' && cp '%s/config.json' '%s/model.safetensors' '%s/'", dir, src, src, dir), 0);
 }
 
 /* after the prediction: its header parse reads ahead (charged to this
@@ -490,7 +478,7 @@ Test(budget, runs_paged_at_half_the_weights, .timeout = 180)
     snprintf(src, sizeof src, "%s/g", g_tmp);
     snprintf(dir, sizeof dir, "%s/gp", g_tmp);
     /* 61 MB of weights, RssAnon ~8 MB: half the weights leaves room for the anonymous part */
-    cr_assert_eq(sh("'%s' synth --layers 4 --embd 256 --heads 4 --ctx 256 --out '%s' --quiet", MISER, src), 0);
+    cr_assert_eq(test_sh("'%s' synth --layers 4 --embd 256 --heads 4 --ctx 256 --out '%s' --quiet", MISER, src), 0);
     private_copy(src, dir);
     miser_budget_model *b = NULL;
     cr_assert_eq(miser_budget_open(dir, &b), MISER_OK);
@@ -524,50 +512,50 @@ Test(budget, refusals)
     snprintf(err, sizeof err, "%s/err", g_tmp);
     const char *bad[] = {"0", "-5", "12XB", "-1G"};
     for (int i = 0; i < 4; i++) {
-        cr_assert_eq(sh("'%s' plan --model '%s' --memory-budget '%s' >/dev/null 2>'%s'", MISER, TINY, bad[i], err), 2);
+        cr_assert_eq(test_sh("'%s' plan --model '%s' --memory-budget '%s' >/dev/null 2>'%s'", MISER, TINY, bad[i], err), 2);
         one_line(err, "--memory-budget", bad[i]);
-        cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --memory-budget '%s' >/dev/null 2>'%s'", MISER, TINY, bad[i],
+        cr_assert_eq(test_sh("'%s' generate --model '%s' --prompt Hi --memory-budget '%s' >/dev/null 2>'%s'", MISER, TINY, bad[i],
                         err), 2);
         one_line(err, "--memory-budget", bad[i]);
     }
     /* the same on serve and bench */
-    cr_assert_eq(sh("'%s' serve --model '%s' --port 0 --memory-budget 12XB >/dev/null 2>'%s'", MISER, TINY, err), 2);
+    cr_assert_eq(test_sh("'%s' serve --model '%s' --port 0 --memory-budget 12XB >/dev/null 2>'%s'", MISER, TINY, err), 2);
     one_line(err, "invalid --memory-budget '12XB'", NULL);
-    cr_assert_eq(sh("'%s' bench --model '%s' --memory-budget -5 >/dev/null 2>'%s'", MISER, TINY, err), 2);
+    cr_assert_eq(test_sh("'%s' bench --model '%s' --memory-budget -5 >/dev/null 2>'%s'", MISER, TINY, err), 2);
     one_line(err, "invalid --memory-budget '-5'", NULL);
     /* below the fixed overhead */
-    cr_assert_eq(sh("'%s' serve --model '%s' --port 0 --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    cr_assert_eq(test_sh("'%s' serve --model '%s' --port 0 --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
     one_line(err, "fixed process overhead", "4M");
-    cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    cr_assert_eq(test_sh("'%s' generate --model '%s' --prompt Hi --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
     one_line(err, "fixed process overhead", "4M");
-    cr_assert_eq(sh("'%s' plan --model '%s' --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    cr_assert_eq(test_sh("'%s' plan --model '%s' --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
     one_line(err, "fixed process overhead", "4M");
-    cr_assert_eq(sh("'%s' bench --model '%s' --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    cr_assert_eq(test_sh("'%s' bench --model '%s' --memory-budget 4M >/dev/null 2>'%s'", MISER, TINY, err), 3);
     one_line(err, "fixed process overhead", "4M");
     /* fits nothing: even q8_0 needs more than 15 MB (hf-tiny-a: 3.4 MB of weights + process) */
-    cr_assert_eq(sh("'%s' plan --model '%s' --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    cr_assert_eq(test_sh("'%s' plan --model '%s' --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err), 3);
     one_line(err, "fits no configuration", "needed");
-    cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    cr_assert_eq(test_sh("'%s' generate --model '%s' --prompt Hi --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err), 3);
     one_line(err, "does not fit", "needed");
-    cr_assert_eq(sh("'%s' bench --model '%s' --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err), 3);
+    cr_assert_eq(test_sh("'%s' bench --model '%s' --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err), 3);
     one_line(err, "does not fit", "needed");
-    cr_assert_eq(sh("'%s' serve --model '%s' --port 0 --parallel 4 --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err),
+    cr_assert_eq(test_sh("'%s' serve --model '%s' --port 0 --parallel 4 --memory-budget 15M >/dev/null 2>'%s'", MISER, TINY, err),
                  3);
     one_line(err, "does not fit", "needed");
     /* a precision given that does not fit: refused before loading, with its parts and the budget */
-    cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --precision f32 --memory-budget 20M >/dev/null 2>'%s'", MISER,
+    cr_assert_eq(test_sh("'%s' generate --model '%s' --prompt Hi --precision f32 --memory-budget 20M >/dev/null 2>'%s'", MISER,
                     TINY, err), 3);
     one_line(err, "weights 12.7", "20M");
     if (SANITIZED) return; /* ASan's shadow pages enter the measured tokenizer part: 22M fits nothing there */
     /* no precision: the widest that fits is picked and said (the f16 cache made first: its note is another line) */
-    cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --max-new-tokens 1 --precision f16 >/dev/null 2>&1", MISER, TINY), 0);
-    cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --max-new-tokens 2 --memory-budget 22M >/dev/null 2>'%s'", MISER,
+    cr_assert_eq(test_sh("'%s' generate --model '%s' --prompt Hi --max-new-tokens 1 --precision f16 >/dev/null 2>&1", MISER, TINY), 0);
+    cr_assert_eq(test_sh("'%s' generate --model '%s' --prompt Hi --max-new-tokens 2 --memory-budget 22M >/dev/null 2>'%s'", MISER,
                     TINY, err), 0);
     one_line(err, "picked --precision f16", "22M");
     /* plan recommends the same */
     char out[128];
     snprintf(out, sizeof out, "%s/plan.json", g_tmp);
-    cr_assert_eq(sh("'%s' plan --model '%s' --memory-budget 22M --parallel 1 --json >'%s'", MISER, TINY, out), 0);
+    cr_assert_eq(test_sh("'%s' plan --model '%s' --memory-budget 22M --parallel 1 --json >'%s'", MISER, TINY, out), 0);
     size_t n;
     char *t = test_read_file(out, &n);
     cr_assert(t && strstr(t, "\"recommended\":{\"precision\":\"f16\""), "%s", t);

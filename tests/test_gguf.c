@@ -47,31 +47,11 @@
 
 static char g_tmp[64];
 
-static void setup_tmp(void)
-{
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/miser-gguf-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_tmp));
-}
+static void setup_tmp(void) { cr_assert_eq(test_tmpdir_make(g_tmp, sizeof g_tmp, "/tmp/miser-gguf-XXXXXX"), 0); }
 
-static void teardown_tmp(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    if (g_tmp[0] && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
-}
+static void teardown_tmp(void) { test_tmpdir_remove(g_tmp); }
 
 TestSuite(gguf, .init = setup_tmp, .fini = teardown_tmp);
-
-static int sh(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int r = system(cmd);
-    return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
-}
 
 static int have_gguf_py(void) { return access(GGUF_PY, R_OK) == 0; }
 static int have_llamacpp(void)
@@ -367,7 +347,7 @@ Test(gguf, unsupported_architecture_and_type_exit_3)
     cr_assert_eq(miser_model_open(path, &m), MISER_ERR_UNSUPPORTED);
     cr_assert(strstr(miser_error_message(), "general.architecture \"bert\""), "%s", miser_error_message());
     snprintf(err, sizeof err, "%s/err", g_tmp);
-    cr_assert_eq(sh("%s generate --model '%s' --prompt hi --max-new-tokens 1 >/dev/null 2>'%s'", MISER, path, err), 3);
+    cr_assert_eq(test_sh("%s generate --model '%s' --prompt hi --max-new-tokens 1 >/dev/null 2>'%s'", MISER, path, err), 3);
     char *e = test_read_file(err, NULL);
     cr_assert(e && strstr(e, path) && strstr(e, "bert") && strchr(e, '\n') == e + strlen(e) - 1, "stderr: %s", e);
     free(e);
@@ -376,7 +356,7 @@ Test(gguf, unsupported_architecture_and_type_exit_3)
     write_file(path, &w);
     cr_assert_eq(miser_model_open(path, &m), MISER_ERR_UNSUPPORTED);
     cr_assert(strstr(miser_error_message(), "tensor 'token_embd.weight' has type q5_K"), "%s", miser_error_message());
-    cr_assert_eq(sh("%s generate --model '%s' --prompt hi --max-new-tokens 1 >/dev/null 2>'%s'", MISER, path, err), 3);
+    cr_assert_eq(test_sh("%s generate --model '%s' --prompt hi --max-new-tokens 1 >/dev/null 2>'%s'", MISER, path, err), 3);
     e = test_read_file(err, NULL);
     cr_assert(e && strstr(e, path) && strstr(e, "q5_K"), "stderr: %s", e);
     free(e);
@@ -386,13 +366,13 @@ Test(gguf, unsupported_architecture_and_type_exit_3)
     patch64(&w, L.t1_off, 1024);
     snprintf(path, sizeof path, "%s/lie.gguf", g_tmp);
     write_file(path, &w);
-    cr_assert_eq(sh("%s generate --model '%s' --prompt hi >/dev/null 2>'%s'", MISER, path, err), 3);
+    cr_assert_eq(test_sh("%s generate --model '%s' --prompt hi >/dev/null 2>'%s'", MISER, path, err), 3);
     e = test_read_file(err, NULL);
     cr_assert(e && strstr(e, path) && strstr(e, "past its end") && strchr(e, '\n') == e + strlen(e) - 1, "stderr: %s", e);
     free(e);
     w.n = 20; /* truncated in the header */
     write_file(path, &w);
-    cr_assert_eq(sh("%s generate --model '%s' --prompt hi >/dev/null 2>'%s'", MISER, path, err), 3);
+    cr_assert_eq(test_sh("%s generate --model '%s' --prompt hi >/dev/null 2>'%s'", MISER, path, err), 3);
     e = test_read_file(err, NULL);
     cr_assert(e && strstr(e, path) && strstr(e, "truncated"), "stderr: %s", e);
     free(e);
@@ -429,7 +409,7 @@ Test(gguf, blocks_bit_exact_against_gguf_py)
     FILE *f = fopen(sp, "w");
     fputs(script, f);
     fclose(f);
-    cr_assert_eq(sh(PY " '%s'", sp), 0);
+    cr_assert_eq(test_sh(PY " '%s'", sp), 0);
     for (size_t i = 0; i < sizeof T / sizeof T[0]; i++) {
         char p[160];
         size_t nb = 0, nf = 0;
@@ -714,7 +694,7 @@ static void prepare(const char *base, const char *mk, const char *conv, const ch
         n += (size_t)snprintf(cmd + n, sizeof cmd - n, "node " TOOLS "/gguf/llamacpp_gguf.js --models \\$L --prompt-ids "
                               "%s --max-new-tokens %d 2>/dev/null & ", ids, N_GREEDY);
     snprintf(cmd + n, sizeof cmd - n, "wait");
-    cr_assert_eq(sh("bash -c \"%s\"", cmd), 0, "%s", cmd);
+    cr_assert_eq(test_sh("bash -c \"%s\"", cmd), 0, "%s", cmd);
 }
 
 Test(gguf, gpt2_files_against_numpy_and_llamacpp, .timeout = 120)
@@ -733,7 +713,7 @@ Test(gguf, gpt2_files_against_numpy_and_llamacpp, .timeout = 120)
     /* the CLI on the file as it is: tokenizer from its metadata; --precision leaves it as stored */
     char err[128];
     snprintf(err, sizeof err, "%s/err", g_tmp);
-    cr_assert_eq(sh("%s generate --model '%s/g.q4_0.gguf' --prompt 'Hello world' --max-new-tokens 3 --precision f16 "
+    cr_assert_eq(test_sh("%s generate --model '%s/g.q4_0.gguf' --prompt 'Hello world' --max-new-tokens 3 --precision f16 "
                     ">/dev/null 2>'%s'", MISER, g_tmp, err), 0);
     char *e = test_read_file(err, NULL);
     cr_assert(e && strstr(e, "used as stored: --precision f16 is not applied"), "stderr: %s", e);
@@ -809,7 +789,7 @@ Test(gguf, tokenizer_ids_as_llamacpp, .timeout = 120)
                           "/gguf/vocab_gguf.py spm --sp-model sp.model --out v_spm.gguf & wait; node " TOOLS
                           "/gguf/llamacpp_gguf.js --models v.gpt-2.gguf,v.llama-bpe.gguf,v.qwen2.gguf,v.smollm.gguf,"
                           "v.default.gguf,v_spm.gguf --vocab-only 1 --tokenize strings.json 2>/dev/null");
-    cr_assert_eq(sh("%s", cmd), 0, "%s", cmd);
+    cr_assert_eq(test_sh("%s", cmd), 0, "%s", cmd);
     const char *files[] = {"v.gpt-2", "v.llama-bpe", "v.qwen2", "v.smollm", "v.default", "v_spm"};
     const int ns = cJSON_GetArraySize(strs);
     cr_assert_geq(ns, 400);
@@ -847,7 +827,7 @@ Test(gguf, tokenizer_ids_as_llamacpp, .timeout = 120)
     }
     cJSON_Delete(strs);
     /* an unknown pre-tokenizer is refused, never replaced */
-    cr_assert_eq(sh("cd '%s' && " PY " " TOOLS "/gguf/vocab_gguf.py bpe --pre made-up --out v_bad.gguf", g_tmp), 0);
+    cr_assert_eq(test_sh("cd '%s' && " PY " " TOOLS "/gguf/vocab_gguf.py bpe --pre made-up --out v_bad.gguf", g_tmp), 0);
     snprintf(path, sizeof path, "%s/v_bad.gguf", g_tmp);
     miser_tokenizer *t = NULL;
     cr_assert_eq(miser_tokenizer_open(path, &t), MISER_ERR_UNSUPPORTED);
@@ -861,7 +841,7 @@ Test(gguf, allocation_failures_clean)
     if (!have_gguf_py()) cr_skip_test("gguf-py is not installed (make peers)");
     char path[160];
     snprintf(path, sizeof path, "%s/s.gguf", g_tmp);
-    cr_assert_eq(sh("cd '%s' && " PY " " TOOLS "/make_llama_checkpoint.py --out s --layers 1 --hidden 256 --heads 2 "
+    cr_assert_eq(test_sh("cd '%s' && " PY " " TOOLS "/make_llama_checkpoint.py --out s --layers 1 --hidden 256 --heads 2 "
                     "--inner 256 --vocab 300 >/dev/null && " PY " " TOOLS "/peers/to_gguf_llama.py --model s --out s.f32.gguf "
                     "2>/dev/null && " PY " " TOOLS "/gguf/quantize_gguf.py s.f32.gguf s.gguf q4_k_m", g_tmp), 0);
     const int64_t base = miser_mem_total().current;

@@ -21,6 +21,7 @@
 #include "kernels/kernels.h"
 #include "kernels/quant4.h"
 #include "miser/graph.h"
+#include "support.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -116,7 +117,7 @@ Test(kernels_int, quantize_avx2_matches_scalar_and_definition)
         cr_assert_eq(s[b].sum, sum);
     }
     if (!miser_kernels_by_name("avx2")) {
-        cr_log_warn("kernels_int: no AVX2 on this CPU, the AVX2 quantiser is not checked");
+        test_note("kernels_int: no AVX2 on this CPU, the AVX2 quantiser is not checked");
         free(x);
         return;
     }
@@ -224,13 +225,13 @@ Test(kernels_int, q8_0_q4_0_int8_bit_exact_every_set_and_isa)
     for (size_t si = 1; si < 3; si++) {
         const miser_kernels *k = miser_kernels_by_name(k_sets[si]);
         if (!k) {
-            cr_log_warn("kernels_int: this CPU has no %s set; skipped", k_sets[si]);
+            test_note("kernels_int: this CPU has no %s set; skipped", k_sets[si]);
             continue;
         }
         cr_assert_eq(k->q8_dots_int8_min_m, 1, "[%s] q8_0 dots should be int8 at every M", k->name);
         for (int isa = 0; isa <= 2; isa++) {
             if (miser_qdot_force(isa) != 0) {
-                cr_log_warn("kernels_int: this CPU has no %s; its integer dots are not exercised",
+                test_note("kernels_int: this CPU has no %s; its integer dots are not exercised",
                             miser_qdot_isa_name(isa));
                 continue;
             }
@@ -247,7 +248,7 @@ Test(kernels_int, q8_0_q4_0_int8_bit_exact_every_set_and_isa)
         }
         miser_qdot_force(-1);
     }
-    if (!checked) cr_log_warn("kernels_int: no SIMD set on this CPU; the integer definition is not exercised");
+    if (!checked) test_note("kernels_int: no SIMD set on this CPU; the integer definition is not exercised");
 }
 
 /* ---- invariance over the row count, the row's position and threads ---- */
@@ -340,7 +341,7 @@ Test(kernels_int, every_linear_path_row_count_and_thread_invariant, .timeout = 6
     for (size_t si = 0; si < 3; si++) {
         const miser_kernels *k = miser_kernels_by_name(k_sets[si]);
         if (!k) {
-            cr_log_warn("kernels_int: this CPU has no %s set; its invariance is not checked here", k_sets[si]);
+            test_note("kernels_int: this CPU has no %s set; its invariance is not checked here", k_sets[si]);
             continue;
         }
         for (size_t pi = 0; pi < sizeof paths / sizeof *paths; pi++) {

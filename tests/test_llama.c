@@ -35,29 +35,9 @@
 
 static char g_tmp[64];
 
-static void setup_tmp(void)
-{
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/miser-llama-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_tmp));
-}
+static void setup_tmp(void) { cr_assert_eq(test_tmpdir_make(g_tmp, sizeof g_tmp, "/tmp/miser-llama-XXXXXX"), 0); }
 
-static void teardown_tmp(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    if (g_tmp[0] && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
-}
-
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int r = system(cmd);
-    return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
-}
+static void teardown_tmp(void) { test_tmpdir_remove(g_tmp); }
 
 static char *capture(const char *cmd)
 {
@@ -84,7 +64,7 @@ static const char *make_ck(const char *name, const char *args)
 {
     static char dir[160];
     snprintf(dir, sizeof dir, "%s/%s", g_tmp, name);
-    cr_assert_eq(sh(PY " " TOOLS "/make_llama_checkpoint.py --out '%s' %s", dir, args), 0, "writing %s (%s)", name,
+    cr_assert_eq(test_sh(PY " " TOOLS "/make_llama_checkpoint.py --out '%s' %s", dir, args), 0, "writing %s (%s)", name,
                  args);
     return dir;
 }
@@ -300,7 +280,7 @@ Test(llama, refusals_name_the_field)
     miser_model_free(m);
     /* the CLI: exit 3 and one line naming the field */
     patch_config(dir, base, "{\"hidden_act\": \"relu\"}");
-    cr_assert_eq(sh(MISER " inspect --model '%s' >/dev/null 2>%s/err.txt", dir, g_tmp), 3);
+    cr_assert_eq(test_sh(MISER " inspect --model '%s' >/dev/null 2>%s/err.txt", dir, g_tmp), 3);
     snprintf(path, sizeof path, "%s/err.txt", g_tmp);
     char *txt = test_read_file(path, NULL);
     cr_assert(txt && strstr(txt, "hidden_act"), "stderr: %s", txt ? txt : "(none)");
@@ -365,7 +345,7 @@ Test(llama, synth_tiny_against_numpy)
 {
     char dir[128];
     snprintf(dir, sizeof dir, "%s/synth", g_tmp);
-    cr_assert_eq(sh(MISER " synth --arch llama --shape tiny --out '%s' --seed 3", dir), 0);
+    cr_assert_eq(test_sh(MISER " synth --arch llama --shape tiny --out '%s' --seed 3", dir), 0);
     reference r;
     ref_run(dir, &r);
     check_against(dir, &r, NULL, 64, 0);
@@ -385,10 +365,10 @@ Test(llama, synth_tiny_against_numpy)
         cr_assert(strstr(out, key), "%s: no %s in %.400s", cmd, key, out);
         free(out);
     }
-    cr_assert_eq(sh(MISER " plan --model '%s' --kv-f16 --kv-f32 2>/dev/null", dir), 2);
-    cr_assert_eq(sh(MISER " generate --model '%s' --kv-f32 --kv-f16 --prompt a 2>/dev/null", dir), 2);
-    cr_assert_eq(sh(MISER " synth --arch llama --shape nope --out '%s/x' 2>/dev/null", g_tmp), 2);
-    cr_assert_eq(sh(MISER " synth --kv-heads 2 --out '%s/x' 2>/dev/null", g_tmp), 2);
+    cr_assert_eq(test_sh(MISER " plan --model '%s' --kv-f16 --kv-f32 2>/dev/null", dir), 2);
+    cr_assert_eq(test_sh(MISER " generate --model '%s' --kv-f32 --kv-f16 --prompt a 2>/dev/null", dir), 2);
+    cr_assert_eq(test_sh(MISER " synth --arch llama --shape nope --out '%s/x' 2>/dev/null", g_tmp), 2);
+    cr_assert_eq(test_sh(MISER " synth --kv-heads 2 --out '%s/x' 2>/dev/null", g_tmp), 2);
 }
 
 /* ---- llama.cpp on a GGUF of the same weights (make peers) ---- */
@@ -413,7 +393,7 @@ static void check_llamacpp(const char *name, const char *args)
              "node " TOOLS "/peers/llamacpp_llama.js --model '%s' --prompt-ids %s --max-new-tokens %d --threads 1 "
              "--json-out '%s' --cache-dir '%s/cache' >/dev/null 2>&1",
              dir, ids, N_GREEDY, out, g_tmp);
-    cr_assert_eq(sh("%s", cmd), 0, "%s", cmd);
+    cr_assert_eq(test_sh("%s", cmd), 0, "%s", cmd);
     char *txt = test_read_file(out, NULL);
     cJSON *j = cJSON_Parse(txt);
     free(txt);
@@ -722,7 +702,7 @@ Test(llama, cli_generate_with_tokenizer_json)
     const char *dir = make_ck("cli", "--heads 4 --kv-heads 2 --untied --tokenizer-json --seed 16");
     char cmd[1024], out[160];
     snprintf(out, sizeof out, "%s/gen.json", g_tmp);
-    cr_assert_eq(sh(MISER " generate --model '%s' --prompt 'the cat sat on a mat' --max-new-tokens %d --ignore-eos "
+    cr_assert_eq(test_sh(MISER " generate --model '%s' --prompt 'the cat sat on a mat' --max-new-tokens %d --ignore-eos "
                     "--json > '%s'", dir, N_GREEDY, out), 0);
     char *txt = test_read_file(out, NULL);
     cJSON *j = cJSON_Parse(txt);

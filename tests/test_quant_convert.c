@@ -51,33 +51,13 @@
 
 static char g_tmp[64];
 
-static void setup_tmp(void)
-{
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/miser-q4c-XXXXXX");
-    cr_assert(mkdtemp(g_tmp));
-}
+static void setup_tmp(void) { cr_assert_eq(test_tmpdir_make(g_tmp, sizeof g_tmp, "/tmp/miser-q4c-XXXXXX"), 0); }
 
-static void teardown_tmp(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    if (g_tmp[0] && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
-}
+static void teardown_tmp(void) { test_tmpdir_remove(g_tmp); }
 
 TestSuite(quant_convert, .init = setup_tmp, .fini = teardown_tmp);
 
-static int sh(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int r = system(cmd);
-    return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
-}
-
-static int have_ggml(void) { return sh(PY " " TOOLS "/gguf/ggml_quantize.py --check 2>/dev/null") == 0; }
+static int have_ggml(void) { return test_sh(PY " " TOOLS "/gguf/ggml_quantize.py --check 2>/dev/null") == 0; }
 static int have_gguf_py(void) { return access(GGUF_PY, R_OK) == 0; }
 static int have_llamacpp(void)
 {
@@ -99,7 +79,7 @@ static size_t ggml_blocks(const char *ty, const float *x, int64_t n, unsigned ch
     snprintf(in, sizeof in, "%s/x.f32", g_tmp);
     snprintf(res, sizeof res, "%s/x.%s", g_tmp, ty);
     write_bytes(in, x, sizeof(float) * (size_t)n);
-    cr_assert_eq(sh(PY " " TOOLS "/gguf/ggml_quantize.py %s '%s' '%s' %s", ty, in, res,
+    cr_assert_eq(test_sh(PY " " TOOLS "/gguf/ggml_quantize.py %s '%s' '%s' %s", ty, in, res,
                     strcmp(ty, "q4_0") ? "" : "--gguf-py"), 0, "ggml_quantize.py %s", ty);
     size_t len = 0;
     char *b = test_read_file(res, &len);
@@ -219,7 +199,7 @@ Test(quant_convert, target_rules)
     /* the CLI takes them; q6_k is a block type, not a precision */
     char err[128];
     snprintf(err, sizeof err, "%s/err", g_tmp);
-    cr_assert_eq(sh("'%s' generate --model '%s' --prompt Hi --precision q6_k >/dev/null 2>'%s'", MISER, TINY, err), 2);
+    cr_assert_eq(test_sh("'%s' generate --model '%s' --prompt Hi --precision q6_k >/dev/null 2>'%s'", MISER, TINY, err), 2);
     char *e = test_read_file(err, NULL);
     cr_assert(e && strstr(e, "q4_0, q4_k"), "%s", e);
     free(e);
@@ -295,7 +275,7 @@ Test(quant_convert, checkpoints_against_numpy_and_llamacpp, .timeout = 180)
     if (!have_gguf_py() || !have_ggml()) cr_skip_test("gguf-py or llama.cpp's libggml is not installed (make peers)");
     const int lc = have_llamacpp();
     if (!lc) fprintf(stderr, "quant_convert: node-llama-cpp is not installed: llama.cpp comparisons skipped\n");
-    cr_assert_eq(sh("set -e; cd '%s'; " PY " " TOOLS "/make_checkpoint.py --out g --layers 2 --embd 256 --heads 4 "
+    cr_assert_eq(test_sh("set -e; cd '%s'; " PY " " TOOLS "/make_checkpoint.py --out g --layers 2 --embd 256 --heads 4 "
                     "--vocab 512 --ctx 64 --std 0.2 --seed 4 >/dev/null; " PY " " TOOLS "/make_llama_checkpoint.py --out l "
                     "--layers 2 --hidden 384 --heads 6 --kv-heads 2 --inner 512 --vocab 512 --seed 5 --std 0.05 --untied "
                     ">/dev/null; " PY " " TOOLS "/peers/to_gguf.py --model g --out g.f32.gguf --precision f32 2>/dev/null & "
@@ -320,13 +300,13 @@ Test(quant_convert, checkpoints_against_numpy_and_llamacpp, .timeout = 180)
         miser_free(dir);
         size_t l = strlen(list);
         snprintf(list + l, sizeof list - l, "%s%s/%s.%sc.gguf", l ? "," : "", g_tmp, CASES[c].base, CASES[c].prec);
-        cr_assert_eq(sh(PY " " TOOLS "/gguf/cache_to_gguf.py '%s/%s.f32.gguf' '%s' '%s/%s.%sc.gguf'", g_tmp,
+        cr_assert_eq(test_sh(PY " " TOOLS "/gguf/cache_to_gguf.py '%s/%s.f32.gguf' '%s' '%s/%s.%sc.gguf'", g_tmp,
                         CASES[c].base, dirs[c], g_tmp, CASES[c].base, CASES[c].prec), 0);
     }
     char ids[64];
     size_t k = 0;
     for (int i = 0; i < N_PROMPT; i++) k += (size_t)snprintf(ids + k, sizeof ids - k, "%s%d", i ? "," : "", PROMPT[i]);
-    cr_assert_eq(sh("bash -c \"" PY " " TOOLS "/gguf/ref_gguf.py --model %s --ids %s --steps %d >/dev/null & %s%s%s%s%s "
+    cr_assert_eq(test_sh("bash -c \"" PY " " TOOLS "/gguf/ref_gguf.py --model %s --ids %s --steps %d >/dev/null & %s%s%s%s%s "
                     "wait\"", list, ids, N_GREEDY, lc ? "node " TOOLS "/gguf/llamacpp_gguf.js --models " : "", lc ? list : "",
                     lc ? " --prompt-ids " : "", lc ? ids : "", lc ? " --max-new-tokens 12 2>/dev/null &" : ""), 0);
 
@@ -431,10 +411,10 @@ Test(quant_convert, bad_cache_file_exit_3_naming_it, .timeout = 60)
     char err[128], cache[128];
     snprintf(err, sizeof err, "%s/err", g_tmp);
     snprintf(cache, sizeof cache, "%s/cache", g_tmp);
-    cr_assert_eq(sh("MISER_CACHE_DIR='%s' '%s' generate --model '%s' --prompt Hi --max-new-tokens 2 --precision q4_0 "
+    cr_assert_eq(test_sh("MISER_CACHE_DIR='%s' '%s' generate --model '%s' --prompt Hi --max-new-tokens 2 --precision q4_0 "
                     ">/dev/null 2>'%s'", cache, MISER, TINY, err), 0);
     /* the same command again reuses it (no "converted" line) */
-    cr_assert_eq(sh("MISER_CACHE_DIR='%s' '%s' generate --model '%s' --prompt Hi --max-new-tokens 2 --precision q4_0 "
+    cr_assert_eq(test_sh("MISER_CACHE_DIR='%s' '%s' generate --model '%s' --prompt Hi --max-new-tokens 2 --precision q4_0 "
                     ">/dev/null 2>'%s'", cache, MISER, TINY, err), 0);
     char *e = test_read_file(err, NULL);
     cr_assert(e && !strstr(e, "converted the weights"), "%s", e);
@@ -449,7 +429,7 @@ Test(quant_convert, bad_cache_file_exit_3_naming_it, .timeout = 60)
     struct stat sb;
     cr_assert_eq(stat(file, &sb), 0);
     cr_assert_eq(truncate(file, sb.st_size - 1000), 0);
-    cr_assert_eq(sh("MISER_CACHE_DIR='%s' '%s' generate --model '%s' --prompt Hi --max-new-tokens 2 --precision q4_0 "
+    cr_assert_eq(test_sh("MISER_CACHE_DIR='%s' '%s' generate --model '%s' --prompt Hi --max-new-tokens 2 --precision q4_0 "
                     ">/dev/null 2>'%s'", cache, MISER, TINY, err), 3);
     e = test_read_file(err, NULL);
     cr_assert(e && strstr(e, file) && strchr(e, '\n') == e + strlen(e) - 1, "one line naming %s: %s", file, e);
