@@ -10,6 +10,7 @@
  * figure) and the probe; figures are medians over rounds, so a slow spell
  * of a shared machine falls on both runtimes. The files are made by
  * tools/gguf/make_bench_ggufs.sh (docs/gguf.md). */
+#include "bench_common.h"
 #include "miser/alloc.h"
 #include "miser/budget.h"
 #include "miser/model.h"
@@ -17,7 +18,6 @@
 #include "kernels/kernels.h"
 #include "runtime/threadpool.h"
 
-#include <immintrin.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,55 +39,9 @@ static double gb_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* ---- read probe (this run) ---- */
+/* ---- read probe (this run): miser_bench_read_gbs, bench_kernels.c ---- */
 
-typedef struct {
-    const float *buf;
-    int64_t n;
-    float out[64];
-} gb_probe;
-
-__attribute__((target("avx2"))) static void gb_probe_task(void *c_, int ith, int nth)
-{
-    gb_probe *c = c_;
-    int64_t lo, hi;
-    miser_split(c->n / 32, ith, nth, &lo, &hi);
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t i = lo * 32; i < hi * 32; i += 32) {
-        a0 = _mm256_add_ps(a0, _mm256_load_ps(c->buf + i));
-        a1 = _mm256_add_ps(a1, _mm256_load_ps(c->buf + i + 8));
-        a2 = _mm256_add_ps(a2, _mm256_load_ps(c->buf + i + 16));
-        a3 = _mm256_add_ps(a3, _mm256_load_ps(c->buf + i + 24));
-    }
-    float t[8];
-    _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    c->out[ith & 63] = t[0] + t[7];
-}
-
-/* bytes/s reading a 256 MB buffer (larger than any L3 here), best of 5 */
-static double gb_probe_bw(int threads)
-{
-    const int64_t n = (int64_t)256 << 20 >> 2;
-    float *buf = aligned_alloc(64, (size_t)n * 4);
-    if (!buf) return NAN;
-    for (int64_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
-    miser_threadpool *pool;
-    if (miser_threadpool_create(threads, &pool)) {
-        free(buf);
-        return NAN;
-    }
-    gb_probe c = {.buf = buf, .n = n};
-    double best = 1e30;
-    for (int r = 0; r < 5; r++) {
-        const double t0 = gb_now();
-        miser_threadpool_run(pool, gb_probe_task, &c);
-        const double t = gb_now() - t0;
-        if (t < best) best = t;
-    }
-    miser_threadpool_free(pool);
-    free(buf);
-    return (double)n * 4 / best;
-}
+static double gb_probe_bw(int threads) { return miser_bench_read_gbs(threads) * 1e9; }
 
 /* ---- miser on one file ---- */
 

@@ -24,6 +24,7 @@
  * (miser_synth_llama, ~/.cache/miser/bench/smollm2-360m, ~1.4 GB) with a
  * context of 1024, against llama.cpp through tools/peers/llamacpp_llama.js,
  * with issue 14's targets (decode >= 1.05x, prefill >= 1.5x llama.cpp). */
+#include "bench_common.h"
 #include "kernels/kernels.h"
 #include "miser/alloc.h"
 #include "miser/graph.h"
@@ -81,7 +82,7 @@ static void *make_weights(miser_dtype dt, int64_t n)
     return p;
 }
 
-/* ---- read-bandwidth probe ---- */
+/* ---- read-bandwidth probe (bench_common.h: also used by bench_gguf.c) ---- */
 
 typedef struct {
     const float *buf;
@@ -106,14 +107,17 @@ __attribute__((target("avx2"))) static void probe_task(void *c_, int ith, int nt
     c->out[ith] = t[0] + t[7];
 }
 
-static double probe_bandwidth(int threads)
+double miser_bench_read_gbs(int threads)
 {
     int64_t n = (int64_t)288 << 20 >> 2; /* 288 MB: 8x this machine's L3 */
     float *buf = aligned_alloc(64, (size_t)n * 4);
     if (!buf) return NAN;
     for (int64_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
     miser_threadpool *pool;
-    if (miser_threadpool_create(threads, &pool)) return NAN;
+    if (miser_threadpool_create(threads, &pool)) {
+        free(buf);
+        return NAN;
+    }
     probe_ctx c = {.buf = buf, .n = n};
     double best = 1e30;
     for (int r = 0; r < 5; r++) {
@@ -267,7 +271,7 @@ int miser_bench_kernels(int argc, char **argv)
     const miser_kernels *ref = miser_kernels_ref(), *best = miser_kernels_get();
     printf("kernel sets: %s (selected: %s)\n\n", miser_kernels_available(), best->name);
     printf("machine limits (measured now):\n");
-    double bw1 = probe_bandwidth(1), bw2 = probe_bandwidth(2);
+    double bw1 = miser_bench_read_gbs(1), bw2 = miser_bench_read_gbs(2);
     printf("  read bandwidth probe      1 thread %6.1f GB/s   2 threads %6.1f GB/s\n", bw1, bw2);
     double sg1 = openblas_gflops(1, 128, 4096, 1024), sg2 = openblas_gflops(2, 128, 4096, 1024);
     if (isnan(sg1)) printf("  OpenBLAS sgemm            not installed (libopenblas.so.0)\n");
