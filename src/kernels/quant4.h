@@ -123,6 +123,9 @@ static inline int miser_qdot_ok(const miser_linear_args *a)
  * AVX-VNNI or AVX512-VNNI vpdpbusd where the CPU has it, maddubs+madd
  * otherwise, with identical results. */
 void miser_qdot_cols(const miser_linear_args *a, int64_t n0, int64_t n1);
+/* Bias and activation on y[.., n0..n1) after a columns kernel wrote the dots
+ * (the same operations in every set, so the sets agree bit for bit). */
+void miser_q4_cols_epilogue(const miser_linear_args *a, int64_t n0, int64_t n1);
 void miser_q8a_quantize_row_avx2(const float *x, int64_t K, miser_q8a *out); /* = miser_q8a_quantize_row */
 /* This thread's MISER_QDOT_SCRATCH_BYTES (64-byte aligned) room for quantised
  * x, shared by the integer kernels (qdot_avx2.c, the Q4_K/Q6_K tiles, the

@@ -269,12 +269,7 @@ void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth)
         int64_t n0, n1;
         miser_split(a->N, ith, nth, &n0, &n1);
         miser_qdot_cols(a, n0, n1);
-        for (int64_t m = 0; m < a->M; m++)
-            for (int64_t n = n0; n < n1; n++) {
-                float *y = a->y + m * a->ldy + n;
-                if (a->bias) *y += miser_load_elem(a->bdt, a->bias, n);
-                if (a->act == MISER_ACT_GELU) *y = gelu1(*y);
-            }
+        miser_q4_cols_epilogue(a, n0, n1);
         return;
     }
     if (a->M > 1 && (a->wdt == MISER_DTYPE_Q4_K || a->wdt == MISER_DTYPE_Q6_K)) {

@@ -258,18 +258,23 @@ void miser_q32_cols_ref(const miser_linear_args *a, int64_t n0, int64_t n1)
         }
 }
 
-void miser_q32_linear_int_ref(const miser_linear_args *a, int ith, int nth)
+void miser_q4_cols_epilogue(const miser_linear_args *a, int64_t n0, int64_t n1)
 {
-    if (a->partial && a->phase) return;
-    int64_t n0, n1;
-    miser_split(a->N, ith, nth, &n0, &n1);
-    miser_q32_cols_ref(a, n0, n1);
     for (int64_t m = 0; m < a->M; m++)
         for (int64_t n = n0; n < n1; n++) {
             float *y = a->y + m * a->ldy + n;
             if (a->bias) *y += miser_load_elem(a->bdt, a->bias, n);
             if (a->act == MISER_ACT_GELU) *y = gelu1(*y);
         }
+}
+
+void miser_q32_linear_int_ref(const miser_linear_args *a, int ith, int nth)
+{
+    if (a->partial && a->phase) return;
+    int64_t n0, n1;
+    miser_split(a->N, ith, nth, &n0, &n1);
+    miser_q32_cols_ref(a, n0, n1);
+    miser_q4_cols_epilogue(a, n0, n1);
 }
 
 void miser_q4_linear_int(const miser_linear_args *a, int ith, int nth, miser_q4_dot_fn dot)
