@@ -102,6 +102,13 @@ $(BUILD)/attrib-own: tests/attrib/own_malloc.c
 $(TESTS): $(TEST_O) $(STATIC) $(BIN) $(ATTRIB) $(ATTRIB_TRUTH) $(BUILD)/attrib-own
 	$(CC) $(CFLAGS_BASE) -o $@ $(TEST_O) $(STATIC) -lcriterion $(LIBS)
 
+# The kernel-level suites alone, linked from the objects they use (the
+# emulated AVX-512 check builds just these, not the whole tree).
+KTEST_O := $(BUILD)/obj/tests/test_kernels.o $(BUILD)/obj/tests/test_kernels_int.o \
+           $(filter $(BUILD)/obj/src/kernels/% $(BUILD)/obj/src/core/% $(BUILD)/obj/src/runtime/threadpool.o,$(LIB_O))
+$(BUILD)/miser-kernel-tests: $(KTEST_O)
+	$(CC) $(CFLAGS_BASE) -o $@ $(KTEST_O) -lcriterion $(LIBS)
+
 $(BENCH): $(BENCH_O) $(STATIC)
 	$(CC) $(CFLAGS_BASE) -o $@ $(BENCH_O) $(STATIC) $(LIBS)
 
@@ -121,16 +128,18 @@ sanitize: test-sanitize
 # src/kernels/emu_x86.h (SIMDe, Debian libsimde-dev) instead of immintrin.h and
 # are compiled without -mavx512*, and whose CPU checks report those sets
 # present; then the suites that force each set, with MISER_KERNELS=avx512.
-# Never installed or shipped. `make test` runs the kernel-level suites.
+# Never installed or shipped. `make test` runs the kernel-level suites, which
+# link only the kernels, core and thread pool (miser-kernel-tests).
 EMU_BUILD ?= build/emu
 EMU_SUITES ?= kernels kernels_int batch gguf llama
 test-emu-avx512:
 	@test -f /usr/include/simde/x86/avx512.h || { echo "test-emu-avx512: SIMDe headers missing (/usr/include/simde/x86/avx512.h): apt-get install libsimde-dev"; exit 1; }
+	@t=miser-tests; case " $(EMU_SUITES) " in *" batch "*|*" gguf "*|*" llama "*) ;; *) t=miser-kernel-tests;; esac; \
 	$(MAKE) --no-print-directory BUILD=$(EMU_BUILD) OPT='$(OPT)' SAN='$(SAN)' CFLAGS='$(CFLAGS) -DMISER_EMULATE_X86 -Wno-psabi' \
-	  AVX512_FLAGS='$(SIMD_FLAGS)' $(EMU_BUILD)/miser-tests
-	@for s in $(EMU_SUITES); do \
+	  AVX512_FLAGS='$(SIMD_FLAGS)' $(EMU_BUILD)/$$t || exit 1; \
+	for s in $(EMU_SUITES); do \
 	  echo "test-emu-avx512: $$s/* (AVX-512 / VNNI emulated)"; \
-	  MISER_KERNELS=avx512 $(EMU_BUILD)/miser-tests --jobs 2 --filter "$$s/*" $(TEST_ARGS) || exit 1; \
+	  MISER_KERNELS=avx512 $(EMU_BUILD)/$$t --jobs 2 --filter "$$s/*" $(TEST_ARGS) || exit 1; \
 	done
 
 # The Python binding (python/miser over this build's libmiser.so and miser): Debian's pytest.
