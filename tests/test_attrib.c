@@ -631,3 +631,232 @@ Test(attrib, stored_profile_through_loader_and_writers)
     free(buf);
     miser_profile_free(p);
 }
+
+/* ---- C++ names ----
+ * The reference is binutils' c++filt in its --no-verbose form (-i), which
+ * prints the C++ ABI's short names for the standard substitutions
+ * (std::string rather than std::basic_string<char, ...>), as
+ * __cxa_demangle and heaptrack do; the names come from nm, not from miser. */
+
+static int have_tool(const char *name) { return test_sh("command -v %s >/dev/null 2>&1", name) == 0; }
+
+/* Lines of a file (malloc'd array of malloc'd strings, newline removed). */
+static char **read_lines(const char *path, size_t *n)
+{
+    char *text = test_read_file(path, NULL);
+    *n = 0;
+    if (!text) return NULL;
+    size_t cap = 16;
+    char **v = malloc(cap * sizeof *v);
+    for (char *p = text, *e; *p; p = e + 1) {
+        e = strchr(p, '\n');
+        if (!e) e = p + strlen(p);
+        if (*n == cap) v = realloc(v, (cap *= 2) * sizeof *v);
+        v[(*n)++] = strndup(p, (size_t)(e - p));
+        if (!*e) break;
+    }
+    free(text);
+    return v;
+}
+static void free_lines(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+/* Runs under ASan too (no interposer involved): every C++ symbol libstdc++
+ * exports, demangled by attrib_demangle and by c++filt -i. */
+Test(attrib, demangle_matches_cxxfilt_on_libstdcxx_symbols)
+{
+    if (!have_tool("nm") || !have_tool("c++filt")) {
+        test_note("attrib/demangle: nm or c++filt (binutils) missing: not checked");
+        return;
+    }
+    char *probe = attrib_demangle("_Znwm");
+    if (!probe) {
+        test_note("attrib/demangle: libstdc++.so.6 not found: C++ names stay mangled, not checked");
+        return;
+    }
+    miser_free(probe);
+    /* the libstdc++ the demangler came from, as this process mapped it */
+    char lib[512] = "";
+    FILE *maps = fopen("/proc/self/maps", "r");
+    char line[1024];
+    while (maps && fgets(line, sizeof line, maps))
+        if (strstr(line, "/libstdc++.so.6")) {
+            char *p = strchr(line, '/');
+            p[strcspn(p, "\n")] = 0;
+            snprintf(lib, sizeof lib, "%s", p);
+            break;
+        }
+    if (maps) fclose(maps);
+    cr_assert(lib[0], "libstdc++ is not mapped after demangling");
+    char dir[64];
+    cr_assert_eq(test_tmpdir_make(dir, sizeof dir, "/tmp/miser-demangle-XXXXXX"), 0);
+    /* with their symbol versions as nm prints them ("_Znwm@@GLIBCXX_3.4") */
+    cr_assert_eq(test_sh("nm -D --defined-only '%s' | awk '$3 ~ /^_Z/ {print $3}' | sort -u >%s/names"
+                         " && c++filt -i <%s/names >%s/ref",
+                         lib, dir, dir, dir),
+                 0);
+    char path[128];
+    size_t nn = 0, nr = 0;
+    snprintf(path, sizeof path, "%s/names", dir);
+    char **names = read_lines(path, &nn);
+    snprintf(path, sizeof path, "%s/ref", dir);
+    char **ref = read_lines(path, &nr);
+    cr_assert_eq(nn, nr);
+    cr_assert_gt(nn, 1000, "only %zu C++ symbols in %s", nn, lib);
+    size_t differ = 0, demangled = 0;
+    for (size_t i = 0; i < nn; i++) {
+        char *d = attrib_demangle(names[i]);
+        const char *got = d ? d : names[i]; /* c++filt echoes what it cannot demangle */
+        if (d) demangled++;
+        if (strcmp(got, ref[i]) && differ++ < 5)
+            cr_expect_str_eq(got, ref[i], "%s", names[i]);
+        miser_free(d);
+    }
+    cr_expect_eq(differ, 0, "%zu of %zu names differ from c++filt -i", differ, nn);
+    cr_expect_gt(demangled, nn * 9 / 10);
+    /* not C++: left alone (a C function may be called "i", a type's mangling) */
+    cr_expect_null(attrib_demangle("malloc"));
+    cr_expect_null(attrib_demangle("i"));
+    cr_expect_null(attrib_demangle("_Z"));
+    cr_expect_null(attrib_demangle(NULL));
+    free_lines(names, nn);
+    free_lines(ref, nr);
+    test_tmpdir_remove(dir);
+}
+
+/* A C++ program built here with g++: two allocations under namespaced,
+ * templated functions, through operator new / new[] (libstdc++) and
+ * std::vector. Its frames must carry the names c++filt -i gives for the
+ * symbols nm finds in the program and in libstdc++, with the mangled
+ * symbol beside them. */
+static const char *cxx_demo =
+    "#include <cstddef>\n#include <cstring>\n#include <vector>\n"
+    "namespace miser_demo {\n"
+    "template <typename T> struct Pool {\n"
+    "  std::vector<T> v;\n"
+    "  __attribute__((noinline)) void reserve_weights(std::size_t n) { v.resize(n); }\n"
+    "};\n"
+    "struct Loader {\n"
+    "  __attribute__((noinline)) static char *load_weights(std::size_t n) {\n"
+    "    char *p = new char[n]; std::memset(p, 1, n); return p; }\n"
+    "};\n"
+    "}\n"
+    "int main() {\n"
+    "  char *w = miser_demo::Loader::load_weights(7000000);\n"
+    "  miser_demo::Pool<double> pool;\n"
+    "  pool.reserve_weights(1000000);\n"
+    "  int r = w[10] + (int)pool.v[5];\n"
+    "  delete[] w;\n"
+    "  return r - 1;\n"
+    "}\n";
+
+static const cJSON *entry_of(const cJSON *j, double bytes)
+{
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItem(j, "stages"))
+    {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItem(s, "attribution"))
+        if (num(e, "bytes") == bytes && !strcmp(cJSON_GetObjectItem(e, "kind")->valuestring, "heap")) return e;
+    }
+    return NULL;
+}
+
+Test(attrib, cxx_frames_are_demangled_as_cxxfilt)
+{
+    SKIP_UNDER_ASAN();
+    if (!have_tool("g++") || !have_tool("nm") || !have_tool("c++filt")) {
+        test_note("attrib/cxx: g++, nm or c++filt missing: C++ demangling end to end not checked");
+        return;
+    }
+    char *probe = attrib_demangle("_Znwm");
+    if (!probe) {
+        test_note("attrib/cxx: libstdc++.so.6 not found: C++ names stay mangled, not checked");
+        return;
+    }
+    miser_free(probe);
+    char dir[64], src[128], bin[128], path[160];
+    cr_assert_eq(test_tmpdir_make(dir, sizeof dir, "/tmp/miser-cxx-XXXXXX"), 0);
+    snprintf(src, sizeof src, "%s/demo.cc", dir);
+    snprintf(bin, sizeof bin, "%s/cxxdemo", dir);
+    FILE *f = fopen(src, "w");
+    cr_assert(f);
+    fputs(cxx_demo, f);
+    fclose(f);
+    cr_assert_eq(test_sh("g++ -O1 -g -fno-inline -o %s %s", bin, src), 0, "g++ failed");
+    /* the reference names: the program's symbols (nm) and libstdc++'s
+     * operator new (operator new[] tail-calls it: no frame of its own) */
+    cr_assert_eq(test_sh("{ nm %s | awk '{print $NF}' | grep -E 'load_weights|reserve_weights'; echo _Znwm; }"
+                         " >%s/want && c++filt -i <%s/want >%s/want.ref",
+                         bin, dir, dir, dir),
+                 0);
+    size_t nw = 0, nwr = 0;
+    snprintf(path, sizeof path, "%s/want", dir);
+    char **want = read_lines(path, &nw);
+    snprintf(path, sizeof path, "%s/want.ref", dir);
+    char **want_ref = read_lines(path, &nwr);
+    cr_assert_eq(nw, 3, "nm found %zu of the demo's functions", nw - 1);
+    cr_assert_eq(nwr, nw);
+
+    char *argv[] = {bin, NULL};
+    cJSON *j = profile_json(argv, NULL);
+    const cJSON *load = entry_of(j, 7000000), *vec = entry_of(j, 8000000);
+    cr_assert(load && vec, "no heap entry of 7,000,000 / 8,000,000 bytes");
+    /* every demangled frame of both: its mangled symbol through c++filt -i */
+    snprintf(path, sizeof path, "%s/mangled", dir);
+    f = fopen(path, "w");
+    cr_assert(f);
+    size_t nm = 0, mangled_left = 0;
+    const cJSON *es[2] = {load, vec};
+    for (int q = 0; q < 2; q++) {
+        const cJSON *st = cJSON_GetObjectItem(es[q], "stack"), *fr;
+        int k = 0;
+        cJSON_ArrayForEach(fr, cJSON_GetObjectItem(es[q], "frames"))
+        {
+            const char *fn = cJSON_GetObjectItem(fr, "function")->valuestring;
+            cr_expect_str_eq(cJSON_GetArrayItem(st, k)->valuestring, fn, "stack and frames disagree at %d", k);
+            const cJSON *m = cJSON_GetObjectItem(fr, "mangled");
+            if (cJSON_IsString(m)) {
+                fprintf(f, "%s\n%s\n", m->valuestring, fn);
+                nm++;
+            } else if (!strncmp(fn, "_Z", 2)) mangled_left++;
+            k++;
+        }
+    }
+    fclose(f);
+    cr_expect_eq(mangled_left, 0, "%zu frames still mangled", mangled_left);
+    cr_assert_gt(nm, 0, "no frame has a mangled name");
+    size_t npairs = 0, nref = 0;
+    char **pairs = read_lines(path, &npairs);
+    cr_assert_eq(test_sh("awk 'NR %% 2 == 1' %s | c++filt -i >%s.ref", path, path), 0);
+    snprintf(path + strlen(path), sizeof path - strlen(path), ".ref");
+    char **ref = read_lines(path, &nref);
+    cr_assert_eq(nref * 2, npairs);
+    for (size_t i = 0; i < nref; i++)
+        cr_expect_str_eq(pairs[2 * i + 1], ref[i], "frame %s: miser says '%s', c++filt -i '%s'", pairs[2 * i],
+                         pairs[2 * i + 1], ref[i]);
+    /* and the functions the program allocated from are there by name */
+    for (size_t w = 0; w < nw; w++) {
+        int found = 0;
+        for (int q = 0; q < 2; q++) {
+            const cJSON *fr;
+            cJSON_ArrayForEach(fr, cJSON_GetObjectItem(es[q], "frames"))
+            {
+                const cJSON *m = cJSON_GetObjectItem(fr, "mangled");
+                if (cJSON_IsString(m) && !strcmp(m->valuestring, want[w]) &&
+                    !strcmp(cJSON_GetObjectItem(fr, "function")->valuestring, want_ref[w]))
+                    found = 1;
+            }
+        }
+        cr_expect(found, "no frame '%s' (%s)", want_ref[w], want[w]);
+    }
+    free_lines(pairs, npairs);
+    free_lines(ref, nref);
+    free_lines(want, nw);
+    free_lines(want_ref, nwr);
+    cJSON_Delete(j);
+    test_tmpdir_remove(dir);
+}

@@ -47,6 +47,7 @@ static void entry_free(miser_attrib_entry *e)
         miser_free(e->frames[i].function);
         miser_free(e->frames[i].library);
         miser_free(e->frames[i].file);
+        miser_free(e->frames[i].mangled);
     }
     miser_free(e->frames);
     miser_free(e->process);

@@ -16,10 +16,12 @@
 struct cJSON;
 
 typedef struct miser_attrib_frame {
-    char *function; /* owned; "??" when unknown */
+    char *function; /* owned; "??" when unknown; a C++ name demangled (attrib_demangle) */
     char *library;  /* owned; basename of the object, "" when unknown */
     char *file;     /* owned; NULL without debug information */
     int line;       /* 0 without debug information */
+    char *mangled;  /* owned; the symbol as the object names it when function is its
+                     * demangled form (JSON "mangled"), NULL otherwise */
 } miser_attrib_frame;
 
 enum { MISER_ATTRIB_HEAP = 0, MISER_ATTRIB_ANON = 1, MISER_ATTRIB_FILE = 2 };
@@ -161,6 +163,10 @@ attrib_sym *attrib_sym_new(const char *maps);
  * parts become "??" / "". */
 void attrib_sym_frame(attrib_sym *s, uint64_t ip, int is_return_address, miser_attrib_frame *f);
 void attrib_sym_free(attrib_sym *s);
+/* The demangled form of a C++ (Itanium ABI, "_Z...") symbol name, owned by
+ * the caller (miser_free); NULL when name is not a mangled C++ name, cannot
+ * be demangled, or the C++ runtime's demangler is not on this system. */
+char *attrib_demangle(const char *name);
 
 /* ---- reports (attrib_report.c) ---- */
 

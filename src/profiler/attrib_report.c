@@ -61,6 +61,10 @@ static void json_list(FILE *f, const miser_attrib_list *l, const char *name, int
             const miser_attrib_frame *fr = &e->frames[k];
             fputs(k ? ", {\"function\": " : "{\"function\": ", f);
             jstr(f, fr->function);
+            if (fr->mangled) { /* only when function is its demangled form */
+                fputs(", \"mangled\": ", f);
+                jstr(f, fr->mangled);
+            }
             fputs(", \"library\": ", f);
             jstr(f, fr->library);
             fputs(", \"file\": ", f);
@@ -177,6 +181,7 @@ static int parse_list(const cJSON *o, const char *name, miser_attrib_list *l)
             m->library = jdup(x, "library", 0, &bad);
             m->file = jdup(x, "file", 1, &bad);
             m->line = (int)jint(x, "line", &bad);
+            m->mangled = jdup(x, "mangled", 1, &bad); /* optional: C++ frames only */
             if (bad) return bad;
         }
     }
@@ -645,8 +650,12 @@ static int same_stack(const miser_attrib_entry *a, const miser_attrib_entry *b)
 {
     /* processes differ between runs (pids): match by process name, kind and frames */
     if (a->kind != b->kind || a->nframes != b->nframes || strcmp(a->process, b->process)) return 0;
-    for (size_t i = 0; i < a->nframes; i++)
-        if (strcmp(a->frames[i].function, b->frames[i].function)) return 0;
+    /* by the symbol as the object names it: a baseline written before C++
+     * names were demangled matches a demangled profile */
+    for (size_t i = 0; i < a->nframes; i++) {
+        const miser_attrib_frame *x = &a->frames[i], *y = &b->frames[i];
+        if (strcmp(x->mangled ? x->mangled : x->function, y->mangled ? y->mangled : y->function)) return 0;
+    }
     return 1;
 }
 

@@ -5,13 +5,78 @@
  * alive (ASLR puts libraries at different addresses in every process). The
  * maps may hold several versions (libraries loaded and unloaded during the
  * run): the newest is tried first, then older ones for addresses it lacks.
- * Results are cached per address. Never fails: unknown parts are "??". */
+ * Results are cached per address. Never fails: unknown parts are "??".
+ *
+ * C++ names (ONNX Runtime, libtorch, node) are demangled here, after the
+ * run, in the miser process (never inside the interposer, which must not
+ * allocate through a foreign library on the hot path): with the C++ ABI's
+ * own __cxa_demangle from libstdc++ (the demangler of GCC's runtime, the
+ * same cp-demangle code as binutils' c++filt and the one elfutils' tools
+ * call). libstdc++ is opened with dlopen("libstdc++.so.6") the first time a
+ * "_Z" name is met, rather than linked: miser is C11 and links with cc, so
+ * -lstdc++ would make every miser binary and libmiser.so depend on the C++
+ * runtime for one function used only by --attribute; a system without
+ * libstdc++ (no C++ program to profile either) keeps the mangled names.
+ * The mangled name stays beside the demangled one (frame.mangled, JSON
+ * "mangled"). */
 #include "attrib.h"
 #include "internal.h"
 
+#include <dlfcn.h>
 #include <elfutils/libdwfl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ---- C++ demangling (libstdc++'s __cxa_demangle, opened once) ---- */
+
+typedef char *(*cxa_demangle_fn)(const char *mangled, char *buf, size_t *len, int *status);
+static cxa_demangle_fn g_cxa_demangle;
+static pthread_once_t g_demangle_once = PTHREAD_ONCE_INIT;
+
+static void demangle_open(void)
+{
+    /* RTLD_LOCAL: its symbols stay out of the global scope. Never closed:
+     * the handle lives until the process exits (libstdc++ registers exit
+     * handlers, and unloading it buys nothing). */
+    void *h = dlopen("libstdc++.so.6", RTLD_NOW | RTLD_LOCAL);
+    if (h) g_cxa_demangle = (cxa_demangle_fn)dlsym(h, "__cxa_demangle");
+}
+
+char *attrib_demangle(const char *name)
+{
+    /* only Itanium-ABI symbol names: __cxa_demangle also takes bare type
+     * names ("i" -> "int"), which a C function may well be called */
+    if (!name || name[0] != '_' || name[1] != 'Z') return NULL;
+    pthread_once(&g_demangle_once, demangle_open);
+    if (!g_cxa_demangle) return NULL;
+    /* a symbol version ("_Znwm@GLIBCXX_3.4", as the dynamic symbol table
+     * names some) is not part of the mangling: demangle what is before it
+     * and keep it after, as c++filt does */
+    const char *at = strchr(name, '@');
+    char *head = at ? miser_malloc(MISER_MEM_PROFILER, (size_t)(at - name) + 1) : NULL;
+    if (at) {
+        if (!head) return NULL;
+        memcpy(head, name, (size_t)(at - name));
+        head[at - name] = 0;
+    }
+    int status = -1;
+    /* the result is malloc'd by libstdc++ (it must be: it may realloc the
+     * buffer it is given); copied into a miser allocation and freed */
+    char *d = g_cxa_demangle(head ? head : name, NULL, NULL, &status);
+    miser_free(head);
+    char *r = NULL;
+    if (status == 0 && d && *d) {
+        size_t n = strlen(d), v = at ? strlen(at) : 0;
+        r = miser_malloc(MISER_MEM_PROFILER, n + v + 1);
+        if (r) {
+            memcpy(r, d, n);
+            memcpy(r + n, at ? at : "", v + 1);
+        }
+    }
+    free(d);
+    return r;
+}
 
 #define SYM_MAX_VERSIONS 4
 
@@ -153,6 +218,7 @@ static void frame_copy(miser_attrib_frame *dst, const miser_attrib_frame *src)
     dst->library = dup_s(src->library);
     dst->file = src->file ? dup_s(src->file) : NULL;
     dst->line = src->line;
+    dst->mangled = src->mangled ? dup_s(src->mangled) : NULL;
 }
 
 static void resolve(attrib_sym *s, uint64_t ip, int ret, miser_attrib_frame *f)
@@ -186,7 +252,11 @@ static void resolve(attrib_sym *s, uint64_t ip, int ret, miser_attrib_frame *f)
         snprintf(hex, sizeof hex, "0x%llx", (unsigned long long)ip);
         fn = hex;
     }
-    f->function = dup_s(fn);
+    char *dm = attrib_demangle(fn);
+    if (dm) {
+        f->function = dm;
+        f->mangled = dup_s(fn);
+    } else f->function = dup_s(fn);
     f->library = dup_s(base ? base + 1 : lib ? lib : "");
     f->file = file ? dup_s(file) : NULL;
     f->line = file ? line : 0;
@@ -241,6 +311,7 @@ void attrib_sym_free(attrib_sym *s)
             miser_free(s->cache[i].f.function);
             miser_free(s->cache[i].f.library);
             miser_free(s->cache[i].f.file);
+            miser_free(s->cache[i].f.mangled);
         }
     miser_free(s->cache);
     miser_free(s);
