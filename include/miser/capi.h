@@ -25,7 +25,7 @@ extern "C" {
 
 /* Bumped whenever a function below changes its signature or meaning; a
  * binding refuses a library whose version it was not written for. */
-#define MISER_CAPI_VERSION 1
+#define MISER_CAPI_VERSION 2 /* 2: miser_llm_session_footprint */
 int miser_capi_version(void);
 /* MISER_VERSION_STRING of the library actually loaded (static). */
 const char *miser_capi_library_version(void);
@@ -77,6 +77,17 @@ double miser_llm_compile_seconds(const miser_llm *m);
  * run at the same time on two threads (the model, tokenizer and plan are
  * read-only after open). Errors: INVALID, RANGE, NOMEM, INTERNAL. */
 miser_status miser_llm_session(const miser_llm *m, int64_t capacity, int kv_f16, miser_session **out);
+/* What a session of m made with the same (capacity, kv_f16) allocates,
+ * computed without allocating (miser_session_footprint_get, the computation
+ * miser_session_create itself sizes its buffers with): bytes of KV cache
+ * (2 x layers x capacity x KV heads x head_dim x the element size), of the
+ * activation arena, of scratch and of the rest, and the KV cache's dtype
+ * ("f16" or "f32", static) after kv_f16's rule above. Every out pointer may
+ * be NULL. Errors: INVALID (NULL m), RANGE (capacity past the context, as
+ * miser_llm_session). */
+miser_status miser_llm_session_footprint(const miser_llm *m, int64_t capacity, int kv_f16, uint64_t *kv_bytes,
+                                         uint64_t *arena_bytes, uint64_t *scratch_bytes, uint64_t *other_bytes,
+                                         const char **kv_dtype);
 
 /* miser_generate with its options as plain arguments (runtime.h documents
  * each: max_new_tokens 0 = no limit but max_length/capacity, max_length 0 =

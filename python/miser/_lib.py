@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # hints only (import cost)
 from ._errors import LibraryNotFoundError
 
 #: The C API version (MISER_CAPI_VERSION in include/miser/capi.h) this binding is written for.
-CAPI_VERSION = 1
+CAPI_VERSION = 2
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _REPO_ROOT = os.path.dirname(os.path.dirname(_PKG_DIR))
@@ -163,6 +163,8 @@ def _setup(lib: ctypes.CDLL, path: str) -> None:
     _fn(lib, "miser_llm_load_seconds", c_double, P)
     _fn(lib, "miser_llm_compile_seconds", c_double, P)
     _fn(lib, "miser_llm_session", st, P, c_int64, c_int, POINTER(P))
+    _fn(lib, "miser_llm_session_footprint", st, P, c_int64, c_int, POINTER(c_uint64), POINTER(c_uint64),
+        POINTER(c_uint64), POINTER(c_uint64), POINTER(c_char_p))
     _fn(lib, "miser_llm_generate", st, P, POINTER(c_int32), c_int64, c_int64, c_int64, c_double, c_int, c_double,
         c_uint64, c_int32, TOKEN_FN, P, POINTER(c_int), POINTER(POINTER(c_int32)), POINTER(c_int64), POINTER(c_double),
         POINTER(c_double), POINTER(c_char_p))

@@ -14,7 +14,7 @@ import codecs
 import ctypes
 import os
 import time
-from ctypes import POINTER, byref, c_char_p, c_double, c_float, c_int, c_int32, c_int64, c_size_t, c_void_p
+from ctypes import POINTER, byref, c_char_p, c_double, c_float, c_int, c_int32, c_int64, c_size_t, c_uint64, c_void_p
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB)
 
 # Only cheap modules at import time (`import miser` adds <= 5 MB RSS):
@@ -313,8 +313,9 @@ class Model:
         return ctypes.string_at(p, n.value)
 
     # -- sessions and generation --
-    def session(self, capacity: Optional[int] = None, kv_f16: bool = False) -> "Session":
-        """A new session: ``capacity`` positions of KV cache (None: ctx)."""
+    def session(self, capacity: Optional[int] = None, kv_f16: Optional[bool] = None) -> "Session":
+        """A new session: ``capacity`` positions of KV cache (None: ctx);
+        ``kv_f16`` as :class:`Session` (None: the architecture's default)."""
         return Session(self, capacity, kv_f16)
 
     def _prompt_ids(self, prompt: Prompt, special_as_text: bool) -> List[int]:
@@ -427,19 +428,41 @@ class Session:
     :meth:`eval` feeds tokens and returns the last position's logits;
     :meth:`generate` continues the sequence. Close it (or use ``with``) to
     free its native memory; it is also freed when collected or when its
-    model is closed."""
+    model is closed.
 
-    def __init__(self, model: Model, capacity: Optional[int] = None, kv_f16: bool = False):
+    ``kv_f16`` picks the KV cache's dtype, as the C API's kv_f16 and the
+    CLI's ``--kv-f16`` / ``--kv-f32``: None the architecture's default (f16
+    for the Llama family, f32 for GPT-2), True f16, False f32. The session
+    reports what it got: ``kv_dtype`` ("f16" or "f32"), ``kv_bytes`` (its
+    KV cache, 2 x layers x capacity x KV heads x head size x 2 or 4 bytes)
+    and ``footprint`` (every native buffer by kind, in bytes, from
+    ``miser_llm_session_footprint``: the computation the session is sized
+    with)."""
+
+    def __init__(self, model: Model, capacity: Optional[int] = None, kv_f16: Optional[bool] = None):
         self._live = _Live("session")
         self.model = model
         if capacity is not None and int(capacity) < 1:
             raise InvalidInputError(f"capacity must be at least 1 (got {capacity})")
+        if kv_f16 is not None and not isinstance(kv_f16, bool):
+            raise InvalidInputError(f"kv_f16 must be None, True or False (got {kv_f16!r})")
+        kv = 0 if kv_f16 is None else (1 if kv_f16 else -1)  # the C API's > 0 f16, < 0 f32, 0 the default
         L = model._L
         self._L = L
         with model._use():
             h = c_void_p()
-            _check(L.miser_llm_session(model._h, int(capacity or 0), 1 if kv_f16 else 0, byref(h)))
+            kvb, arena, scratch, other, dt = c_uint64(), c_uint64(), c_uint64(), c_uint64(), c_char_p()
+            _check(L.miser_llm_session_footprint(model._h, int(capacity or 0), kv, byref(kvb), byref(arena),
+                                                 byref(scratch), byref(other), byref(dt)))
+            _check(L.miser_llm_session(model._h, int(capacity or 0), kv, byref(h)))
         self._h = h.value
+        #: the KV cache's dtype: "f16" or "f32"
+        self.kv_dtype: str = dt.value.decode()
+        #: bytes of KV cache this session holds
+        self.kv_bytes: int = kvb.value
+        #: the session's native buffers by kind, in bytes
+        self.footprint: "dict[str, int]" = {"kv": kvb.value, "arena": arena.value, "scratch": scratch.value,
+                                             "other": other.value}
         self._lock = _thread.allocate_lock()
         model._sessions[id(self)] = _weakref.ref(self)
         self.capacity: int = L.miser_session_capacity(self._h)

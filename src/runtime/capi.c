@@ -9,6 +9,7 @@
 #include "miser/alloc.h"
 #include "miser/model.h"
 #include "miser/precision.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -126,6 +127,29 @@ miser_status miser_llm_session(const miser_llm *m, int64_t capacity, int kv_f16,
     miser_session_options so = {.capacity = capacity > 0 ? capacity : m->max_context, .threads = m->threads,
                                 .kv_f16 = kv_f16};
     return miser_session_create(m->plan, &so, out);
+}
+
+miser_status miser_llm_session_footprint(const miser_llm *m, int64_t capacity, int kv_f16, uint64_t *kv_bytes,
+                                         uint64_t *arena_bytes, uint64_t *scratch_bytes, uint64_t *other_bytes,
+                                         const char **kv_dtype)
+{
+    if (!m) return miser_error_set(MISER_ERR_INVALID, "miser_llm_session_footprint: NULL model");
+    if (capacity > m->max_context)
+        return miser_error_set(MISER_ERR_RANGE, "a session of %lld positions does not fit the model's context of %lld",
+                               (long long)capacity, (long long)m->max_context);
+    /* the same options miser_llm_session passes, so the figures are that session's */
+    miser_session_options so = {.capacity = capacity > 0 ? capacity : m->max_context, .threads = m->threads,
+                                .kv_f16 = kv_f16};
+    miser_session_footprint f;
+    miser_session_footprint_get(m->plan, &so, &f);
+    if (kv_bytes) *kv_bytes = f.kv_bytes;
+    if (arena_bytes) *arena_bytes = f.arena_bytes;
+    if (scratch_bytes) *scratch_bytes = f.scratch_bytes;
+    if (other_bytes) *other_bytes = f.other_bytes;
+    if (kv_dtype) {
+        *kv_dtype = miser_kv_f16_resolve(m->plan, kv_f16) ? "f16" : "f32"; /* the session's own rule */
+    }
+    return MISER_OK;
 }
 
 /* The token callback miser_generate sees: the caller's, then the flag. */
