@@ -498,7 +498,7 @@ Test(attrib, interposer_without_the_watcher_only_forwards)
 Test(attrib, image_parser_rejects_damage)
 {
     /* a minimal valid image built here, then damaged field by field */
-    size_t len = MATTR_HEADER_SIZE + 4 * sizeof(mattr_stack) + 16 * 12 + 4 * sizeof(mattr_snap) + 64;
+    size_t len = MATTR_HEADER_SIZE + 4 * sizeof(mattr_stack) + 16 * 12 + 4 * MATTR_SNAP_MAX_BYTES + 64;
     unsigned char *buf = calloc(1, len);
     mattr_header *h = (mattr_header *)buf;
     h->magic = MATTR_MAGIC;
@@ -510,8 +510,8 @@ Test(attrib, image_parser_rejects_damage)
     h->max_nodes = 16;
     h->parents_off = h->nodes_off + 16 * 8;
     h->snaps_off = h->parents_off + 16 * 4;
-    h->max_snaps = 4;
-    h->maps_off = h->snaps_off + 4 * sizeof(mattr_snap);
+    h->snaps_cap = 4 * MATTR_SNAP_MAX_BYTES;
+    h->maps_off = h->snaps_off + h->snaps_cap;
     h->max_maps = 64;
     h->nstacks = 2;
     h->nnodes = 3;
@@ -524,11 +524,21 @@ Test(attrib, image_parser_rejects_damage)
     nip[1] = 0x1000, npar[1] = 0;
     nip[2] = 0x2000, npar[2] = 1;
     s[1] = (mattr_stack){.node = 2, .kind = MATTR_KIND_HEAP, .cur_bytes = 100, .cur_count = 1, .mod_gen = 1};
-    mattr_snap *sn = (mattr_snap *)(buf + h->snaps_off);
     /* interval 0: peak 70, 90 at its end; interval 1 has no record (unchanged) */
-    sn[0] = (mattr_snap){.first = 0, .last = 0, .stack = 1, .peak_bytes = 70, .peak_count = 1, .end_bytes = 90,
-                         .end_count = 1};
-    h->nsnaps = 1;
+    const mattr_snap rec = {.first = 0, .last = 0, .stack = 1, .peak_bytes = 70, .peak_count = 1, .end_bytes = 90,
+                            .end_count = 1};
+    h->snaps_len = (uint32_t)mattr_snap_encode(buf + h->snaps_off, &rec);
+    cr_assert_lt(h->snaps_len, 20, "a record of small values takes %u bytes", h->snaps_len);
+    mattr_snap back;
+    cr_assert_eq(mattr_snap_decode(buf + h->snaps_off, h->snaps_len, &back), h->snaps_len);
+    cr_expect(back.stack == 1 && back.peak_bytes == 70 && back.end_bytes == 90 && back.end_count == 1);
+    const mattr_snap big = {.first = 7, .last = 9, .stack = MATTR_TOTALS, .peak_bytes = INT64_MAX,
+                            .start_bytes = INT64_MIN, .temp_count = -5, .peak_count = INT32_MIN, .end_count = INT32_MAX};
+    uint8_t enc[MATTR_SNAP_MAX_BYTES];
+    size_t en = mattr_snap_encode(enc, &big);
+    cr_assert(en <= MATTR_SNAP_MAX_BYTES && mattr_snap_decode(enc, en, &back) == en);
+    cr_expect(!memcmp(&back, &big, sizeof back), "extreme values survive the varint stream");
+    cr_expect_eq(mattr_snap_decode(enc, en - 1, &back), 0, "a truncated record");
     attrib_image im;
     cr_assert_eq(attrib_image_parse(buf, len, &im), MISER_OK, "%s", miser_error_message());
     cr_expect_eq(im.nintervals, 3);
@@ -561,13 +571,17 @@ Test(attrib, image_parser_rejects_damage)
         {offsetof(mattr_header, parents_off), 1ull << 40, 8},
         {offsetof(mattr_header, nnodes), 0, 4},
         {h->stacks_off + sizeof(mattr_stack) + offsetof(mattr_stack, kind), 7, 4},
-        {h->snaps_off + offsetof(mattr_snap, stack), 3, 4},
-        {h->snaps_off + offsetof(mattr_snap, last), 2, 4},
+        {h->snaps_off + 0, 4, 1},                         /* stack 3 of 2 */
+        {h->snaps_off + 2, 2, 1},                         /* last = 2: the interval in progress */
+        {offsetof(mattr_header, snaps_len), h->snaps_len - 1, 4}, /* the record runs past the stream */
+        {offsetof(mattr_header, snaps_len), h->snaps_cap + 1, 4},
+        {offsetof(mattr_header, snaps_off), len - 8, 8},  /* the stream's capacity past the file */
     };
     for (size_t k = 0; k < sizeof damage / sizeof *damage; k++) {
         unsigned char *c = malloc(len);
         memcpy(c, buf, len);
         if (damage[k].width == 8) memcpy(c + damage[k].off, &damage[k].v, 8);
+        else if (damage[k].width == 1) c[damage[k].off] = (unsigned char)damage[k].v;
         else {
             uint32_t v = (uint32_t)damage[k].v;
             memcpy(c + damage[k].off, &v, 4);
@@ -575,6 +589,13 @@ Test(attrib, image_parser_rejects_damage)
         cr_expect_eq(attrib_image_parse(c, len, &im), MISER_ERR_FORMAT, "damage %zu accepted", k);
         free(c);
     }
+    /* a varint that never ends (11 continuation bytes) */
+    unsigned char *c = malloc(len);
+    memcpy(c, buf, len);
+    memset(c + h->snaps_off + 3, 0x80, 12);
+    ((mattr_header *)c)->snaps_len = 15;
+    cr_expect_eq(attrib_image_parse(c, len, &im), MISER_ERR_FORMAT, "an overlong varint accepted");
+    free(c);
     cr_expect_eq(attrib_image_parse(buf, MATTR_HEADER_SIZE - 1, &im), MISER_ERR_FORMAT);
     cr_expect_eq(attrib_image_parse(buf, h->maps_off, &im), MISER_ERR_FORMAT, "truncated before the maps");
     free(buf);

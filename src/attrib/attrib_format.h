@@ -24,10 +24,11 @@
 #ifndef MISER_ATTRIB_FORMAT_H
 #define MISER_ATTRIB_FORMAT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define MATTR_MAGIC 0x31525454414d534dULL /* "MSMATTR1" */
-#define MATTR_VERSION 2
+#define MATTR_VERSION 3 /* 3: snapshot records are a varint stream (2: 64-byte records) */
 #define MATTR_MAX_DEPTH 64
 #define MATTR_HEADER_SIZE 4096
 #define MATTR_EXE_MAX 512
@@ -55,7 +56,7 @@ typedef struct mattr_header {
     uint64_t file_size;
     /* layout: offsets from the file's start, capacities in elements/bytes */
     uint64_t stacks_off, nodes_off, snaps_off, maps_off; /* nodes_off: the nodes' return addresses */
-    uint32_t max_stacks, max_nodes, max_snaps, max_maps;
+    uint32_t max_stacks, max_nodes, snaps_cap, max_maps; /* snaps_cap: bytes of the snapshot stream */
     uint32_t flags, unwinder; /* unwinder: 1 libunwind unw_backtrace */
     char exe[MATTR_EXE_MAX];  /* /proc/self/exe at creation */
     char own_malloc[256];     /* the object whose malloc wins, when FLAG_OWN_MALLOC */
@@ -66,7 +67,7 @@ typedef struct mattr_header {
     int64_t cur_total;        /* live heap + anonymous-mmap bytes */
     int64_t peak_total;       /* high-water mark of cur_total in the current interval */
     int64_t start_total;      /* cur_total when the current interval began */
-    uint32_t nstacks, nnodes, nsnaps, maps_len;
+    uint32_t nstacks, nnodes, snaps_len, maps_len; /* snaps_len: bytes of whole records written */
     uint64_t calls;           /* malloc-family calls tracked */
     uint64_t map_calls;       /* mmap/munmap/mremap calls tracked */
     uint64_t stack_overflow;  /* allocations charged to stacks 0..2 because the table was full */
@@ -128,6 +129,89 @@ typedef struct mattr_snap {
     int64_t end_bytes;  /* at the interval's end: held in the later intervals without a record */
     int64_t temp_count;
 } mattr_snap;
+
+/* In the file, snapshot records are a byte stream (snaps_len bytes at
+ * snaps_off), each record eleven LEB128 varints: stack + 1 (0: totals),
+ * first, last - first, then zigzag-coded peak_bytes, peak_count,
+ * start_bytes, start_count, temp_bytes, temp_count, end_bytes, end_count.
+ * Most values of a closed interval are small or zero (a stack's start and
+ * temporary bytes, its counts), so a record takes 12-20 bytes instead of
+ * the struct's 64: ONNX Runtime writes ~10^5 of them at its first stage
+ * change, in the profiled process's memory. The interposer writes a whole
+ * record and only then advances snaps_len, so a reader never sees half of
+ * one; the reader rejects a record that runs past snaps_len, a varint of
+ * more than 10 bytes or a value out of its field's range. */
+#define MATTR_SNAP_MAX_BYTES (3 * 5 + 8 * 10)
+
+static inline size_t mattr_varint_put(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+static inline uint64_t mattr_zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+static inline int64_t mattr_unzigzag(uint64_t v) { return (int64_t)(v >> 1) ^ -(int64_t)(v & 1); }
+
+/* Encode s at p (room for MATTR_SNAP_MAX_BYTES); returns the bytes written.
+ * s->last >= s->first. */
+static inline size_t mattr_snap_encode(uint8_t *p, const mattr_snap *s)
+{
+    size_t n = 0;
+    n += mattr_varint_put(p + n, s->stack == MATTR_TOTALS ? 0 : (uint64_t)s->stack + 1);
+    n += mattr_varint_put(p + n, s->first);
+    n += mattr_varint_put(p + n, (uint64_t)(s->last - s->first));
+    const int64_t v[8] = {s->peak_bytes, s->peak_count, s->start_bytes, s->start_count,
+                          s->temp_bytes, s->temp_count, s->end_bytes,   s->end_count};
+    for (int i = 0; i < 8; i++) n += mattr_varint_put(p + n, mattr_zigzag(v[i]));
+    return n;
+}
+
+/* One varint from p[0..len): its bytes, 0 when truncated or longer than a
+ * 64-bit value. */
+static inline size_t mattr_varint_get(const uint8_t *p, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < len && i < 10; i++) {
+        if (i == 9 && p[i] > 1) return 0; /* bits past 64 */
+        v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            *out = v;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* Decode one record from p[0..len): its bytes, 0 when malformed (truncated,
+ * an overlong varint, a value outside its field). */
+static inline size_t mattr_snap_decode(const uint8_t *p, size_t len, mattr_snap *s)
+{
+    uint64_t u[11];
+    size_t n = 0;
+    for (int i = 0; i < 11; i++) {
+        size_t k = mattr_varint_get(p + n, len - n, &u[i]);
+        if (!k) return 0;
+        n += k;
+    }
+    if (u[0] > UINT32_MAX || u[1] > UINT32_MAX || u[2] > UINT32_MAX - u[1]) return 0;
+    int64_t v[8];
+    for (int i = 0; i < 8; i++) v[i] = mattr_unzigzag(u[3 + i]);
+    if (v[1] < INT32_MIN || v[1] > INT32_MAX || v[3] < INT32_MIN || v[3] > INT32_MAX || v[7] < INT32_MIN ||
+        v[7] > INT32_MAX)
+        return 0;
+    s->stack = u[0] ? (uint32_t)(u[0] - 1) : MATTR_TOTALS;
+    s->first = (uint32_t)u[1];
+    s->last = (uint32_t)(u[1] + u[2]);
+    s->peak_bytes = v[0], s->peak_count = (int32_t)v[1];
+    s->start_bytes = v[2], s->start_count = (int32_t)v[3];
+    s->temp_bytes = v[4], s->temp_count = v[5];
+    s->end_bytes = v[6], s->end_count = (int32_t)v[7];
+    return n;
+}
 
 static inline int64_t mattr_peak_bytes(const mattr_stack *s, uint64_t peak_gen)
 {

@@ -148,7 +148,7 @@ static size_t g_file_size;
 static mattr_stack *g_stacks;
 static uint64_t *g_node_ip;      /* the frame tree (shared): return addresses */
 static uint32_t *g_node_parent;  /* and parents */
-static mattr_snap *g_snaps;
+static uint8_t *g_snaps;         /* the snapshot stream (shared, attrib_format.h) */
 static char *g_maps;
 static uint64_t g_maps_hash;     /* of the newest load map stored */
 static const _Atomic uint64_t *g_stage; /* the watcher's interval counter, or NULL */
@@ -298,12 +298,13 @@ static void open_channel(int forked)
     uint32_t max_stacks = (uint32_t)env_u32(MATTR_ENV_MAX_STACKS, 1u << 21, 4, 1u << 24);
     uint32_t max_nodes = (uint32_t)env_u32(MATTR_ENV_MAX_NODES, 1u << 23, 2, 1u << 26);
     g_depth = env_u32(MATTR_ENV_DEPTH, MATTR_DEFAULT_DEPTH, 1, MATTR_MAX_DEPTH);
-    uint32_t max_snaps = 1u << 22, max_maps = 8u << 20;
+    /* the snapshot stream: 256 MiB of address space, ~16 million records */
+    uint32_t snaps_cap = 1u << 28, max_maps = 8u << 20;
     size_t stacks_off = MATTR_HEADER_SIZE;
     size_t nodes_off = stacks_off + (size_t)max_stacks * sizeof(mattr_stack);
     size_t parents_off = nodes_off + (size_t)max_nodes * sizeof(uint64_t);
     size_t snaps_off = (parents_off + (size_t)max_nodes * sizeof(uint32_t) + 7) & ~(size_t)7;
-    size_t maps_off = snaps_off + (size_t)max_snaps * sizeof(mattr_snap);
+    size_t maps_off = snaps_off + snaps_cap;
     size_t size = (maps_off + max_maps + 4095) & ~(size_t)4095;
     char path[3100];
     int fd = -1;
@@ -365,7 +366,7 @@ static void open_channel(int forked)
     h->maps_off = maps_off;
     h->max_stacks = max_stacks;
     h->max_nodes = max_nodes;
-    h->max_snaps = max_snaps;
+    h->snaps_cap = snaps_cap;
     h->max_maps = max_maps;
     h->unwinder = 1;
     h->flags = forked ? MATTR_FLAG_FORKED : 0;
@@ -374,7 +375,7 @@ static void open_channel(int forked)
     g_stacks = (mattr_stack *)((char *)m + stacks_off);
     g_node_ip = (uint64_t *)((char *)m + nodes_off);
     g_node_parent = (uint32_t *)((char *)m + parents_off);
-    g_snaps = (mattr_snap *)((char *)m + snaps_off);
+    g_snaps = (uint8_t *)m + snaps_off;
     g_maps = (char *)m + maps_off;
     /* stacks 0..2: the overflow buckets, one per kind */
     for (uint32_t k = 0; k < MATTR_NKINDS; k++) g_stacks[k].kind = k;
@@ -455,12 +456,13 @@ static void snap_put(uint32_t first, uint32_t last, uint32_t stack, int64_t pb, 
                      int64_t tb, int64_t tc, int64_t eb, int64_t ec)
 {
     mattr_header *h = g_hdr;
-    if (h->nsnaps >= h->max_snaps) {
+    if (h->snaps_cap - h->snaps_len < MATTR_SNAP_MAX_BYTES) {
         h->snap_overflow++;
         return;
     }
-    g_snaps[h->nsnaps] = (mattr_snap){first, last, stack, (int32_t)pc, (int32_t)sc, (int32_t)ec, pb, sb, tb, eb, tc};
-    h->nsnaps++;
+    const mattr_snap r = {first, last, stack, (int32_t)pc, (int32_t)sc, (int32_t)ec, pb, sb, tb, eb, tc};
+    /* the whole record first, then the length that makes it visible */
+    h->snaps_len += (uint32_t)mattr_snap_encode(g_snaps + h->snaps_len, &r);
 }
 
 static void live_retag(uint64_t now);

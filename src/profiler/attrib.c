@@ -123,11 +123,11 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
         !in_file(h.nodes_off, h.max_nodes, sizeof(uint64_t), len) ||
         !in_file(h.parents_off, h.max_nodes, sizeof(uint32_t), len) || h.parents_off < MATTR_HEADER_SIZE ||
         h.parents_off % 4 ||
-        !in_file(h.snaps_off, h.max_snaps, sizeof(mattr_snap), len) || !in_file(h.maps_off, h.max_maps, 1, len) ||
+        !in_file(h.snaps_off, h.snaps_cap, 1, len) || !in_file(h.maps_off, h.max_maps, 1, len) ||
         h.stacks_off < MATTR_HEADER_SIZE || h.nodes_off < MATTR_HEADER_SIZE || h.snaps_off < MATTR_HEADER_SIZE ||
-        h.maps_off < MATTR_HEADER_SIZE || (h.stacks_off | h.nodes_off | h.snaps_off) % 8)
+        h.maps_off < MATTR_HEADER_SIZE || (h.stacks_off | h.nodes_off) % 8)
         return miser_error_set(MISER_ERR_FORMAT, "attribution file: a section lies outside the file");
-    if (h.nstacks > h.max_stacks || h.nnodes > h.max_nodes || h.nsnaps > h.max_snaps || h.maps_len > h.max_maps ||
+    if (h.nstacks > h.max_stacks || h.nnodes > h.max_nodes || h.snaps_len > h.snaps_cap || h.maps_len > h.max_maps ||
         h.nstacks == 0 || h.nnodes == 0)
         return miser_error_set(MISER_ERR_FORMAT, "attribution file: counts exceed capacities");
     if (h.interval < h.interval_first || h.interval - h.interval_first >= ATTRIB_MAX_INTERVALS ||
@@ -196,17 +196,31 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
      * others it held that end value throughout (peak = start = it, nothing
      * temporary), which is carried forward here. Records are bucketed by
      * interval first (a file is untrusted: any order must be safe). */
-    const mattr_snap *sn = (const mattr_snap *)(base + h.snaps_off);
+    /* the stream (attrib_format.h: varint records), decoded whole: counted
+     * and checked first, so a hostile length cannot size the array */
+    const uint8_t *sb = (const uint8_t *)base + h.snaps_off;
+    size_t nsn = 0;
+    for (size_t at = 0, k; at < h.snaps_len; at += k, nsn++) {
+        mattr_snap s;
+        if (!(k = mattr_snap_decode(sb + at, h.snaps_len - at, &s))) goto bad;
+    }
+    mattr_snap *sn = miser_calloc(MISER_MEM_PROFILER, nsn + 1, sizeof *sn);
+    if (!sn) goto nomem;
+    for (size_t at = 0, i = 0; i < nsn; i++) at += mattr_snap_decode(sb + at, h.snaps_len - at, &sn[i]);
     const size_t nclosed = niv - 1;
     uint64_t total = 0;
     size_t *bstart = miser_calloc(MISER_MEM_PROFILER, niv + 1, sizeof *bstart);
-    if (!bstart) goto nomem;
-    for (uint32_t i = 0; i < h.nsnaps; i++) {
+    if (!bstart) {
+        miser_free(sn);
+        goto nomem;
+    }
+    for (size_t i = 0; i < nsn; i++) {
         mattr_snap s;
         memcpy(&s, &sn[i], sizeof s);
         if (s.first > s.last || s.first < h.interval_first || s.last >= h.interval ||
             (s.stack != MATTR_TOTALS && s.stack >= h.nstacks)) {
             miser_free(bstart);
+            miser_free(sn);
             goto bad;
         }
         if (s.stack == MATTR_TOTALS) {
@@ -219,6 +233,7 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
         total += (uint64_t)(s.last - s.first) + 1;
         if (total > (1u << 24)) {
             miser_free(bstart);
+            miser_free(sn);
             goto bad;
         }
         for (uint32_t k = s.first; k <= s.last; k++) bstart[k - h.interval_first + 1]++;
@@ -233,13 +248,13 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
     uint64_t *stamp = miser_calloc(MISER_MEM_PROFILER, h.nstacks, sizeof *stamp);
     size_t ncset = 0;
     int ok = brec && bfill && carry && cset && cpos && stamp;
-    for (uint32_t i = 0; ok && i < h.nsnaps; i++) {
+    for (size_t i = 0; ok && i < nsn; i++) {
         mattr_snap s;
         memcpy(&s, &sn[i], sizeof s);
         if (s.stack == MATTR_TOTALS) continue;
         for (uint32_t k = s.first; k <= s.last; k++) {
             size_t b = k - h.interval_first;
-            brec[bstart[b] + bfill[b]++] = i;
+            brec[bstart[b] + bfill[b]++] = (uint32_t)i;
         }
     }
     for (size_t k = 0; ok && k < nclosed; k++) {
@@ -291,6 +306,7 @@ miser_status attrib_image_parse(const void *buf, size_t len, attrib_image *out)
             stamp[r.stack] = 0;
         }
     }
+    miser_free(sn);
     miser_free(bstart);
     miser_free(brec);
     miser_free(bfill);

@@ -6,8 +6,15 @@
  * the fuzzer spends its time on offsets, counts and records), the rest
  * follows it as the sections. Whatever it holds, the parser must return a
  * status without reading outside the buffer, a parsed image must only hold
- * stacks whose frame-tree walk ends at the root within 64 steps, and
- * nothing may leak. */
+ * stacks whose frame-tree walk ends at the root within 64 steps, each
+ * interval must name a stack at most once (the collector sums per stack),
+ * and nothing may leak.
+ *
+ * Seeds (tests/fuzz/seeds/fuzz_attrib, format 3: the frame tree, stack
+ * records naming their innermost node, the varint stream of snapshot
+ * records over several intervals, load maps) are written by
+ * tests/attrib/fuzz_seeds.c: synthetic images and real ones the interposer
+ * left, packed. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,9 +43,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (s->node >= im.nnodes || attrib_stack_ips(&im, i, ips) != s->depth || s->kind < 0 || s->kind > 2)
                 abort();
         }
+        uint64_t *seen = calloc(im.nstacks + 1, sizeof *seen);
+        if (!seen) abort();
         for (size_t k = 0; k < im.nintervals; k++)
-            for (size_t q = 0; q < im.intervals[k].nvals; q++)
-                if (im.intervals[k].stack[q] >= im.nstacks) abort();
+            for (size_t q = 0; q < im.intervals[k].nvals; q++) {
+                uint32_t si = im.intervals[k].stack[q];
+                if (si >= im.nstacks || seen[si] == k + 1) abort();
+                seen[si] = k + 1;
+            }
+        free(seen);
         if (strlen(im.maps_all) > h->maps_len) abort();
         attrib_image_free(&im);
     }
