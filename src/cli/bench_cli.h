@@ -22,5 +22,13 @@ int miser_bench_validate(const char *cmd, const char *model_dir, const char *pro
 int miser_bench_spawn(const char *cmd, char *const argv[]);
 /* Path of this executable. */
 void miser_bench_self_exe(char *buf, size_t cap);
+/* Make model_dir's weights available at `precision` (a name
+ * miser_dtype_parse takes: f32, f16, bf16, q8_0, q4_0, q4_k) in the
+ * precision cache before any measured run, so no run pays for a conversion
+ * (the runs then reopen the cache entry, as `miser generate --precision`).
+ * A conversion or a note is said on stderr under `cmd`. Returns 0, or the
+ * exit code with one line printed (2 an unknown precision, 3/1 the
+ * conversion's failure). */
+int miser_bench_prepare_precision(const char *cmd, const char *model_dir, const char *precision);
 
 #endif

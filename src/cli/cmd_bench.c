@@ -20,6 +20,7 @@
 #include "miser/alloc.h"
 #include "miser/bench.h"
 #include "miser/model.h"
+#include "miser/precision.h"
 #include "miser/profiler.h"
 #include "miser/runtime.h"
 #include "miser/safetensors.h"
@@ -69,6 +70,9 @@ static void usage(FILE *f)
             "  --max-length N      total length counting the prompt (default 10)\n"
             "  --pipeline NAME     default or naive (default: default)\n"
             "  --threads N         worker threads (default: the CPUs available)\n"
+            "  --precision P       run the matrices in P (f32, f16, bf16, q8_0, q4_0, q4_k), converted once\n"
+            "                      into the precision cache before the runs, as `miser generate --precision`\n"
+            "                      (default: as stored); `miser compare` runs one row per precision with it\n"
             "  --json PATH         write the aggregate (medians, spread, runs) as JSON\n"
             "  --md PATH           write a Markdown report\n"
             "  --svg PATH          write the charts (peak memory, times, stage timeline)\n"
@@ -282,7 +286,7 @@ static void json_ids(FILE *f, const int32_t *ids, int64_t n)
 }
 
 typedef struct {
-    const char *pipeline;
+    const char *pipeline, *precision;
     int threads;
     double load_s, compile_s;
     const miser_generate_result *res;
@@ -294,9 +298,9 @@ static miser_status result_cb(void *fp, void *ctx)
 {
     const result_ctx *c = ctx;
     FILE *f = fp;
-    fprintf(f, "{\"runtime\":\"miser\",\"version\":\"miser (pipeline %s)\",\"precision\":\"f32\",\"threads\":%d,"
+    fprintf(f, "{\"runtime\":\"miser\",\"version\":\"miser (pipeline %s)\",\"precision\":\"%s\",\"threads\":%d,"
                "\"load_s\":%.6f,\"compile_s\":%.6f",
-            c->pipeline, c->threads, c->load_s, c->compile_s);
+            c->pipeline, c->precision ? c->precision : "f32", c->threads, c->load_s, c->compile_s);
     for (int k = 0; k < 2; k++) {
         fprintf(f, ",\"%s\":{\"ids\":", k ? "second" : "first");
         json_ids(f, c->res[k].ids, c->res[k].n);
@@ -308,16 +312,18 @@ static miser_status result_cb(void *fp, void *ctx)
 }
 
 /* The adapters' result file (tools/peers/README.md), written atomically. */
-static int write_result(const char *path, const char *pipeline, int threads, double load_s, double compile_s,
-                        const miser_generate_result res[2], const double secs[2], const size_t nprompt[2])
+static int write_result(const char *path, const char *pipeline, const char *precision, int threads, double load_s,
+                        double compile_s, const miser_generate_result res[2], const double secs[2],
+                        const size_t nprompt[2])
 {
-    result_ctx c = {pipeline, threads, load_s, compile_s, res, secs, nprompt};
+    result_ctx c = {pipeline, precision, threads, load_s, compile_s, res, secs, nprompt};
     return miser_file_write_atomic(path, result_cb, &c) ? -1 : 0;
 }
 
 typedef struct scenario {
     const char *model_dir, *prompt, *prompt2, *pipeline;
     long long max_length, threads;
+    const char *precision; /* NULL: the weights as stored */
 } scenario;
 
 static int run_child(const char *cmd, const scenario *sc, const char *profile_out, const char *json_out)
@@ -338,6 +344,7 @@ static int run_child(const char *cmd, const scenario *sc, const char *profile_ou
     miser_tokenizer *tok = NULL;
     miser_plan *plan = NULL;
     miser_session *sess = NULL;
+    char *weights_dir = NULL; /* --precision: the precision cache's entry (miser_free) */
     int32_t *ids[2] = {NULL, NULL};
     size_t nids[2] = {0, 0};
     miser_generate_result res[2] = {{0}, {0}};
@@ -348,8 +355,15 @@ static int run_child(const char *cmd, const scenario *sc, const char *profile_ou
     double t0 = miser_now_s();
     /* loading includes mapping every weight page, as the other runtimes read
      * their weights at load: the first inference then pays no page faults */
-    if ((st = miser_model_open(sc->model_dir, &model)) || (st = miser_model_prefault(model)) ||
-        (st = miser_tokenizer_open(sc->model_dir, &tok)))
+    /* --precision: the weights as `miser generate --precision` opens them
+     * (converted into the cache, reused when there), the tokenizer from the
+     * checkpoint itself */
+    miser_dtype prec = MISER_DTYPE_F32;
+    if (sc->precision && ((st = miser_dtype_parse(sc->precision, &prec)) ||
+                          (st = miser_precision_prepare(sc->model_dir, prec, NULL, &weights_dir, NULL, 0, NULL))))
+        goto fail;
+    if ((st = miser_model_open(weights_dir ? weights_dir : sc->model_dir, &model)) ||
+        (st = miser_model_prefault(model)) || (st = miser_tokenizer_open(sc->model_dir, &tok)))
         goto fail;
     double load_s = miser_now_s() - t0;
     child_mark(&c, 1, NULL);
@@ -403,7 +417,7 @@ static int run_child(const char *cmd, const scenario *sc, const char *profile_ou
     child_mark(&c, 5, NULL);
     if (json_out) {
         size_t np[2] = {nids[0], nids[1]};
-        if (write_result(json_out, sc->pipeline, (int)sc->threads, load_s, compile_s, res, secs, np)) {
+        if (write_result(json_out, sc->pipeline, sc->precision, (int)sc->threads, load_s, compile_s, res, secs, np)) {
             miser_cli_error(cmd, "%s: cannot write: %s", json_out, strerror(errno));
             rc = MISER_EXIT_FAIL;
             goto out;
@@ -431,6 +445,7 @@ out:
     miser_plan_free(plan);
     miser_tokenizer_free(tok);
     miser_model_free(model);
+    miser_free(weights_dir);
     return rc;
 }
 
@@ -598,6 +613,26 @@ int miser_bench_spawn(const char *cmd, char *const argv[])
     return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
+int miser_bench_prepare_precision(const char *cmd, const char *model_dir, const char *precision)
+{
+    miser_dtype prec;
+    if (miser_dtype_parse(precision, &prec) || prec == MISER_DTYPE_I32 || prec == MISER_DTYPE_Q6_K) {
+        miser_cli_error(cmd, "unknown precision '%s' (f32, f16, bf16, q8_0, q4_0, q4_k)", precision);
+        return MISER_EXIT_USAGE;
+    }
+    char *wd = NULL, note[512] = "";
+    int conv = 0;
+    miser_status st = miser_precision_prepare(model_dir, prec, NULL, &wd, note, sizeof note, &conv);
+    if (st) {
+        miser_cli_error(cmd, "%s", miser_error_message());
+        return miser_cli_exit_for_status(st);
+    }
+    if (conv) fprintf(stderr, "miser %s: converted the weights to %s into %s\n", cmd, precision, wd);
+    if (note[0]) fprintf(stderr, "miser %s: %s\n", cmd, note);
+    miser_free(wd);
+    return MISER_EXIT_OK;
+}
+
 void miser_bench_self_exe(char *buf, size_t cap)
 {
     ssize_t n = readlink("/proc/self/exe", buf, cap - 1);
@@ -608,13 +643,13 @@ void miser_bench_self_exe(char *buf, size_t cap)
 static int cmd_bench(int argc, char **argv)
 {
     const char *cmd = "bench";
-    scenario sc = {NULL, "Hello", "Test", "default", 10, miser_cli_default_threads()};
+    scenario sc = {NULL, "Hello", "Test", "default", 10, miser_cli_default_threads(), NULL};
     const char *json = NULL, *md = NULL, *svg = NULL, *html = NULL, *profile_out = NULL, *json_out = NULL;
     long long runs = 3, soak = 0;
     int child = 0, allow_paging = 0;
     const char *budget_s = NULL;
     enum { O_RUNS = 256, O_P2, O_MAXLEN, O_PIPE, O_THREADS, O_JSON, O_MD, O_SVG, O_SOAK, O_CHILD, O_PROF, O_JOUT, O_HTML,
-           O_BUDGET, O_PAGING };
+           O_BUDGET, O_PAGING, O_PREC };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},        {"prompt", required_argument, 0, 'p'},
         {"prompt2", required_argument, 0, O_P2},     {"runs", required_argument, 0, O_RUNS},
@@ -625,6 +660,7 @@ static int cmd_bench(int argc, char **argv)
         {"soak", required_argument, 0, O_SOAK},      {"child", no_argument, 0, O_CHILD},
         {"profile-out", required_argument, 0, O_PROF}, {"json-out", required_argument, 0, O_JOUT},
         {"memory-budget", required_argument, 0, O_BUDGET}, {"allow-paging", no_argument, 0, O_PAGING},
+        {"precision", required_argument, 0, O_PREC},
         {"help", no_argument, 0, 'h'},               {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
@@ -651,6 +687,7 @@ static int cmd_bench(int argc, char **argv)
         case O_JOUT: json_out = optarg; break;
         case O_BUDGET: budget_s = optarg; break;
         case O_PAGING: allow_paging = 1; break;
+        case O_PREC: sc.precision = optarg; break;
         default: return miser_cli_option_error(cmd, c, argv);
         }
         if (bad) return miser_cli_value_error(cmd, opts, li, optarg);
@@ -666,6 +703,17 @@ static int cmd_bench(int argc, char **argv)
     if (sc.model_dir && !*sc.model_dir) {
         miser_cli_error(cmd, "--model needs a directory (without --model: the synthetic checkpoint)");
         return MISER_EXIT_USAGE;
+    }
+    if (sc.precision) {
+        miser_dtype prec;
+        if (miser_dtype_parse(sc.precision, &prec) || prec == MISER_DTYPE_I32 || prec == MISER_DTYPE_Q6_K) {
+            miser_cli_error(cmd, "unknown precision '%s' (f32, f16, bf16, q8_0, q4_0, q4_k)", sc.precision);
+            return MISER_EXIT_USAGE;
+        }
+        if (soak || budget_s) {
+            miser_cli_error(cmd, "--precision does not apply to %s", soak ? "--soak" : "--memory-budget");
+            return MISER_EXIT_USAGE;
+        }
     }
     if (soak && (md || svg || html)) {
         miser_cli_error(cmd, "--%s does not apply to --soak (its figures go to stdout and --json)",
@@ -706,6 +754,10 @@ static int cmd_bench(int argc, char **argv)
         if (brc) return brc;
     }
     if (soak) return run_soak(cmd, &sc, soak, json, synthetic);
+    if (sc.precision) {
+        int prc = miser_bench_prepare_precision(cmd, sc.model_dir, sc.precision);
+        if (prc) return prc;
+    }
 
     static miser_bench_row row;
     memset(&row, 0, sizeof row);
@@ -725,7 +777,12 @@ static int cmd_bench(int argc, char **argv)
         snprintf(res, sizeof res, "%s/result-%lld.json", tmpdir, i + 1);
         char *cargv[] = {self, "bench", "--child", "--model", (char *)sc.model_dir, "--prompt", (char *)sc.prompt,
                          "--prompt2", (char *)sc.prompt2, "--max-length", maxlen, "--pipeline", (char *)sc.pipeline,
-                         "--threads", threads, "--profile-out", prof, "--json-out", res, NULL};
+                         "--threads", threads, "--profile-out", prof, "--json-out", res, NULL, NULL, NULL};
+        if (sc.precision) { /* the two spare slots before the final NULL */
+            const size_t n = sizeof cargv / sizeof cargv[0];
+            cargv[n - 3] = "--precision";
+            cargv[n - 2] = (char *)sc.precision;
+        }
         printf("run %lld/%lld (fresh process)%s\n", i + 1, runs, synthetic ? " [synthetic weights]" : "");
         int crc = miser_bench_spawn(cmd, cargv);
         miser_profile *p = NULL;
@@ -753,9 +810,10 @@ static int cmd_bench(int argc, char **argv)
     snprintf(rep.title, sizeof rep.title, "miser bench: the study's scenario");
     snprintf(rep.model, sizeof rep.model, "%.900s%s", sc.model_dir, synthetic ? " (synthetic weights)" : "");
     snprintf(rep.scenario, sizeof rep.scenario,
-             "prompts \"%s\" then \"%s\", greedy, max_length %lld, pipeline %s, %lld thread(s), %zu run(s) in fresh "
-             "processes",
-             sc.prompt, sc.prompt2, sc.max_length, sc.pipeline, sc.threads, row.nruns);
+             "prompts \"%s\" then \"%s\", greedy, max_length %lld, pipeline %s, precision %s, %lld thread(s), %zu "
+             "run(s) in fresh processes",
+             sc.prompt, sc.prompt2, sc.max_length, sc.pipeline, sc.precision ? sc.precision : "as stored", sc.threads,
+             row.nruns);
     miser_bench_machine(rep.machine, sizeof rep.machine);
     miser_bench_check_agreement(&rep);
     if (row.nruns) miser_bench_write_table(&rep, stdout);

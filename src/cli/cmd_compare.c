@@ -7,7 +7,17 @@
  *
  * Each runtime first makes one unrecorded warm-up run: the peers convert the
  * checkpoint (ONNX export, GGUF) into their cache on first use, and every
- * runtime then starts from the same warm page cache. */
+ * runtime then starts from the same warm page cache.
+ *
+ * Precisions (--precision LIST; by default f32, f16 and q8_0 for a
+ * Llama-family checkpoint, the weights as stored otherwise): one row per
+ * runtime and precision, grouped by precision. miser's weights are converted
+ * once into the precision cache before the first run
+ * (miser_bench_prepare_precision, the path `miser bench --precision` and
+ * `miser-bench e2e` take) and each run opens them with `miser bench --child
+ * --precision P`; llama.cpp's adapter writes its GGUF from the same
+ * checkpoint at P (tools/peers/to_gguf_llama.py, cached). Greedy tokens are
+ * checked within each precision against that precision's miser row. */
 #include "bench_cli.h"
 #include "cli.h"
 #include "miser/alloc.h"
@@ -47,6 +57,12 @@ static void usage(FILE *f)
             "  --prompt2 TEXT      second prompt (default \"Test\")\n"
             "  --max-length N      total length counting the prompt (default 10)\n"
             "  --threads N         compute threads for every runtime (default: the CPUs available)\n"
+            "  --precision LIST    comma-separated weight precisions, one row per runtime and precision\n"
+            "                      (f32, f16, bf16, q8_0, q4_0, q4_k for miser; llama.cpp: f32, f16, q8_0,\n"
+            "                      its GGUF written from the same checkpoint); default: f32,f16,q8_0 for a\n"
+            "                      Llama-family checkpoint, the weights as stored otherwise. miser converts\n"
+            "                      once into its precision cache before the runs; PyTorch and ONNX Runtime\n"
+            "                      run in the f32 group only. Tokens are checked within each precision.\n"
             "  --out DIR           report directory, created with its parents (default ./miser-report)\n"
             "  --peers-dir DIR     peer adapters (default: the source tree's tools/peers;\n"
             "                      also $MISER_PEERS_DIR)\n"
@@ -154,20 +170,57 @@ static int run_once(const char *cmd, char *const argv[], const char *label, mise
     return ex.exited ? ex.code : 1;
 }
 
+#define MAX_PRECISIONS 6
+
+/* --precision LIST into precs[] (pointers into buf), duplicates dropped;
+ * a name miser does not convert to is a bad command line. */
+static int parse_precisions(const char *cmd, const char *list, char *buf, size_t cap, const char **precs, size_t *n)
+{
+    *n = 0;
+    if (strlen(list) >= cap) {
+        miser_cli_error(cmd, "--precision: list too long");
+        return MISER_EXIT_USAGE;
+    }
+    memcpy(buf, list, strlen(list) + 1);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        miser_dtype dt;
+        if (miser_dtype_parse(t, &dt) || dt == MISER_DTYPE_I32 || dt == MISER_DTYPE_Q6_K) {
+            miser_cli_error(cmd, "--precision: unknown precision '%s' (f32, f16, bf16, q8_0, q4_0, q4_k)", t);
+            return MISER_EXIT_USAGE;
+        }
+        int dup = 0;
+        for (size_t i = 0; i < *n; i++) dup |= !strcmp(precs[i], t);
+        if (dup) continue;
+        if (*n == MAX_PRECISIONS) {
+            miser_cli_error(cmd, "--precision: at most %d precisions", MAX_PRECISIONS);
+            return MISER_EXIT_USAGE;
+        }
+        precs[(*n)++] = t;
+    }
+    if (!*n) {
+        miser_cli_error(cmd, "--precision lists no precision");
+        return MISER_EXIT_USAGE;
+    }
+    return MISER_EXIT_OK;
+}
+
 static int cmd_compare(int argc, char **argv)
 {
     const char *cmd = "compare";
     const char *model_dir = NULL, *prompt = "Hello", *prompt2 = "Test", *out_dir = "miser-report";
     const char *runtimes = NULL, *peers_dir = getenv("MISER_PEERS_DIR"), *peers_from = "MISER_PEERS_DIR";
+    const char *precisions = NULL;
     long long runs = 3, max_length = 10, threads = miser_cli_default_threads();
     if (!peers_dir || !*peers_dir) peers_dir = NULL;
-    enum { O_RT = 256, O_RUNS, O_P2, O_MAXLEN, O_THREADS, O_OUT, O_PEERS };
+    enum { O_RT = 256, O_RUNS, O_P2, O_MAXLEN, O_THREADS, O_OUT, O_PEERS, O_PREC };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},       {"prompt", required_argument, 0, 'p'},
         {"prompt2", required_argument, 0, O_P2},    {"runtimes", required_argument, 0, O_RT},
         {"runs", required_argument, 0, O_RUNS},     {"max-length", required_argument, 0, O_MAXLEN},
         {"threads", required_argument, 0, O_THREADS}, {"out", required_argument, 0, O_OUT},
-        {"peers-dir", required_argument, 0, O_PEERS}, {"help", no_argument, 0, 'h'},
+        {"peers-dir", required_argument, 0, O_PEERS}, {"precision", required_argument, 0, O_PREC},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
@@ -185,6 +238,7 @@ static int cmd_compare(int argc, char **argv)
         case O_MAXLEN: bad = miser_cli_parse_i64(optarg, 2, 1 << 20, &max_length); break;
         case O_THREADS: bad = miser_cli_parse_i64(optarg, 1, 256, &threads); break;
         case O_OUT: out_dir = optarg; break;
+        case O_PREC: precisions = optarg; break;
         case O_PEERS:
             peers_dir = optarg;
             peers_from = "--peers-dir";
@@ -223,6 +277,20 @@ static int cmd_compare(int argc, char **argv)
             return MISER_EXIT_USAGE;
         }
     }
+    /* Which precisions, in the order asked (NULL: the weights as stored, or
+     * the Llama family's default, decided once the checkpoint is known). */
+    char prec_buf[256];
+    const char *precs[MAX_PRECISIONS];
+    size_t nprec = 0;
+    if (precisions) {
+        int rc0 = parse_precisions(cmd, precisions, prec_buf, sizeof prec_buf, precs, &nprec);
+        if (rc0) return rc0;
+        const size_t ml = model_dir ? strlen(model_dir) : 0;
+        if (ml > 5 && !strcmp(model_dir + ml - 5, ".gguf")) {
+            miser_cli_error(cmd, "--precision does not apply to a GGUF file (miser and llama.cpp run it as stored)");
+            return MISER_EXIT_USAGE;
+        }
+    }
     /* Everything the runs need is checked before the first one: the report
      * folder, the peers folder when one is named, the checkpoint and the
      * prompts (as `miser generate` checks them). */
@@ -246,6 +314,43 @@ static int cmd_compare(int argc, char **argv)
         model_dir = synth_dir;
         synthetic = 1;
     }
+    /* a Llama-family checkpoint: llama.cpp through its Llama adapter; the
+     * PyTorch and ONNX Runtime adapters are GPT-2 only */
+    int llama = 0;
+    {
+        miser_model *mm = NULL;
+        if (miser_model_open(model_dir, &mm) == MISER_OK) llama = !strcmp(miser_model_arch(mm), "llama");
+        miser_model_free(mm);
+    }
+    if (!precisions && llama) /* issue 14's rows: f32, f16 and q8_0 beside llama.cpp on the same weights */
+        parse_precisions(cmd, "f32,f16,q8_0", prec_buf, sizeof prec_buf, precs, &nprec);
+    /* miser's weights at each precision, converted before any run */
+    for (size_t k = 0; k < nprec; k++) {
+        int any_miser = 0;
+        for (size_t i = 0; i < nsel; i++) any_miser |= !sel[i]->interp;
+        if (any_miser && (rc = miser_bench_prepare_precision(cmd, model_dir, precs[k]))) goto early;
+    }
+    /* The rows: each selected runtime per precision, grouped by precision
+     * (group g holds rows [gstart[g], gstart[g + 1])); PyTorch and ONNX
+     * Runtime run at f32 only, so they are listed in the f32 group. */
+    const size_t ngroups = nprec ? nprec : 1;
+    size_t gstart[MAX_PRECISIONS + 1];
+    const runtime_def *job_def[N_RUNTIMES * MAX_PRECISIONS];
+    const char *job_prec[N_RUNTIMES * MAX_PRECISIONS];
+    size_t njobs = 0;
+    int have_f32 = 0;
+    for (size_t k = 0; k < nprec; k++) have_f32 |= !strcmp(precs[k], "f32");
+    for (size_t g = 0; g < ngroups; g++) {
+        gstart[g] = njobs;
+        const char *pg = nprec ? precs[g] : NULL;
+        for (size_t i = 0; i < nsel; i++) {
+            const int f32_only = sel[i]->interp && strcmp(sel[i]->name, "llamacpp");
+            if (f32_only && pg && strcmp(pg, "f32") && (have_f32 || g > 0)) continue;
+            job_def[njobs] = sel[i];
+            job_prec[njobs++] = pg;
+        }
+    }
+    gstart[ngroups] = njobs;
     char made[4096];
     if (miser_cli_mkdirs(out_dir, made, sizeof made)) {
         rc = MISER_EXIT_USAGE;
@@ -259,7 +364,7 @@ static int cmd_compare(int argc, char **argv)
         miser_cli_rmdirs(out_dir, made);
         goto early;
     }
-    miser_bench_row *rows = miser_calloc(MISER_MEM_OTHER, nsel, sizeof *rows);
+    miser_bench_row *rows = miser_calloc(MISER_MEM_OTHER, njobs, sizeof *rows);
     if (!rows) {
         miser_cli_error(cmd, "out of memory");
         rmdir(tmpdir);
@@ -269,22 +374,17 @@ static int cmd_compare(int argc, char **argv)
     }
     char self[4096], maxlen[32], thr[32], script[4200], res[4200];
     miser_bench_self_exe(self, sizeof self);
-    /* a Llama-family checkpoint: llama.cpp through its Llama adapter; the
-     * PyTorch and ONNX Runtime adapters are GPT-2 only */
-    int llama = 0;
-    {
-        miser_model *mm = NULL;
-        if (miser_model_open(model_dir, &mm) == MISER_OK) llama = !strcmp(miser_model_arch(mm), "llama");
-        miser_model_free(mm);
-    }
     snprintf(maxlen, sizeof maxlen, "%lld", max_length);
     snprintf(thr, sizeof thr, "%lld", threads);
     int failed = 0;
-    for (size_t r = 0; r < nsel; r++) {
-        const runtime_def *d = sel[r];
+    for (size_t r = 0; r < njobs; r++) {
+        const runtime_def *d = job_def[r];
+        const char *prec = job_prec[r];
         miser_bench_row *w = &rows[r];
-        snprintf(w->name, sizeof w->name, "%s", d->name);
-        snprintf(res, sizeof res, "%s/%s.json", tmpdir, d->name);
+        const int f32_only = d->interp && strcmp(d->name, "llamacpp"); /* PyTorch, ONNX Runtime */
+        if (prec && !(f32_only && strcmp(prec, "f32"))) snprintf(w->name, sizeof w->name, "%s %s", d->name, prec);
+        else snprintf(w->name, sizeof w->name, "%s", d->name);
+        snprintf(res, sizeof res, "%s/%s-%zu.json", tmpdir, d->name, r);
         char *argvv[32];
         int a = 0;
         if (!d->interp) {
@@ -299,6 +399,10 @@ static int cmd_compare(int argc, char **argv)
             argvv[a++] = (char *)prompt2;
             argvv[a++] = "--pipeline";
             argvv[a++] = (char *)d->pipeline;
+            if (prec) {
+                argvv[a++] = "--precision";
+                argvv[a++] = (char *)prec;
+            }
         } else {
             snprintf(script, sizeof script, "%s/%s", peers_dir,
                      llama && !strcmp(d->name, "llamacpp") ? "llamacpp_llama.js" : d->script);
@@ -308,14 +412,14 @@ static int cmd_compare(int argc, char **argv)
                 w->skipped = 1;
                 snprintf(w->note, sizeof w->note, "no %s adapter for %s", d->name,
                          gguf ? "GGUF files" : "Llama-family checkpoints");
-                fprintf(stderr, "miser compare: skipping %s: %s\n", d->name, w->note);
+                fprintf(stderr, "miser compare: skipping %s: %s\n", w->name, w->note);
                 continue;
             }
             if (access(script, R_OK)) {
                 w->skipped = 1;
                 snprintf(w->note, sizeof w->note, "not installed: adapter %.300s not found (install the peers with `make peers`)",
                          script);
-                fprintf(stderr, "miser compare: skipping %s: %s\n", d->name, w->note);
+                fprintf(stderr, "miser compare: skipping %s: %s\n", w->name, w->note);
                 continue;
             }
             argvv[a++] = (char *)d->interp;
@@ -326,6 +430,22 @@ static int cmd_compare(int argc, char **argv)
             argvv[a++] = p1;
             argvv[a++] = "--prompt2-ids";
             argvv[a++] = p2;
+            if (prec && !strcmp(d->name, "llamacpp")) {
+                if (strcmp(prec, "f32") && strcmp(prec, "f16") && strcmp(prec, "q8_0")) {
+                    w->skipped = 1;
+                    snprintf(w->note, sizeof w->note, "the llama.cpp adapter writes f32, f16 or q8_0 GGUF files, not %s",
+                             prec);
+                    fprintf(stderr, "miser compare: skipping %s: %s\n", w->name, w->note);
+                    continue;
+                }
+                argvv[a++] = "--precision";
+                argvv[a++] = (char *)prec;
+            } else if (prec && strcmp(prec, "f32")) { /* no f32 group: listed once, skipped */
+                w->skipped = 1;
+                snprintf(w->note, sizeof w->note, "runs f32 only here (add f32 to --precision)");
+                fprintf(stderr, "miser compare: skipping %s: %s\n", w->name, w->note);
+                continue;
+            }
         }
         argvv[a++] = "--max-length";
         argvv[a++] = maxlen;
@@ -335,15 +455,15 @@ static int cmd_compare(int argc, char **argv)
         argvv[a++] = res;
         argvv[a] = NULL;
         for (long long i = -1; i < runs; i++) {
-            if (i < 0) printf("== %s: warm-up run (not recorded)\n", d->name);
-            else printf("== %s: run %lld/%lld%s\n", d->name, i + 1, runs, synthetic ? " [synthetic weights]" : "");
+            if (i < 0) printf("== %s: warm-up run (not recorded)\n", w->name);
+            else printf("== %s: run %lld/%lld%s\n", w->name, i + 1, runs, synthetic ? " [synthetic weights]" : "");
             miser_profile *p = NULL;
             unlink(res);
-            int crc = run_once(cmd, argvv, d->name, &p);
+            int crc = run_once(cmd, argvv, w->name, &p);
             if (crc == 3 && d->interp) {
                 w->skipped = 1;
                 snprintf(w->note, sizeof w->note, "not installed (the adapter exited 3): install the peers with `make peers`");
-                fprintf(stderr, "miser compare: skipping %s: %s\n", d->name, w->note);
+                fprintf(stderr, "miser compare: skipping %s: %s\n", w->name, w->note);
                 miser_profile_free(p);
                 break;
             }
@@ -352,7 +472,7 @@ static int cmd_compare(int argc, char **argv)
                 failed = 1;
                 snprintf(w->note, sizeof w->note, "%s run exited with %d (its stderr is above)",
                          i < 0 ? "the warm-up" : "a", crc);
-                fprintf(stderr, "miser compare: %s failed: %s\n", d->name, w->note);
+                fprintf(stderr, "miser compare: %s failed: %s\n", w->name, w->note);
                 miser_profile_free(p);
                 break;
             }
@@ -374,27 +494,38 @@ static int cmd_compare(int argc, char **argv)
         unlink(res);
     }
     rmdir(tmpdir);
-    miser_bench_report rep = {.nrows = nsel, .rows = rows, .reference = -1, .synthetic = synthetic,
+    miser_bench_report rep = {.nrows = njobs, .rows = rows, .reference = -1, .synthetic = synthetic,
                               .published_path = MISER_SOURCE_DIR "/data/published-keras-gpt2-medium.json"};
-    for (size_t r = 0; r < nsel && rep.reference < 0; r++)
-        if (!strcmp(rows[r].name, "miser") && rows[r].has_ids) rep.reference = (int)r;
-    for (size_t r = 0; r < nsel && rep.reference < 0; r++)
-        if (!strcmp(rows[r].name, "miser-naive") && rows[r].has_ids) rep.reference = (int)r;
-    snprintf(rep.title, sizeof rep.title, "miser compare: the study's scenario on %zu runtime(s)", nsel);
+    snprintf(rep.title, sizeof rep.title, "miser compare: the study's scenario on %zu runtime(s)%s", nsel,
+             nprec ? " per precision" : "");
     snprintf(rep.model, sizeof rep.model, "%.900s%s", model_dir, synthetic ? " (synthetic weights)" : "");
     snprintf(rep.scenario, sizeof rep.scenario,
              "prompts \"%.40s\" (ids %.40s) then \"%.40s\" (ids %.40s), greedy, max_length %lld, %lld thread(s), %lld recorded "
              "run(s) per runtime after one warm-up run, each in its own process under miser's out-of-process "
-             "profiler (RSS sampled every 20 ms, exact peaks per stage)",
-             prompt, p1, prompt2, p2, max_length, threads, runs);
+             "profiler (RSS sampled every 20 ms, exact peaks per stage)%s%.60s%s",
+             prompt, p1, prompt2, p2, max_length, threads, runs, nprec ? "; weights at " : "", nprec ? precisions ? precisions : "f32,f16,q8_0" : "",
+             nprec ? " (a row per runtime and precision, tokens checked within each precision)" : "");
     miser_bench_machine(rep.machine, sizeof rep.machine);
-    size_t disagree = miser_bench_check_agreement(&rep);
+    /* greedy tokens: within each precision group, against its miser row
+     * (else its miser-naive row) */
+    size_t disagree = 0;
+    for (size_t g = 0; g < ngroups; g++) {
+        miser_bench_report sub = rep;
+        sub.rows = rows + gstart[g];
+        sub.nrows = gstart[g + 1] - gstart[g];
+        sub.reference = -1;
+        for (int pass = 0; pass < 2 && sub.reference < 0; pass++)
+            for (size_t r = 0; r < sub.nrows && sub.reference < 0; r++)
+                if (!strcmp(job_def[gstart[g] + r]->name, pass ? "miser-naive" : "miser") && sub.rows[r].has_ids)
+                    sub.reference = (int)r;
+        disagree += miser_bench_check_agreement(&sub);
+    }
     size_t measured = 0;
-    for (size_t r = 0; r < nsel; r++) measured += rows[r].nruns;
+    for (size_t r = 0; r < njobs; r++) measured += rows[r].nruns;
     if (!measured) {
         /* nothing was measured: no report of empty rows */
         miser_cli_error(cmd, "no runtime completed a run: no report written");
-        for (size_t r = 0; r < nsel; r++) miser_profile_free(rows[r].timeline);
+        for (size_t r = 0; r < njobs; r++) miser_profile_free(rows[r].timeline);
         miser_free(rows);
         miser_cli_rmdirs(out_dir, made);
         rc = MISER_EXIT_FAIL;
@@ -414,7 +545,7 @@ static int cmd_compare(int argc, char **argv)
     }
     printf("report: %s/report.md, %s/report.html\n", out_dir, out_dir);
     if (disagree) fprintf(stderr, "miser compare: %zu runtime(s) generated different greedy tokens (see the report)\n", disagree);
-    for (size_t r = 0; r < nsel; r++) miser_profile_free(rows[r].timeline);
+    for (size_t r = 0; r < njobs; r++) miser_profile_free(rows[r].timeline);
     miser_free(rows);
     miser_free(p1);
     miser_free(p2);
