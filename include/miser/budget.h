@@ -25,8 +25,21 @@ extern "C" {
  * main thread; file-backed pages of the binary and its libraries; and what
  * one worker thread touches (stack pages, its malloc arena's first pages). */
 #define MISER_BUDGET_FIXED_ANON  (667ull << 10) /* 0.65 MiB */
-#define MISER_BUDGET_FIXED_FILE  (6860ull << 10) /* 6.7 MiB */
-#define MISER_BUDGET_PER_THREAD  (8ull << 10)
+#define MISER_BUDGET_FIXED_FILE  (7050ull << 10) /* 6.9 MiB: at the end of a run (every kernel has run) */
+/* What one compute thread (the caller or a worker) touches in the run
+ * (budget.c: per_thread_bytes, docs/budgets.md): its frames (fitted: 20
+ * KiB) and, on the float paths, the f32 GEMM's packing panels on its stack,
+ * sized by the AVX2 GEMM's blocking (kernels_avx2.c GEMM_MC / GEMM_KB /
+ * GEMM_NC: keep these in step); on the integer paths, the quantised-x room
+ * it writes (computed from quant4.h). */
+#define MISER_BUDGET_THREAD_STACK_INT (20ull << 10)
+#define MISER_BUDGET_GEMM_MC 132
+#define MISER_BUDGET_GEMM_KB 256
+#define MISER_BUDGET_GEMM_NC 64
+/* The binary's and libraries' file pages at the load's high-water (the
+ * model, the tokenizer and the compile done, no kernel run yet): a small
+ * model peaks there (docs/budgets.md, "Two phases"). */
+#define MISER_BUDGET_LOAD_FILE   (6700ull << 10)
 /* The prompt chunk generate compiles for (its --max-batch default); below
  * it, a run of ctx positions compiles for ctx (the arena shrinks). */
 #define MISER_BUDGET_MAX_BATCH   64
@@ -84,9 +97,16 @@ typedef struct miser_budget_prediction {
                          * (measured in the predicting process: its tables and their pages) */
     uint64_t fixed;     /* process constant + model table + compiled graph + session bookkeeping
                          * + transient (below) */
-    uint64_t transient; /* part of fixed: the load's high-water above the steady state plus the
-                         * sessions (a small model peaks while loading) */
+    uint64_t transient; /* part of fixed: how far the load phase peaks above the run phase (a
+                         * small model peaks while loading, before the sessions exist) */
+    /* the peak: RssAnon and RssFile of the phase that peaks; rss = rss_anon + rss_file
+     * = weights + kv + arena + scratch + tokenizer + fixed */
     uint64_t rss_anon, rss_file, rss;
+    /* the two phases: the load (model, tokenizer, compile, before the
+     * freed pages are released) and the run (the sessions; what a server
+     * holds while it serves, and what it keeps) */
+    uint64_t load_anon, load_file, run_anon, run_file;
+    int peak_in_load;   /* 1: the peak is the load's */
     int64_t ctx;        /* the context used (after clamping) */
 } miser_budget_prediction;
 

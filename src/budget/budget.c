@@ -6,6 +6,7 @@
  * the model is only mapped and its header parsed, and the compile skips
  * share_constants (the one pass that samples constant contents). */
 #include "miser/budget.h"
+#include "kernels/quant4.h" /* the integer linears' per-thread x room (miser_q8a / miser_q8k, MISER_QDOT_SCRATCH_BYTES) */
 #include "miser/alloc.h"
 #include "miser/batch.h"
 #include "miser/model.h"
@@ -227,6 +228,37 @@ static miser_status plan_for(const miser_budget_model *cb, int64_t ctx, int64_t 
     return MISER_OK;
 }
 
+/* What each compute thread (the calling thread and every worker) touches
+ * in the run beyond the load: its frames (MISER_BUDGET_THREAD_STACK_INT)
+ * and, on the float paths, the f32 GEMM's panels of A and B, packed on the
+ * thread's stack (kernels_avx2.c: GEMM_MC x GEMM_KB and GEMM_KB x GEMM_NC
+ * floats, touched as far as the rows and the hidden size reach); on the
+ * integer linears (q8_0, Q4_0, Q4_K, GGUF's Q6_K) the thread's quantised-x room
+ * (src/kernels/scratch.c, MISER_QDOT_SCRATCH_BYTES, mmapped: resident as
+ * far as written), into which each thread quantises every row of a pass's
+ * x: rows x K values in miser_q8a blocks (32 values) or, for the k-quants,
+ * miser_q8k blocks (256), K at most the MLP's width. */
+static uint64_t per_thread_bytes(const miser_budget_model *b, miser_dtype p, int64_t rows)
+{
+    const miser_config *cfg = miser_model_config(b->model);
+    if (p != MISER_DTYPE_Q8_0 && p != MISER_DTYPE_Q4_0 && p != MISER_DTYPE_Q4_K && p != MISER_DTYPE_Q6_K) {
+        /* A's panel: the pass's rows (at most MC) x a K block; B's: a K
+         * block x NC columns; K blocks of MISER_BUDGET_GEMM_KB, a hidden
+         * size below it makes them narrower (the tiny models) */
+        const uint64_t kb = (uint64_t)(cfg->n_embd < MISER_BUDGET_GEMM_KB ? cfg->n_embd : MISER_BUDGET_GEMM_KB);
+        const uint64_t mr = (uint64_t)(rows < MISER_BUDGET_GEMM_MC ? rows : MISER_BUDGET_GEMM_MC);
+        return MISER_BUDGET_THREAD_STACK_INT + sizeof(float) * kb * (mr + MISER_BUDGET_GEMM_NC);
+    }
+    const uint64_t K = (uint64_t)(cfg->n_inner > cfg->n_embd ? cfg->n_inner : cfg->n_embd);
+    const int k = p == MISER_DTYPE_Q4_K || p == MISER_DTYPE_Q6_K;
+    const uint64_t block = k ? sizeof(miser_q8k) : sizeof(miser_q8a), per = k ? MISER_QK_K : 32;
+    const uint64_t nb = (K + per - 1) / per, room = MISER_QDOT_SCRATCH_BYTES / block;
+    /* the kernel quantises as many rows at a time as the room holds */
+    uint64_t chunk = nb ? room / nb : 0;
+    if (chunk > (uint64_t)rows) chunk = (uint64_t)rows;
+    return MISER_BUDGET_THREAD_STACK_INT + chunk * nb * block;
+}
+
 const char *miser_budget_engine_name(miser_budget_engine e)
 {
     return e == MISER_BUDGET_SERVE_BATCH ? "batch" : e == MISER_BUDGET_SERVE_SLOTS ? "slots" : "generate";
@@ -280,27 +312,43 @@ miser_status miser_budget_predict(const miser_budget_model *b, const miser_budge
         o->kv = f.kv_bytes * n_sess;
         o->arena = f.arena_bytes * n_sess;
     }
-    /* workers beyond the calling thread each have a stack and touch it */
-    o->scratch = (f.scratch_bytes + (uint64_t)(thr - 1) * MISER_BUDGET_PER_THREAD) * n_sess;
+    /* every compute thread, the caller's included, touches its stack and,
+     * on the integer paths, its quantised-x room (per_thread_bytes) */
+    const int64_t pass_rows = rows < ctx ? rows : ctx;
+    o->scratch = (f.scratch_bytes + (uint64_t)thr * per_thread_bytes(b, c->precision, pass_rows)) * n_sess;
     o->tokenizer = b->tokenizer;
-    /* After the load, generate releases the pages the load freed
-     * (miser_budget_release_freed), so the sessions' buffers land in fresh
-     * pages: RssAnon at the end is the steady load plus the sessions. The
-     * load itself (the tokenizer's parse tree, the passes' temporaries)
-     * peaks higher on a small model: the peak is the larger of the two. */
+    /* Two phases, each measured whole (docs/budgets.md, "Two phases").
+     * The load: the model, the tokenizer and the compile, before
+     * miser_budget_release_freed: RssAnon is the load's high-water (the
+     * tokenizer's parse tree and the passes' temporaries, freed into pages
+     * glibc keeps), RssFile the weights (generate prefaults them first;
+     * serve before its compile) and the binary's pages so far
+     * (MISER_BUDGET_LOAD_FILE: no kernel has run yet). The run: the
+     * release gave those pages back, the sessions' buffers land in fresh
+     * pages, so RssAnon is the steady load plus the sessions (plus, for
+     * serve, the sampler and the connection threads), RssFile the weights
+     * and every page of code the run touched (MISER_BUDGET_FIXED_FILE,
+     * serve's MISER_BUDGET_SERVE_FILE more). A small model peaks in the
+     * load, a large one (or a long context) in the run: the peak is the
+     * larger, and rss_anon / rss_file are that phase's. */
     const uint64_t V = (uint64_t)miser_model_config(b->model)->n_vocab;
     const uint64_t serve = c->engine == MISER_BUDGET_GENERATE
                                ? 0
                                : MISER_BUDGET_SERVE_ANON + 8 * V + MISER_BUDGET_SERVE_PER_SEQ * (uint64_t)par;
     const uint64_t sessions = o->kv + o->arena + o->scratch + f.other_bytes * n_sess + serve;
-    const uint64_t steady = b->steady + sessions;
-    o->transient = b->load_peak > steady ? b->load_peak - steady : 0;
     const uint64_t file = MISER_BUDGET_FIXED_FILE + (c->engine == MISER_BUDGET_GENERATE ? 0 : MISER_BUDGET_SERVE_FILE);
+    o->run_anon = MISER_BUDGET_FIXED_ANON + b->steady + sessions;
+    o->run_file = o->weights + file;
+    o->load_anon = MISER_BUDGET_FIXED_ANON + b->load_peak;
+    o->load_file = o->weights + MISER_BUDGET_LOAD_FILE;
+    const uint64_t run = o->run_anon + o->run_file, load = o->load_anon + o->load_file;
+    o->peak_in_load = load > run;
+    o->transient = o->peak_in_load ? load - run : 0;
     o->fixed = MISER_BUDGET_FIXED_ANON + file + (b->steady - b->tokenizer) + f.other_bytes * n_sess + serve +
                o->transient;
-    o->rss_file = o->weights + file;
-    o->rss_anon = o->kv + o->arena + o->scratch + o->tokenizer + o->fixed - file;
-    o->rss = o->rss_anon + o->rss_file;
+    o->rss_anon = o->peak_in_load ? o->load_anon : o->run_anon;
+    o->rss_file = o->peak_in_load ? o->load_file : o->run_file;
+    o->rss = o->rss_anon + o->rss_file; /* = weights + kv + arena + scratch + tokenizer + fixed */
     return MISER_OK;
 }
 

@@ -20,7 +20,10 @@ static void usage(FILE *f)
             "it can run in x context lengths x parallel sequences, from its config and tensor headers\n"
             "only (no weight page is read). Parts: weights (file-backed; for a converted precision the\n"
             "cache file's size), KV cache, activation arena, per-thread scratch, tokenizer, fixed\n"
-            "process overhead; RssAnon and RssFile. The decode tok/s is an ESTIMATE: weights + half the\n"
+            "process overhead; RssAnon and RssFile at the peak, which is the larger of the load's (the\n"
+            "tokenizer's and the compile's temporaries, before the sessions exist) and the run's\n"
+            "(--json gives both phases: load_* and run_*, the run's being what a server keeps while it\n"
+            "serves). The decode tok/s is an ESTIMATE: weights + half the\n"
             "KV cache read once per token at this machine's read bandwidth (probed once, cached in\n"
             "$MISER_CACHE_DIR or ~/.cache/miser/read-bandwidth).\n"
             "\n"
@@ -205,13 +208,16 @@ static int cmd_plan(int argc, char **argv)
                     printf("%s{\"precision\":\"%s\",\"ctx\":%lld,\"parallel\":%d,\"engine\":\"%s\",\"peak_rss_bytes\":%llu,"
                            "\"rss_anon_bytes\":%llu,\"rss_file_bytes\":%llu,\"weights_bytes\":%llu,\"kv_bytes\":%llu,"
                            "\"arena_bytes\":%llu,\"scratch_bytes\":%llu,\"tokenizer_bytes\":%llu,\"fixed_bytes\":%llu,"
-                           "\"transient_bytes\":%llu,"
+                           "\"transient_bytes\":%llu,\"peak_phase\":\"%s\",\"load_anon_bytes\":%llu,"
+                           "\"load_file_bytes\":%llu,\"run_anon_bytes\":%llu,\"run_file_bytes\":%llu,"
                            "\"decode_tok_s_estimate\":%.1f",
                            first ? "" : ",", miser_dtype_name(cfg.precision), (long long)p.ctx, cfg.parallel,
                            miser_budget_engine_name(cfg.engine), (unsigned long long)p.rss, (unsigned long long)p.rss_anon, (unsigned long long)p.rss_file,
                            (unsigned long long)p.weights, (unsigned long long)p.kv, (unsigned long long)p.arena,
                            (unsigned long long)p.scratch, (unsigned long long)p.tokenizer, (unsigned long long)p.fixed,
-                           (unsigned long long)p.transient, tps);
+                           (unsigned long long)p.transient, p.peak_in_load ? "load" : "run",
+                           (unsigned long long)p.load_anon, (unsigned long long)p.load_file,
+                           (unsigned long long)p.run_anon, (unsigned long long)p.run_file, tps);
                     if (budget_s) printf(",\"fits\":%s", fits ? "true" : "false");
                     printf("}");
                 } else
