@@ -180,8 +180,9 @@ def _ids_array(ids: Iterable[int]) -> "ctypes.Array[c_int32]":
 class Model:
     """A checkpoint, ready to generate.
 
-    ``path``: a Hugging Face GPT-2 directory (config.json + model.safetensors,
-    vocab.json + merges.txt optional). ``precision``: None (as stored), "f32",
+    ``path``: a Hugging Face checkpoint directory (config.json +
+    model.safetensors: GPT-2 or the Llama family; tokenizer.json, or
+    vocab.json + merges.txt, optional). ``precision``: None (as stored), "f32",
     "f16", "bf16", "q8_0", "q4_0" or "q4_k" (converted once into miser's cache and mmapped, as
     ``miser generate --precision``). ``threads``: worker threads (None: the
     CPUs available, as the CLI). ``ctx``: the longest sequence a session of
