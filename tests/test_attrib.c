@@ -881,3 +881,77 @@ Test(attrib, cxx_frames_are_demangled_as_cxxfilt)
     cJSON_Delete(j);
     test_tmpdir_remove(dir);
 }
+
+/* Birth tags: the live table keeps 8 bits of a block's birth interval and
+ * re-tags every block each 64 intervals. A block born in interval 44 and
+ * freed in interval 300 (44 + 256: the same 8-bit tag) must count as live
+ * at 300's start (and at its peak, which is there: the smaller block made
+ * after the free does not reach it), not as made and freed there; one made
+ * and freed in 300 is temporary there. The program advances the stage counter itself. */
+static const char *tag_prog =
+    "#include <fcntl.h>\n#include <stdint.h>\n#include <stdlib.h>\n#include <sys/mman.h>\n#include <unistd.h>\n"
+    "__attribute__((noinline)) static void *site_a(void) { return malloc(1000); }\n"
+    "__attribute__((noinline)) static void *site_b(void) { return malloc(500); }\n"
+    "int main(int argc, char **argv) {\n"
+    "  int fd = open(argv[1], O_RDWR); if (fd < 0) return 1;\n"
+    "  uint64_t *ctr = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0); if (ctr == MAP_FAILED) return 1;\n"
+    "  void *a = 0;\n"
+    "  for (uint64_t i = 1; i < 300; i++) {\n"
+    "    __atomic_store_n(ctr, i, __ATOMIC_RELEASE);\n"
+    "    if (i == 44) a = site_a(); else free(malloc(16));\n"
+    "  }\n"
+    "  __atomic_store_n(ctr, 300, __ATOMIC_RELEASE);\n"
+    "  free(a); free(site_b());\n"
+    "  return 0;\n"
+    "}\n";
+
+Test(attrib, birth_tags_survive_256_intervals)
+{
+    SKIP_UNDER_ASAN();
+    test_box b;
+    cr_assert_eq(test_box_init(&b, "attrib-tag", tag_prog, "tags"), 0, "cannot build the test program");
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", b.dir, MATTR_STAGE_FILE);
+    int fd = open(path, O_RDWR | O_CREAT, 0600);
+    cr_assert(fd >= 0 && ftruncate(fd, 4096) == 0);
+    close(fd);
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("LD_PRELOAD", lib_path(), 1);
+        setenv(MATTR_ENV_DIR, b.dir, 1);
+        execl(b.bin, b.bin, path, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+    snprintf(path, sizeof path, "%s/%d.0.mattr", b.dir, (int)pid);
+    size_t len = 0;
+    char *buf = test_read_file(path, &len);
+    cr_assert(buf, "no attribution file %s", path);
+    attrib_image im;
+    cr_assert_eq(attrib_image_parse(buf, len, &im), MISER_OK, "%s", miser_error_message());
+    cr_assert_eq(im.interval_last, 300);
+    const attrib_interval *last = &im.intervals[im.nintervals - 1];
+    int seen_a = 0, seen_b = 0;
+    for (size_t q = 0; q < last->nvals; q++) {
+        const attrib_val *v = &last->vals[q];
+        if (v->start_bytes == 1000) {
+            seen_a = 1;
+            cr_expect_eq(v->temp_bytes, 0, "a block born 256 intervals earlier counted as temporary");
+            cr_expect_eq(v->peak_bytes, 1000);
+        }
+        if (v->temp_bytes == 500) seen_b = 1;
+    }
+    cr_expect(seen_a, "site_a's block is not live at interval 300's start");
+    cr_expect(seen_b, "site_b's block is not temporary in interval 300");
+    /* and in interval 44 it was made (and not freed) there */
+    const attrib_interval *i44 = &im.intervals[44 - im.interval_first];
+    int born = 0;
+    for (size_t q = 0; q < i44->nvals; q++)
+        if (i44->vals[q].peak_bytes == 1000 && i44->vals[q].start_bytes == 0 && i44->vals[q].temp_bytes == 0) born = 1;
+    cr_expect(born, "site_a's block not made in interval 44");
+    attrib_image_free(&im);
+    free(buf);
+    test_box_free(&b);
+}

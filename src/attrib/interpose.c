@@ -114,18 +114,28 @@ typedef struct {
     uint32_t stack, interval;
 } live_slot;
 
-/* A table cell: 16 bytes, open addressing, linear probing, backward-shift
- * deletion. In the live table w packs the stack id (bits 0-31), the block's
- * slack (bits 32-47: malloc_usable_size minus the size asked for, which is
- * how the size is kept in 16 bits; 0xffff: the size is in the big table)
- * and the low 16 bits of its birth interval (bits 48-63; close_interval
- * re-tags every block each 16,384 intervals so that a tag equal to the
- * current interval's always means "born in it"). In the big table w is the
- * size. */
+/* A table cell: 12 bytes (a 48-bit pointer and a 48-bit value, in three
+ * 32-bit words), open addressing, linear probing, backward-shift deletion.
+ * A block at or above 2^48 (never in x86-64's or AArch64's default user
+ * address space) is not tracked and counted (table_overflow). In the live
+ * table w packs the stack id (bits 0-23: the stack table holds at most 2^24),
+ * the block's slack (bits 24-39: malloc_usable_size minus the size asked
+ * for, which is how the size is kept in 16 bits; 0xffff: the size is in the
+ * big table) and the low 8 bits of its birth interval (bits 40-47;
+ * close_interval re-tags every block each 64 intervals so that a tag equal
+ * to the current interval's always means "born in it"). In the big table w
+ * is the size. 12 bytes rather than 16: the live table is the interposer's
+ * largest private table (ONNX Runtime: 120,000 live blocks, 262,144 cells). */
 typedef struct {
-    uintptr_t ptr; /* 0: empty */
-    uint64_t w;
+    uint32_t lo, mid, hi; /* ptr = lo | (mid & 0xffff) << 32; w = mid >> 16 | hi << 16 */
 } cell;
+#define CELL_MAX ((uint64_t)1 << 48)
+static inline uintptr_t cell_ptr(const cell *c) { return (uintptr_t)(c->lo | (uint64_t)(c->mid & 0xffff) << 32); }
+static inline uint64_t cell_w(const cell *c) { return c->mid >> 16 | (uint64_t)c->hi << 16; }
+static inline cell cell_make(uintptr_t p, uint64_t w)
+{
+    return (cell){(uint32_t)p, (uint32_t)((uint64_t)p >> 32 & 0xffff) | (uint32_t)(w & 0xffff) << 16, (uint32_t)(w >> 16)};
+}
 typedef struct {
     cell *v;
     uint64_t cap, n;
@@ -488,7 +498,7 @@ static void close_interval(uint64_t now)
         uint32_t a = iv + 1, b = (uint32_t)(now - 1);
         snap_put(a, b, MATTR_TOTALS, h->cur_total, 0, h->cur_total, 0, 0, 0, h->cur_total, 0);
     }
-    if ((h->interval >> 14) != (now >> 14)) live_retag(now);
+    if ((h->interval >> 6) != (now >> 6)) live_retag(now);
     h->interval = now;
     h->start_total = h->peak_total = h->cur_total;
     h->peak_gen++; /* the state now is the new interval's peak so far */
@@ -681,9 +691,9 @@ static int ctab_grow(ctab *t)
     cell *n = priv_map((size_t)ncap * sizeof *n);
     if (!n) return -1;
     for (uint64_t i = 0; i < t->cap; i++) {
-        if (!t->v[i].ptr) continue;
-        uint64_t at = slot_of(t->v[i].ptr, ncap);
-        while (n[at].ptr) at = (at + 1) & (ncap - 1);
+        if (!cell_ptr(&t->v[i])) continue;
+        uint64_t at = slot_of(cell_ptr(&t->v[i]), ncap);
+        while (cell_ptr(&n[at])) at = (at + 1) & (ncap - 1);
         n[at] = t->v[i];
     }
     priv_unmap(t->v, (size_t)t->cap * sizeof *t->v);
@@ -692,19 +702,21 @@ static int ctab_grow(ctab *t)
     return 0;
 }
 
-/* Insert or replace. Load at most 4/5: 16-byte cells are 20-40 bytes per
+/* Insert or replace. Load at most 4/5: 12-byte cells are 15-30 bytes per
  * live block, and linear probing still finds a free cell in ~13 probes
- * (three or four cache lines) on average. Returns 0 (new), 1 (replaced:
- * *old holds the previous w) or -1 (the table could not grow). */
+ * (two or three cache lines) on average. Returns 0 (new), 1 (replaced:
+ * *old holds the previous w) or -1 (the table could not grow, or p does
+ * not fit a cell). */
 static int ctab_put(ctab *t, uintptr_t p, uint64_t w, uint64_t *old)
 {
+    if ((uint64_t)p >= CELL_MAX || w >= CELL_MAX) return -1;
     if ((t->n + 1) * 5 > t->cap * 4 && ctab_grow(t)) return -1;
     uint64_t at = slot_of(p, t->cap);
-    while (t->v[at].ptr && t->v[at].ptr != p) at = (at + 1) & (t->cap - 1);
-    int replaced = t->v[at].ptr != 0;
-    if (replaced) *old = t->v[at].w;
+    while (cell_ptr(&t->v[at]) && cell_ptr(&t->v[at]) != p) at = (at + 1) & (t->cap - 1);
+    int replaced = cell_ptr(&t->v[at]) != 0;
+    if (replaced) *old = cell_w(&t->v[at]);
     else t->n++;
-    t->v[at] = (cell){p, w};
+    t->v[at] = cell_make(p, w);
     return replaced;
 }
 
@@ -712,21 +724,21 @@ static int ctab_put(ctab *t, uintptr_t p, uint64_t w, uint64_t *old)
 static int ctab_take(ctab *t, uintptr_t p, uint64_t *w)
 {
     uint64_t mask = t->cap - 1, at = slot_of(p, t->cap);
-    while (t->v[at].ptr && t->v[at].ptr != p) at = (at + 1) & mask;
-    if (!t->v[at].ptr) return 0;
-    *w = t->v[at].w;
+    while (cell_ptr(&t->v[at]) && cell_ptr(&t->v[at]) != p) at = (at + 1) & mask;
+    if (!cell_ptr(&t->v[at])) return 0;
+    *w = cell_w(&t->v[at]);
     /* backward-shift deletion keeps probe chains intact without tombstones */
     uint64_t hole = at, j = at;
     for (;;) {
         j = (j + 1) & mask;
-        if (!t->v[j].ptr) break;
-        uint64_t home = slot_of(t->v[j].ptr, t->cap);
+        if (!cell_ptr(&t->v[j])) break;
+        uint64_t home = slot_of(cell_ptr(&t->v[j]), t->cap);
         if (((j - home) & mask) >= ((j - hole) & mask)) {
             t->v[hole] = t->v[j];
             hole = j;
         }
     }
-    t->v[hole].ptr = 0;
+    t->v[hole] = (cell){0, 0, 0};
     t->n--;
     return 1;
 }
@@ -734,9 +746,9 @@ static int ctab_take(ctab *t, uintptr_t p, uint64_t *w)
 /* Unpack a live cell of block p (still allocated: its usable size is read). */
 static live_slot live_unpack(uintptr_t p, uint64_t w)
 {
-    live_slot s = {p, 0, (uint32_t)w, 0};
-    uint32_t slack = (uint32_t)(w >> 32) & 0xffff;
-    uint16_t tag = (uint16_t)(w >> 48), now = (uint16_t)g_hdr->interval;
+    live_slot s = {p, 0, (uint32_t)(w & 0xffffff), 0};
+    uint32_t slack = (uint32_t)(w >> 24) & 0xffff;
+    uint8_t tag = (uint8_t)(w >> 40), now = (uint8_t)g_hdr->interval;
     s.interval = tag == now ? (uint32_t)g_hdr->interval : (uint32_t)g_hdr->interval - 1; /* only "now or not" matters */
     uint64_t big = 0;
     if (slack == SLACK_BIG) s.size = ctab_take(&g_big, p, &big) ? big : 0;
@@ -752,7 +764,7 @@ static int live_put(uintptr_t p, uint64_t size, uint32_t sid, uint32_t born)
 {
     size_t u = r_usable ? r_usable((void *)p) : 0;
     uint64_t slack = r_usable && u >= size && u - size < SLACK_BIG ? u - size : SLACK_BIG;
-    uint64_t w = sid | slack << 32 | (uint64_t)(uint16_t)born << 48, old = 0;
+    uint64_t w = (sid & 0xffffff) | slack << 24 | (uint64_t)(uint8_t)born << 40, old = 0;
     int r = ctab_put(&g_live, p, w, &old);
     if (r < 0) return -1;
     if (r == 1) {
@@ -778,13 +790,15 @@ static int live_take(uintptr_t p, live_slot *out)
     return 1;
 }
 
-/* Every 16,384 intervals: mark every live block as born before now, so
- * that a 16-bit birth tag never meets the current interval's again. */
+/* Every 64 intervals: mark every live block as born before now, so that an
+ * 8-bit birth tag never meets the current interval's again (one pass over
+ * the table per 64 stage changes). */
 static void live_retag(uint64_t now)
 {
-    uint64_t tag = (uint64_t)(uint16_t)(now - 1) << 48;
+    uint64_t tag = (uint64_t)(uint8_t)(now - 1) << 40;
     for (uint64_t i = 0; i < g_live.cap; i++)
-        if (g_live.v[i].ptr) g_live.v[i].w = (g_live.v[i].w & 0xffffffffffffULL) | tag;
+        if (cell_ptr(&g_live.v[i]))
+            g_live.v[i] = cell_make(cell_ptr(&g_live.v[i]), (cell_w(&g_live.v[i]) & 0xffffffffffULL) | tag);
 }
 
 /* ---- capture and the common paths ---- */
