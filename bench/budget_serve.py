@@ -7,7 +7,9 @@ For each (model, precision, ctx): `miser profile --json -- miser serve
 --port 0 --parallel N --ctx CTX --engine E`; once it is ready (its stderr
 says so), RssFile is read from /proc/PID/status, then N threads each POST
 /v1/completions with a prompt of min(64, CTX-1) token ids and max_tokens =
-CTX - prompt (ignore_eos): all N sequences fill their context at once.
+CTX - prompt (ignore_eos, temperature 1: the sampler's 8 bytes per vocabulary
+entry are written, as `plan` counts for serve): all N sequences fill their
+context at once.
 Then RssAnon / RssFile are read again (they do not shrink after the
 requests: the KV pool and the arena stay) and serve gets SIGTERM.
 
@@ -68,7 +70,7 @@ def measure(miser, d, prec, ctx, par, threads, engine, tmp):
         threading.Thread(target=lambda f=f: [None for _ in f], daemon=True).start()
     n_prompt = min(64, ctx - 1)
     body = json.dumps({"prompt": [64] + [257] * (n_prompt - 1), "max_tokens": ctx - n_prompt, "ignore_eos": True,
-                       "temperature": 0}).encode()
+                       "temperature": 1.0}).encode()  # sampling: the sampler's buffers (8 bytes x vocab) are written
     done = []
     def one():
         req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,

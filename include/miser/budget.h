@@ -66,16 +66,22 @@ const char *miser_budget_engine_name(miser_budget_engine e); /* "generate", "bat
 /* 0 and *out for "generate", "batch", "slots"; -1 otherwise. */
 int miser_budget_engine_parse(const char *s, miser_budget_engine *out);
 
-/* `miser serve` beyond what generate has (fitted on measured runs, refitted
- * after the static TLS went: serve now measures below generate, see
- * docs/budgets.md, not derived): its own threads (scheduler, HTTP) and
- * their allocator arenas; per sequence, the connection's thread (its
- * stack and malloc arena stay after it ends) and the request's buffers;
- * plus, computed, the sampler's probabilities and indices (8 bytes per
- * vocabulary entry, once). */
+/* `miser serve` beyond what generate has (docs/budgets.md, "Serve"): its
+ * own threads (HTTP listener) and their allocator arenas: nothing
+ * measurable; per concurrent request, the connection's thread (its touched
+ * stack and malloc arena stay, in glibc's stack cache, after it ends):
+ * fitted on the smaps of serve at parallel 4 (5 cached stacks of ~11 KB and
+ * 7 arenas of ~11 KB for 4 requests); the scheduler is the batch pass's
+ * calling thread and counts as a compute thread. Computed: the sampler,
+ * written by any request that samples (temperature > 0): its
+ * probabilities and indices (4 + 4 bytes per vocabulary entry) and glibc
+ * qsort's merge buffer over the indices (4 more, kept in the heap once
+ * glibc's dynamic mmap threshold has risen past it). The file pages are
+ * the run's less generate's (libmicrohttpd, the server's code). */
 #define MISER_BUDGET_SERVE_ANON        (0ull << 10)
 #define MISER_BUDGET_SERVE_PER_SEQ     (32ull << 10)
-#define MISER_BUDGET_SERVE_FILE        (640ull << 10) /* libmicrohttpd's and the server's code pages */
+#define MISER_BUDGET_SERVE_SAMPLER_PER_VOCAB 12
+#define MISER_BUDGET_SERVE_FILE        (160ull << 10)
 
 /* What is asked: one row of `miser plan`. */
 typedef struct miser_budget_config {

@@ -334,7 +334,8 @@ miser_status miser_budget_predict(const miser_budget_model *b, const miser_budge
     const uint64_t V = (uint64_t)miser_model_config(b->model)->n_vocab;
     const uint64_t serve = c->engine == MISER_BUDGET_GENERATE
                                ? 0
-                               : MISER_BUDGET_SERVE_ANON + 8 * V + MISER_BUDGET_SERVE_PER_SEQ * (uint64_t)par;
+                               : MISER_BUDGET_SERVE_ANON + MISER_BUDGET_SERVE_SAMPLER_PER_VOCAB * V +
+                                     MISER_BUDGET_SERVE_PER_SEQ * (uint64_t)par;
     const uint64_t sessions = o->kv + o->arena + o->scratch + f.other_bytes * n_sess + serve;
     const uint64_t file = MISER_BUDGET_FIXED_FILE + (c->engine == MISER_BUDGET_GENERATE ? 0 : MISER_BUDGET_SERVE_FILE);
     o->run_anon = MISER_BUDGET_FIXED_ANON + b->steady + sessions;
