@@ -74,8 +74,8 @@ static void usage(FILE *f)
             "report is written when no runtime completed a run.\n"
             "exit codes: 0 ok, 1 a runtime failed, tokens disagree, nothing was measured or stdout\n"
             "            could not be written, 2 bad options (a --out that cannot be written, a\n"
-            "            --peers-dir that is not a peers folder, --max-length past the context),\n"
-            "            3 bad model or prompt.\n");
+            "            --peers-dir that is not a peers folder, --max-length past the context, an\n"
+            "            unknown --precision or one given with a GGUF file), 3 bad model or prompt.\n");
 }
 
 typedef struct runtime_def {
