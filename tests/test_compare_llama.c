@@ -9,7 +9,8 @@
  * checkpoint is small (2 layers, hidden 64, GQA 4/2, vocabulary 300) with
  * weights of std 0.2, whose greedy margins are large (0.5 - 3.6 logits),
  * so each precision's tokens are a real check rather than a repeated id.
- * Caches (miser's and the peers') go to the test's temp dir. */
+ * Also `miser bench --precision P`, the runs compare makes. Caches (miser's
+ * and the peers') go to the test's temp dir. */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 
@@ -119,11 +120,11 @@ static void check_row(const cJSON *rts, const char *name, const int *greedy, con
 
 #define ENV "MISER_CACHE_DIR='%s/cache' XDG_CACHE_HOME='%s/xdg' "
 
-Test(compare_llama, precision_rows_and_llamacpp, .timeout = 240)
+/* numpy's continuation of "Hello" (through the checkpoint's tokenizer.json,
+ * as the scenario tokenizes it) up to max_length 10; returns its length */
+static int hello_reference(const char *dir, int *greedy, double *margin)
 {
-    const char *dir = make_ck();
-    /* "Hello" through the checkpoint's tokenizer.json, as compare reports it */
-    char path[160], cmd[1024];
+    char path[160];
     snprintf(path, sizeof path, "%s/ids.txt", g_tmp);
     cr_assert_eq(test_sh(MISER " tokenize --model '%s' 'Hello' > '%s'", dir, path), 0);
     char *tx = test_read_file(path, NULL), ids[128] = "";
@@ -134,9 +135,18 @@ Test(compare_llama, precision_rows_and_llamacpp, .timeout = 240)
     int np = 1;
     for (const char *c = ids; *c; c++) np += *c == ',';
     const int n = 10 - np; /* max_length 10 */
+    cr_assert(n >= 3 && n <= 9, "\"Hello\" is %d tokens", np);
+    cr_assert_geq(ref_greedy(dir, ids, n, greedy, margin), n);
+    return n;
+}
+
+Test(compare_llama, precision_rows_and_llamacpp, .timeout = 240)
+{
+    const char *dir = make_ck();
+    char path[160], cmd[1024];
     int greedy[16];
     double margin[16];
-    cr_assert_geq(ref_greedy(dir, ids, n, greedy, margin), n);
+    const int n = hello_reference(dir, greedy, margin);
 
     /* the default for a Llama-family checkpoint: f32, f16, q8_0 */
     snprintf(cmd, sizeof cmd,
@@ -194,6 +204,34 @@ Test(compare_llama, precision_rows_and_llamacpp, .timeout = 240)
     /* the adapter wrote its GGUF at q8_0 from the checkpoint, and only that */
     cr_assert_eq(test_sh("ls '%s'/xdg/miser/peers/*/llama-q8_0-v1.gguf >/dev/null 2>&1", g_tmp), 0);
     cr_assert_neq(test_sh("ls '%s'/xdg/miser/peers/*/llama-f32-v1.gguf >/dev/null 2>&1", g_tmp), 0);
+}
+
+/* `miser bench --precision P`, which compare's runs take: the weights from
+ * the precision cache, numpy's tokens, the precision in the scenario */
+Test(compare_llama, bench_precision, .timeout = 120)
+{
+    const char *dir = make_ck();
+    char path[160];
+    snprintf(path, sizeof path, "%s/b.json", g_tmp);
+    cr_assert_eq(test_sh(ENV MISER " bench --model '%s' --runs 1 --threads 1 --precision q8_0 --json '%s' >/dev/null "
+                             "2>'%s/berr.txt'",
+                         g_tmp, g_tmp, dir, path, g_tmp),
+                 0);
+    cJSON *j = read_json(path);
+    const cJSON *sc = cJSON_GetObjectItem(j, "scenario");
+    cr_assert(cJSON_IsString(sc) && strstr(sc->valuestring, "precision q8_0"), "scenario: %s",
+              cJSON_IsString(sc) ? sc->valuestring : "(none)");
+    int greedy[16];
+    double margin[16];
+    const int n = hello_reference(dir, greedy, margin);
+    check_row(cJSON_GetObjectItem(j, "runtimes"), "miser", greedy, margin, n, 0.3);
+    cJSON_Delete(j);
+    snprintf(path, sizeof path, "%s/berr.txt", g_tmp);
+    char *err = test_read_file(path, NULL);
+    cr_assert(err && strstr(err, "converted the weights to q8_0"), "stderr: %s", err ? err : "");
+    free(err);
+    cr_assert_eq(test_sh(MISER " bench --model '%s' --precision q6_k 2>/dev/null", dir), 2);
+    cr_assert_eq(test_sh(MISER " bench --model '%s' --soak 2 --precision f16 2>/dev/null", dir), 2);
 }
 
 Test(compare_llama, precision_usage_errors)
