@@ -823,7 +823,21 @@ Test(attrib, cxx_frames_are_demangled_as_cxxfilt)
     cr_assert_eq(nwr, nw);
 
     char *argv[] = {bin, NULL};
-    cJSON *j = profile_json(argv, NULL);
+    miser_profile *prof = NULL;
+    cJSON *j = profile_json(argv, &prof);
+    /* the reports escape what C++ names bring ('<', '>', '&') */
+    for (int svg = 0; svg < 2; svg++) {
+        char *rb = NULL;
+        size_t rl = 0;
+        FILE *m = open_memstream(&rb, &rl);
+        cr_assert_eq(svg ? miser_profile_write_attribution_svg(prof, m) : miser_profile_write(prof, MISER_REPORT_MARKDOWN, m),
+                     MISER_OK);
+        fclose(m);
+        cr_expect(strstr(rb, "vector&lt;double"), "%s lacks the escaped std::vector<double> frames", svg ? "SVG" : "Markdown");
+        cr_expect(!strstr(rb, "<double>"), "an unescaped C++ template name in the %s", svg ? "SVG" : "Markdown");
+        free(rb);
+    }
+    miser_profile_free(prof);
     const cJSON *load = entry_of(j, 7000000), *vec = entry_of(j, 8000000);
     cr_assert(load && vec, "no heap entry of 7,000,000 / 8,000,000 bytes");
     /* every demangled frame of both: its mangled symbol through c++filt -i */

@@ -337,11 +337,17 @@ void attrib_write_table(const miser_profile *p, FILE *f)
             fprintf(f, "  pid %d (%s): %s\n", a->procs[i].pid, a->procs[i].exe, a->procs[i].allocator);
 }
 
+/* A table cell: '|' would end it, and C++ names' '<' '>' would be read as
+ * HTML tags by a Markdown renderer (std::vector<double> shows as
+ * std::vector); entities render as the characters. */
 static void md_cell(FILE *f, const char *s)
 {
     for (; *s; s++) {
         if (*s == '|') fputs("\\|", f);
         else if (*s == '\n') fputc(' ', f);
+        else if (*s == '<') fputs("&lt;", f);
+        else if (*s == '>') fputs("&gt;", f);
+        else if (*s == '&') fputs("&amp;", f);
         else fputc(*s, f);
     }
 }
