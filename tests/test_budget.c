@@ -192,7 +192,7 @@ Test(budget, parts_equal_a_real_session)
              * float precision) the GEMM's panels, for min(64, ctx) rows and
              * the hidden size's K block */
             const uint64_t C = (uint64_t)miser_model_config(m)->n_embd, kb = C < 256 ? C : 256;
-            const uint64_t stack = MISER_BUDGET_THREAD_STACK_INT + 4 * kb * ((ctx < 64 ? ctx : 64) + 64);
+            const uint64_t stack = MISER_BUDGET_THREAD_FRAMES + 4 * kb * ((ctx < 64 ? ctx : 64) + 64);
             cr_assert_eq(sc + 3 * stack, p.scratch, "%s: scratch %llu, predicted %llu", dirs[d],
                          (unsigned long long)sc, (unsigned long long)p.scratch);
             miser_session_free(s);

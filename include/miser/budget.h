@@ -19,11 +19,11 @@
 extern "C" {
 #endif
 
-/* Calibrated fixed overhead of a `miser generate` process (docs/budgets.md;
- * refitted when the kernels' static TLS went, 226baee):
- * anonymous memory of the binary, libc, the allocator's arenas and the
- * main thread; file-backed pages of the binary and its libraries; and what
- * one worker thread touches (stack pages, its malloc arena's first pages). */
+/* Calibrated fixed overhead of a `miser generate` process (docs/budgets.md,
+ * refitted after the kernels' static TLS went, 226baee, and with the two
+ * phases): anonymous memory of the binary, libc, the allocator's arenas and
+ * the main thread's load; file-backed pages of the binary and its libraries
+ * once every kernel has run (the run; LOAD_FILE below for the load). */
 #define MISER_BUDGET_FIXED_ANON  (667ull << 10) /* 0.65 MiB */
 #define MISER_BUDGET_FIXED_FILE  (7050ull << 10) /* 6.9 MiB: at the end of a run (every kernel has run) */
 /* What one compute thread (the caller or a worker) touches in the run
@@ -32,7 +32,7 @@ extern "C" {
  * sized by the AVX2 GEMM's blocking (kernels_avx2.c GEMM_MC / GEMM_KB /
  * GEMM_NC: keep these in step); on the integer paths, the quantised-x room
  * it writes (computed from quant4.h). */
-#define MISER_BUDGET_THREAD_STACK_INT (20ull << 10)
+#define MISER_BUDGET_THREAD_FRAMES (20ull << 10)
 #define MISER_BUDGET_GEMM_MC 132
 #define MISER_BUDGET_GEMM_KB 256
 #define MISER_BUDGET_GEMM_NC 64

@@ -229,7 +229,7 @@ static miser_status plan_for(const miser_budget_model *cb, int64_t ctx, int64_t 
 }
 
 /* What each compute thread (the calling thread and every worker) touches
- * in the run beyond the load: its frames (MISER_BUDGET_THREAD_STACK_INT)
+ * in the run beyond the load: its frames (MISER_BUDGET_THREAD_FRAMES)
  * and, on the float paths, the f32 GEMM's panels of A and B, packed on the
  * thread's stack (kernels_avx2.c: GEMM_MC x GEMM_KB and GEMM_KB x GEMM_NC
  * floats, touched as far as the rows and the hidden size reach); on the
@@ -247,7 +247,7 @@ static uint64_t per_thread_bytes(const miser_budget_model *b, miser_dtype p, int
          * size below it makes them narrower (the tiny models) */
         const uint64_t kb = (uint64_t)(cfg->n_embd < MISER_BUDGET_GEMM_KB ? cfg->n_embd : MISER_BUDGET_GEMM_KB);
         const uint64_t mr = (uint64_t)(rows < MISER_BUDGET_GEMM_MC ? rows : MISER_BUDGET_GEMM_MC);
-        return MISER_BUDGET_THREAD_STACK_INT + sizeof(float) * kb * (mr + MISER_BUDGET_GEMM_NC);
+        return MISER_BUDGET_THREAD_FRAMES + sizeof(float) * kb * (mr + MISER_BUDGET_GEMM_NC);
     }
     const uint64_t K = (uint64_t)(cfg->n_inner > cfg->n_embd ? cfg->n_inner : cfg->n_embd);
     const int k = p == MISER_DTYPE_Q4_K || p == MISER_DTYPE_Q6_K;
@@ -256,7 +256,7 @@ static uint64_t per_thread_bytes(const miser_budget_model *b, miser_dtype p, int
     /* the kernel quantises as many rows at a time as the room holds */
     uint64_t chunk = nb ? room / nb : 0;
     if (chunk > (uint64_t)rows) chunk = (uint64_t)rows;
-    return MISER_BUDGET_THREAD_STACK_INT + chunk * nb * block;
+    return MISER_BUDGET_THREAD_FRAMES + chunk * nb * block;
 }
 
 const char *miser_budget_engine_name(miser_budget_engine e)
