@@ -270,9 +270,16 @@ AI void gemv_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int64_
  * Stack use: GEMM_MC * GEMM_KB + GEMM_KB * GEMM_NC floats (132 + 64 KB).
  * Summation order for y[m, n]: k blocks in order, k ascending inside a block,
  * independent of the thread count and of the column's position in a block. */
+#ifndef GEMM_KB
 #define GEMM_KB 256
+#endif
 #define GEMM_MC 132 /* 22 tiles of 6 rows */
+#ifndef GEMM_NC
 #define GEMM_NC 64
+#endif
+#ifndef GEMM_PF_HINT
+#define GEMM_PF_HINT _MM_HINT_T1 /* L2: the next block (64 KB) does not fit L1 beside the current one */
+#endif
 
 /* 16 columns of W row k starting at element e (e % 16 == 0 within a q8_0 block) */
 AI void load16(miser_dtype dt, const void *w, int64_t e, __m256 *w0, __m256 *w1)
@@ -298,8 +305,31 @@ AI const char *w_addr(miser_dtype dt, const void *w, int64_t e)
 /* 6 x 16 tile: y[0..rows) x [0..16) = (first ? 0 : y) + ap . bp over kc k's;
  * ap: 6 floats per k, bp: 16 floats per k. On the last K block (fin) the
  * bias and activation are applied before the store. */
+/* The next W block's lines, prefetched one every other k from inside the
+ * tiles rather than in a burst between them (a burst stalls on the
+ * line-fill buffers; at decode batch sizes a block has few tiles, so
+ * bursts would be large): `row` is the next row's address, `col` the next
+ * 64-byte line in it of `lpr`, rows `stride` bytes apart; `left` lines
+ * remain for the current tile (one every other k, the rest after it). */
+typedef struct {
+    const char *row;
+    int64_t stride, left;
+    int lpr, col;
+} gemm_pf;
+
+AI void pf_rest(gemm_pf *pf)
+{
+    for (; pf->left > 0; pf->left--) {
+        _mm_prefetch(pf->row + pf->col * 64, GEMM_PF_HINT);
+        if (++pf->col == pf->lpr) {
+            pf->col = 0;
+            pf->row += pf->stride;
+        }
+    }
+}
+
 AI void micro_6x16(const float *ap, const float *bp, int64_t kc, float *y, int64_t ldy, int rows, int first,
-                   const __m256 *bias, int gelu)
+                   const __m256 *bias, int gelu, gemm_pf *pf)
 {
     __m256 acc[6][2];
     _Pragma("GCC unroll 8")
@@ -307,6 +337,10 @@ AI void micro_6x16(const float *ap, const float *bp, int64_t kc, float *y, int64
         acc[r][0] = first || r >= rows ? _mm256_setzero_ps() : _mm256_loadu_ps(y + r * ldy);
         acc[r][1] = first || r >= rows ? _mm256_setzero_ps() : _mm256_loadu_ps(y + r * ldy + 8);
     }
+    /* the prefetch cursor in locals: one line every other k */
+    const char *prow = pf->row;
+    int64_t pleft = pf->left;
+    int pcol = pf->col;
     _Pragma("GCC unroll 4")
     for (int64_t k = 0; k < kc; k++) {
         __m256 w0 = _mm256_load_ps(bp + k * 16), w1 = _mm256_load_ps(bp + k * 16 + 8);
@@ -316,7 +350,18 @@ AI void micro_6x16(const float *ap, const float *bp, int64_t kc, float *y, int64
             acc[r][0] = _mm256_fmadd_ps(xb, w0, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(xb, w1, acc[r][1]);
         }
+        if ((k & 1) && pleft > 0) {
+            _mm_prefetch(prow + pcol * 64, GEMM_PF_HINT);
+            pleft--;
+            if (++pcol == pf->lpr) {
+                pcol = 0;
+                prow += pf->stride;
+            }
+        }
     }
+    pf->row = prow;
+    pf->left = pleft;
+    pf->col = pcol;
     _Pragma("GCC unroll 8")
     for (int r = 0; r < 6; r++) {
         if (r >= rows) break;
@@ -375,15 +420,20 @@ AI int64_t gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int
                         _mm256_store_ps(dst + 8, w1);
                     }
                 }
-                /* the next W block, prefetched a few rows after each tile */
-                int64_t pk0 = k0, pnb = nb + GEMM_NC, pk = 0, pkc = kc;
+                /* the next W block, prefetched from inside this block's tiles */
+                int64_t pk0 = k0, pnb = nb + GEMM_NC, pkc = kc;
                 if (pnb >= nv) {
                     pk0 = k0 + GEMM_KB;
                     pnb = n0;
                     pkc = K - pk0 < GEMM_KB ? K - pk0 : GEMM_KB;
                 }
-                const int64_t tiles = (mc + 5) / 6 * (nc / 16), pstep = pkc > 0 ? (pkc + tiles - 1) / tiles : 0;
+                const int64_t tiles = (mc + 5) / 6 * (nc / 16);
                 const int64_t plen = (int64_t)(w_addr(dt, a->w, (nv - pnb < GEMM_NC ? nv - pnb : GEMM_NC)) - w_addr(dt, a->w, 0));
+                gemm_pf pf = {.row = pkc > 0 ? w_addr(dt, a->w, pk0 * wsk + pnb) : NULL,
+                              .stride = (int64_t)(w_addr(dt, a->w, wsk) - w_addr(dt, a->w, 0)),
+                              .lpr = (int)((plen + 63) / 64)};
+                const int64_t plines = pkc > 0 ? pkc * pf.lpr : 0, per_tile = (plines + tiles - 1) / tiles;
+                int64_t issued = 0;
                 for (int64_t j = 0; j < nc; j += 16) {
                     __m256 bv[2], *bp = NULL;
                     if (last && a->bias) {
@@ -399,12 +449,11 @@ AI int64_t gemm_rows(miser_dtype dt, const miser_linear_args *a, int64_t n0, int
                                 _mm_prefetch((const char *)py, _MM_HINT_T0);
                                 _mm_prefetch((const char *)(py + 15), _MM_HINT_T0);
                             }
+                        pf.left = per_tile < plines - issued ? per_tile : plines - issued;
+                        issued += pf.left;
                         micro_6x16(apack + t * 6 * kc, bpack + j * kc, kc, a->y + (m0 + t * 6) * ldy + nb + j, ldy,
-                                   rows, first, bp, last && gelu);
-                        for (int64_t e = 0; e < pstep && pk < pkc; e++, pk++) {
-                            const char *pf = w_addr(dt, a->w, (pk0 + pk) * wsk + pnb);
-                            for (int64_t o = 0; o < plen; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
-                        }
+                                   rows, first, bp, last && gelu, &pf);
+                        pf_rest(&pf); /* what a short kc left */
                     }
                 }
             }
