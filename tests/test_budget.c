@@ -331,6 +331,105 @@ Test(budget, prediction_within_3_percent_of_exact_peaks, .timeout = 300)
     }
 }
 
+/* `miser serve --parallel 4` measured from outside, as bench/budget_serve.py
+ * does (a shell script: the profiler around serve, 4 concurrent sampling
+ * requests with curl, /proc/PID/status of serve when ready and at the end):
+ * the exact peak, RssAnon at the peak in its phase (the load's: less
+ * RssFile at ready; the run's: less RssFile at the end) and at the end. */
+static const char SERVE_MEAS_SH[] =
+    "#!/bin/sh\n"
+    "# serve_meas.sh MISER MODEL DIR: serve --parallel 4 under `miser profile`, 4 concurrent\n"
+    "# sampling requests to the full context; writes DIR/s.json (the profile) and DIR/meas\n"
+    "# (\"ready_file_kb end_anon_kb end_file_kb\")\n"
+    "M=$1; MODEL=$2; D=$3\n"
+    "rm -f \"$D/out\" \"$D/err\" \"$D/meas\"\n"
+    "\"$M\" profile --json \"$D/s.json\" --format none -- \"$M\" serve --model \"$MODEL\" --port 0 --parallel 4 --ctx 128 \\\n"
+    "    --threads 2 >\"$D/out\" 2>\"$D/err\" &\n"
+    "P=$!\n"
+    "i=0\n"
+    "until grep -q \"ready in\" \"$D/err\" 2>/dev/null; do i=$((i+1)); [ $i -gt 600 ] && { kill $P; exit 1; }; sleep 0.05; done\n"
+    "S=$(pgrep -P $P | head -1)\n"
+    "PORT=$(sed -n 's/.*127\\.0\\.0\\.1:\\([0-9]*\\).*/\\1/p' \"$D/out\" | head -1)\n"
+    "[ -n \"$S\" ] && [ -n \"$PORT\" ] || { kill $P; exit 1; }\n"
+    "RF=$(awk '/^RssFile:/{print $2}' /proc/$S/status)\n"
+    "IDS=64; for k in $(seq 63); do IDS=\"$IDS,257\"; done\n"
+    "C=\"\"\n"
+    "for k in 1 2 3 4; do\n"
+    "  curl -s -m 120 -o \"$D/r$k\" -H 'Content-Type: application/json' \\\n"
+    "    -d \"{\\\"prompt\\\":[$IDS],\\\"max_tokens\\\":64,\\\"ignore_eos\\\":true,\\\"temperature\\\":1.0}\" \\\n"
+    "    \"http://127.0.0.1:$PORT/v1/completions\" &\n"
+    "  C=\"$C $!\"\n"
+    "done\n"
+    "wait $C\n"
+    "for k in 1 2 3 4; do grep -q '\"completion_tokens\":64' \"$D/r$k\" || { kill $S; exit 1; }; done\n"
+    "EA=$(awk '/^RssAnon:/{print $2}' /proc/$S/status); EF=$(awk '/^RssFile:/{print $2}' /proc/$S/status)\n"
+    "kill -TERM $S; wait $P\n"
+    "echo \"$RF $EA $EF\" >\"$D/meas\"\n";
+
+/* The predicted serve process, against a real one (hf-tiny-a, f32, ctx 128,
+ * 4 sequences on the batched engine, 2 threads): a model this small peaks in
+ * the load (the tokenizer's freed parse tree, before the release), and the
+ * prediction must say so; RssAnon at the peak and at the end (what the
+ * server keeps: the KV pool, the arena, the compute and connection threads,
+ * the sampler) within 2 MB, the peak within 3 % / 0.75 MB. */
+Test(budget, serve_parallel_4_matches_its_exact_peak, .timeout = 120)
+{
+    if (SANITIZED) {
+        cr_skip_test("a sanitized build: the calibrated process constants do not describe it");
+        return;
+    }
+    if (test_sh("command -v curl >/dev/null 2>&1")) {
+        cr_skip_test("no curl to send the requests");
+        return;
+    }
+    miser_budget_model *b = NULL;
+    cr_assert_eq(miser_budget_open(TINY, &b), MISER_OK, "%s", miser_error_message());
+    miser_budget_config c = {.precision = MISER_DTYPE_F32, .ctx = 128, .parallel = 4, .threads = 2,
+                             .engine = MISER_BUDGET_SERVE_BATCH};
+    miser_budget_prediction p;
+    cr_assert_eq(miser_budget_predict(b, &c, &p), MISER_OK);
+    miser_budget_free(b);
+    char sh[128], meas[128], pj[128];
+    snprintf(sh, sizeof sh, "%s/serve_meas.sh", g_tmp);
+    snprintf(meas, sizeof meas, "%s/meas", g_tmp);
+    snprintf(pj, sizeof pj, "%s/s.json", g_tmp);
+    FILE *f = fopen(sh, "w");
+    cr_assert(f);
+    fputs(SERVE_MEAS_SH, f);
+    fclose(f);
+    cr_assert_eq(test_sh("timeout 100 sh '%s' '%s' '%s' '%s'", sh, MISER, TINY, g_tmp), 0, "the serve run failed");
+    double rf = 0, ea = 0, ef = 0;
+    f = fopen(meas, "r");
+    cr_assert(f);
+    cr_assert_eq(fscanf(f, "%lf %lf %lf", &rf, &ea, &ef), 3);
+    fclose(f);
+    size_t n = 0;
+    char *t = test_read_file(pj, &n);
+    cr_assert(t);
+    double pk = 0;
+    for (const char *q = t; (q = strstr(q, "\"peak_rss_kb\": ")); q++) {
+        const double v = atof(q + 15);
+        if (v > pk) pk = v;
+    }
+    free(t);
+    cr_assert(pk > 0 && ea > 0 && ef > 0);
+    const int in_load = pk > ea + ef + 256; /* kB: above the end's RSS, so the load's */
+    const double peak = pk * 1024, anon = (pk - (in_load ? rf : ef)) * 1024, end_anon = ea * 1024;
+    cr_log_info("budget: serve --parallel 4: predicted %.2f MB (%s) measured %.2f MB (%s), anon %.2f vs %.2f MB, "
+                "run anon %.2f vs end %.2f MB", p.rss / 1048576.0, p.peak_in_load ? "load" : "run", peak / 1048576.0,
+                in_load ? "load" : "run", p.rss_anon / 1048576.0, anon / 1048576.0, p.run_anon / 1048576.0,
+                end_anon / 1048576.0);
+    cr_expect_eq(p.peak_in_load, in_load, "predicted the peak in the %s, measured it in the %s",
+                 p.peak_in_load ? "load" : "run", in_load ? "load" : "run");
+    cr_expect(peak_close((double)p.rss, peak), "serve: predicted peak %.2f MB, measured exact peak %.2f MB",
+              p.rss / 1048576.0, peak / 1048576.0);
+    const double da = ((double)p.rss_anon - anon) / 1048576.0, dr = ((double)p.run_anon - end_anon) / 1048576.0;
+    cr_expect(da >= -2 && da <= 2, "serve: predicted RssAnon at the peak %.2f MB, measured %.2f MB",
+              p.rss_anon / 1048576.0, anon / 1048576.0);
+    cr_expect(dr >= -2 && dr <= 2, "serve: predicted RssAnon while serving %.2f MB, measured at the end %.2f MB",
+              p.run_anon / 1048576.0, end_anon / 1048576.0);
+}
+
 /* The first run at a converted precision makes the cache: its exact peak
  * is the conversion's (the source mapped and read whole), predicted by
  * miser_budget_convert_peak; the run itself is predicted apart. */
