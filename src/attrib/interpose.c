@@ -172,6 +172,11 @@ static uint32_t *g_index;
 static uint32_t g_index_cap, g_index_n;
 static uint32_t *g_child;
 static uint32_t g_child_cap;
+/* The path of the last new stack, outermost frame first: its return
+ * addresses and their nodes (intern_n reuses the shared outer part). */
+static uint64_t g_path_ip[MATTR_MAX_DEPTH];
+static uint32_t g_path_node[MATTR_MAX_DEPTH];
+static int g_path_n;
 static int g_glibc;              /* the next malloc is glibc's: its chunk header can be read */
 static ctab g_live;               /* live heap blocks (private) */
 static ctab g_big;                /* sizes of live blocks whose slack does not fit 16 bits */
@@ -362,6 +367,7 @@ static void open_channel(int forked)
     g_regions = regs;
     g_max_regions = REGIONS_MAX;
     g_nregions = 0;
+    g_path_n = 0; /* a new tree */
     g_maps_hash = 0;
     mattr_header *h = g_hdr;
     h->version = MATTR_VERSION;
@@ -639,10 +645,23 @@ static uint32_t intern_n(const uint64_t *ips, int n, int kind, uint32_t slimit, 
     for (uint32_t v; (v = g_index[at]); at = (at + 1) & mask)
         if (stack_is(v - 1, hash, ips, n, kind)) return v - 1;
     if (h->nstacks >= slimit) return UINT32_MAX;
-    /* through the tree from the outermost frame in */
+    /* through the tree from the outermost frame in; the outer frames this
+     * stack shares with the last new one have known nodes (the same frames
+     * from the root are the same nodes: the tree only grows), so only the
+     * rest costs edge-hash probes, two or three cache misses a frame
+     * (PyTorch: 608,000 new stacks, 2.2 million nodes) */
     uint32_t node = 0;
-    for (int i = n - 1; i >= 0; i--)
-        if ((node = child_node(node, ips[i], nlimit)) == UINT32_MAX) return UINT32_MAX;
+    int d = 0;
+    while (d < n && d < g_path_n && g_path_ip[d] == ips[n - 1 - d]) node = g_path_node[d++];
+    for (; d < n; d++) {
+        if ((node = child_node(node, ips[n - 1 - d], nlimit)) == UINT32_MAX) {
+            g_path_n = d;
+            return UINT32_MAX;
+        }
+        g_path_ip[d] = ips[n - 1 - d];
+        g_path_node[d] = node;
+    }
+    g_path_n = n;
     uint32_t id = h->nstacks;
     mattr_stack *s = &g_stacks[id];
     s->hash = hash;
