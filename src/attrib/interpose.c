@@ -162,11 +162,12 @@ static uint8_t *g_snaps;         /* the snapshot stream (shared, attrib_format.h
 static char *g_maps;
 static uint64_t g_maps_hash;     /* of the newest load map stored */
 static const _Atomic uint64_t *g_stage; /* the watcher's interval counter, or NULL */
-/* Private indexes, open addressing with linear probing, values id+1, grown
- * by doubling at 3/4 load (they start small: a table touched at random
- * costs a resident page per entry until it is dense):
+/* Private indexes, open addressing with linear probing, values id+1 with
+ * a hash tag above them (grow_ids), grown by doubling at 3/4 load (they
+ * start small: a table touched at random costs a resident page per entry
+ * until it is dense):
  *  - g_index: whole stack (ips + kind) -> stack id, so a known stack costs
- *    one probe and a walk up its nodes to confirm;
+ *    one probe and a look at its record and innermost node to confirm;
  *  - g_child: (parent node, ip) -> node, the frame tree's edges. */
 static uint32_t *g_index;
 static uint32_t g_index_cap, g_index_n;
@@ -584,8 +585,18 @@ static uint64_t stack_hash(const uint64_t *ips, int n, int kind)
 }
 static inline uint64_t edge_hash(uint32_t parent, uint64_t ip) { return mix(mix(0x2545f4914f6cdd1dULL, parent), ip); }
 
-/* Double a table of ids (values id+1); rehash(id) gives an id's hash. */
-static int grow_ids(uint32_t **tab, uint32_t *cap, uint64_t (*rehash)(uint32_t))
+/* Double a table of ids (values id+1 under their tag); rehash(id) gives an id's hash. */
+/* Slots of both id tables hold id + 1 in their low bits and the top bits
+ * of the key's hash above them (a tag): a probe that meets another key's
+ * slot mostly skips the loads that would confirm it (a cache miss or two
+ * each). The stack index: 25 bits of id (at most 2^24 stacks), 7 of tag;
+ * the edge hash: 27 bits (at most 2^26 nodes), 5 of tag. */
+#define INDEX_ID_BITS 25
+#define CHILD_ID_BITS 27
+static inline uint32_t slot_tag(uint64_t h, int idbits) { return (uint32_t)(h >> (32 + idbits)) << idbits; }
+static inline uint32_t slot_id(uint32_t v, int idbits) { return (v & ((1u << idbits) - 1)) - 1; }
+
+static int grow_ids(uint32_t **tab, uint32_t *cap, uint64_t (*rehash)(uint32_t), int idbits)
 {
     uint32_t ncap = *cap * 2;
     uint32_t *n = priv_map((size_t)ncap * sizeof *n);
@@ -593,7 +604,7 @@ static int grow_ids(uint32_t **tab, uint32_t *cap, uint64_t (*rehash)(uint32_t))
     for (uint32_t i = 0; i < *cap; i++) {
         uint32_t v = (*tab)[i];
         if (!v) continue;
-        uint32_t at = (uint32_t)rehash(v - 1) & (ncap - 1);
+        uint32_t at = (uint32_t)rehash(slot_id(v, idbits)) & (ncap - 1);
         while (n[at]) at = (at + 1) & (ncap - 1);
         n[at] = v;
     }
@@ -610,16 +621,21 @@ static uint64_t stack_rehash(uint32_t id) { return g_stacks[id].hash; }
 static uint32_t child_node(uint32_t parent, uint64_t ip, uint32_t limit)
 {
     mattr_header *h = g_hdr;
-    uint32_t mask = g_child_cap - 1, at = (uint32_t)edge_hash(parent, ip) & mask;
-    for (uint32_t v; (v = g_child[at]); at = (at + 1) & mask)
-        if (g_node_ip[v - 1] == ip && g_node_parent[v - 1] == parent) return v - 1;
+    uint64_t eh = edge_hash(parent, ip);
+    uint32_t tag = slot_tag(eh, CHILD_ID_BITS), tmask = ~((1u << CHILD_ID_BITS) - 1);
+    uint32_t mask = g_child_cap - 1, at = (uint32_t)eh & mask;
+    for (uint32_t v; (v = g_child[at]); at = (at + 1) & mask) {
+        if ((v & tmask) != tag) continue;
+        uint32_t c = slot_id(v, CHILD_ID_BITS);
+        if (g_node_ip[c] == ip && g_node_parent[c] == parent) return c;
+    }
     if (h->nnodes >= limit) return UINT32_MAX;
     uint32_t id = h->nnodes;
     g_node_ip[id] = ip;
     g_node_parent[id] = parent;
     h->nnodes = id + 1;
-    g_child[at] = id + 1;
-    if ((uint64_t)h->nnodes * 4 > (uint64_t)g_child_cap * 3) grow_ids(&g_child, &g_child_cap, node_rehash);
+    g_child[at] = (id + 1) | tag;
+    if ((uint64_t)h->nnodes * 4 > (uint64_t)g_child_cap * 3) grow_ids(&g_child, &g_child_cap, node_rehash, CHILD_ID_BITS);
     return id;
 }
 
@@ -641,9 +657,10 @@ static uint32_t intern_n(const uint64_t *ips, int n, int kind, uint32_t slimit, 
 {
     mattr_header *h = g_hdr;
     uint64_t hash = stack_hash(ips, n, kind);
+    uint32_t tag = slot_tag(hash, INDEX_ID_BITS), tmask = ~((1u << INDEX_ID_BITS) - 1);
     uint32_t mask = g_index_cap - 1, at = (uint32_t)hash & mask;
     for (uint32_t v; (v = g_index[at]); at = (at + 1) & mask)
-        if (stack_is(v - 1, hash, ips, n, kind)) return v - 1;
+        if ((v & tmask) == tag && stack_is(slot_id(v, INDEX_ID_BITS), hash, ips, n, kind)) return slot_id(v, INDEX_ID_BITS);
     if (h->nstacks >= slimit) return UINT32_MAX;
     /* through the tree from the outermost frame in; the outer frames this
      * stack shares with the last new one have known nodes (the same frames
@@ -671,8 +688,8 @@ static uint32_t intern_n(const uint64_t *ips, int n, int kind, uint32_t slimit, 
     s->mod_gen = h->peak_gen; /* new: its peak value (0) is in saved */
     s->interval = (uint32_t)h->interval;
     h->nstacks = id + 1;
-    g_index[at] = id + 1;
-    if ((uint64_t)++g_index_n * 4 > (uint64_t)g_index_cap * 3) grow_ids(&g_index, &g_index_cap, stack_rehash);
+    g_index[at] = (id + 1) | tag;
+    if ((uint64_t)++g_index_n * 4 > (uint64_t)g_index_cap * 3) grow_ids(&g_index, &g_index_cap, stack_rehash, INDEX_ID_BITS);
     /* a growing number of stacks often means new code was loaded */
     if ((id & (id - 1)) == 0 && id >= 64) store_maps();
     return id;
