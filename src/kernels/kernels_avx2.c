@@ -328,12 +328,12 @@ AI void pf_rest(gemm_pf *pf)
     }
 }
 
-AI void micro_6x16(const float *ap, const float *bp, int64_t kc, float *y, int64_t ldy, int rows, int first,
-                   const __m256 *bias, int gelu, gemm_pf *pf)
+AI void micro_tile(const int MR, const float *ap, const float *bp, int64_t kc, float *y, int64_t ldy, int rows,
+                   int first, const __m256 *bias, int gelu, gemm_pf *pf)
 {
     __m256 acc[6][2];
     _Pragma("GCC unroll 8")
-    for (int r = 0; r < 6; r++) {
+    for (int r = 0; r < MR; r++) {
         acc[r][0] = first || r >= rows ? _mm256_setzero_ps() : _mm256_loadu_ps(y + r * ldy);
         acc[r][1] = first || r >= rows ? _mm256_setzero_ps() : _mm256_loadu_ps(y + r * ldy + 8);
     }
@@ -345,7 +345,7 @@ AI void micro_6x16(const float *ap, const float *bp, int64_t kc, float *y, int64
     for (int64_t k = 0; k < kc; k++) {
         __m256 w0 = _mm256_load_ps(bp + k * 16), w1 = _mm256_load_ps(bp + k * 16 + 8);
         _Pragma("GCC unroll 8")
-        for (int r = 0; r < 6; r++) {
+        for (int r = 0; r < MR; r++) {
             __m256 xb = _mm256_broadcast_ss(ap + k * 6 + r);
             acc[r][0] = _mm256_fmadd_ps(xb, w0, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(xb, w1, acc[r][1]);
@@ -363,7 +363,7 @@ AI void micro_6x16(const float *ap, const float *bp, int64_t kc, float *y, int64
     pf->left = pleft;
     pf->col = pcol;
     _Pragma("GCC unroll 8")
-    for (int r = 0; r < 6; r++) {
+    for (int r = 0; r < MR; r++) {
         if (r >= rows) break;
         __m256 v0 = acc[r][0], v1 = acc[r][1];
         if (bias) {
@@ -377,6 +377,18 @@ AI void micro_6x16(const float *ap, const float *bp, int64_t kc, float *y, int64
         _mm256_storeu_ps(y + r * ldy, v0);
         _mm256_storeu_ps(y + r * ldy + 8, v1);
     }
+}
+
+/* The tile for `rows` (<= 6) rows of x: the 6-row kernel, or a 4- or 2-row
+ * copy where the rows are fewer (M = 16 is 6 + 6 + 4), so no FMAs go to
+ * packed zero rows. The packed x keeps 6 floats per k either way; each
+ * y element is summed in the same order whichever copy runs. */
+AI void micro_6x16(const float *ap, const float *bp, int64_t kc, float *y, int64_t ldy, int rows, int first,
+                   const __m256 *bias, int gelu, gemm_pf *pf)
+{
+    if (rows > 4) micro_tile(6, ap, bp, kc, y, ldy, rows, first, bias, gelu, pf);
+    else if (rows > 2) micro_tile(4, ap, bp, kc, y, ldy, rows, first, bias, gelu, pf);
+    else micro_tile(2, ap, bp, kc, y, ldy, rows, first, bias, gelu, pf);
 }
 
 /* y[:, n0..n1) for M >= 4; columns past the last multiple of 16 go to the
