@@ -25,7 +25,7 @@ nodejs:node npm:npm python3-pytest:/usr/lib/python3/dist-packages/pytest/__init_
 python3-psutil:/usr/lib/python3/dist-packages/psutil/__init__.py
 python3-sentencepiece:/usr/lib/python3/dist-packages/sentencepiece/__init__.py
 python3-venv:/usr/lib/python3.11/venv/__init__.py python3-wheel:/usr/lib/python3/dist-packages/wheel/__init__.py
-chromium:/usr/bin/chromium curl:curl libsimde-dev:/usr/include/simde/x86/avx512.h"
+chromium:/usr/bin/chromium curl:curl libsimde-dev:/usr/include/simde/x86/avx512.h g++:g++ binutils:c++filt"
 fi
 missing=
 for need in $needs; do
