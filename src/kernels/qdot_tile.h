@@ -8,6 +8,10 @@
  * they give the same y bit for bit (quant4.h, "32-value blocks").
  * Internal to src/kernels; not a public header (no include guard on purpose). */
 
+#ifndef QD_PF_TILES
+#define QD_PF_TILES 2 /* prefetch distance in tiles of NR weight rows */
+#endif
+
 /* weight block b of row `row` as 32 signed bytes (q4_0: nibble - 8) */
 static inline __attribute__((always_inline)) QD_TARGET __m256i QD_NAME(wload)(miser_dtype dt, const uint8_t *blk)
 {
@@ -28,7 +32,15 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(tile)(const 
     __m256 acc[4][4];
     _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
         _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++) acc[r][j] = _mm256_setzero_ps();
+    /* The NR rows after these are contiguous with them (rb = nb * bb): the
+     * hardware prefetcher does not keep up with NR interleaved short rows
+     * (a 1024-wide Q4_0 row is 576 bytes), so block b prefetches the b-th
+     * NR * bb bytes of the next QD_PF_TILES-th tile's rows. Past the end of
+     * the weights it prefetches nothing that faults. */
+    const char *pf = (const char *)w + QD_PF_TILES * NR * rb;
     for (int64_t b = 0; b < nb; b++) {
+        _Pragma("GCC unroll 4") for (int64_t o = 0; o < NR * bb + 63; o += 64)
+            _mm_prefetch(pf + b * NR * bb + (o < NR * bb ? o : NR * bb - 1), _MM_HINT_T0);
         if (MR == 1) { /* decode: x's block once, against the NR weight rows */
             const __m256i xv = _mm256_loadu_si256((const __m256i *)xq[b].q);
             const __m256 dx = _mm256_set1_ps(xq[b].d);
@@ -78,9 +90,10 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(tile)(const 
 /* rows [0, M) of quantised x (nb blocks each) against W rows [n0, n1):
  * tiles of QD_MR x QD_NR, then the leftovers. W rows are the outer loop, so
  * one tile's weight rows stay in L1 while every row of x passes them. */
-static QD_TARGET __attribute__((noinline)) void QD_NAME(cols)(miser_dtype dt, const miser_q8a *xq, int64_t M,
-                                                               int64_t nb, const miser_linear_args *a, int64_t m0,
-                                                               int64_t n0, int64_t n1)
+static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(cols_dt)(const miser_dtype dt,
+                                                                             const miser_q8a *xq, int64_t M,
+                                                                             int64_t nb, const miser_linear_args *a,
+                                                                             int64_t m0, int64_t n0, int64_t n1)
 {
     const int64_t bb = dt == MISER_DTYPE_Q8_0 ? MISER_Q8_0_BYTES : MISER_Q4_0_BYTES, rb = a->wsn / 32 * bb;
     const uint8_t *w = a->w;
@@ -100,4 +113,14 @@ static QD_TARGET __attribute__((noinline)) void QD_NAME(cols)(miser_dtype dt, co
         for (; n + 2 <= n1; n += 2) { QD_ROWS(2) }
     for (; n < n1; n++) { QD_ROWS(1) }
 #undef QD_ROWS
+}
+
+/* One copy per weight type, so the tiles' loops carry no type test and
+ * their prefetch strides are constants. */
+static QD_TARGET __attribute__((noinline)) void QD_NAME(cols)(miser_dtype dt, const miser_q8a *xq, int64_t M,
+                                                               int64_t nb, const miser_linear_args *a, int64_t m0,
+                                                               int64_t n0, int64_t n1)
+{
+    if (dt == MISER_DTYPE_Q8_0) QD_NAME(cols_dt)(MISER_DTYPE_Q8_0, xq, M, nb, a, m0, n0, n1);
+    else QD_NAME(cols_dt)(MISER_DTYPE_Q4_0, xq, M, nb, a, m0, n0, n1);
 }
