@@ -17,6 +17,22 @@
 #include <math.h>
 #include <string.h>
 
+/* Q4_K's eight 6-bit sub-block scales and mins from its 12 packed bytes,
+ * all at once (miser_q4k_scale_min, j = 0..7, the same values): bytes 0-3
+ * hold scales 0-3 and the top bits of scales 4-7, bytes 4-7 mins 0-3 and
+ * the top bits of mins 4-7, bytes 8-11 the low nibbles of scales/mins 4-7. */
+static inline void q4k_scales_mins(const uint8_t *q, uint8_t sc[8], uint8_t mn[8])
+{
+    uint32_t u[3], o[4];
+    memcpy(u, q, 12);
+    o[0] = u[0] & 0x3f3f3f3fu;
+    o[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    o[2] = u[1] & 0x3f3f3f3fu;
+    o[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    memcpy(sc, o, 8);
+    memcpy(mn, o + 2, 8);
+}
+
 static inline float half(const uint8_t *p)
 {
     uint16_t h;
@@ -60,22 +76,24 @@ float miser_q4_dot_avx2(miser_dtype dt, const void *wrow, const void *xq, int64_
     for (int64_t b = 0; b < K / MISER_QK_K; b++) {
         const int8_t *q8 = x[b].q;
         if (dt == MISER_DTYPE_Q4_K) {
-            const uint8_t *scales = w + 4, *qs = w + 16;
-            int32_t summ = 0;
+            const uint8_t *qs = w + 16;
+            uint8_t sc[8], mn[8];
+            q4k_scales_mins(w + 4, sc, mn);
             __m256i sv = _mm256_setzero_si256(); /* the scale folded into the widening: exact integers */
             for (int p = 0; p < 4; p++) {
-                uint8_t sc0, m0, sc1, m1;
-                miser_q4k_scale_min(2 * p, scales, &sc0, &m0);
-                miser_q4k_scale_min(2 * p + 1, scales, &sc1, &m1);
                 const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
                 const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(raw, m4),
                                                         _mm256_loadu_si256((const __m256i *)(q8 + 64 * p)));
                 const __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4),
                                                         _mm256_loadu_si256((const __m256i *)(q8 + 64 * p + 32)));
-                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(lo, _mm256_set1_epi16(sc0)));
-                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(hi, _mm256_set1_epi16(sc1)));
-                summ += m0 * (x[b].bsums[4 * p] + x[b].bsums[4 * p + 1]) + m1 * (x[b].bsums[4 * p + 2] + x[b].bsums[4 * p + 3]);
+                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(lo, _mm256_set1_epi16(sc[2 * p])));
+                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(hi, _mm256_set1_epi16(sc[2 * p + 1])));
             }
+            /* sum over sub-blocks j of min_j * (bsums[2j] + bsums[2j+1]): each min
+             * twice, as 16 int16 beside the 16 bsums (exact in int32) */
+            const __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
+            const int32_t summ = hsum8(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x[b].bsums),
+                                                         _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8))));
             const int32_t sumi = hsum8(sv);
             const float t = half(w) * x[b].d * (float)sumi, u = half(w + 2) * x[b].d * (float)summ;
             acc += t - u;
