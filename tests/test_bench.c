@@ -5,7 +5,7 @@
  * computed here by hand. */
 #include <criterion/criterion.h>
 
-#include "support.h"
+#include "json_support.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -21,16 +21,6 @@
 
 #define MISER_BIN MISER_BUILD_DIR "/miser"
 #define TINY MISER_SOURCE_DIR "/tests/data/hf-tiny-a"
-
-static cJSON *read_json(const char *path)
-{
-    char *t = test_read_file(path, NULL);
-    cr_assert(t, "cannot read %s", path);
-    cJSON *j = cJSON_Parse(t);
-    free(t);
-    cr_assert(j, "%s is not JSON", path);
-    return j;
-}
 
 /* Run a shell command, capture stdout into out (malloc'd); returns exit code. */
 static int run_capture(const char *cmd, char **out)
@@ -66,7 +56,7 @@ static void rm_rf(const char *dir)
 /* The first `n` greedy ids for the first prompt, from the HF reference. */
 static int reference_greedy(int32_t *ids, int n)
 {
-    cJSON *ref = read_json(TINY "/reference.json");
+    cJSON *ref = test_read_json(TINY "/reference.json");
     cJSON *pr = cJSON_GetArrayItem(cJSON_GetObjectItem(ref, "prompts"), 0);
     cr_assert_str_eq(cJSON_GetObjectItem(pr, "prompt")->valuestring, "Hello");
     cJSON *g = cJSON_GetObjectItem(pr, "greedy20");
@@ -104,7 +94,7 @@ Test(bench, runs_stage_lines_medians_and_hf_tokens, .timeout = 120)
     regfree(&re);
     cr_assert_eq(count, 12, "expected 6 stage lines per run for 2 runs, got %d", count);
 
-    cJSON *j = read_json(json);
+    cJSON *j = test_read_json(json);
     cJSON *rt = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "runtimes"), 0);
     cr_assert(rt);
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(rt, "runs")), 2);
@@ -139,7 +129,7 @@ Test(bench, soak_reports_iterations_and_drift, .timeout = 60)
     char *out;
     cr_assert_eq(run_capture(cmd, &out), 0, "%s", out);
     cr_assert(strstr(out, "drift per iteration"), "%s", out);
-    cJSON *j = read_json(json);
+    cJSON *j = test_read_json(json);
     cJSON *it = cJSON_GetObjectItem(j, "iterations");
     cr_assert_eq(cJSON_GetArraySize(it), 5);
     for (int k = 0; k < 5; k++) {
@@ -189,7 +179,7 @@ Test(bench, compare_report_missing_peer_and_agreement, .timeout = 120)
     cr_assert(!strstr(md, "FLAGGED"), "miser and miser-naive should agree:\n%s", md);
     cr_assert(strstr(md, "another machine"), "published figures must be marked");
     snprintf(path, sizeof path, "%s/rep/report.json", dir);
-    cJSON *j = read_json(path);
+    cJSON *j = test_read_json(path);
     cJSON *rts = cJSON_GetObjectItem(j, "runtimes");
     cr_assert_eq(cJSON_GetArraySize(rts), 3);
     cJSON *naive = cJSON_GetArrayItem(rts, 1), *pt = cJSON_GetArrayItem(rts, 2);

@@ -14,7 +14,7 @@
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 
-#include "support.h"
+#include "json_support.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,16 +36,6 @@ static int have_llamacpp(void)
            access("/usr/bin/node", X_OK) == 0;
 }
 
-static cJSON *read_json(const char *path)
-{
-    char *t = test_read_file(path, NULL);
-    cr_assert(t, "cannot read %s", path);
-    cJSON *j = cJSON_Parse(t);
-    free(t);
-    cr_assert(j, "%s is not JSON", path);
-    return j;
-}
-
 static const char *make_ck(void)
 {
     static char dir[128];
@@ -65,7 +55,7 @@ static int ref_greedy(const char *dir, const char *ids, int steps, int *greedy, 
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 " TOOLS "/ref_llama.py --model '%s' --ids %s --steps %d > '%s'", dir,
              ids, steps, path);
     cr_assert_eq(test_sh("%s", cmd), 0, "%s", cmd);
-    cJSON *j = read_json(path);
+    cJSON *j = test_read_json(path);
     const cJSON *g = cJSON_GetObjectItem(j, "greedy"), *m = cJSON_GetObjectItem(j, "margins");
     const int n = cJSON_GetArraySize(g);
     for (int i = 0; i < n && i < steps; i++) {
@@ -155,7 +145,7 @@ Test(compare_llama, precision_rows_and_llamacpp, .timeout = 240)
              g_tmp, g_tmp, dir, g_tmp, g_tmp);
     cr_assert_eq(test_sh("%s", cmd), 0, "%s", cmd);
     snprintf(path, sizeof path, "%s/rep/report.json", g_tmp);
-    cJSON *j = read_json(path);
+    cJSON *j = test_read_json(path);
     const cJSON *rts = cJSON_GetObjectItem(j, "runtimes");
     cr_assert_eq(cJSON_GetArraySize(rts), 3);
     static const char *const names[3] = {"miser f32", "miser f16", "miser q8_0"};
@@ -186,7 +176,7 @@ Test(compare_llama, precision_rows_and_llamacpp, .timeout = 240)
              g_tmp, g_tmp, dir, g_tmp, g_tmp);
     cr_assert_eq(test_sh("%s", cmd), 0, "%s", cmd);
     snprintf(path, sizeof path, "%s/rep2/report.json", g_tmp);
-    j = read_json(path);
+    j = test_read_json(path);
     rts = cJSON_GetObjectItem(j, "runtimes");
     cr_assert_eq(cJSON_GetArraySize(rts), 2);
     static const char *const names2[2] = {"miser q8_0", "llamacpp q8_0"};
@@ -217,7 +207,7 @@ Test(compare_llama, bench_precision, .timeout = 120)
                              "2>'%s/berr.txt'",
                          g_tmp, g_tmp, dir, path, g_tmp),
                  0);
-    cJSON *j = read_json(path);
+    cJSON *j = test_read_json(path);
     const cJSON *sc = cJSON_GetObjectItem(j, "scenario");
     cr_assert(cJSON_IsString(sc) && strstr(sc->valuestring, "precision q8_0"), "scenario: %s",
               cJSON_IsString(sc) ? sc->valuestring : "(none)");

@@ -22,7 +22,7 @@
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 
-#include "support.h"
+#include "json_support.h"
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -58,16 +58,6 @@ static int have_llamacpp(void)
 {
     return have_gguf_py() && access(TOOLS "/peers/node_modules/node-llama-cpp/package.json", R_OK) == 0 &&
            access("/usr/bin/node", X_OK) == 0;
-}
-
-static cJSON *read_json(const char *path)
-{
-    char *txt = test_read_file(path, NULL);
-    cr_assert_not_null(txt, "%s not written", path);
-    cJSON *j = cJSON_Parse(txt);
-    free(txt);
-    cr_assert_not_null(j, "%s is not JSON", path);
-    return j;
 }
 
 /* ---- a GGUF file built byte by byte ---------------------------------------- */
@@ -576,7 +566,7 @@ static void check_model(const char *base, const char *type, const char *conv_pre
     else snprintf(f, sizeof f, "%s/%s.%s.gguf", g_tmp, base, conv_prec);
     snprintf(ref, sizeof ref, "%s.ref.json", f);
     snprintf(lc, sizeof lc, "%s.lc.json", f);
-    cJSON *r = read_json(ref);
+    cJSON *r = test_read_json(ref);
     const cJSON *last = cJSON_GetObjectItem(r, "last_logits"), *greedy = cJSON_GetObjectItem(r, "greedy"),
                 *margins = cJSON_GetObjectItem(r, "margins");
     miser_model *m;
@@ -646,7 +636,7 @@ static void check_model(const char *base, const char *type, const char *conv_pre
         agree = agree_auto;
     }
     if (use_lc) {
-        cJSON *l = read_json(lc);
+        cJSON *l = test_read_json(lc);
         const cJSON *li = cJSON_GetObjectItem(l, "ids");
         cr_assert_eq(cJSON_GetArraySize(li), N_GREEDY, "%s: llama.cpp ran", f);
         int same = 0;
@@ -797,7 +787,7 @@ Test(gguf, tokenizer_ids_as_llamacpp, .timeout = 120)
         char gg[160], lj[180];
         snprintf(gg, sizeof gg, "%s/%s.gguf", g_tmp, files[fi]);
         snprintf(lj, sizeof lj, "%s.lc.json", gg);
-        cJSON *l = read_json(lj);
+        cJSON *l = test_read_json(lj);
         const cJSON *toks = cJSON_GetObjectItem(l, "tokens");
         cr_assert_eq(cJSON_GetArraySize(toks), ns);
         miser_tokenizer *t;

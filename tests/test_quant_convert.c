@@ -25,7 +25,7 @@
  * Tests that need `make peers` skip with a message without it. */
 #include <criterion/criterion.h>
 
-#include "support.h"
+#include "json_support.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
@@ -212,16 +212,6 @@ static const int32_t PROMPT[] = {1, 2, 3, 17, 4};
 #define N_GREEDY 12
 #define TOL_Q4 0.5
 
-static cJSON *read_json(const char *path)
-{
-    char *txt = test_read_file(path, NULL);
-    cr_assert_not_null(txt, "%s not written", path);
-    cJSON *j = cJSON_Parse(txt);
-    free(txt);
-    cr_assert_not_null(j, "%s is not JSON", path);
-    return j;
-}
-
 static float *run_logits(const char *path, const char *kernels, int32_t *greedy)
 {
     cr_assert_eq(miser_kernels_select(kernels), 0);
@@ -352,7 +342,7 @@ Test(quant_convert, checkpoints_against_numpy_and_llamacpp, .timeout = 180)
         snprintf(gg, sizeof gg, "%s/%s.%sc.gguf", g_tmp, CASES[c].base, CASES[c].prec);
         snprintf(ref, sizeof ref, "%s.ref.json", gg);
         snprintf(lcp, sizeof lcp, "%s.lc.json", gg);
-        cJSON *r = read_json(ref);
+        cJSON *r = test_read_json(ref);
         const cJSON *last = cJSON_GetObjectItem(r, "last_logits"), *margins = cJSON_GetObjectItem(r, "margins");
         /* reference kernels on the cache: numpy's forward of the same blocks */
         float *lg = run_logits(dirs[c], "ref", NULL);
@@ -385,7 +375,7 @@ Test(quant_convert, checkpoints_against_numpy_and_llamacpp, .timeout = 180)
         free(a);
         free(b);
         if (lc) {
-            cJSON *l = read_json(lcp);
+            cJSON *l = test_read_json(lcp);
             const cJSON *li = cJSON_GetObjectItem(l, "ids");
             cr_assert_eq(cJSON_GetArraySize(li), N_GREEDY, "%s: llama.cpp ran", gg);
             int same = 0;
