@@ -166,16 +166,23 @@ int miser_budget_precision_ok(const miser_budget_model *b, miser_dtype p)
 /* Size of the cache file miser_precision_prepare writes for p: every
  * tensor at its target dtype (precision.h's rules) plus a header estimate
  * (the JSON entry per tensor and the cache's metadata). */
+/* Tensor t's dtype in the p cache (precision.h's rules); *n its elements. */
+static miser_dtype tensor_target(const miser_tensor_info *t, miser_dtype p, uint64_t *n)
+{
+    *n = 1;
+    for (int d = 0; d < t->ndim; d++) *n *= (uint64_t)t->shape[d];
+    const int64_t last = t->ndim ? t->shape[t->ndim - 1] : 1;
+    return miser_precision_tensor_target(t->name, t->dtype, t->ndim, last, p);
+}
+
 static uint64_t weights_bytes(const miser_budget_model *b, miser_dtype p)
 {
     if (p == b->stored) return miser_model_mapped_bytes(b->model);
     uint64_t sum = 8 + 1024;
     for (size_t i = 0; i < miser_model_tensor_count(b->model); i++) {
         const miser_tensor_info *t = miser_model_tensor_at(b->model, i);
-        uint64_t n = 1;
-        for (int d = 0; d < t->ndim; d++) n *= (uint64_t)t->shape[d];
-        const int64_t last = t->ndim ? t->shape[t->ndim - 1] : 1;
-        const miser_dtype to = miser_precision_tensor_target(t->name, t->dtype, t->ndim, last, p);
+        uint64_t n;
+        const miser_dtype to = tensor_target(t, p, &n);
         sum += (to == t->dtype ? t->nbytes : miser_dtype_bytes(to, n)) + strlen(t->name) + 96;
     }
     return sum;
@@ -187,10 +194,8 @@ uint64_t miser_budget_convert_peak(const miser_budget_model *b, miser_dtype p)
     uint64_t in = 0, out = 0;
     for (size_t i = 0; i < miser_model_tensor_count(b->model); i++) {
         const miser_tensor_info *t = miser_model_tensor_at(b->model, i);
-        uint64_t n = 1;
-        for (int d = 0; d < t->ndim; d++) n *= (uint64_t)t->shape[d];
-        const int64_t last = t->ndim ? t->shape[t->ndim - 1] : 1;
-        const miser_dtype to = miser_precision_tensor_target(t->name, t->dtype, t->ndim, last, p);
+        uint64_t n;
+        const miser_dtype to = tensor_target(t, p, &n);
         if (to == t->dtype) continue; /* copied from the map as it is */
         const uint64_t c = n < MISER_BUDGET_CONVERT_CHUNK ? n : MISER_BUDGET_CONVERT_CHUNK;
         if (4 * c > in) in = 4 * c;
