@@ -26,6 +26,15 @@ static inline char *test_read_file(const char *path, size_t *len)
     return b;
 }
 
+/* Writes text to path (created or truncated); 0, or -1 when it cannot. */
+static inline int test_write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    const int ok = fputs(text, f) >= 0;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
 /* Run a shell command line (formatted); returns its exit status, 128+N for
  * signal N, -1 when the shell could not be started. */
 static int test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));

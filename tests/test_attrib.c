@@ -803,10 +803,7 @@ Test(attrib, cxx_frames_are_demangled_as_cxxfilt)
     cr_assert_eq(test_tmpdir_make(dir, sizeof dir, "/tmp/miser-cxx-XXXXXX"), 0);
     snprintf(src, sizeof src, "%s/demo.cc", dir);
     snprintf(bin, sizeof bin, "%s/cxxdemo", dir);
-    FILE *f = fopen(src, "w");
-    cr_assert(f);
-    fputs(cxx_demo, f);
-    fclose(f);
+    cr_assert_eq(test_write_file(src, cxx_demo), 0, "cannot write %s", src);
     cr_assert_eq(test_sh("g++ -O1 -g -fno-inline -o %s %s", bin, src), 0, "g++ failed");
     /* the reference names: the program's symbols (nm) and libstdc++'s
      * operator new (operator new[] tail-calls it: no frame of its own) */
@@ -842,7 +839,7 @@ Test(attrib, cxx_frames_are_demangled_as_cxxfilt)
     cr_assert(load && vec, "no heap entry of 7,000,000 / 8,000,000 bytes");
     /* every demangled frame of both: its mangled symbol through c++filt -i */
     snprintf(path, sizeof path, "%s/mangled", dir);
-    f = fopen(path, "w");
+    FILE *f = fopen(path, "w");
     cr_assert(f);
     size_t nm = 0, mangled_left = 0;
     const cJSON *es[2] = {load, vec};

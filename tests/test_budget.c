@@ -393,13 +393,10 @@ Test(budget, serve_parallel_4_matches_its_exact_peak, .timeout = 120)
     snprintf(sh, sizeof sh, "%s/serve_meas.sh", g_tmp);
     snprintf(meas, sizeof meas, "%s/meas", g_tmp);
     snprintf(pj, sizeof pj, "%s/s.json", g_tmp);
-    FILE *f = fopen(sh, "w");
-    cr_assert(f);
-    fputs(SERVE_MEAS_SH, f);
-    fclose(f);
+    cr_assert_eq(test_write_file(sh, SERVE_MEAS_SH), 0, "cannot write %s", sh);
     cr_assert_eq(test_sh("timeout 100 sh '%s' '%s' '%s' '%s'", sh, MISER, TINY, g_tmp), 0, "the serve run failed");
     double rf = 0, ea = 0, ef = 0;
-    f = fopen(meas, "r");
+    FILE *f = fopen(meas, "r");
     cr_assert(f);
     cr_assert_eq(fscanf(f, "%lf %lf %lf", &rf, &ea, &ef), 3);
     fclose(f);

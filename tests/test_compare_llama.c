@@ -130,27 +130,38 @@ static int hello_reference(const char *dir, int *greedy, double *margin)
     return n;
 }
 
+/* `miser compare` on dir with `args` (--runs 1 --threads 1, the report in
+ * g_tmp/out, stderr in g_tmp/err): its report, whose runtimes must be
+ * `names` in that order (the caller cJSON_Deletes it). */
+static cJSON *compare_rows(const char *dir, const char *args, const char *out, const char *err,
+                           const char *const *names, int n)
+{
+    char cmd[1024], path[160];
+    snprintf(cmd, sizeof cmd,
+             ENV MISER " compare --model '%s' --runs 1 %s --threads 1 --out '%s/%s' >/dev/null 2>'%s/%s'", g_tmp,
+             g_tmp, dir, args, g_tmp, out, g_tmp, err);
+    cr_assert_eq(test_sh("%s", cmd), 0, "%s", cmd);
+    snprintf(path, sizeof path, "%s/%s/report.json", g_tmp, out);
+    cJSON *j = test_read_json(path);
+    const cJSON *rts = cJSON_GetObjectItem(j, "runtimes");
+    cr_assert_eq(cJSON_GetArraySize(rts), n);
+    for (int i = 0; i < n; i++)
+        cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(rts, i), "name")->valuestring, names[i]);
+    return j;
+}
+
 Test(compare_llama, precision_rows_and_llamacpp, .timeout = 240)
 {
     const char *dir = make_ck();
-    char path[160], cmd[1024];
+    char path[160];
     int greedy[16];
     double margin[16];
     const int n = hello_reference(dir, greedy, margin);
 
     /* the default for a Llama-family checkpoint: f32, f16, q8_0 */
-    snprintf(cmd, sizeof cmd,
-             ENV MISER " compare --model '%s' --runs 1 --runtimes miser --threads 1 --out '%s/rep' >/dev/null "
-                 "2>'%s/err.txt'",
-             g_tmp, g_tmp, dir, g_tmp, g_tmp);
-    cr_assert_eq(test_sh("%s", cmd), 0, "%s", cmd);
-    snprintf(path, sizeof path, "%s/rep/report.json", g_tmp);
-    cJSON *j = test_read_json(path);
-    const cJSON *rts = cJSON_GetObjectItem(j, "runtimes");
-    cr_assert_eq(cJSON_GetArraySize(rts), 3);
     static const char *const names[3] = {"miser f32", "miser f16", "miser q8_0"};
-    for (int i = 0; i < 3; i++)
-        cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(rts, i), "name")->valuestring, names[i]);
+    cJSON *j = compare_rows(dir, "--runtimes miser", "rep", "err.txt", names, 3);
+    const cJSON *rts = cJSON_GetObjectItem(j, "runtimes");
     /* f32 weights (f16 KV cache, the family's default): numpy's tokens
      * wherever its margin exceeds 1e-2; f16 weights 5e-2, q8_0 0.3 */
     check_row(rts, "miser f32", greedy, margin, n, 1e-2);
@@ -170,26 +181,15 @@ Test(compare_llama, precision_rows_and_llamacpp, .timeout = 240)
     /* beside llama.cpp on a GGUF written from the same weights: q8_0 only,
      * to keep the run short (test_llama checks llama.cpp's f32/f16 tokens);
      * the rows' tokens are checked against numpy and against each other */
-    snprintf(cmd, sizeof cmd,
-             ENV MISER " compare --model '%s' --runs 1 --runtimes miser,llamacpp --precision q8_0 --threads 1 "
-                 "--out '%s/rep2' >/dev/null 2>'%s/err2.txt'",
-             g_tmp, g_tmp, dir, g_tmp, g_tmp);
-    cr_assert_eq(test_sh("%s", cmd), 0, "%s", cmd);
-    snprintf(path, sizeof path, "%s/rep2/report.json", g_tmp);
-    j = test_read_json(path);
-    rts = cJSON_GetObjectItem(j, "runtimes");
-    cr_assert_eq(cJSON_GetArraySize(rts), 2);
     static const char *const names2[2] = {"miser q8_0", "llamacpp q8_0"};
-    for (int i = 0; i < 2; i++)
-        cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(rts, i), "name")->valuestring, names2[i]);
+    j = compare_rows(dir, "--runtimes miser,llamacpp --precision q8_0", "rep2", "err2.txt", names2, 2);
+    rts = cJSON_GetObjectItem(j, "runtimes");
     check_row(rts, "llamacpp q8_0", greedy, margin, n, 0.3);
-    for (int i = 1; i < 2; i += 2) {
-        const cJSON *r = cJSON_GetArrayItem(rts, i);
-        cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(r, "tokens_agree")), "%s: %s", names2[i],
-                  cJSON_GetObjectItem(r, "tokens_note")->valuestring);
-        cr_assert(strstr(cJSON_GetObjectItem(r, "tokens_note")->valuestring, names2[i - 1]), "%s checked against %s",
-                  names2[i], cJSON_GetObjectItem(r, "tokens_note")->valuestring);
-    }
+    /* llama.cpp's row is checked against miser's of the same precision */
+    const cJSON *r = cJSON_GetArrayItem(rts, 1);
+    const char *note = cJSON_GetObjectItem(r, "tokens_note")->valuestring;
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(r, "tokens_agree")), "%s: %s", names2[1], note);
+    cr_assert(strstr(note, names2[0]), "%s checked against %s", names2[1], note);
     cJSON_Delete(j);
     /* the adapter wrote its GGUF at q8_0 from the checkpoint, and only that */
     cr_assert_eq(test_sh("ls '%s'/xdg/miser/peers/*/llama-q8_0-v1.gguf >/dev/null 2>&1", g_tmp), 0);
