@@ -157,7 +157,8 @@ FUZZ_C := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_SAN := -fsanitize=address,undefined
 # The library is built with clang and fuzzer instrumentation in build/fuzz
 # (the normal pattern rules, so SIMD files keep their flags), then each target
-# links against it.
+# links against it. -timeout=60: an input that hangs fails in a minute, not
+# after libFuzzer's default of 20.
 fuzz:
 	@if [ -z "$(FUZZ_C)" ]; then echo "no fuzz targets"; exit 0; fi
 	$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang OPT=-O1 SAN='-fsanitize=fuzzer-no-link $(FUZZ_SAN)' build/fuzz/libmiser.a
@@ -168,7 +169,7 @@ fuzz:
 	  mkdir -p build/fuzz/$$n-corpus; \
 	  seeds=; [ -d tests/fuzz/seeds/$$n ] && seeds=tests/fuzz/seeds/$$n; \
 	  echo "fuzzing $$n for $(FUZZ_SECONDS)s"; \
-	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=60 -print_final_stats=0 \
 	    build/fuzz/$$n-corpus $$seeds 2>build/fuzz/$$n.log || { tail -40 build/fuzz/$$n.log; exit 1; }; \
 	  tail -1 build/fuzz/$$n.log; \
 	done

@@ -698,6 +698,41 @@ Test(profiler_report, load_rejects_bad_files)
     cr_assert_null(p);
 }
 
+/* A number that overflows a double (1e999 parses as infinity) or is far out
+ * of any profile's range is refused by name; it once reached the timeline's
+ * axis arithmetic and made its tick loop run forever (found by fuzzing). A
+ * large value the loader accepts still renders, in bounded time. */
+Test(profiler_report, load_rejects_overflowed_numbers, .timeout = 20)
+{
+    static const char *bad[] = {
+        "{\"schema\": \"miser-profile\", \"version\": 1, \"stages\": [{\"name\": \"a\", \"t_s\": 1e999}]}",
+        "{\"schema\": \"miser-profile\", \"version\": 1, \"stages\": [{\"name\": \"a\", \"cpu_s\": 1e300}]}",
+        "{\"schema\": \"miser-profile\", \"version\": 1, \"started_unix\": -1e999, \"stages\": []}",
+        "{\"schema\": \"miser-profile\", \"version\": 1, \"exit\": {\"code\": 1e30}, \"stages\": []}",
+        "{\"schema\": \"miser-profile\", \"version\": 1, \"stages\": [], \"timeline\": {\"rows\": "
+        "[[1e999, 1, 1, 1, 0, null]]}}",
+        "{\"schema\": \"miser-profile\", \"version\": 1, \"stages\": [], \"timeline\": {\"rows\": "
+        "[[1, 1e999, 1, 1, 0, null]]}}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        miser_profile *p = NULL;
+        cr_assert_eq(miser_profile_parse_json(bad[i], strlen(bad[i]), &p), MISER_ERR_FORMAT, "accepted: %s", bad[i]);
+        cr_assert_null(p);
+        cr_assert(strstr(miser_error_message(), "out of range") || strstr(miser_error_message(), "row"), "%s",
+                  miser_error_message());
+    }
+    const char *big = "{\"schema\": \"miser-profile\", \"version\": 1, \"stages\": [{\"name\": \"a\", "
+                      "\"t_s\": 9e11, \"rss_kb\": 9e17}], \"timeline\": {\"rows\": [[9e11, 9e17, 1, 1, 0, null]]}}";
+    miser_profile *p = NULL;
+    cr_assert_eq(miser_profile_parse_json(big, strlen(big), &p), MISER_OK, "%s", miser_error_message());
+    FILE *f = fopen("/dev/null", "w");
+    cr_assert(f);
+    cr_assert_eq(miser_profile_write(p, MISER_REPORT_SVG, f), MISER_OK);
+    cr_assert_eq(miser_profile_write(p, MISER_REPORT_HTML, f), MISER_OK);
+    fclose(f);
+    miser_profile_free(p);
+}
+
 Test(profiler_check, regression_exit_codes, .timeout = 60)
 {
     char dir[] = "/tmp/miser-prof-chk-XXXXXX";

@@ -408,8 +408,10 @@ miser_status miser_chart_timeline(FILE *f, const miser_profile *p, const miser_c
     miser_chart_timeline_extent(p, &tmax, &ymax);
     if (o->tmax_s > 0) tmax = o->tmax_s;
     if (o->ymax_mb > 0) ymax = o->ymax_mb;
-    if (!(tmax > 0)) tmax = 1;
-    if (!(ymax > 0)) ymax = 1;
+    /* The axes' tick loops end at a finite extent: a value the loader let
+     * through, or a caller's option, never makes them run forever. */
+    if (!(tmax > 0) || !(tmax < 1e12)) tmax = tmax >= 1e12 ? 1e12 : 1;
+    if (!(ymax > 0) || !(ymax < 1e15)) ymax = ymax >= 1e15 ? 1e15 : 1;
     int in_ms = tmax < 2;
     double tunit = in_ms ? 1000 : 1;
     double tstep = miser_chart_nice_step(tmax * tunit, 8) / tunit;
@@ -500,7 +502,7 @@ miser_status miser_chart_timeline(FILE *f, const miser_profile *p, const miser_c
     }
     /* Grid and tick values. */
     char tb[48];
-    for (int k = 0;; k++) {
+    for (int k = 0; k < 64; k++) {
         double v = k * ystep;
         if (v > yend + ystep * 1e-6) break;
         fmt_tick(tb, sizeof tb, v, ystep);
@@ -508,7 +510,7 @@ miser_status miser_chart_timeline(FILE *f, const miser_profile *p, const miser_c
                    "<text class=\"tick tick-y\" x=\"%.2f\" y=\"%.2f\" text-anchor=\"end\">%s</text>\n",
                 x0, Y(v), x0 + pw, Y(v), x0 - 5, Y(v) + 4, tb);
     }
-    for (int k = 0;; k++) {
+    for (int k = 0; k < 64; k++) {
         double t = k * tstep;
         if (t > xmax + tstep * 1e-6) break;
         fmt_tick(tb, sizeof tb, t * tunit, tstep * tunit);

@@ -22,6 +22,8 @@ static const char *type_name(const cJSON *v)
            : cJSON_IsObject(v) ? "an object" : cJSON_IsNumber(v) ? "a number" : "not a value";
 }
 
+#define MAX_FIGURE 1e12
+
 typedef struct {
     char where[96]; /* "stage 3 (NAME)" or "profile" */
     int bad;
@@ -56,6 +58,13 @@ static double get_d(ctx *c, const cJSON *o, const char *k, double def)
     if (!v || cJSON_IsNull(v)) return def;
     if (!cJSON_IsNumber(v)) {
         fail(c, "%s is %s, not a number", k, type_name(v));
+        return def;
+    }
+    /* No figure a profile records comes near 1e12 (seconds, exit codes,
+     * Unix times); an overflowed 1e999 or a huge value would otherwise put
+     * infinities into the charts' axis arithmetic. */
+    if (!isfinite(v->valuedouble) || fabs(v->valuedouble) > MAX_FIGURE) {
+        fail(c, "%s is out of range (%g)", k, v->valuedouble);
         return def;
     }
     return v->valuedouble;
@@ -119,9 +128,11 @@ static miser_status parse(const cJSON *root, miser_profile **out)
     if (cJSON_IsObject(ex)) {
         snprintf(c.where, sizeof c.where, "exit");
         p->exit.exited = get_b(&c, ex, "exited");
-        p->exit.code = (int)get_d(&c, ex, "code", 0);
+        double code = get_d(&c, ex, "code", 0), sig = get_nonneg(&c, ex, "signal", 0);
+        if (fabs(code) > 1e9 || sig > 1e9) fail(&c, "code or signal is out of range");
+        p->exit.code = (int)code;
         p->exit.signaled = get_b(&c, ex, "signaled");
-        p->exit.signal = (int)get_nonneg(&c, ex, "signal", 0);
+        p->exit.signal = (int)sig;
     }
     if (c.bad) goto bad;
     const cJSON *js;
@@ -231,16 +242,17 @@ static miser_status parse(const cJSON *root, miser_profile **out)
         miser_sample sm;
         int64_t *dst[] = {&sm.rss_kb, &sm.anon_kb, &sm.file_kb, &sm.swap_kb, &sm.gpu_kb};
         const cJSON *t0 = cJSON_GetArrayItem(row, 0);
-        if (!cJSON_IsNumber(t0) || t0->valuedouble < 0) {
-            fail(&c, "row %d: time is %s", ri, cJSON_IsNumber(t0) ? "negative" : type_name(t0));
+        if (!cJSON_IsNumber(t0) || !(t0->valuedouble >= 0) || t0->valuedouble > MAX_FIGURE) {
+            fail(&c, "row %d: time is %s", ri, cJSON_IsNumber(t0) ? "negative or out of range" : type_name(t0));
             goto bad;
         }
         sm.t_s = t0->valuedouble;
         for (int i = 0; i < 5; i++) {
             const cJSON *x = cJSON_GetArrayItem(row, i + 1);
             if (cJSON_IsNull(x)) *dst[i] = -1;
-            else if (!cJSON_IsNumber(x) || x->valuedouble < 0) {
-                fail(&c, "row %d: column %d is %s", ri, i + 1, cJSON_IsNumber(x) ? "a negative size" : type_name(x));
+            else if (!cJSON_IsNumber(x) || !(x->valuedouble >= 0) || x->valuedouble > 9.0e18) {
+                fail(&c, "row %d: column %d is %s", ri, i + 1,
+                     cJSON_IsNumber(x) ? "a negative or out-of-range size" : type_name(x));
                 goto bad;
             } else *dst[i] = (int64_t)x->valuedouble;
         }
