@@ -489,6 +489,10 @@ GEMM_ENTRY(gemm_f16, MISER_DTYPE_F16)
 GEMM_ENTRY(gemm_bf16, MISER_DTYPE_BF16)
 GEMM_ENTRY(gemm_q8_0, MISER_DTYPE_Q8_0)
 
+#ifndef DOT_PF_TILES
+#define DOT_PF_TILES 2
+#endif
+
 /* wsk == 1: y[m..m+MR, n..n+NR) = dot(x[m, :], W row n) */
 AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear_args *a, int64_t m, int64_t n)
 {
@@ -521,8 +525,20 @@ AI void micro_dot(miser_dtype dt, const int MR, const int NR, const miser_linear
                 }
         }
     } else {
+        /* Short rows (a 960-wide f16 row is 1920 bytes) stream badly through
+         * the hardware prefetcher, four at a time: the first row tile of x
+         * (m == 0; later tiles find W in L1) prefetches, k-step by k-step,
+         * the contiguous NR rows DOT_PF_TILES tiles ahead, NR * 8 elements a
+         * step, so the whole tile is requested by the time it is reached.
+         * Only where rows are contiguous (wsn == K); past the end of W it
+         * prefetches addresses that do not fault. Two-byte weights only: f32
+         * rows are twice as long, and there the prefetches measured slower
+         * (14 -> 11 GB/s on Zen 3), f16 faster (7.3-9.1 -> 9.4-10.7). */
+        const char *pf = dt != MISER_DTYPE_F32 && NR == 4 && m == 0 && wsn == K
+                             ? (const char *)a->w + (n + DOT_PF_TILES * NR) * wsn * 2 : NULL;
         for (; k + 8 <= K; k += 8) {
             __m256 xv[3];
+            if (pf) _mm_prefetch(pf + k * NR * 2, _MM_HINT_T0);
             _Pragma("GCC unroll 8")
             for (int i = 0; i < MR; i++) xv[i] = _mm256_loadu_ps(x + i * a->ldx + k);
             _Pragma("GCC unroll 8")

@@ -48,10 +48,93 @@ static inline int32_t hsum8(__m256i v)
     return _mm_cvtsi128_si32(s);
 }
 
+/* Q6_K's sub-block scales s[a] (lanes 0-7) and s[a + 1] (lanes 8-15) as
+ * int16, from the 16 signed scale bytes loaded once per block: one pshufb
+ * and one widening instead of two broadcasts from memory and an insert. */
+static inline __m256i q6k_scale_pair(__m128i sc8, int a)
+{
+    const __m128i pick = _mm_set_epi64x((long long)(0x0101010101010101ull * (unsigned)(a + 1)),
+                                        (long long)(0x0101010101010101ull * (unsigned)a));
+    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
+}
+
+/* Q4_K's scale j (0-7) in every int16 lane, from the 8 unsigned scales
+ * widened once per block into both 128-bit lanes (s16). */
+static inline __m256i q4k_scale_at(__m256i s16, int j)
+{
+    return _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(2 * j | (2 * j + 1) << 8)));
+}
+
+/* One 256-value block's share of a K-quant row dot, as the f32 the row
+ * adds (acc += this, block by block): the row dot, the two-row decode and
+ * the tiles all add the same values in the same order. */
+static inline __attribute__((always_inline)) float blk_q4k(const uint8_t *w, const miser_q8k *xb)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const int8_t *q8 = xb->q;
+    const uint8_t *qs = w + 16;
+    uint8_t sc[8], mn[8];
+    q4k_scales_mins(w + 4, sc, mn);
+    const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
+    __m256i sv = _mm256_setzero_si256(); /* the scale folded into the widening: exact integers */
+    for (int p = 0; p < 4; p++) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
+        const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(raw, m4),
+                                                _mm256_loadu_si256((const __m256i *)(q8 + 64 * p)));
+        const __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4),
+                                                _mm256_loadu_si256((const __m256i *)(q8 + 64 * p + 32)));
+        sv = _mm256_add_epi32(sv, _mm256_madd_epi16(lo, q4k_scale_at(s16, 2 * p)));
+        sv = _mm256_add_epi32(sv, _mm256_madd_epi16(hi, q4k_scale_at(s16, 2 * p + 1)));
+    }
+    /* sum over sub-blocks j of min_j * (bsums[2j] + bsums[2j+1]): each min
+     * twice, as 16 int16 beside the 16 bsums (exact in int32) */
+    const __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
+    const int32_t summ = hsum8(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb->bsums),
+                                                 _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8))));
+    const int32_t sumi = hsum8(sv);
+    const float t = half(w) * xb->d * (float)sumi, u = half(w + 2) * xb->d * (float)summ;
+    return t - u;
+}
+
+static inline __attribute__((always_inline)) float blk_q6k(const uint8_t *w, const miser_q8k *xb)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    const int8_t *q8 = xb->q;
+    const uint8_t *ql = w, *qh = w + 128;
+    const int8_t *sc = (const int8_t *)(w + 192);
+    const __m128i sc8 = _mm_loadu_si128((const __m128i *)sc);
+    __m256i sv = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
+        const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
+        const __m256i hb = _mm256_loadu_si256((const __m256i *)(qh + 32 * h));
+        const __m256i q[4] = {
+            _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4)),
+            _mm256_or_si256(_mm256_and_si256(l1, m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4)),
+        };
+        for (int i = 0; i < 4; i++) {
+            /* bytes 0-15: sub-block 8h + 2i, 16-31: the next; each lane half takes its scale */
+            const __m256i scv = q6k_scale_pair(sc8, 8 * h + 2 * i);
+            const __m256i p = _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(q8 + 128 * h + 32 * i)));
+            sv = _mm256_add_epi32(sv, _mm256_madd_epi16(p, scv));
+        }
+    }
+    int32_t corr = 0;
+    for (int s = 0; s < 16; s++) corr += sc[s] * 32 * xb->bsums[s];
+    const int32_t sumi = hsum8(sv) - corr;
+    const float t = half(w + 208) * xb->d * (float)sumi;
+    return t;
+}
+
 float miser_q4_dot_avx2(miser_dtype dt, const void *wrow, const void *xq, int64_t K)
 {
     const uint8_t *w = wrow;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
     float acc = 0;
     if (dt == MISER_DTYPE_Q4_0) {
         /* llama.cpp's form: nibbles - 8 as int8, |w| x sign(w) * x by vpmaddubsw,
@@ -73,63 +156,10 @@ float miser_q4_dot_avx2(miser_dtype dt, const void *wrow, const void *xq, int64_
         return _mm_cvtss_f32(s4);
     }
     const miser_q8k *x = xq;
-    for (int64_t b = 0; b < K / MISER_QK_K; b++) {
-        const int8_t *q8 = x[b].q;
-        if (dt == MISER_DTYPE_Q4_K) {
-            const uint8_t *qs = w + 16;
-            uint8_t sc[8], mn[8];
-            q4k_scales_mins(w + 4, sc, mn);
-            __m256i sv = _mm256_setzero_si256(); /* the scale folded into the widening: exact integers */
-            for (int p = 0; p < 4; p++) {
-                const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
-                const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(raw, m4),
-                                                        _mm256_loadu_si256((const __m256i *)(q8 + 64 * p)));
-                const __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4),
-                                                        _mm256_loadu_si256((const __m256i *)(q8 + 64 * p + 32)));
-                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(lo, _mm256_set1_epi16(sc[2 * p])));
-                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(hi, _mm256_set1_epi16(sc[2 * p + 1])));
-            }
-            /* sum over sub-blocks j of min_j * (bsums[2j] + bsums[2j+1]): each min
-             * twice, as 16 int16 beside the 16 bsums (exact in int32) */
-            const __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
-            const int32_t summ = hsum8(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x[b].bsums),
-                                                         _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8))));
-            const int32_t sumi = hsum8(sv);
-            const float t = half(w) * x[b].d * (float)sumi, u = half(w + 2) * x[b].d * (float)summ;
-            acc += t - u;
-            w += MISER_Q4_K_BYTES;
-        } else { /* Q6_K */
-            const uint8_t *ql = w, *qh = w + 128;
-            const int8_t *sc = (const int8_t *)(w + 192);
-            __m256i sv = _mm256_setzero_si256();
-            for (int h = 0; h < 2; h++) {
-                const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
-                const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
-                const __m256i hb = _mm256_loadu_si256((const __m256i *)(qh + 32 * h));
-                const __m256i q[4] = {
-                    _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4)),
-                    _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4)),
-                };
-                for (int i = 0; i < 4; i++) {
-                    /* bytes 0-15: sub-block 8h + 2i, 16-31: the next; each lane half takes its scale */
-                    const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * i + 1]), _mm_set1_epi16(sc[8 * h + 2 * i]));
-                    const __m256i p = _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(q8 + 128 * h + 32 * i)));
-                    sv = _mm256_add_epi32(sv, _mm256_madd_epi16(p, scv));
-                }
-            }
-            int32_t corr = 0;
-            for (int s = 0; s < 16; s++) corr += sc[s] * 32 * x[b].bsums[s];
-            const int32_t sumi = hsum8(sv) - corr;
-            const float t = half(w + 208) * x[b].d * (float)sumi;
-            acc += t;
-            w += MISER_Q6_K_BYTES;
-        }
-    }
+    if (dt == MISER_DTYPE_Q4_K)
+        for (int64_t b = 0; b < K / MISER_QK_K; b++) acc += blk_q4k(w + b * MISER_Q4_K_BYTES, x + b);
+    else
+        for (int64_t b = 0; b < K / MISER_QK_K; b++) acc += blk_q6k(w + b * MISER_Q6_K_BYTES, x + b);
     return acc;
 }
 
@@ -191,6 +221,7 @@ static inline __attribute__((always_inline)) void tile_q6k(const int MR, const u
     for (int64_t b = 0; b < nb; b++, w += MISER_Q6_K_BYTES) {
         const uint8_t *ql = w, *qh = w + 128;
         const int8_t *sc = (const int8_t *)(w + 192);
+        const __m128i sc8 = _mm_loadu_si128((const __m128i *)sc);
         int16_t c16[16];
         __m256i sv[KT_MR];
         _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) sv[r] = _mm256_setzero_si256();
@@ -202,7 +233,7 @@ static inline __attribute__((always_inline)) void tile_q6k(const int MR, const u
                 const __m256i lsrc = i & 1 ? l1 : l0;
                 const __m256i lq = i < 2 ? _mm256_and_si256(lsrc, m4) : _mm256_and_si256(_mm256_srli_epi16(lsrc, 4), m4);
                 const __m256i q = _mm256_or_si256(lq, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * i), m2), 4));
-                const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * i + 1]), _mm_set1_epi16(sc[8 * h + 2 * i]));
+                const __m256i scv = q6k_scale_pair(sc8, 8 * h + 2 * i);
                 _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
                 {
                     const int8_t *q8 = x[r * nb + b].q + 128 * h + 32 * i;
@@ -280,6 +311,60 @@ static void linear_k_tiles(const miser_linear_args *a, int ith, int nth)
     }
 }
 
+/* M == 1 with Q4_K / Q6_K (decode): two weight rows per pass over x's
+ * blocks, two independent chains sharing x's loads; each output adds the
+ * same per-block values in the same order as the row dot. */
+#ifndef K2_PF
+#define K2_PF 2
+#endif
+static void linear_k_rows2(const miser_linear_args *a, int ith, int nth)
+{
+    if (a->partial && a->phase) return;
+    const miser_dtype dt = a->wdt;
+    const int64_t nb = a->K / MISER_QK_K;
+    size_t room;
+    miser_q8k *xq = miser_qdot_scratch(&room);
+    const size_t bb = miser_dtype_block_bytes(dt);
+    if (!xq || (size_t)nb * sizeof(miser_q8k) > room) {
+        miser_q4_linear_int(a, ith, nth, miser_q4_dot_avx2);
+        return;
+    }
+    int64_t n0, n1;
+    miser_split(a->N, ith, nth, &n0, &n1);
+    if (n0 >= n1) return;
+    miser_q8k_quantize_row(a->x, a->K, xq);
+    for (int64_t n = n0; n < n1;) {
+        const uint8_t *w0 = (const uint8_t *)a->w + (size_t)(n * a->wsn / MISER_QK_K) * bb;
+        float acc[2] = {0, 0};
+        int nr = 1;
+        if (n + 1 < n1) {
+            const uint8_t *w1 = (const uint8_t *)a->w + (size_t)((n + 1) * a->wsn / MISER_QK_K) * bb;
+            nr = 2;
+            /* the hardware prefetcher loses two interleaved short rows: the
+             * pair K2_PF pairs ahead, 2 * bb bytes per block (qdot_tile.h) */
+            const char *pf = (const char *)w0 + K2_PF * 2 * (w1 - w0);
+            if (dt == MISER_DTYPE_Q4_K)
+                for (int64_t b = 0; b < nb; b++) {
+                    for (size_t o = 0; o < 2 * bb; o += 64) _mm_prefetch(pf + b * 2 * bb + o, _MM_HINT_T0);
+                    acc[0] += blk_q4k(w0 + b * bb, xq + b);
+                    acc[1] += blk_q4k(w1 + b * bb, xq + b);
+                }
+            else
+                for (int64_t b = 0; b < nb; b++) {
+                    for (size_t o = 0; o < 2 * bb; o += 64) _mm_prefetch(pf + b * 2 * bb + o, _MM_HINT_T0);
+                    acc[0] += blk_q6k(w0 + b * bb, xq + b);
+                    acc[1] += blk_q6k(w1 + b * bb, xq + b);
+                }
+        } else
+            acc[0] = miser_q4_dot_avx2(dt, w0, xq, a->K);
+        for (int j = 0; j < nr; j++) {
+            const float v = acc[j] + (a->bias ? miser_load_elem(a->bdt, a->bias, n + j) : 0.0f);
+            a->y[n + j] = a->act == MISER_ACT_GELU ? gelu1(v) : v;
+        }
+        n += nr;
+    }
+}
+
 void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth)
 {
     if (a->wdt == MISER_DTYPE_Q4_0 && miser_qdot_ok(a)) { /* 32-value blocks: the tiled qdot_avx2.c kernel */
@@ -290,8 +375,9 @@ void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth)
         miser_q4_cols_epilogue(a, n0, n1);
         return;
     }
-    if (a->M > 1 && (a->wdt == MISER_DTYPE_Q4_K || a->wdt == MISER_DTYPE_Q6_K)) {
-        linear_k_tiles(a, ith, nth);
+    if (a->wdt == MISER_DTYPE_Q4_K || a->wdt == MISER_DTYPE_Q6_K) {
+        if (a->M > 1) linear_k_tiles(a, ith, nth);
+        else linear_k_rows2(a, ith, nth);
         return;
     }
     miser_q4_linear_int(a, ith, nth, miser_q4_dot_avx2);
