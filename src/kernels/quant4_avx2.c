@@ -263,76 +263,17 @@ static float gelu1(float x)
 }
 
 
-/* M > 1 with Q4_K / Q6_K: x quantised once per call per thread (chunks of
- * rows), then per weight row, tiles of 4 rows of x */
-static void linear_k_tiles(const miser_linear_args *a, int ith, int nth)
-{
-    if (a->partial && a->phase) return;
-    const miser_dtype dt = a->wdt;
-    const int64_t nb = a->K / MISER_QK_K;
-    size_t room;
-    miser_q8k *xq = miser_qdot_scratch(&room);
-    const size_t row_q = (size_t)nb * sizeof(miser_q8k), bb = miser_dtype_block_bytes(dt);
-    if (!xq || row_q > room) { /* the row dots: the same results */
-        miser_q4_linear_int(a, ith, nth, miser_q4_dot_avx2);
-        return;
-    }
-    int64_t n0, n1;
-    miser_split(a->N, ith, nth, &n0, &n1);
-    if (n0 >= n1) return;
-    const int64_t chunk = (int64_t)(room / row_q);
-    for (int64_t m0 = 0; m0 < a->M; m0 += chunk) {
-        const int64_t mc = a->M - m0 < chunk ? a->M - m0 : chunk;
-        for (int64_t m = 0; m < mc; m++) miser_q8k_quantize_row(a->x + (m0 + m) * a->ldx, a->K, xq + m * nb);
-        for (int64_t n = n0; n < n1; n++) {
-            const uint8_t *row = (const uint8_t *)a->w + (size_t)(n * a->wsn / MISER_QK_K) * bb;
-            const float bias = a->bias ? miser_load_elem(a->bdt, a->bias, n) : 0.0f;
-            for (int64_t m = 0; m < mc; m += KT_MR) {
-                const int mr = mc - m < KT_MR ? (int)(mc - m) : KT_MR;
-                float acc[KT_MR];
-                const miser_q8k *xm = xq + m * nb;
-                if (dt == MISER_DTYPE_Q4_K) {
-                    if (mr == 4) tile_q4k(4, row, xm, nb, acc);
-                    else if (mr == 3) tile_q4k(3, row, xm, nb, acc);
-                    else if (mr == 2) tile_q4k(2, row, xm, nb, acc);
-                    else tile_q4k(1, row, xm, nb, acc);
-                } else {
-                    if (mr == 4) tile_q6k(4, row, xm, nb, acc);
-                    else if (mr == 3) tile_q6k(3, row, xm, nb, acc);
-                    else if (mr == 2) tile_q6k(2, row, xm, nb, acc);
-                    else tile_q6k(1, row, xm, nb, acc);
-                }
-                for (int r = 0; r < mr; r++) {
-                    const float v = acc[r] + bias;
-                    a->y[(m0 + m + r) * a->ldy + n] = a->act == MISER_ACT_GELU ? gelu1(v) : v;
-                }
-            }
-        }
-    }
-}
-
 /* M == 1 with Q4_K / Q6_K (decode): two weight rows per pass over x's
- * blocks, two independent chains sharing x's loads; each output adds the
- * same per-block values in the same order as the row dot. */
+ * quantised blocks xq, two independent chains sharing x's loads; each
+ * output adds the same per-block values in the same order as the row dot. */
 #ifndef K2_PF
 #define K2_PF 2
 #endif
-static void linear_k_rows2(const miser_linear_args *a, int ith, int nth)
+static void k_rows2(const miser_linear_args *a, const miser_q8k *xq, int64_t n0, int64_t n1)
 {
-    if (a->partial && a->phase) return;
     const miser_dtype dt = a->wdt;
     const int64_t nb = a->K / MISER_QK_K;
-    size_t room;
-    miser_q8k *xq = miser_qdot_scratch(&room);
     const size_t bb = miser_dtype_block_bytes(dt);
-    if (!xq || (size_t)nb * sizeof(miser_q8k) > room) {
-        miser_q4_linear_int(a, ith, nth, miser_q4_dot_avx2);
-        return;
-    }
-    int64_t n0, n1;
-    miser_split(a->N, ith, nth, &n0, &n1);
-    if (n0 >= n1) return;
-    miser_q8k_quantize_row(a->x, a->K, xq);
     for (int64_t n = n0; n < n1;) {
         const uint8_t *w0 = (const uint8_t *)a->w + (size_t)(n * a->wsn / MISER_QK_K) * bb;
         float acc[2] = {0, 0};
@@ -365,6 +306,59 @@ static void linear_k_rows2(const miser_linear_args *a, int ith, int nth)
     }
 }
 
+/* Q4_K / Q6_K: x quantised once per call per thread (chunks of rows),
+ * then per weight row, tiles of 4 rows of x; one row of x (decode) goes
+ * to k_rows2 */
+static void linear_k_tiles(const miser_linear_args *a, int ith, int nth)
+{
+    if (a->partial && a->phase) return;
+    const miser_dtype dt = a->wdt;
+    const int64_t nb = a->K / MISER_QK_K;
+    size_t room;
+    miser_q8k *xq = miser_qdot_scratch(&room);
+    const size_t row_q = (size_t)nb * sizeof(miser_q8k), bb = miser_dtype_block_bytes(dt);
+    if (!xq || row_q > room) { /* the row dots: the same results */
+        miser_q4_linear_int(a, ith, nth, miser_q4_dot_avx2);
+        return;
+    }
+    int64_t n0, n1;
+    miser_split(a->N, ith, nth, &n0, &n1);
+    if (n0 >= n1) return;
+    const int64_t chunk = (int64_t)(room / row_q);
+    for (int64_t m0 = 0; m0 < a->M; m0 += chunk) {
+        const int64_t mc = a->M - m0 < chunk ? a->M - m0 : chunk;
+        for (int64_t m = 0; m < mc; m++) miser_q8k_quantize_row(a->x + (m0 + m) * a->ldx, a->K, xq + m * nb);
+        if (a->M == 1) {
+            k_rows2(a, xq, n0, n1);
+            return;
+        }
+        for (int64_t n = n0; n < n1; n++) {
+            const uint8_t *row = (const uint8_t *)a->w + (size_t)(n * a->wsn / MISER_QK_K) * bb;
+            const float bias = a->bias ? miser_load_elem(a->bdt, a->bias, n) : 0.0f;
+            for (int64_t m = 0; m < mc; m += KT_MR) {
+                const int mr = mc - m < KT_MR ? (int)(mc - m) : KT_MR;
+                float acc[KT_MR];
+                const miser_q8k *xm = xq + m * nb;
+                if (dt == MISER_DTYPE_Q4_K) {
+                    if (mr == 4) tile_q4k(4, row, xm, nb, acc);
+                    else if (mr == 3) tile_q4k(3, row, xm, nb, acc);
+                    else if (mr == 2) tile_q4k(2, row, xm, nb, acc);
+                    else tile_q4k(1, row, xm, nb, acc);
+                } else {
+                    if (mr == 4) tile_q6k(4, row, xm, nb, acc);
+                    else if (mr == 3) tile_q6k(3, row, xm, nb, acc);
+                    else if (mr == 2) tile_q6k(2, row, xm, nb, acc);
+                    else tile_q6k(1, row, xm, nb, acc);
+                }
+                for (int r = 0; r < mr; r++) {
+                    const float v = acc[r] + bias;
+                    a->y[(m0 + m + r) * a->ldy + n] = a->act == MISER_ACT_GELU ? gelu1(v) : v;
+                }
+            }
+        }
+    }
+}
+
 void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth)
 {
     if (a->wdt == MISER_DTYPE_Q4_0 && miser_qdot_ok(a)) { /* 32-value blocks: the tiled qdot_avx2.c kernel */
@@ -376,8 +370,7 @@ void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth)
         return;
     }
     if (a->wdt == MISER_DTYPE_Q4_K || a->wdt == MISER_DTYPE_Q6_K) {
-        if (a->M > 1) linear_k_tiles(a, ith, nth);
-        else linear_k_rows2(a, ith, nth);
+        linear_k_tiles(a, ith, nth);
         return;
     }
     miser_q4_linear_int(a, ith, nth, miser_q4_dot_avx2);
