@@ -22,7 +22,8 @@ static const char *type_name(const cJSON *v)
            : cJSON_IsObject(v) ? "an object" : cJSON_IsNumber(v) ? "a number" : "not a value";
 }
 
-#define MAX_FIGURE 1e12
+#define MAX_FIGURE 1e12 /* seconds, exit codes, Unix times */
+#define MAX_SIZE 9.0e18  /* KiB and counts: what an int64_t holds */
 
 typedef struct {
     char where[96]; /* "stage 3 (NAME)" or "profile" */
@@ -48,7 +49,7 @@ static int64_t get_i(ctx *c, const cJSON *o, const char *k)
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     if (!v || cJSON_IsNull(v)) return -1;
     if (!cJSON_IsNumber(v)) return fail(c, "%s is %s, not a number", k, type_name(v));
-    if (!(v->valuedouble >= 0) || v->valuedouble > 9.0e18) return fail(c, "%s is negative or out of range (%g)", k, v->valuedouble);
+    if (!(v->valuedouble >= 0) || v->valuedouble > MAX_SIZE) return fail(c, "%s is negative or out of range (%g)", k, v->valuedouble);
     return (int64_t)v->valuedouble;
 }
 
@@ -250,7 +251,7 @@ static miser_status parse(const cJSON *root, miser_profile **out)
         for (int i = 0; i < 5; i++) {
             const cJSON *x = cJSON_GetArrayItem(row, i + 1);
             if (cJSON_IsNull(x)) *dst[i] = -1;
-            else if (!cJSON_IsNumber(x) || !(x->valuedouble >= 0) || x->valuedouble > 9.0e18) {
+            else if (!cJSON_IsNumber(x) || !(x->valuedouble >= 0) || x->valuedouble > MAX_SIZE) {
                 fail(&c, "row %d: column %d is %s", ri, i + 1,
                      cJSON_IsNumber(x) ? "a negative or out-of-range size" : type_name(x));
                 goto bad;
