@@ -242,7 +242,8 @@ Test(kernels_int, q8_0_q4_0_int8_bit_exact_every_set_and_isa)
                     check_q32(k, dt, Ms[i], N, K, (int)(i & 1), MISER_ACT_NONE);
                 }
                 check_q32(k, dt, 5, 9, 96, 1, MISER_ACT_GELU);
-                check_q32(k, dt, 1, 37, 32 * 90, 1, MISER_ACT_NONE); /* decode: 4-row tiles + 1-row tail */
+                check_q32(k, dt, 1, 37, 32 * 90, 1, MISER_ACT_NONE); /* decode: 8-row tiles, a 5-row tail */
+                check_q32(k, dt, 6, 11, 32 * 70, 0, MISER_ACT_NONE); /* panels: K in chunks of 32 blocks */
                 checked++;
             }
         }

@@ -61,9 +61,9 @@ typedef struct miser_linear_args {
  *   avx512, rows layout: each MISER_KSPLIT_ROWS chunk summed from 0 with fma
  *     (k ascending), chunks added in order (GEMV, GEMM, K split); dots: 16
  *     lanes, _mm512_reduce_add_ps.
- *   q8_0 / q4_0 dots on int8 x: quant4.h's lane definition (avx2 and
- *     avx512 without VNNI, and q4_0 on every SIMD set); q8_0 on avx512 with
- *     VNNI: per block y = fma(float(isum) * dw, dx, y) in its GEMM for every M.
+ *   q8_0 / q4_0 dots on int8 x: quant4.h's 32-value definition, per block
+ *     y = fma(float(isum) * dw, dx, y), in every set and instruction set
+ *     (the AVX2 / VNNI tiles, the avx512 set's VNNI q8_0 GEMM).
  *   q4_k / q6_k: one row dot per output (quant4.h), whatever M.
  * tests/test_kernels_int.c checks it for every path of every set the CPU
  * has (M = 1 vs 16 vs 7 rows, rows rotated, nth = 1, 2, 3). */

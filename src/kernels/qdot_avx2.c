@@ -39,11 +39,15 @@
 /* ---- the three copies of the tiles ---- */
 #define QD_NAME(x) x##_avx2
 #define QD_TARGET
+#define QD_VNNI 0
 #define QD_DOT(aw, sx) _mm256_madd_epi16(_mm256_maddubs_epi16((aw), (sx)), _mm256_set1_epi16(1))
+#define QD_DOTACC(acc, aw, sx) _mm256_add_epi32((acc), QD_DOT(aw, sx))
 #include "qdot_tile.h"
 #undef QD_NAME
 #undef QD_TARGET
+#undef QD_VNNI
 #undef QD_DOT
+#undef QD_DOTACC
 
 #define QD_NAME(x) x##_avxvnni
 #ifdef MISER_EMULATE_X86
@@ -51,11 +55,15 @@
 #else
 #define QD_TARGET __attribute__((target("avxvnni")))
 #endif
+#define QD_VNNI 1
 #define QD_DOT(aw, sx) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (aw), (sx))
+#define QD_DOTACC(acc, aw, sx) _mm256_dpbusd_avx_epi32((acc), (aw), (sx))
 #include "qdot_tile.h"
 #undef QD_NAME
 #undef QD_TARGET
+#undef QD_VNNI
 #undef QD_DOT
+#undef QD_DOTACC
 
 #define QD_NAME(x) x##_avx512vnni
 #ifdef MISER_EMULATE_X86
@@ -63,11 +71,15 @@
 #else
 #define QD_TARGET __attribute__((target("avx512vnni,avx512vl")))
 #endif
+#define QD_VNNI 1
 #define QD_DOT(aw, sx) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (aw), (sx))
+#define QD_DOTACC(acc, aw, sx) _mm256_dpbusd_epi32((acc), (aw), (sx))
 #include "qdot_tile.h"
 #undef QD_NAME
 #undef QD_TARGET
+#undef QD_VNNI
 #undef QD_DOT
+#undef QD_DOTACC
 
 /* ---- which copy ---- */
 

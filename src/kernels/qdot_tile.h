@@ -1,95 +1,181 @@
 /* The integer-dot linear for 32-value weight blocks (q8_0, q4_0) in the dot
  * layout, written once and stamped out per instruction set by qdot_avx2.c:
  * it includes this file with QD_NAME(x) (a suffix for every function),
- * QD_TARGET (a function attribute: the extra ISA of that copy) and
- * QD_DOT(aw, sx) (8 int32 lanes, lane l = sum over bytes 4l..4l+3 of
- * aw (unsigned) * sx (signed)): maddubs + madd on AVX2, vpdpbusd with VNNI.
- * Every copy computes the same integers and the same f32 operations, so
- * they give the same y bit for bit (quant4.h, "32-value blocks").
+ * QD_TARGET (a function attribute: the extra ISA of that copy), QD_VNNI (1
+ * when the copy has vpdpbusd) and QD_DOT(aw, sx) (8 int32 lanes, lane l =
+ * sum over bytes 4l..4l+3 of aw (unsigned) * sx (signed)): maddubs + madd
+ * on AVX2, vpdpbusd with VNNI. Every copy computes each block's exact
+ * integer dot and then the same f32 operations (quant4.h, "32-value
+ * blocks"), so they give the same y bit for bit.
  * Internal to src/kernels; not a public header (no include guard on purpose). */
 
 #ifndef QD_PF_TILES
-#define QD_PF_TILES 2 /* prefetch distance in tiles of NR weight rows */
+#define QD_PF_TILES 2 /* decode's prefetch distance in tiles of 8 weight rows */
 #endif
+#ifndef QD_PANEL_M
+#define QD_PANEL_M 4 /* rows of x from which W is packed into panels (below: row tiles) */
+#endif
+#define QD_KC 32 /* blocks of K per panel: 9 KB (q4_0) or 17 KB (q8_0), in L1 */
 
-/* weight block b of row `row` as 32 signed bytes (q4_0: nibble - 8) */
-static inline __attribute__((always_inline)) QD_TARGET __m256i QD_NAME(wload)(miser_dtype dt, const uint8_t *blk)
+/* Weight block as 32 bytes: q8_0 its signed values; q4_0 its nibbles 0..15
+ * (the value + 8: unsigned, so they are vpmaddubsw's unsigned operand and
+ * the 8 comes back as 8 * sum(qx), which x's block carries). */
+static inline __attribute__((always_inline)) QD_TARGET __m256i QD_NAME(wraw)(miser_dtype dt, const uint8_t *blk)
 {
     if (dt == MISER_DTYPE_Q8_0) return _mm256_loadu_si256((const __m256i *)(blk + 2));
     const __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 2));
-    return _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F)),
-                           _mm256_set1_epi8(8));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
 }
 
-/* y[m0 + r, n + j] (r < MR, j < NR) = the lane sums of x rows r (xq + r * nb
- * blocks) against W rows j (w + j * rb bytes), before bias. */
-static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(tile)(const int MR, const int NR, miser_dtype dt,
-                                                                          const miser_q8a *xq, int64_t nb,
-                                                                          const uint8_t *w, int64_t rb, float *y,
-                                                                          int64_t ldy)
+/* lane j = the sum of p[j]'s 8 lanes (exact: |a block's dot| < 2^20) */
+static inline __attribute__((always_inline)) QD_TARGET __m256i QD_NAME(hsum8)(const __m256i *p)
+{
+    const __m256i e = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    const __m256i f = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(e, f, 0x20), _mm256_permute2x128_si256(e, f, 0x31));
+}
+
+static inline __attribute__((always_inline)) uint16_t QD_NAME(ld16)(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+}
+
+/* the f16 scales of block offset `off` of the 8 rows r[], as f32 */
+static inline __attribute__((always_inline)) QD_TARGET __m256 QD_NAME(scales8)(const uint8_t *const *r, int64_t off)
+{
+    __m128i h = _mm_cvtsi32_si128(QD_NAME(ld16)(r[0] + off));
+    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[1] + off), 1);
+    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[2] + off), 2);
+    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[3] + off), 3);
+    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[4] + off), 4);
+    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[5] + off), 5);
+    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[6] + off), 6);
+    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[7] + off), 7);
+    return _mm256_cvtph_ps(h);
+}
+
+/* One row of x (nb blocks) against the 8 weight rows r[] (decode, and M
+ * below QD_PANEL_M): per block the 8 exact dots side by side in one vector,
+ * then y8 = fma(float(isum) * dw, dx, y8). The rows after these (pf, 8 * bb
+ * bytes per block) are prefetched: the hardware prefetcher does not keep up
+ * with 8 interleaved short rows (a 1024-wide Q4_0 row is 576 bytes); past
+ * the end of the weights a prefetch faults on nothing. */
+static inline __attribute__((always_inline)) QD_TARGET __m256 QD_NAME(rows8)(const miser_dtype dt,
+                                                                             const miser_q8a *xq, int64_t nb,
+                                                                             const uint8_t *const *r, const char *pf)
 {
     const int64_t bb = dt == MISER_DTYPE_Q8_0 ? MISER_Q8_0_BYTES : MISER_Q4_0_BYTES;
-    __m256 acc[4][4];
-    _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
-        _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++) acc[r][j] = _mm256_setzero_ps();
-    /* The NR rows after these are contiguous with them (rb = nb * bb): the
-     * hardware prefetcher does not keep up with NR interleaved short rows
-     * (a 1024-wide Q4_0 row is 576 bytes), so block b prefetches the b-th
-     * NR * bb bytes of the next QD_PF_TILES-th tile's rows. Past the end of
-     * the weights it prefetches nothing that faults. */
-    const char *pf = (const char *)w + QD_PF_TILES * NR * rb;
+    __m256 f = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        _Pragma("GCC unroll 4") for (int64_t o = 0; o < NR * bb + 63; o += 64)
-            _mm_prefetch(pf + b * NR * bb + (o < NR * bb ? o : NR * bb - 1), _MM_HINT_T0);
-        if (MR == 1) { /* decode: x's block once, against the NR weight rows */
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)xq[b].q);
-            const __m256 dx = _mm256_set1_ps(xq[b].d);
-            _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++)
-            {
-                const uint8_t *blk = w + j * rb + b * bb;
-                const __m256i wv = QD_NAME(wload)(dt, blk);
-                uint16_t h;
-                memcpy(&h, blk, 2);
-                const __m256i p = QD_DOT(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-                acc[0][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(h)), dx),
-                                            acc[0][j]);
-            }
-            continue;
-        }
-        /* one weight block at a time against the tile's rows of x (fewer
-         * live registers than holding all NR blocks: no spills at 4 x 2) */
-        _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++)
+        _Pragma("GCC unroll 8") for (int64_t o = 0; o < 8 * bb + 63; o += 64)
+            _mm_prefetch(pf + b * 8 * bb + (o < 8 * bb ? o : 8 * bb - 1), _MM_HINT_T0);
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)xq[b].q);
+        __m256i p[8];
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
         {
-            const uint8_t *blk = w + j * rb + b * bb;
-            const __m256i wv = QD_NAME(wload)(dt, blk);
-            const __m256i aw = _mm256_sign_epi8(wv, wv); /* |w|: -128 becomes 128 as an unsigned byte */
-            uint16_t h;
-            memcpy(&h, blk, 2);
-            const __m256 dw = _mm256_set1_ps(_cvtsh_ss(h));
-            _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
-            {
-                const miser_q8a *xb = xq + r * nb + b;
-                const __m256i xv = _mm256_loadu_si256((const __m256i *)xb->q);
-                /* x * sign(w): |x| <= 127, so the product never wraps */
-                const __m256i p = QD_DOT(aw, _mm256_sign_epi8(xv, wv));
-                acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, _mm256_set1_ps(xb->d)), acc[r][j]);
-            }
+            const __m256i wv = QD_NAME(wraw)(dt, r[j] + b * bb);
+            p[j] = dt == MISER_DTYPE_Q8_0 ? QD_DOT(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)) : QD_DOT(wv, xv);
         }
+        __m256i is = QD_NAME(hsum8)(p);
+        if (dt == MISER_DTYPE_Q4_0) is = _mm256_sub_epi32(is, _mm256_set1_epi32(8 * xq[b].sum));
+        const __m256 dw = QD_NAME(scales8)(r, b * bb);
+        f = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is), dw), _mm256_set1_ps(xq[b].d), f);
     }
-    _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
-        _Pragma("GCC unroll 4") for (int j = 0; j < NR; j++)
-    {
-        /* ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)): quant4.h's order */
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r][j]), _mm256_extractf128_ps(acc[r][j], 1));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        y[r * ldy + j] = _mm_cvtss_f32(s);
+    return f;
+}
+
+/* 8 weight rows over QD_KC blocks, transposed so that lane j of w[b][g] is
+ * bytes 4g..4g+3 of row j's block b (q8_0 also keeps |w| in aw), and the
+ * blocks' scales as f32. */
+typedef struct {
+    __m256i w[QD_KC][8];
+    __m256i aw[QD_KC][8];
+    __m256 dw[QD_KC];
+} QD_NAME(panel);
+
+static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(pack)(const miser_dtype dt,
+                                                                          const uint8_t *const *r, int64_t b0,
+                                                                          int64_t kc, QD_NAME(panel) *p)
+{
+    const int64_t bb = dt == MISER_DTYPE_Q8_0 ? MISER_Q8_0_BYTES : MISER_Q4_0_BYTES;
+    for (int64_t b = 0; b < kc; b++) {
+        const int64_t off = (b0 + b) * bb;
+        __m256i R[8], u[8];
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) R[j] = QD_NAME(wraw)(dt, r[j] + off);
+        /* an 8 x 8 transpose of dwords */
+        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++)
+        {
+            const __m256i *s = R + 4 * h;
+            const __m256i t0 = _mm256_unpacklo_epi32(s[0], s[1]), t1 = _mm256_unpackhi_epi32(s[0], s[1]);
+            const __m256i t2 = _mm256_unpacklo_epi32(s[2], s[3]), t3 = _mm256_unpackhi_epi32(s[2], s[3]);
+            u[4 * h + 0] = _mm256_unpacklo_epi64(t0, t2); /* dword 0 | 4 of rows 4h..4h+3 */
+            u[4 * h + 1] = _mm256_unpackhi_epi64(t0, t2); /* 1 | 5 */
+            u[4 * h + 2] = _mm256_unpacklo_epi64(t1, t3); /* 2 | 6 */
+            u[4 * h + 3] = _mm256_unpackhi_epi64(t1, t3); /* 3 | 7 */
+        }
+        _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++)
+        {
+            p->w[b][g] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x20);
+            p->w[b][g + 4] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x31);
+        }
+        if (dt == MISER_DTYPE_Q8_0)
+            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) p->aw[b][g] = _mm256_sign_epi8(p->w[b][g], p->w[b][g]);
+        p->dw[b] = QD_NAME(scales8)(r, off);
     }
 }
 
-/* rows [0, M) of quantised x (nb blocks each) against W rows [n0, n1):
- * tiles of QD_MR x QD_NR, then the leftovers. W rows are the outer loop, so
- * one tile's weight rows stay in L1 while every row of x passes them. */
+/* MR rows of x (xq, row stride nb blocks; block b0 is the panel's first)
+ * against a panel's 8 columns over kc blocks, continuing y's f32 sums
+ * (first: from 0). q4_0 on AVX2 sums a block's 8 maddubs in int16: a lane is
+ * 16 products nibble x qx, at most 16 * 15 * 127 = 30480 < 32767, exact. */
+static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(ptile)(const int MR, const miser_dtype dt,
+                                                                           const miser_q8a *xq, int64_t nb, int64_t b0,
+                                                                           const QD_NAME(panel) *p, int64_t kc,
+                                                                           float *y, int64_t ldy, __m256i mask,
+                                                                           int first)
+{
+    __m256 f[QD_PANEL_M];
+    _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) f[r] =
+        first ? _mm256_setzero_ps() : _mm256_maskload_ps(y + r * ldy, mask);
+    for (int64_t b = 0; b < kc; b++) {
+        __m256i acc[QD_PANEL_M];
+        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) acc[r] = _mm256_setzero_si256();
+        _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++)
+        {
+            const __m256i wg = p->w[b][g];
+            const __m256i ag = dt == MISER_DTYPE_Q8_0 ? p->aw[b][g] : wg;
+            _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
+            {
+                int32_t x4;
+                memcpy(&x4, xq[r * nb + b0 + b].q + 4 * g, 4);
+                const __m256i xb = _mm256_set1_epi32(x4);
+                if (dt == MISER_DTYPE_Q8_0) acc[r] = QD_DOTACC(acc[r], ag, _mm256_sign_epi8(xb, wg));
+                else if (QD_VNNI) acc[r] = QD_DOTACC(acc[r], wg, xb);
+                else acc[r] = _mm256_add_epi16(acc[r], _mm256_maddubs_epi16(wg, xb));
+            }
+        }
+        const __m256 dw = p->dw[b];
+        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
+        {
+            const miser_q8a *xb = xq + r * nb + b0 + b;
+            __m256i is = acc[r];
+            if (dt == MISER_DTYPE_Q4_0) {
+                if (!QD_VNNI) is = _mm256_madd_epi16(is, _mm256_set1_epi16(1));
+                is = _mm256_sub_epi32(is, _mm256_set1_epi32(8 * xb->sum));
+            }
+            f[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is), dw), _mm256_set1_ps(xb->d), f[r]);
+        }
+    }
+    _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) _mm256_maskstore_ps(y + r * ldy, mask, f[r]);
+}
+
+/* rows [0, M) of quantised x (nb blocks each) against W rows [n0, n1), 8
+ * weight rows at a time (a tail repeats its last row, and its surplus
+ * outputs are masked off): below QD_PANEL_M rows of x each row runs the row
+ * tile; from there the 8 rows are packed, QD_KC blocks at a time, and every
+ * row of x passes the panel in tiles of QD_PANEL_M rows. */
 static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(cols_dt)(const miser_dtype dt,
                                                                              const miser_q8a *xq, int64_t M,
                                                                              int64_t nb, const miser_linear_args *a,
@@ -99,20 +185,30 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(cols_dt)(con
     const uint8_t *w = a->w;
     float *y = a->y + m0 * a->ldy;
     const int64_t ldy = a->ldy;
-#define QD_ROWS(NR)                                                                                                    \
-    for (int64_t m = 0; m < M;) {                                                                                      \
-        if (M - m >= 4) QD_NAME(tile)(4, NR, dt, xq + m * nb, nb, w + n * rb, rb, y + m * ldy + n, ldy), m += 4;      \
-        else if (M - m == 3) QD_NAME(tile)(3, NR, dt, xq + m * nb, nb, w + n * rb, rb, y + m * ldy + n, ldy), m += 3; \
-        else if (M - m == 2) QD_NAME(tile)(2, NR, dt, xq + m * nb, nb, w + n * rb, rb, y + m * ldy + n, ldy), m += 2; \
-        else QD_NAME(tile)(1, NR, dt, xq + m * nb, nb, w + n * rb, rb, y + m * ldy + n, ldy), m += 1;                 \
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    QD_NAME(panel) pan __attribute__((aligned(32)));
+    for (int64_t n = n0; n < n1; n += 8) {
+        const int64_t nv = n1 - n < 8 ? n1 - n : 8;
+        const uint8_t *r[8];
+        for (int j = 0; j < 8; j++) r[j] = w + (n + (j < nv ? j : nv - 1)) * rb;
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nv), lanes);
+        if (M < QD_PANEL_M) {
+            const char *pf = (const char *)(w + n * rb) + QD_PF_TILES * 8 * rb;
+            for (int64_t m = 0; m < M; m++)
+                _mm256_maskstore_ps(y + m * ldy + n, mask, QD_NAME(rows8)(dt, xq + m * nb, nb, r, pf));
+            continue;
+        }
+        for (int64_t b0 = 0; b0 < nb; b0 += QD_KC) {
+            const int64_t kc = nb - b0 < QD_KC ? nb - b0 : QD_KC;
+            QD_NAME(pack)(dt, r, b0, kc, &pan);
+            int64_t m = 0;
+            for (; m + QD_PANEL_M <= M; m += QD_PANEL_M)
+                QD_NAME(ptile)(QD_PANEL_M, dt, xq + m * nb, nb, b0, &pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);
+            if (M - m == 3) QD_NAME(ptile)(3, dt, xq + m * nb, nb, b0, &pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);
+            else if (M - m == 2) QD_NAME(ptile)(2, dt, xq + m * nb, nb, b0, &pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);
+            else if (M - m == 1) QD_NAME(ptile)(1, dt, xq + m * nb, nb, b0, &pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);
+        }
     }
-    int64_t n = n0;
-    if (M == 1) /* decode: 4 weight streams, one row of x */
-        for (; n + 4 <= n1; n += 4) QD_NAME(tile)(1, 4, dt, xq, nb, w + n * rb, rb, y + n, ldy);
-    else
-        for (; n + 2 <= n1; n += 2) { QD_ROWS(2) }
-    for (; n < n1; n++) { QD_ROWS(1) }
-#undef QD_ROWS
 }
 
 /* One copy per weight type, so the tiles' loops carry no type test and

@@ -84,8 +84,7 @@ float miser_q4_dot_int_ref(miser_dtype dt, const void *wrow, const void *xq, int
  * a SIMD set's); x rows are quantised into a per-thread buffer in chunks. */
 void miser_q4_linear_int(const miser_linear_args *a, int ith, int nth, miser_q4_dot_fn dot);
 void miser_q4_linear_int_ref(const miser_linear_args *a, int ith, int nth);
-/* AVX2 (vpmaddubsw) row dots: Q4_K / Q6_K identical to miser_q4_dot_int_ref,
- * Q4_0 equal up to the order of its f32 sums.
+/* AVX2 (vpmaddubsw) row dots, identical to miser_q4_dot_int_ref.
  * Only call when the CPU has AVX2 (the avx2 and avx512 sets route here). */
 float miser_q4_dot_avx2(miser_dtype dt, const void *wrow, const void *xq, int64_t K);
 void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth);
@@ -93,17 +92,20 @@ void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth);
 /* ---- 32-value blocks (q8_0 and q4_0 weights in the dot layout) ----
  * The integer definition every set that multiplies them in int8 follows
  * bit for bit (x quantised by miser_q8a_quantize_row; q4_0 weights are
- * nibble - 8 as int8). For output (m, n), with 8 f32 lanes acc_l = 0:
- *   for each block b in order: s = dw_b * dx_b (f32 product; dw the
- *     weight block's f16 scale as f32), and for l < 8
- *     acc_l = fmaf((float) sum_{i<4} qw[4l+i] qx[4l+i], s, acc_l)
- *   y = ((acc_0 + acc_4) + (acc_2 + acc_6)) + ((acc_1 + acc_5) + (acc_3 + acc_7))
- * then y + bias[n] in f32, then the activation. The integer lane sums are
- * exact whatever instructions compute them (vpmaddubsw+vpmaddwd, vpdpbusd),
- * and every f32 operation and its order is fixed per output element:
- * nothing depends on M, the row's position, the tiling or the thread count.
- * (llama.cpp's AVX2 q8_0/q4_0 dots have the same shape: 8 lanes of
- * fma(float(block sum), d, acc).) */
+ * nibble - 8 as int8). For output (m, n), with y = 0:
+ *   for each block b in order: isum = sum_{i<32} qw[i] qx[i] (exact int32),
+ *     y = fmaf((float) isum * dw_b, dx_b, y)   (dw the block's f16 scale as
+ *     f32; the product rounded to f32, then one fma)
+ * then y + bias[n] in f32, then the activation. The integer sums are exact
+ * whatever instructions compute them (vpmaddubsw + vpmaddwd, int16 sums,
+ * horizontal adds, vpdpbusd, q4_0's nibbles with 8 * sum(qx) taken off), and
+ * every f32 operation and its order is fixed per output element: nothing
+ * depends on M, the row's position, the tiling or the thread count. Summing
+ * a block to one integer first lets a tile put 8 outputs in one vector's
+ * lanes and scale them with one multiply and one fma per block, where the
+ * 8-lane form llama.cpp's AVX2 dots use needs three vector operations per
+ * output per block; the avx512 set's VNNI q8_0 GEMM has always used this
+ * form. */
 float miser_q32_dot_ref(miser_dtype dt, const uint8_t *wrow, const miser_q8a *x, int64_t nblocks);
 /* y[:, n0..n1) of a q8_0/q4_0 dot-layout linear by that definition, before
  * bias and activation (scalar; x quantised block by block on the fly). */

@@ -5,9 +5,8 @@
  * block or sub-block as miser_q4_dot_int_ref does. Q4_K / Q6_K fold the
  * sub-block scales into the widening (vpmaddwd by the scale: exact
  * integers) and scale each 256-value block in the same scalar f32 code, so
- * they are bit for bit the reference's; Q4_0 (llama.cpp's form: signed
- * nibbles, per-block f32 scaling in 8 lanes) differs from it only in the
- * order of the f32 sums.
+ * they are bit for bit the reference's; so is Q4_0 (quant4.h's 32-value
+ * definition: each block's exact integer dot, scaled in block order).
  * Compiled with -mavx2 (Makefile: *_avx2.c); called only after the CPU check
  * of the avx2 / avx512 kernel sets. */
 #include "kernels/quant4.h"
@@ -137,23 +136,23 @@ float miser_q4_dot_avx2(miser_dtype dt, const void *wrow, const void *xq, int64_
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     float acc = 0;
     if (dt == MISER_DTYPE_Q4_0) {
-        /* llama.cpp's form: nibbles - 8 as int8, |w| x sign(w) * x by vpmaddubsw,
-         * each block's i32 sums scaled and accumulated in 8 f32 lanes */
+        /* quant4.h's 32-value definition: each block's exact integer dot
+         * (nibbles unsigned against x by vpmaddubsw, 8 * sum(qx) taken off),
+         * then acc = fma(float(isum) * dw, dx, acc) in block order */
         const miser_q8a *x = xq;
-        const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);
-        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}; /* two chains: the fma latency */
+        const __m256i ones = _mm256_set1_epi16(1);
         for (int64_t b = 0; b < K / 32; b++, w += MISER_Q4_0_BYTES) {
             const __m128i raw = _mm_loadu_si128((const __m128i *)(w + 2));
-            const __m256i qw = _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4), eight);
+            const __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
             const __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].q);
-            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw)), ones);
-            acc[b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(half(w) * x[b].d), _mm256_cvtepi32_ps(p), acc[b & 1]);
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(qw, qx), ones);
+            __m128i s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+            const int32_t isum = _mm_cvtsi128_si32(s) - 8 * x[b].sum;
+            acc = fmaf((float)isum * half(w), x[b].d, acc);
         }
-        const __m256 av = _mm256_add_ps(acc[0], acc[1]);
-        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(av), _mm256_extractf128_ps(av, 1));
-        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-        return _mm_cvtss_f32(s4);
+        return acc;
     }
     const miser_q8k *x = xq;
     if (dt == MISER_DTYPE_Q4_K)

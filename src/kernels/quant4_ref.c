@@ -204,28 +204,35 @@ float miser_q4_dot_int_ref(miser_dtype dt, const void *wrow, const void *xq, int
     return acc;
 }
 
-/* ---- 32-value blocks: q8_0 and q4_0 (quant4.h's lane definition) ---- */
+/* ---- 32-value blocks: q8_0 and q4_0 (quant4.h's definition) ---- */
+
+/* weight block `blk` as 32 signed values (q4_0: nibble - 8) */
+static void q32_values(miser_dtype dt, const uint8_t *blk, int8_t *qw)
+{
+    if (dt == MISER_DTYPE_Q8_0) memcpy(qw, blk + 2, 32);
+    else
+        for (int j = 0; j < 16; j++) {
+            qw[j] = (int8_t)((blk[2 + j] & 15) - 8);
+            qw[j + 16] = (int8_t)((blk[2 + j] >> 4) - 8);
+        }
+}
+
+/* one block's term: y = fmaf((float) isum * dw, dx, y) */
+static float q32_block(miser_dtype dt, const uint8_t *blk, const miser_q8a *xb, float y)
+{
+    int8_t qw[32];
+    q32_values(dt, blk, qw);
+    int32_t isum = 0;
+    for (int j = 0; j < 32; j++) isum += qw[j] * xb->q[j];
+    return fmaf((float)isum * half(blk), xb->d, y);
+}
 
 float miser_q32_dot_ref(miser_dtype dt, const uint8_t *wrow, const miser_q8a *x, int64_t nblocks)
 {
     const size_t bb = dt == MISER_DTYPE_Q8_0 ? MISER_Q8_0_BYTES : MISER_Q4_0_BYTES;
-    float acc[8] = {0};
-    for (int64_t b = 0; b < nblocks; b++, wrow += bb) {
-        int8_t qw[32];
-        if (dt == MISER_DTYPE_Q8_0) memcpy(qw, wrow + 2, 32);
-        else
-            for (int j = 0; j < 16; j++) {
-                qw[j] = (int8_t)((wrow[2 + j] & 15) - 8);
-                qw[j + 16] = (int8_t)((wrow[2 + j] >> 4) - 8);
-            }
-        const float s = half(wrow) * x[b].d;
-        for (int l = 0; l < 8; l++) {
-            int32_t i = 0;
-            for (int j = 0; j < 4; j++) i += qw[4 * l + j] * x[b].q[4 * l + j];
-            acc[l] = fmaf((float)i, s, acc[l]);
-        }
-    }
-    return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    float y = 0;
+    for (int64_t b = 0; b < nblocks; b++) y = q32_block(dt, wrow + (size_t)b * bb, x + b, y);
+    return y;
 }
 
 void miser_q32_cols_ref(const miser_linear_args *a, int64_t n0, int64_t n1)
@@ -235,26 +242,13 @@ void miser_q32_cols_ref(const miser_linear_args *a, int64_t n0, int64_t n1)
     for (int64_t m = 0; m < a->M; m++)
         for (int64_t n = n0; n < n1; n++) {
             const uint8_t *row = (const uint8_t *)a->w + (size_t)(n * a->wsn / 32) * bb;
-            float acc[8] = {0};
-            for (int64_t b = 0; b < nb; b++) { /* the same operations as miser_q32_dot_ref, one block of x at a time */
+            float y = 0;
+            for (int64_t b = 0; b < nb; b++) { /* miser_q32_dot_ref's operations, one block of x at a time */
                 miser_q8a xb;
                 miser_q8a_quantize_row(a->x + m * a->ldx + b * 32, 32, &xb);
-                const uint8_t *blk = row + (size_t)b * bb;
-                int8_t qw[32];
-                if (a->wdt == MISER_DTYPE_Q8_0) memcpy(qw, blk + 2, 32);
-                else
-                    for (int j = 0; j < 16; j++) {
-                        qw[j] = (int8_t)((blk[2 + j] & 15) - 8);
-                        qw[j + 16] = (int8_t)((blk[2 + j] >> 4) - 8);
-                    }
-                const float s = half(blk) * xb.d;
-                for (int l = 0; l < 8; l++) {
-                    int32_t i = 0;
-                    for (int j = 0; j < 4; j++) i += qw[4 * l + j] * xb.q[4 * l + j];
-                    acc[l] = fmaf((float)i, s, acc[l]);
-                }
+                y = q32_block(a->wdt, row + (size_t)b * bb, &xb, y);
             }
-            a->y[m * a->ldy + n] = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+            a->y[m * a->ldy + n] = y;
         }
 }
 
