@@ -15,7 +15,7 @@
 #ifndef QD_PANEL_M
 #define QD_PANEL_M 4 /* rows of x from which W is packed into panels (below: row tiles) */
 #endif
-#define QD_KC 32 /* blocks of K per panel: 9 KB (q4_0) or 17 KB (q8_0), in L1 */
+#define QD_KC 32 /* blocks of K per panel: 9 KB, in L1 */
 
 /* Weight block as 32 bytes: q8_0 its signed values; q4_0 its nibbles 0..15
  * (the value + 8: unsigned, so they are vpmaddubsw's unsigned operand and
@@ -87,21 +87,30 @@ static inline __attribute__((always_inline)) QD_TARGET __m256 QD_NAME(rows8)(con
 }
 
 /* 8 weight rows over QD_KC blocks, transposed so that lane j of w[b][g] is
- * bytes 4g..4g+3 of row j's block b (q8_0 also keeps |w| in aw), and the
- * blocks' scales as f32. */
+ * bytes 4g..4g+3 of row j's block b, and the blocks' scales as f32. */
 typedef struct {
     __m256i w[QD_KC][8];
-    __m256i aw[QD_KC][8];
     __m256 dw[QD_KC];
 } QD_NAME(panel);
 
 static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(pack)(const miser_dtype dt,
                                                                           const uint8_t *const *r, int64_t b0,
-                                                                          int64_t kc, QD_NAME(panel) *p)
+                                                                          int64_t kc, QD_NAME(panel) *p,
+                                                                          const char *pf, int64_t rb)
 {
     const int64_t bb = dt == MISER_DTYPE_Q8_0 ? MISER_Q8_0_BYTES : MISER_Q4_0_BYTES;
     for (int64_t b = 0; b < kc; b++) {
         const int64_t off = (b0 + b) * bb;
+#ifndef QD_NO_PACK_PF
+        /* the same blocks of the 8 rows QD_PF_TILES tiles on (few rows of x
+         * per panel, as a server's batch, leave the packing waiting on
+         * memory otherwise); a block spans at most 2 lines */
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
+        {
+            _mm_prefetch(pf + j * rb + off, _MM_HINT_T0);
+            _mm_prefetch(pf + j * rb + off + bb - 1, _MM_HINT_T0);
+        }
+#endif
         __m256i R[8], u[8];
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) R[j] = QD_NAME(wraw)(dt, r[j] + off);
         /* an 8 x 8 transpose of dwords */
@@ -120,8 +129,6 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(pack)(const 
             p->w[b][g] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x20);
             p->w[b][g + 4] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x31);
         }
-        if (dt == MISER_DTYPE_Q8_0)
-            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) p->aw[b][g] = _mm256_sign_epi8(p->w[b][g], p->w[b][g]);
         p->dw[b] = QD_NAME(scales8)(r, off);
     }
 }
@@ -145,7 +152,7 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(ptile)(const
         _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++)
         {
             const __m256i wg = p->w[b][g];
-            const __m256i ag = dt == MISER_DTYPE_Q8_0 ? p->aw[b][g] : wg;
+            const __m256i ag = dt == MISER_DTYPE_Q8_0 ? _mm256_sign_epi8(wg, wg) : wg; /* |w| */
             _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
             {
                 int32_t x4;
@@ -200,7 +207,7 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(cols_dt)(con
         }
         for (int64_t b0 = 0; b0 < nb; b0 += QD_KC) {
             const int64_t kc = nb - b0 < QD_KC ? nb - b0 : QD_KC;
-            QD_NAME(pack)(dt, r, b0, kc, &pan);
+            QD_NAME(pack)(dt, r, b0, kc, &pan, (const char *)(w + n * rb) + QD_PF_TILES * 8 * rb, rb);
             int64_t m = 0;
             for (; m + QD_PANEL_M <= M; m += QD_PANEL_M)
                 QD_NAME(ptile)(QD_PANEL_M, dt, xq + m * nb, nb, b0, &pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);
