@@ -10,8 +10,13 @@
  * Internal to src/kernels; not a public header (no include guard on purpose). */
 
 #ifndef QD_PF_TILES
-#define QD_PF_TILES 2 /* decode's prefetch distance in tiles of 8 weight rows */
+/* decode's prefetch distance in tiles of 8 weight rows: one (8 KB ahead for
+ * SmolLM2's 1020-byte q8_0 rows) measured faster end to end than two, the
+ * distance of the 4-row tiles before (SmolLM2 q8_0 1 thread 17.7 -> 20.2
+ * tok/s, GPT-2 Q4_0 29.9 -> 32.4, medians of 3 interleaved) */
+#define QD_PF_TILES 1
 #endif
+#define QD_PACK_PF_TILES 2 /* the panel packing's, measured at M = 16 */
 #ifndef QD_PANEL_M
 #define QD_PANEL_M 4 /* rows of x from which W is packed into panels (below: row tiles) */
 #endif
@@ -30,8 +35,14 @@ static inline __attribute__((always_inline)) QD_TARGET __m256i QD_NAME(wraw)(mis
 /* lane j = the sum of p[j]'s 8 lanes (exact: |a block's dot| < 2^20) */
 static inline __attribute__((always_inline)) QD_TARGET __m256i QD_NAME(hsum8)(const __m256i *p)
 {
-    const __m256i e = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-    const __m256i f = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+    /* unpacks and adds (one operation each, where a horizontal add is
+     * several: a compute-bound decode pass 5.6 against 6.3 ms with vphaddd) */
+    __m256i q[4];
+    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) q[i] =
+        _mm256_add_epi32(_mm256_unpacklo_epi32(p[2 * i], p[2 * i + 1]), _mm256_unpackhi_epi32(p[2 * i], p[2 * i + 1]));
+    const __m256i e = _mm256_add_epi32(_mm256_unpacklo_epi64(q[0], q[1]), _mm256_unpackhi_epi64(q[0], q[1]));
+    const __m256i f = _mm256_add_epi32(_mm256_unpacklo_epi64(q[2], q[3]), _mm256_unpackhi_epi64(q[2], q[3]));
+    /* e: rows 0-3's sums of lanes 0-3 | of lanes 4-7; f: rows 4-7 */
     return _mm256_add_epi32(_mm256_permute2x128_si256(e, f, 0x20), _mm256_permute2x128_si256(e, f, 0x31));
 }
 
@@ -42,18 +53,15 @@ static inline __attribute__((always_inline)) uint16_t QD_NAME(ld16)(const uint8_
     return h;
 }
 
-/* the f16 scales of block offset `off` of the 8 rows r[], as f32 */
+/* the f16 scales of block offset `off` of the 8 rows r[], as f32: eight
+ * loads and a tree of unpacks (insert-word chains are serial) */
 static inline __attribute__((always_inline)) QD_TARGET __m256 QD_NAME(scales8)(const uint8_t *const *r, int64_t off)
 {
-    __m128i h = _mm_cvtsi32_si128(QD_NAME(ld16)(r[0] + off));
-    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[1] + off), 1);
-    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[2] + off), 2);
-    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[3] + off), 3);
-    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[4] + off), 4);
-    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[5] + off), 5);
-    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[6] + off), 6);
-    h = _mm_insert_epi16(h, QD_NAME(ld16)(r[7] + off), 7);
-    return _mm256_cvtph_ps(h);
+    __m128i v[8];
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) v[j] = _mm_cvtsi32_si128(QD_NAME(ld16)(r[j] + off));
+    const __m128i a = _mm_unpacklo_epi32(_mm_unpacklo_epi16(v[0], v[1]), _mm_unpacklo_epi16(v[2], v[3]));
+    const __m128i b = _mm_unpacklo_epi32(_mm_unpacklo_epi16(v[4], v[5]), _mm_unpacklo_epi16(v[6], v[7]));
+    return _mm256_cvtph_ps(_mm_unpacklo_epi64(a, b));
 }
 
 /* One row of x (nb blocks) against the 8 weight rows r[] (decode, and M
@@ -101,8 +109,7 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(pack)(const 
     const int64_t bb = dt == MISER_DTYPE_Q8_0 ? MISER_Q8_0_BYTES : MISER_Q4_0_BYTES;
     for (int64_t b = 0; b < kc; b++) {
         const int64_t off = (b0 + b) * bb;
-#ifndef QD_NO_PACK_PF
-        /* the same blocks of the 8 rows QD_PF_TILES tiles on (few rows of x
+        /* the same blocks of the 8 rows QD_PACK_PF_TILES tiles on (few rows of x
          * per panel, as a server's batch, leave the packing waiting on
          * memory otherwise); a block spans at most 2 lines */
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
@@ -110,7 +117,6 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(pack)(const 
             _mm_prefetch(pf + j * rb + off, _MM_HINT_T0);
             _mm_prefetch(pf + j * rb + off + bb - 1, _MM_HINT_T0);
         }
-#endif
         __m256i R[8], u[8];
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) R[j] = QD_NAME(wraw)(dt, r[j] + off);
         /* an 8 x 8 transpose of dwords */
@@ -207,7 +213,7 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(cols_dt)(con
         }
         for (int64_t b0 = 0; b0 < nb; b0 += QD_KC) {
             const int64_t kc = nb - b0 < QD_KC ? nb - b0 : QD_KC;
-            QD_NAME(pack)(dt, r, b0, kc, &pan, (const char *)(w + n * rb) + QD_PF_TILES * 8 * rb, rb);
+            QD_NAME(pack)(dt, r, b0, kc, &pan, (const char *)(w + n * rb) + QD_PACK_PF_TILES * 8 * rb, rb);
             int64_t m = 0;
             for (; m + QD_PANEL_M <= M; m += QD_PANEL_M)
                 QD_NAME(ptile)(QD_PANEL_M, dt, xq + m * nb, nb, b0, &pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);
