@@ -505,19 +505,14 @@ Test(gguf, q4_linear_every_kernel_set)
                                           "ref %s M=%lld N=%lld: y[%lld,%lld] = %.7g, want %.7g", miser_dtype_name(dt),
                                           (long long)M, (long long)N, (long long)m, (long long)n, got, ref);
                             else {
-                                /* K-quants: the same integers and f32 ops, bit for bit; Q4_0 sums
-                                 * its blocks' f32 terms in 8 lanes (llama.cpp's order) */
+                                /* every type: the same integers and f32 ops as the scalar integer
+                                 * reference, bit for bit (Q4_0: quant4.h's 32-value definition) */
                                 uint32_t g1, g2;
                                 memcpy(&g1, &got, 4);
                                 memcpy(&g2, &yi[m * N + n], 4);
-                                if (dt != MISER_DTYPE_Q4_0)
-                                    cr_assert_eq(g1, g2, "%s %s M=%lld N=%lld: y[%lld,%lld] = %.9g, integer reference %.9g",
-                                                 sets[si], miser_dtype_name(dt), (long long)M, (long long)N,
-                                                 (long long)m, (long long)n, got, yi[m * N + n]);
-                                else
-                                    cr_assert(fabs(got - yi[m * N + n]) <= 1e-6 * mag + 1e-7,
-                                              "%s q4_0: y[%lld,%lld] = %.9g, integer reference %.9g", sets[si],
-                                              (long long)m, (long long)n, got, yi[m * N + n]);
+                                cr_assert_eq(g1, g2, "%s %s M=%lld N=%lld: y[%lld,%lld] = %.9g, integer reference %.9g",
+                                             sets[si], miser_dtype_name(dt), (long long)M, (long long)N,
+                                             (long long)m, (long long)n, got, yi[m * N + n]);
                                 cr_assert(fabs(got - ref) <= 1.001 * qerr + 1e-5 * mag + 1e-6,
                                           "%s %s: y[%lld,%lld] = %.7g, exact %.7g, bound %.3g", sets[si],
                                           miser_dtype_name(dt), (long long)m, (long long)n, got, ref, qerr);

@@ -242,7 +242,8 @@ static miser_status plan_for(const miser_budget_model *cb, int64_t ctx, int64_t 
  * (src/kernels/scratch.c, MISER_QDOT_SCRATCH_BYTES, mmapped: resident as
  * far as written), into which each thread quantises every row of a pass's
  * x: rows x K values in miser_q8a blocks (32 values) or, for the k-quants,
- * miser_q8k blocks (256), K at most the MLP's width. */
+ * miser_q8k blocks (256), K at most the MLP's width; and q8_0 / Q4_0's
+ * weight panel on the stack (quant4.h MISER_QDOT_PANEL_BYTES). */
 static uint64_t per_thread_bytes(const miser_budget_model *b, miser_dtype p, int64_t rows)
 {
     const miser_config *cfg = miser_model_config(b->model);
@@ -261,7 +262,12 @@ static uint64_t per_thread_bytes(const miser_budget_model *b, miser_dtype p, int
     /* the kernel quantises as many rows at a time as the room holds */
     uint64_t chunk = nb ? room / nb : 0;
     if (chunk > (uint64_t)rows) chunk = (uint64_t)rows;
-    return MISER_BUDGET_THREAD_FRAMES + chunk * nb * block;
+    /* q8_0 / Q4_0 from MISER_QDOT_PANEL_MIN_M rows: the weight panel on the
+     * stack, as many blocks as K has up to MISER_QDOT_PANEL_BLOCKS */
+    const uint64_t panel = !k && rows >= MISER_QDOT_PANEL_MIN_M
+                               ? MISER_QDOT_PANEL_BYTES(nb < MISER_QDOT_PANEL_BLOCKS ? nb : MISER_QDOT_PANEL_BLOCKS)
+                               : 0;
+    return MISER_BUDGET_THREAD_FRAMES + chunk * nb * block + panel;
 }
 
 const char *miser_budget_engine_name(miser_budget_engine e)

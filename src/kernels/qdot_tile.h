@@ -17,10 +17,8 @@
 #define QD_PF_TILES 1
 #endif
 #define QD_PACK_PF_TILES 2 /* the panel packing's, measured at M = 16 */
-#ifndef QD_PANEL_M
-#define QD_PANEL_M 4 /* rows of x from which W is packed into panels (below: row tiles) */
-#endif
-#define QD_KC 32 /* blocks of K per panel: 9 KB, in L1 */
+#define QD_PANEL_M MISER_QDOT_PANEL_MIN_M /* rows of x from which W is packed into panels (below: row tiles) */
+#define QD_KC MISER_QDOT_PANEL_BLOCKS      /* blocks of K per panel: 9 KB, in L1 */
 
 /* Weight block as 32 bytes: q8_0 its signed values; q4_0 its nibbles 0..15
  * (the value + 8: unsigned, so they are vpmaddubsw's unsigned operand and

@@ -138,6 +138,13 @@ void miser_q8a_quantize_row_avx2(const float *x, int64_t K, miser_q8a *out); /* 
  * reference). */
 #define MISER_QDOT_SCRATCH_BYTES (256 * 1024)
 void *miser_qdot_scratch(size_t *bytes);
+/* From MISER_QDOT_PANEL_MIN_M rows of x the q8_0 / q4_0 tiles pack 8 weight
+ * rows, MISER_QDOT_PANEL_BLOCKS blocks of K at a time, into a panel on the
+ * thread's stack (qdot_tile.h): MISER_QDOT_PANEL_BYTES(kc) for kc blocks,
+ * touched as far as K reaches (the budget predictor counts it). */
+#define MISER_QDOT_PANEL_MIN_M 4
+#define MISER_QDOT_PANEL_BLOCKS 32
+#define MISER_QDOT_PANEL_BYTES(kc) ((uint64_t)(kc) * (8 * 32 + 8 * 4))
 /* The tiles' instruction set: 0 AVX2, 1 AVX-VNNI, 2 AVX512-VNNI (the best
  * this CPU has unless forced); miser_qdot_force(0) forces AVX2, (1 or 2)
  * only when the CPU has that one (else -1), (-1) back to automatic. For tests
