@@ -793,36 +793,7 @@ static void gemv_split(miser_dtype dt, const miser_linear_args *a, int ith, int 
 
 static void avx512_linear(const miser_linear_args *a, int ith, int nth)
 {
-    if (a->wdt == MISER_DTYPE_Q4_0 && miser_qdot_ok(a) &&
-        (!a->bias || a->bdt == MISER_DTYPE_F32 || a->bdt == MISER_DTYPE_F16 || a->bdt == MISER_DTYPE_BF16)) {
-        /* GGUF Q4_0: the integer tiles (qdot_avx2.c) and this set's epilogue */
-        if (a->partial && a->phase) return;
-        int64_t n0, n1;
-        miser_split(a->N, ith, nth, &n0, &n1);
-        if (n0 >= n1) return;
-        miser_qdot_cols(a, n0, n1);
-        epilogue(a, n0, n1);
-        return;
-    }
-    if (miser_q4_linear_ok(a)) { /* GGUF 4-bit weights: integer dots on quantised x (quant4_avx2.c) */
-        if (a->act == MISER_ACT_GELU) {
-            /* Q4_K / Q6_K: the tiles add the bias, this set's vector GELU
-             * follows over the same columns (miser_split of N, as the tiles
-             * split them) instead of their scalar tanhf per output */
-            if (a->partial && a->phase) return;
-            miser_linear_args b = *a;
-            b.act = MISER_ACT_NONE;
-            miser_q4_linear_avx2(&b, ith, nth);
-            b.bias = NULL;
-            b.act = MISER_ACT_GELU;
-            int64_t n0, n1;
-            miser_split(a->N, ith, nth, &n0, &n1);
-            if (n0 < n1) epilogue(&b, n0, n1);
-            return;
-        }
-        miser_q4_linear_avx2(a, ith, nth);
-        return;
-    }
+    if (miser_q4_linear_set(a, ith, nth, epilogue)) return; /* GGUF 4-bit weights (quant4_avx2.c) */
     const miser_dtype dt = a->wdt;
     const int dt_ok = dt == MISER_DTYPE_F32 || dt == MISER_DTYPE_F16 || dt == MISER_DTYPE_BF16 || dt == MISER_DTYPE_Q8_0;
     const int bias_ok = !a->bias || a->bdt == MISER_DTYPE_F32 || a->bdt == MISER_DTYPE_F16 || a->bdt == MISER_DTYPE_BF16;

@@ -374,3 +374,29 @@ void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth)
     }
     miser_q4_linear_int(a, ith, nth, miser_q4_dot_avx2);
 }
+
+int miser_q4_linear_set(const miser_linear_args *a, int ith, int nth, miser_linear_epilogue_fn epi)
+{
+    const int bias_ok =
+        !a->bias || a->bdt == MISER_DTYPE_F32 || a->bdt == MISER_DTYPE_F16 || a->bdt == MISER_DTYPE_BF16;
+    const int q40 = a->wdt == MISER_DTYPE_Q4_0 && miser_qdot_ok(a) && bias_ok;
+    if (!q40 && !miser_q4_linear_ok(a)) return 0;
+    if (!q40 && a->act != MISER_ACT_GELU) {
+        miser_q4_linear_avx2(a, ith, nth);
+        return 1;
+    }
+    if (a->partial && a->phase) return 1; /* no K split here: phase 0 did it all */
+    miser_linear_args b = *a;
+    int64_t n0, n1;
+    miser_split(a->N, ith, nth, &n0, &n1);
+    if (q40) {
+        if (n0 < n1) miser_qdot_cols(a, n0, n1);
+    } else { /* Q4_K / Q6_K with GELU: the tiles add the bias */
+        b.act = MISER_ACT_NONE;
+        miser_q4_linear_avx2(&b, ith, nth);
+        b.bias = NULL;
+        b.act = MISER_ACT_GELU;
+    }
+    if (n0 < n1) epi(&b, n0, n1);
+    return 1;
+}
