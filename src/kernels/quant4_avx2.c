@@ -358,14 +358,22 @@ static void linear_k_tiles(const miser_linear_args *a, int ith, int nth)
     }
 }
 
+/* Q4_0 (32-value blocks): the tiled qdot_avx2.c kernel over this thread's
+ * columns, then `epi` (bias and activation) over them */
+static void q40_linear(const miser_linear_args *a, int ith, int nth, miser_linear_epilogue_fn epi)
+{
+    if (a->partial && a->phase) return; /* no K split here: phase 0 did it all */
+    int64_t n0, n1;
+    miser_split(a->N, ith, nth, &n0, &n1);
+    if (n0 >= n1) return;
+    miser_qdot_cols(a, n0, n1);
+    epi(a, n0, n1);
+}
+
 void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth)
 {
-    if (a->wdt == MISER_DTYPE_Q4_0 && miser_qdot_ok(a)) { /* 32-value blocks: the tiled qdot_avx2.c kernel */
-        if (a->partial && a->phase) return;
-        int64_t n0, n1;
-        miser_split(a->N, ith, nth, &n0, &n1);
-        miser_qdot_cols(a, n0, n1);
-        miser_q4_cols_epilogue(a, n0, n1);
+    if (a->wdt == MISER_DTYPE_Q4_0 && miser_qdot_ok(a)) {
+        q40_linear(a, ith, nth, miser_q4_cols_epilogue);
         return;
     }
     if (a->wdt == MISER_DTYPE_Q4_K || a->wdt == MISER_DTYPE_Q6_K) {
@@ -379,24 +387,24 @@ int miser_q4_linear_set(const miser_linear_args *a, int ith, int nth, miser_line
 {
     const int bias_ok =
         !a->bias || a->bdt == MISER_DTYPE_F32 || a->bdt == MISER_DTYPE_F16 || a->bdt == MISER_DTYPE_BF16;
-    const int q40 = a->wdt == MISER_DTYPE_Q4_0 && miser_qdot_ok(a) && bias_ok;
-    if (!q40 && !miser_q4_linear_ok(a)) return 0;
-    if (!q40 && a->act != MISER_ACT_GELU) {
+    if (a->wdt == MISER_DTYPE_Q4_0 && miser_qdot_ok(a) && bias_ok) {
+        q40_linear(a, ith, nth, epi);
+        return 1;
+    }
+    if (!miser_q4_linear_ok(a)) return 0;
+    if (a->act != MISER_ACT_GELU) {
         miser_q4_linear_avx2(a, ith, nth);
         return 1;
     }
-    if (a->partial && a->phase) return 1; /* no K split here: phase 0 did it all */
+    /* Q4_K / Q6_K with GELU: the tiles add the bias, epi's GELU follows */
+    if (a->partial && a->phase) return 1;
     miser_linear_args b = *a;
+    b.act = MISER_ACT_NONE;
+    miser_q4_linear_avx2(&b, ith, nth);
+    b.bias = NULL;
+    b.act = MISER_ACT_GELU;
     int64_t n0, n1;
     miser_split(a->N, ith, nth, &n0, &n1);
-    if (q40) {
-        if (n0 < n1) miser_qdot_cols(a, n0, n1);
-    } else { /* Q4_K / Q6_K with GELU: the tiles add the bias */
-        b.act = MISER_ACT_NONE;
-        miser_q4_linear_avx2(&b, ith, nth);
-        b.bias = NULL;
-        b.act = MISER_ACT_GELU;
-    }
     if (n0 < n1) epi(&b, n0, n1);
     return 1;
 }
