@@ -456,11 +456,14 @@ Test(gguf, q4_linear_every_kernel_set)
 {
     static const miser_dtype dts[] = {MISER_DTYPE_Q4_0, MISER_DTYPE_Q4_K, MISER_DTYPE_Q6_K};
     static const char *const sets[] = {"ref", "avx2", "avx512"};
-    static const int64_t Ms[] = {1, 3, 5, 17};
+    /* M: decode, the row tiles, and from 4 rows the packed panels with each
+     * tail of 1-3 rows; K: one panel of K and, at 9 blocks, three (the
+     * K-quant panels hold MISER_KQ_PANEL_BLOCKS) */
+    static const int64_t Ms[] = {1, 3, 5, 6, 7, 17};
     static const int64_t Ns[] = {1, 7, 33};
-    for (size_t di = 0; di < 3; di++) {
-        const miser_dtype dt = dts[di];
-        const int64_t bl = miser_dtype_block(dt), K = 3 * bl;
+    for (size_t dk = 0; dk < 6; dk++) {
+        const miser_dtype dt = dts[dk % 3];
+        const int64_t bl = miser_dtype_block(dt), K = (dk < 3 ? 3 : 9) * bl;
         for (size_t ni = 0; ni < 3; ni++) {
             const int64_t N = Ns[ni];
             unsigned char *w = malloc((size_t)(N * K / bl) * miser_dtype_block_bytes(dt));
@@ -469,7 +472,7 @@ Test(gguf, q4_linear_every_kernel_set)
             miser_to_f32(dt, w, 0, (uint64_t)(N * K), wf);
             float bias[64];
             for (int64_t n = 0; n < N; n++) bias[n] = frand();
-            for (size_t mi = 0; mi < 4; mi++) {
+            for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
                 const int64_t M = Ms[mi];
                 float *x = malloc(sizeof(float) * (size_t)(M * K)), *y = malloc(sizeof(float) * (size_t)(M * N));
                 for (int64_t i = 0; i < M * K; i++) x[i] = frand();

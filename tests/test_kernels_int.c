@@ -127,6 +127,21 @@ Test(kernels_int, quantize_avx2_matches_scalar_and_definition)
         cr_assert(!memcmp(&s[b].d, &v[b].d, 4) && s[b].sum == v[b].sum && !memcmp(s[b].q, v[b].q, 32),
                   "block %d: AVX2 quantiser differs from the scalar one", b);
     }
+    /* the K-quants' 256-value blocks (kpanel_avx2.c), the same halves, zero
+     * and tiny runs inside blocks 0 and 1, and the last block all zero */
+    for (int j = 1024; j < K; j++) x[j] = 0.0f;
+    miser_q8k ks[K / 256], kv[K / 256];
+    miser_q8k_quantize_row(x, K, ks);
+    memset(kv, 0x5a, sizeof kv);
+    miser_q8k_quantize_row_avx2(x, K, kv);
+    for (int b = 0; b < K / 256; b++) {
+        int32_t g[16] = {0};
+        for (int j = 0; j < 256; j++) g[j / 16] += ks[b].q[j];
+        for (int j = 0; j < 16; j++) cr_assert_eq(ks[b].bsums[j], g[j], "q8k block %d: bsums[%d] is not its 16 values' sum", b, j);
+        cr_assert(!memcmp(&ks[b].d, &kv[b].d, 4) && !memcmp(ks[b].q, kv[b].q, 256) && !memcmp(ks[b].bsums, kv[b].bsums, 32),
+                  "q8k block %d: AVX2 quantiser differs from the scalar one", b);
+    }
+    cr_assert_eq(ks[K / 256 - 1].d, 0.0f);
     free(x);
 }
 

@@ -18,6 +18,8 @@
 
 #include "kernels.h"
 
+#include <string.h>
+
 #define MISER_Q4_0_BYTES 18
 #define MISER_Q4_K_BYTES 144
 #define MISER_Q6_K_BYTES 210
@@ -43,6 +45,22 @@ static inline void miser_q4k_scale_min(int j, const uint8_t *q, uint8_t *d, uint
         *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
         *m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
     }
+}
+
+/* The same eight scales and mins all at once, from the 12 packed bytes:
+ * bytes 0-3 hold scales 0-3 and the top bits of scales 4-7, bytes 4-7 mins
+ * 0-3 and the top bits of mins 4-7, bytes 8-11 the low nibbles of
+ * scales / mins 4-7. */
+static inline void miser_q4k_scales_mins8(const uint8_t *q, uint8_t sc[8], uint8_t mn[8])
+{
+    uint32_t u[3], o[4];
+    memcpy(u, q, 12);
+    o[0] = u[0] & 0x3f3f3f3fu;
+    o[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    o[2] = u[1] & 0x3f3f3f3fu;
+    o[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    memcpy(sc, o, 8);
+    memcpy(mn, o + 2, 8);
 }
 
 /* Whether the quantised-linear kernels take these arguments: a Q4_0, Q4_K or
@@ -138,6 +156,7 @@ void miser_qdot_cols(const miser_linear_args *a, int64_t n0, int64_t n1);
  * (the same operations in every set, so the sets agree bit for bit). */
 void miser_q4_cols_epilogue(const miser_linear_args *a, int64_t n0, int64_t n1);
 void miser_q8a_quantize_row_avx2(const float *x, int64_t K, miser_q8a *out); /* = miser_q8a_quantize_row */
+void miser_q8k_quantize_row_avx2(const float *x, int64_t K, miser_q8k *out); /* = miser_q8k_quantize_row */
 /* This thread's MISER_QDOT_SCRATCH_BYTES (64-byte aligned) room for quantised
  * x, shared by the integer kernels (qdot_avx2.c, the Q4_K/Q6_K tiles, the
  * reference's row dots): one call at a time per thread uses it. Allocated on
@@ -154,6 +173,18 @@ void *miser_qdot_scratch(size_t *bytes);
 #define MISER_QDOT_PANEL_MIN_M 4
 #define MISER_QDOT_PANEL_BLOCKS 32
 #define MISER_QDOT_PANEL_BYTES(kc) ((uint64_t)(kc) * (8 * 32 + 8 * 4))
+/* From MISER_KQ_PANEL_MIN_M rows of x the Q4_K / Q6_K linears pack 8 weight
+ * rows, MISER_KQ_PANEL_BLOCKS 256-value blocks of K at a time, into a
+ * transposed panel on the thread's stack (kpanel_avx2.c), at most
+ * MISER_KQ_PANEL_BYTES(kc) for kc blocks (the budget predictor counts it). */
+#define MISER_KQ_PANEL_MIN_M 4
+#define MISER_KQ_PANEL_BLOCKS 4
+#define MISER_KQ_PANEL_BYTES(kc) ((uint64_t)(kc) * 2848)
+/* kpanel_avx2.c (only call when the CPU has AVX2): rows m0..m0+M of a Q4_K /
+ * Q6_K dot-layout linear's y, columns [n0, n1), before bias and activation,
+ * from those rows' quantised x (xq, K/256 blocks per row); bit for bit
+ * miser_q4_dot_int_ref per output. */
+void miser_kq_cols_avx2(const miser_linear_args *a, const miser_q8k *xq, int64_t M, int64_t m0, int64_t n0, int64_t n1);
 /* The tiles' instruction set: 0 AVX2, 1 AVX-VNNI, 2 AVX512-VNNI (the best
  * this CPU has unless forced); miser_qdot_force(0) forces AVX2, (1 or 2)
  * only when the CPU has that one (else -1), (-1) back to automatic. For tests

@@ -16,22 +16,6 @@
 #include <math.h>
 #include <string.h>
 
-/* Q4_K's eight 6-bit sub-block scales and mins from its 12 packed bytes,
- * all at once (miser_q4k_scale_min, j = 0..7, the same values): bytes 0-3
- * hold scales 0-3 and the top bits of scales 4-7, bytes 4-7 mins 0-3 and
- * the top bits of mins 4-7, bytes 8-11 the low nibbles of scales/mins 4-7. */
-static inline void q4k_scales_mins(const uint8_t *q, uint8_t sc[8], uint8_t mn[8])
-{
-    uint32_t u[3], o[4];
-    memcpy(u, q, 12);
-    o[0] = u[0] & 0x3f3f3f3fu;
-    o[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-    o[2] = u[1] & 0x3f3f3f3fu;
-    o[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-    memcpy(sc, o, 8);
-    memcpy(mn, o + 2, 8);
-}
-
 static inline float half(const uint8_t *p)
 {
     uint16_t h;
@@ -73,7 +57,7 @@ static inline __attribute__((always_inline)) float blk_q4k(const uint8_t *w, con
     const int8_t *q8 = xb->q;
     const uint8_t *qs = w + 16;
     uint8_t sc[8], mn[8];
-    q4k_scales_mins(w + 4, sc, mn);
+    miser_q4k_scales_mins8(w + 4, sc, mn);
     const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
     __m256i sv = _mm256_setzero_si256(); /* the scale folded into the widening: exact integers */
     for (int p = 0; p < 4; p++) {
@@ -326,10 +310,30 @@ static void linear_k_tiles(const miser_linear_args *a, int ith, int nth)
     const int64_t chunk = (int64_t)(room / row_q);
     for (int64_t m0 = 0; m0 < a->M; m0 += chunk) {
         const int64_t mc = a->M - m0 < chunk ? a->M - m0 : chunk;
-        for (int64_t m = 0; m < mc; m++) miser_q8k_quantize_row(a->x + (m0 + m) * a->ldx, a->K, xq + m * nb);
+        for (int64_t m = 0; m < mc; m++) miser_q8k_quantize_row_avx2(a->x + (m0 + m) * a->ldx, a->K, xq + m * nb);
         if (a->M == 1) {
             k_rows2(a, xq, n0, n1);
             return;
+        }
+        if (a->M >= MISER_KQ_PANEL_MIN_M) { /* the packed panels, then bias and activation */
+            miser_kq_cols_avx2(a, xq, mc, m0, n0, n1);
+            for (int64_t m = m0; m < m0 + mc; m++) {
+                float *y = a->y + m * a->ldy;
+                int64_t n = n0;
+                if (a->act != MISER_ACT_GELU && (!a->bias || a->bdt == MISER_DTYPE_F32)) {
+                    /* the sets' case (their vector GELU follows): y + bias, vectors */
+                    const float *bias = a->bias;
+                    if (bias)
+                        for (; n + 8 <= n1; n += 8)
+                            _mm256_storeu_ps(y + n, _mm256_add_ps(_mm256_loadu_ps(y + n), _mm256_loadu_ps(bias + n)));
+                    if (!bias || n == n1) continue;
+                }
+                for (; n < n1; n++) {
+                    const float v = y[n] + (a->bias ? miser_load_elem(a->bdt, a->bias, n) : 0.0f);
+                    y[n] = a->act == MISER_ACT_GELU ? gelu1(v) : v;
+                }
+            }
+            continue;
         }
         for (int64_t n = n0; n < n1; n++) {
             const uint8_t *row = (const uint8_t *)a->w + (size_t)(n * a->wsn / MISER_QK_K) * bb;
