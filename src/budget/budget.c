@@ -242,8 +242,9 @@ static miser_status plan_for(const miser_budget_model *cb, int64_t ctx, int64_t 
  * (src/kernels/scratch.c, MISER_QDOT_SCRATCH_BYTES, mmapped: resident as
  * far as written), into which each thread quantises every row of a pass's
  * x: rows x K values in miser_q8a blocks (32 values) or, for the k-quants,
- * miser_q8k blocks (256), K at most the MLP's width; and q8_0 / Q4_0's
- * weight panel on the stack (quant4.h MISER_QDOT_PANEL_BYTES). */
+ * miser_q8k blocks (256), K at most the MLP's width; and the weight panel
+ * on the stack (quant4.h MISER_QDOT_PANEL_BYTES for q8_0 / Q4_0,
+ * MISER_KQ_PANEL_BYTES for the k-quants). */
 static uint64_t per_thread_bytes(const miser_budget_model *b, miser_dtype p, int64_t rows)
 {
     const miser_config *cfg = miser_model_config(b->model);
@@ -264,9 +265,12 @@ static uint64_t per_thread_bytes(const miser_budget_model *b, miser_dtype p, int
     if (chunk > (uint64_t)rows) chunk = (uint64_t)rows;
     /* q8_0 / Q4_0 from MISER_QDOT_PANEL_MIN_M rows: the weight panel on the
      * stack, as many blocks as K has up to MISER_QDOT_PANEL_BLOCKS */
-    const uint64_t panel = !k && rows >= MISER_QDOT_PANEL_MIN_M
-                               ? MISER_QDOT_PANEL_BYTES(nb < MISER_QDOT_PANEL_BLOCKS ? nb : MISER_QDOT_PANEL_BLOCKS)
-                               : 0;
+    uint64_t panel = !k && rows >= MISER_QDOT_PANEL_MIN_M
+                         ? MISER_QDOT_PANEL_BYTES(nb < MISER_QDOT_PANEL_BLOCKS ? nb : MISER_QDOT_PANEL_BLOCKS)
+                         : 0;
+    /* Q4_K / Q6_K likewise from MISER_KQ_PANEL_MIN_M rows (kpanel_avx2.c) */
+    if (k && rows >= MISER_KQ_PANEL_MIN_M)
+        panel = MISER_KQ_PANEL_BYTES(nb < MISER_KQ_PANEL_BLOCKS ? nb : MISER_KQ_PANEL_BLOCKS);
     return MISER_BUDGET_THREAD_FRAMES + chunk * nb * block + panel;
 }
 
