@@ -16,6 +16,19 @@
  * tok/s, GPT-2 Q4_0 29.9 -> 32.4, medians of 3 interleaved) */
 #define QD_PF_TILES 1
 #endif
+#ifndef QD_KEEP
+/* v as it is here: a compiler barrier that keeps a tile's sums in program
+ * order. Without it GCC reassociates a block's chain of adds into a tree
+ * over all its products and spills them to the stack (the AVX2 q4_0 / q8_0
+ * panel tile: 132 spill stores; kpanel_avx2.c measured 80 against 100
+ * GFLOP/s for the same fix). Not in the emulated build, whose vectors may
+ * not be registers. */
+#ifdef MISER_EMULATE_X86
+#define QD_KEEP(v) ((void)0)
+#else
+#define QD_KEEP(v) __asm__("" : "+x"(v))
+#endif
+#endif
 #define QD_PACK_PF_TILES 2 /* the panel packing's, measured at M = 16 */
 #define QD_PANEL_M MISER_QDOT_PANEL_MIN_M /* rows of x from which W is packed into panels (below: row tiles) */
 #define QD_KC MISER_QDOT_PANEL_BLOCKS      /* blocks of K per panel: 9 KB, in L1 */
@@ -165,6 +178,7 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(ptile)(const
                 if (dt == MISER_DTYPE_Q8_0) acc[r] = QD_DOTACC(acc[r], ag, _mm256_sign_epi8(xb, wg));
                 else if (QD_VNNI) acc[r] = QD_DOTACC(acc[r], wg, xb);
                 else acc[r] = _mm256_add_epi16(acc[r], _mm256_maddubs_epi16(wg, xb));
+                QD_KEEP(acc[r]);
             }
         }
         const __m256 dw = p->dw[b];
