@@ -34,6 +34,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "avx2_shared.h"
+
 #define KP_MR 4                    /* rows of x per tile */
 #define KP_KC MISER_KQ_PANEL_BLOCKS /* 256-value blocks of K per panel */
 #define KP_PF_TILES 2              /* the packing prefetches the rows this many tiles of 8 on */
@@ -54,25 +56,6 @@ typedef struct {
 
 _Static_assert(sizeof(kp_q4k) <= MISER_KQ_PANEL_BYTES(1) && sizeof(kp_q6k) <= MISER_KQ_PANEL_BYTES(1),
                "quant4.h's MISER_KQ_PANEL_BYTES counts the panel for the budget predictor");
-
-/* out[g] lane n = dword g of R[n]: an 8 x 8 transpose of dwords */
-static inline __attribute__((always_inline)) void tr8(const __m256i *R, __m256i *out)
-{
-    __m256i u[8];
-    for (int h = 0; h < 2; h++) {
-        const __m256i *s = R + 4 * h;
-        const __m256i t0 = _mm256_unpacklo_epi32(s[0], s[1]), t1 = _mm256_unpackhi_epi32(s[0], s[1]);
-        const __m256i t2 = _mm256_unpacklo_epi32(s[2], s[3]), t3 = _mm256_unpackhi_epi32(s[2], s[3]);
-        u[4 * h + 0] = _mm256_unpacklo_epi64(t0, t2); /* dword 0 | 4 of rows 4h..4h+3 */
-        u[4 * h + 1] = _mm256_unpackhi_epi64(t0, t2); /* 1 | 5 */
-        u[4 * h + 2] = _mm256_unpacklo_epi64(t1, t3); /* 2 | 6 */
-        u[4 * h + 3] = _mm256_unpackhi_epi64(t1, t3); /* 3 | 7 */
-    }
-    for (int g = 0; g < 4; g++) {
-        out[g] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x20);
-        out[g + 4] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x31);
-    }
-}
 
 /* 8 int32 as the int16 pair (v, v) each (|v| < 2^15) */
 static inline __m256i dup16(__m256i v)
@@ -122,8 +105,8 @@ static void pack_q4k(const uint8_t *const *r, int64_t b0, int64_t kc, kp_q4k *p,
                 L[n] = _mm256_and_si256(raw, m4);
                 H[n] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
             }
-            tr8(L, p->w[2 * pr]);
-            tr8(H, p->w[2 * pr + 1]);
+            miser_tr8x8_epi32(L, p->w[2 * pr]);
+            miser_tr8x8_epi32(H, p->w[2 * pr + 1]);
         }
         _Pragma("GCC unroll 8") for (int n = 0; n < 8; n++) {
             uint8_t sc[8], mn[8];
@@ -131,8 +114,8 @@ static void pack_q4k(const uint8_t *const *r, int64_t b0, int64_t kc, kp_q4k *p,
             L[n] = dup16(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc)));
             H[n] = dup16(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn)));
         }
-        tr8(L, p->sc);
-        tr8(H, p->mn);
+        miser_tr8x8_epi32(L, p->sc);
+        miser_tr8x8_epi32(H, p->mn);
         p->d = f16x8(r, off);
         p->dmin = f16x8(r, off + 2);
     }
@@ -155,7 +138,7 @@ static void pack_q6k(const uint8_t *const *r, int64_t b0, int64_t kc, kp_q6k *p,
                 const __m256i lq = i < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
                 R[n] = _mm256_or_si256(lq, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * i), m2), 4));
             }
-            tr8(R, p->w[u]);
+            miser_tr8x8_epi32(R, p->w[u]);
         }
         __m256i S[8];
         _Pragma("GCC unroll 8") for (int n = 0; n < 8; n++) {
@@ -163,121 +146,124 @@ static void pack_q6k(const uint8_t *const *r, int64_t b0, int64_t kc, kp_q6k *p,
             R[n] = dup16(_mm256_cvtepi8_epi32(s8));
             S[n] = dup16(_mm256_cvtepi8_epi32(_mm_srli_si128(s8, 8)));
         }
-        tr8(R, p->sc);
-        tr8(S, p->sc + 8);
+        miser_tr8x8_epi32(R, p->sc);
+        miser_tr8x8_epi32(S, p->sc + 8);
         _Pragma("GCC unroll 8") for (int n = 0; n < 8; n++)
             R[n] = _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(r[n] + off + 192))), 5);
-        tr8(R, p->cr);
+        miser_tr8x8_epi32(R, p->cr);
         p->d = f16x8(r, off + 208);
     }
 }
 
+/* sum over j < 8 of the int16 pairs t[j] (lane n) times x's 16-value sums
+ * 2 j, 2 j + 1: Q4_K's mins term, Q6_K's 32 * scale correction */
+static inline __attribute__((always_inline)) __m256i bsum_terms(const __m256i *t, const int16_t *bsums)
+{
+    __m256i v = _mm256_madd_epi16(t[0], bcast32(bsums));
+    for (int j = 1; j < 8; j++) v = _mm256_add_epi32(v, _mm256_madd_epi16(t[j], bcast32(bsums + 2 * j)));
+    return v;
+}
+
 /* MR rows of x (xq, row stride nb blocks; block b0 is the panel's first)
  * against a panel's 8 columns over kc blocks, continuing y's f32 sums
- * (first: from 0) */
-static inline __attribute__((always_inline)) void tile_q4k(const int MR, const miser_q8k *xq, int64_t nb, int64_t b0,
-                                                           const kp_q4k *p, int64_t kc, float *y, int64_t ldy,
-                                                           __m256i mask, int first)
+ * (first: from 0); dt (Q4_K or Q6_K) a constant in each copy */
+static inline __attribute__((always_inline)) void tile(const miser_dtype dt, const int MR, const miser_q8k *xq,
+                                                       int64_t nb, int64_t b0, const void *panel, int64_t kc,
+                                                       float *y, int64_t ldy, __m256i mask, int first)
 {
     __m256 f[KP_MR];
-    _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) f[r] = first ? _mm256_setzero_ps() : _mm256_maskload_ps(y + r * ldy, mask);
+    _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) f[r] =
+        first ? _mm256_setzero_ps() : _mm256_maskload_ps(y + r * ldy, mask);
     for (int64_t b = 0; b < kc; b++) {
-        const kp_q4k *pb = p + b;
         __m256i acc[KP_MR];
         _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) acc[r] = _mm256_setzero_si256();
-        for (int j = 0; j < 8; j++) {
-            __m256i t[KP_MR];
-            _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) t[r] = _mm256_setzero_si256();
-            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++)
+        if (dt == MISER_DTYPE_Q4_K) {
+            const kp_q4k *pb = (const kp_q4k *)panel + b;
+            for (int j = 0; j < 8; j++) {
+                __m256i t[KP_MR];
+                _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) t[r] = _mm256_setzero_si256();
+                _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++)
+                {
+                    const __m256i wg = pb->w[j][g];
+                    _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
+                    {
+                        t[r] = _mm256_add_epi16(t[r], _mm256_maddubs_epi16(wg, bcast32(xq[r * nb + b0 + b].q + 32 * j + 4 * g)));
+                        /* kept in this order: GCC otherwise reassociates the
+                         * sums into a tree of all 32 products and spills them
+                         * (GPT-2-shaped Q4_K at M = 128: 80 against 100 GFLOP/s) */
+                        __asm__("" : "+x"(t[r]));
+                    }
+                }
+                _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) acc[r] =
+                    _mm256_add_epi32(acc[r], _mm256_madd_epi16(t[r], pb->sc[j]));
+            }
+            _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
             {
-                const __m256i wg = pb->w[j][g];
-                _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) {
-                    t[r] = _mm256_add_epi16(t[r], _mm256_maddubs_epi16(wg, bcast32(xq[r * nb + b0 + b].q + 32 * j + 4 * g)));
-                    /* kept in this order: GCC otherwise reassociates the
-                     * sums into a tree of all 32 products and spills them
-                     * (GPT-2-shaped Q4_K at M = 128: 80 against 100 GFLOP/s) */
-                    __asm__("" : "+x"(t[r]));
-                }
+                const miser_q8k *xb = xq + r * nb + b0 + b;
+                const __m256i ms = bsum_terms(pb->mn, xb->bsums);
+                const __m256 xd = _mm256_set1_ps(xb->d);
+                const __m256 tt = _mm256_mul_ps(_mm256_mul_ps(pb->d, xd), _mm256_cvtepi32_ps(acc[r]));
+                const __m256 uu = _mm256_mul_ps(_mm256_mul_ps(pb->dmin, xd), _mm256_cvtepi32_ps(ms));
+                f[r] = _mm256_add_ps(f[r], _mm256_sub_ps(tt, uu));
             }
-            _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(t[r], pb->sc[j]));
-        }
-        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) {
-            const miser_q8k *xb = xq + r * nb + b0 + b;
-            __m256i ms = _mm256_madd_epi16(pb->mn[0], bcast32(xb->bsums));
-            for (int j = 1; j < 8; j++) ms = _mm256_add_epi32(ms, _mm256_madd_epi16(pb->mn[j], bcast32(xb->bsums + 2 * j)));
-            const __m256 xd = _mm256_set1_ps(xb->d);
-            const __m256 tt = _mm256_mul_ps(_mm256_mul_ps(pb->d, xd), _mm256_cvtepi32_ps(acc[r]));
-            const __m256 uu = _mm256_mul_ps(_mm256_mul_ps(pb->dmin, xd), _mm256_cvtepi32_ps(ms));
-            f[r] = _mm256_add_ps(f[r], _mm256_sub_ps(tt, uu));
+        } else {
+            const kp_q6k *pb = (const kp_q6k *)panel + b;
+            for (int u = 0; u < 8; u++)
+                _Pragma("GCC unroll 4") for (int e = 0; e < 4; e++)
+                { /* groups 2e, 2e + 1: sub-block 2u + e / 2 */
+                    const __m256i w0 = pb->w[u][2 * e], w1 = pb->w[u][2 * e + 1], sc = pb->sc[2 * u + e / 2];
+                    _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
+                    {
+                        const int8_t *q8 = xq[r * nb + b0 + b].q + 32 * u + 8 * e;
+                        const __m256i t = _mm256_add_epi16(_mm256_maddubs_epi16(w0, bcast32(q8)),
+                                                           _mm256_maddubs_epi16(w1, bcast32(q8 + 4)));
+                        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(t, sc));
+                        __asm__("" : "+x"(acc[r]));
+                    }
+                }
+            _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
+            {
+                const miser_q8k *xb = xq + r * nb + b0 + b;
+                const __m256i cr = bsum_terms(pb->cr, xb->bsums);
+                const __m256 xd = _mm256_set1_ps(xb->d);
+                f[r] = _mm256_add_ps(f[r], _mm256_mul_ps(_mm256_mul_ps(pb->d, xd),
+                                                         _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r], cr))));
+            }
         }
     }
     _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) _mm256_maskstore_ps(y + r * ldy, mask, f[r]);
 }
 
-static inline __attribute__((always_inline)) void tile_q6k(const int MR, const miser_q8k *xq, int64_t nb, int64_t b0,
-                                                           const kp_q6k *p, int64_t kc, float *y, int64_t ldy,
-                                                           __m256i mask, int first)
-{
-    __m256 f[KP_MR];
-    _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) f[r] = first ? _mm256_setzero_ps() : _mm256_maskload_ps(y + r * ldy, mask);
-    for (int64_t b = 0; b < kc; b++) {
-        const kp_q6k *pb = p + b;
-        __m256i acc[KP_MR];
-        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) acc[r] = _mm256_setzero_si256();
-        for (int u = 0; u < 8; u++)
-            _Pragma("GCC unroll 4") for (int e = 0; e < 4; e++)
-            { /* groups 2e, 2e + 1: sub-block 2u + e / 2 */
-                const __m256i w0 = pb->w[u][2 * e], w1 = pb->w[u][2 * e + 1], s = pb->sc[2 * u + e / 2];
-                _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) {
-                    const int8_t *q8 = xq[r * nb + b0 + b].q + 32 * u + 8 * e;
-                    const __m256i t = _mm256_add_epi16(_mm256_maddubs_epi16(w0, bcast32(q8)),
-                                                       _mm256_maddubs_epi16(w1, bcast32(q8 + 4)));
-                    acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(t, s));
-                    __asm__("" : "+x"(acc[r]));
-                }
-            }
-        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) {
-            const miser_q8k *xb = xq + r * nb + b0 + b;
-            __m256i cr = _mm256_madd_epi16(pb->cr[0], bcast32(xb->bsums));
-            for (int i = 1; i < 8; i++) cr = _mm256_add_epi32(cr, _mm256_madd_epi16(pb->cr[i], bcast32(xb->bsums + 2 * i)));
-            const __m256 xd = _mm256_set1_ps(xb->d);
-            const __m256 tt = _mm256_mul_ps(_mm256_mul_ps(pb->d, xd), _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r], cr)));
-            f[r] = _mm256_add_ps(f[r], tt);
-        }
-    }
-    _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) _mm256_maskstore_ps(y + r * ldy, mask, f[r]);
-}
-
-#define KP_DRIVER(NAME, PANEL, PACK, TILE, BB)                                                                         \
-    static __attribute__((noinline)) void NAME(const miser_linear_args *a, const miser_q8k *xq, int64_t M,          \
-                                               int64_t m0, int64_t n0, int64_t n1)                                  \
-    {                                                                                                              \
-        const int64_t nb = a->K / MISER_QK_K, rb = a->wsn / MISER_QK_K * (BB);                                     \
-        const uint8_t *w = a->w;                                                                                   \
-        float *y = a->y + m0 * a->ldy;                                                                             \
-        const int64_t ldy = a->ldy;                                                                                \
-        const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);                                           \
-        PANEL pan[KP_KC] __attribute__((aligned(32)));                                                             \
-        for (int64_t n = n0; n < n1; n += 8) {                                                                     \
-            const int64_t nv = n1 - n < 8 ? n1 - n : 8;                                                            \
-            const uint8_t *r[8];                                                                                   \
-            for (int j = 0; j < 8; j++) r[j] = w + (n + (j < nv ? j : nv - 1)) * rb;                               \
-            const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nv), lanes);                            \
-            for (int64_t b0 = 0; b0 < nb; b0 += KP_KC) {                                                           \
-                const int64_t kc = nb - b0 < KP_KC ? nb - b0 : KP_KC;                                              \
-                PACK(r, b0, kc, pan, (const char *)(w + n * rb) + KP_PF_TILES * 8 * rb, rb);                       \
-                int64_t m = 0;                                                                                     \
-                for (; m + KP_MR <= M; m += KP_MR)                                                                 \
-                    TILE(KP_MR, xq + m * nb, nb, b0, pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);                \
-                if (M - m == 3) TILE(3, xq + m * nb, nb, b0, pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);        \
-                else if (M - m == 2) TILE(2, xq + m * nb, nb, b0, pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);   \
-                else if (M - m == 1) TILE(1, xq + m * nb, nb, b0, pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);   \
-            }                                                                                                      \
-        }                                                                                                          \
+#define KP_DRIVER(NAME, DT, PANEL, PACK, BB)                                                                           \
+    static __attribute__((noinline)) void NAME(const miser_linear_args *a, const miser_q8k *xq, int64_t M,             \
+                                               int64_t m0, int64_t n0, int64_t n1)                                     \
+    {                                                                                                                  \
+        const int64_t nb = a->K / MISER_QK_K, rb = a->wsn / MISER_QK_K * (BB);                                         \
+        const uint8_t *w = a->w;                                                                                       \
+        float *y = a->y + m0 * a->ldy;                                                                                 \
+        const int64_t ldy = a->ldy;                                                                                    \
+        const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);                                               \
+        PANEL pan[KP_KC] __attribute__((aligned(32)));                                                                 \
+        for (int64_t n = n0; n < n1; n += 8) {                                                                         \
+            const int64_t nv = n1 - n < 8 ? n1 - n : 8;                                                                \
+            const uint8_t *r[8];                                                                                       \
+            for (int j = 0; j < 8; j++) r[j] = w + (n + (j < nv ? j : nv - 1)) * rb;                                   \
+            const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nv), lanes);                                \
+            for (int64_t b0 = 0; b0 < nb; b0 += KP_KC) {                                                               \
+                const int64_t kc = nb - b0 < KP_KC ? nb - b0 : KP_KC;                                                  \
+                PACK(r, b0, kc, pan, (const char *)(w + n * rb) + KP_PF_TILES * 8 * rb, rb);                           \
+                int64_t m = 0;                                                                                         \
+                for (; m + KP_MR <= M; m += KP_MR)                                                                     \
+                    tile(DT, KP_MR, xq + m * nb, nb, b0, pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);                \
+                if (M - m == 3) tile(DT, 3, xq + m * nb, nb, b0, pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);        \
+                else if (M - m == 2) tile(DT, 2, xq + m * nb, nb, b0, pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);   \
+                else if (M - m == 1) tile(DT, 1, xq + m * nb, nb, b0, pan, kc, y + m * ldy + n, ldy, mask, b0 == 0);   \
+            }                                                                                                          \
+        }                                                                                                              \
     }
 
-KP_DRIVER(cols_q4k, kp_q4k, pack_q4k, tile_q4k, MISER_Q4_K_BYTES)
-KP_DRIVER(cols_q6k, kp_q6k, pack_q6k, tile_q6k, MISER_Q6_K_BYTES)
+KP_DRIVER(cols_q4k, MISER_DTYPE_Q4_K, kp_q4k, pack_q4k, MISER_Q4_K_BYTES)
+KP_DRIVER(cols_q6k, MISER_DTYPE_Q6_K, kp_q6k, pack_q6k, MISER_Q6_K_BYTES)
 
 void miser_kq_cols_avx2(const miser_linear_args *a, const miser_q8k *xq, int64_t M, int64_t m0, int64_t n0, int64_t n1)
 {
@@ -292,21 +278,16 @@ void miser_kq_cols_avx2(const miser_linear_args *a, const miser_q8k *xq, int64_t
 void miser_q8k_quantize_row_avx2(const float *x, int64_t K, miser_q8k *out)
 {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t b = 0; b < K / MISER_QK_K; b++, x += MISER_QK_K) {
         __m256 mx = _mm256_setzero_ps();
         for (int i = 0; i < 32; i++) mx = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + 8 * i), absmask), mx);
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        const float d = _mm_cvtss_f32(m4) / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        const float d = miser_hmax8_ps(mx) / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
         const __m256 vid = _mm256_set1_ps(id);
         __m256i s32[8];
         for (int i = 0; i < 8; i++) { /* values 32 i .. 32 i + 31: 16-value groups 2 i, 2 i + 1 */
             __m256i q[4];
             for (int k = 0; k < 4; k++) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * i + 8 * k), vid));
-            const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-            const __m256i qv = _mm256_permutevar8x32_epi32(p, perm);
+            const __m256i qv = miser_pack32_epi8(q);
             _mm256_storeu_si256((__m256i *)(out[b].q + 32 * i), qv);
             /* lanes 0-3: group 2 i's sums of 4, lanes 4-7 group 2 i + 1's */
             s32[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qv), _mm256_set1_epi16(1));

@@ -36,6 +36,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "avx2_shared.h"
+
 /* ---- the three copies of the tiles ---- */
 #define QD_NAME(x) x##_avx2
 #define QD_TARGET
@@ -141,15 +143,11 @@ void miser_q8a_quantize_row_avx2(const float *x, int64_t K, miser_q8a *out)
             v[i] = _mm256_loadu_ps(x + 8 * i);
             mx = _mm256_max_ps(_mm256_and_ps(v[i], absmask), mx);
         }
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        const float d = _mm_cvtss_f32(m4) / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        const float d = miser_hmax8_ps(mx) / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
         const __m256 vid = _mm256_set1_ps(id);
         __m256i q[4];
         for (int i = 0; i < 4; i++) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], vid)); /* nearest even */
-        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-        const __m256i qv = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        const __m256i qv = miser_pack32_epi8(q);
         _mm256_storeu_si256((__m256i *)out[b].q, qv);
         const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), qv);
         const __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));

@@ -128,24 +128,9 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(pack)(const 
             _mm_prefetch(pf + j * rb + off, _MM_HINT_T0);
             _mm_prefetch(pf + j * rb + off + bb - 1, _MM_HINT_T0);
         }
-        __m256i R[8], u[8];
+        __m256i R[8];
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) R[j] = QD_NAME(wraw)(dt, r[j] + off);
-        /* an 8 x 8 transpose of dwords */
-        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++)
-        {
-            const __m256i *s = R + 4 * h;
-            const __m256i t0 = _mm256_unpacklo_epi32(s[0], s[1]), t1 = _mm256_unpackhi_epi32(s[0], s[1]);
-            const __m256i t2 = _mm256_unpacklo_epi32(s[2], s[3]), t3 = _mm256_unpackhi_epi32(s[2], s[3]);
-            u[4 * h + 0] = _mm256_unpacklo_epi64(t0, t2); /* dword 0 | 4 of rows 4h..4h+3 */
-            u[4 * h + 1] = _mm256_unpackhi_epi64(t0, t2); /* 1 | 5 */
-            u[4 * h + 2] = _mm256_unpacklo_epi64(t1, t3); /* 2 | 6 */
-            u[4 * h + 3] = _mm256_unpackhi_epi64(t1, t3); /* 3 | 7 */
-        }
-        _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++)
-        {
-            p->w[b][g] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x20);
-            p->w[b][g + 4] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x31);
-        }
+        miser_tr8x8_epi32(R, p->w[b]);
         p->dw[b] = QD_NAME(scales8)(r, off);
     }
 }

@@ -1,0 +1,47 @@
+/* AVX2 pieces the integer kernels share (qdot_avx2.c with its qdot_tile.h,
+ * kpanel_avx2.c): the 8 x 8 dword transpose their panels are packed with,
+ * and the parts of quantising x (the block's largest |x|, int32 back to int8
+ * in order). Include after <immintrin.h> (or emu_x86.h in the emulated
+ * build); only for files compiled with -mavx2 whose callers checked the CPU.
+ * Internal to src/kernels. */
+#ifndef MISER_KERNELS_AVX2_SHARED_H
+#define MISER_KERNELS_AVX2_SHARED_H
+
+/* out[g] lane n = dword g of R[n] (g, n = 0..7) */
+static inline __attribute__((always_inline)) void miser_tr8x8_epi32(const __m256i *R, __m256i *out)
+{
+    __m256i u[8];
+    _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++)
+    {
+        const __m256i *s = R + 4 * h;
+        const __m256i t0 = _mm256_unpacklo_epi32(s[0], s[1]), t1 = _mm256_unpackhi_epi32(s[0], s[1]);
+        const __m256i t2 = _mm256_unpacklo_epi32(s[2], s[3]), t3 = _mm256_unpackhi_epi32(s[2], s[3]);
+        u[4 * h + 0] = _mm256_unpacklo_epi64(t0, t2); /* dword 0 | 4 of rows 4h..4h+3 */
+        u[4 * h + 1] = _mm256_unpackhi_epi64(t0, t2); /* 1 | 5 */
+        u[4 * h + 2] = _mm256_unpacklo_epi64(t1, t3); /* 2 | 6 */
+        u[4 * h + 3] = _mm256_unpackhi_epi64(t1, t3); /* 3 | 7 */
+    }
+    _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++)
+    {
+        out[g] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x20);
+        out[g + 4] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x31);
+    }
+}
+
+/* the largest of mx's 8 lanes */
+static inline __attribute__((always_inline)) float miser_hmax8_ps(__m256 mx)
+{
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    return _mm_cvtss_f32(m4);
+}
+
+/* q[0..3] (32 int32 in [-127, 127], in order) as 32 int8 in the same order */
+static inline __attribute__((always_inline)) __m256i miser_pack32_epi8(const __m256i *q)
+{
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+#endif
