@@ -1,11 +1,14 @@
 /* AVX2 pieces the integer kernels share (qdot_avx2.c with its qdot_tile.h,
  * kpanel_avx2.c): the 8 x 8 dword transpose their panels are packed with,
- * and the parts of quantising x (the block's largest |x|, int32 back to int8
- * in order). Include after <immintrin.h> (or emu_x86.h in the emulated
+ * 8 rows' f16 block scales as f32 lanes, and the parts of quantising x (the
+ * block's largest |x|, int32 back to int8 in order). Include after <immintrin.h> (or emu_x86.h in the emulated
  * build); only for files compiled with -mavx2 whose callers checked the CPU.
  * Internal to src/kernels. */
 #ifndef MISER_KERNELS_AVX2_SHARED_H
 #define MISER_KERNELS_AVX2_SHARED_H
+
+#include <stdint.h>
+#include <string.h>
 
 /* out[g] lane n = dword g of R[n] (g, n = 0..7) */
 static inline __attribute__((always_inline)) void miser_tr8x8_epi32(const __m256i *R, __m256i *out)
@@ -26,6 +29,22 @@ static inline __attribute__((always_inline)) void miser_tr8x8_epi32(const __m256
         out[g] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x20);
         out[g + 4] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x31);
     }
+}
+
+/* the f16 at byte off of each of the 8 rows r[], as f32 lanes: eight loads
+ * and a tree of unpacks (insert-word chains are serial) */
+static inline __attribute__((always_inline)) __m256 miser_f16x8_ps(const uint8_t *const *r, int64_t off)
+{
+    __m128i v[8];
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
+    {
+        uint16_t h;
+        memcpy(&h, r[j] + off, 2);
+        v[j] = _mm_cvtsi32_si128(h);
+    }
+    const __m128i a = _mm_unpacklo_epi32(_mm_unpacklo_epi16(v[0], v[1]), _mm_unpacklo_epi16(v[2], v[3]));
+    const __m128i b = _mm_unpacklo_epi32(_mm_unpacklo_epi16(v[4], v[5]), _mm_unpacklo_epi16(v[6], v[7]));
+    return _mm256_cvtph_ps(_mm_unpacklo_epi64(a, b));
 }
 
 /* the largest of mx's 8 lanes */

@@ -63,21 +63,6 @@ static inline __m256i dup16(__m256i v)
     return _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(v, 16));
 }
 
-static inline uint16_t ld16(const uint8_t *p)
-{
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return h;
-}
-
-/* the f16 at byte off of the 8 blocks r[j] + o, as f32 */
-static inline __m256 f16x8(const uint8_t *const *r, int64_t o)
-{
-    return _mm256_cvtph_ps(_mm_setr_epi16((short)ld16(r[0] + o), (short)ld16(r[1] + o), (short)ld16(r[2] + o),
-                                          (short)ld16(r[3] + o), (short)ld16(r[4] + o), (short)ld16(r[5] + o),
-                                          (short)ld16(r[6] + o), (short)ld16(r[7] + o)));
-}
-
 static inline __m256i bcast32(const void *p)
 {
     int32_t v;
@@ -116,8 +101,8 @@ static void pack_q4k(const uint8_t *const *r, int64_t b0, int64_t kc, kp_q4k *p,
         }
         miser_tr8x8_epi32(L, p->sc);
         miser_tr8x8_epi32(H, p->mn);
-        p->d = f16x8(r, off);
-        p->dmin = f16x8(r, off + 2);
+        p->d = miser_f16x8_ps(r, off);
+        p->dmin = miser_f16x8_ps(r, off + 2);
     }
 }
 
@@ -151,7 +136,7 @@ static void pack_q6k(const uint8_t *const *r, int64_t b0, int64_t kc, kp_q6k *p,
         _Pragma("GCC unroll 8") for (int n = 0; n < 8; n++)
             R[n] = _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(r[n] + off + 192))), 5);
         miser_tr8x8_epi32(R, p->cr);
-        p->d = f16x8(r, off + 208);
+        p->d = miser_f16x8_ps(r, off + 208);
     }
 }
 

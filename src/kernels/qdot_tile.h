@@ -57,24 +57,6 @@ static inline __attribute__((always_inline)) QD_TARGET __m256i QD_NAME(hsum8)(co
     return _mm256_add_epi32(_mm256_permute2x128_si256(e, f, 0x20), _mm256_permute2x128_si256(e, f, 0x31));
 }
 
-static inline __attribute__((always_inline)) uint16_t QD_NAME(ld16)(const uint8_t *p)
-{
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return h;
-}
-
-/* the f16 scales of block offset `off` of the 8 rows r[], as f32: eight
- * loads and a tree of unpacks (insert-word chains are serial) */
-static inline __attribute__((always_inline)) QD_TARGET __m256 QD_NAME(scales8)(const uint8_t *const *r, int64_t off)
-{
-    __m128i v[8];
-    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) v[j] = _mm_cvtsi32_si128(QD_NAME(ld16)(r[j] + off));
-    const __m128i a = _mm_unpacklo_epi32(_mm_unpacklo_epi16(v[0], v[1]), _mm_unpacklo_epi16(v[2], v[3]));
-    const __m128i b = _mm_unpacklo_epi32(_mm_unpacklo_epi16(v[4], v[5]), _mm_unpacklo_epi16(v[6], v[7]));
-    return _mm256_cvtph_ps(_mm_unpacklo_epi64(a, b));
-}
-
 /* One row of x (nb blocks) against the 8 weight rows r[] (decode, and M
  * below QD_PANEL_M): per block the 8 exact dots side by side in one vector,
  * then y8 = fma(float(isum) * dw, dx, y8). The rows after these (pf, 8 * bb
@@ -99,7 +81,7 @@ static inline __attribute__((always_inline)) QD_TARGET __m256 QD_NAME(rows8)(con
         }
         __m256i is = QD_NAME(hsum8)(p);
         if (dt == MISER_DTYPE_Q4_0) is = _mm256_sub_epi32(is, _mm256_set1_epi32(8 * xq[b].sum));
-        const __m256 dw = QD_NAME(scales8)(r, b * bb);
+        const __m256 dw = miser_f16x8_ps(r, b * bb);
         f = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is), dw), _mm256_set1_ps(xq[b].d), f);
     }
     return f;
@@ -131,7 +113,7 @@ static inline __attribute__((always_inline)) QD_TARGET void QD_NAME(pack)(const 
         __m256i R[8];
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) R[j] = QD_NAME(wraw)(dt, r[j] + off);
         miser_tr8x8_epi32(R, p->w[b]);
-        p->dw[b] = QD_NAME(scales8)(r, off);
+        p->dw[b] = miser_f16x8_ps(r, off);
     }
 }
 

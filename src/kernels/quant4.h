@@ -110,9 +110,10 @@ void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth);
  * own bias + GELU `epi` over y[:, n0..n1) (vector code; the scalar tanhf per
  * output of the plain kernels had held GPT-2-medium Q4_0 at 72.5 prefill /
  * 27.2 decode tok/s on 1 thread against 107.0 / 35.8): Q4_0 runs q8_0's
- * integer tiles then epi, Q4_K / Q6_K with GELU their tiles (bias added)
- * then epi's GELU over the same columns (miser_split of N, as the tiles
- * split them). Returns 0 when the arguments are not a 4-bit linear. */
+ * integer tiles then epi, Q4_K / Q6_K their tiles without bias then epi
+ * over the same columns (miser_split of N, as the tiles split them); a bias
+ * dtype epi does not read takes the plain kernels. Returns 0 when the
+ * arguments are not a 4-bit linear. */
 typedef void (*miser_linear_epilogue_fn)(const miser_linear_args *a, int64_t n0, int64_t n1);
 int miser_q4_linear_set(const miser_linear_args *a, int ith, int nth, miser_linear_epilogue_fn epi);
 

@@ -315,24 +315,8 @@ static void linear_k_tiles(const miser_linear_args *a, int ith, int nth)
             k_rows2(a, xq, n0, n1);
             return;
         }
-        if (a->M >= MISER_KQ_PANEL_MIN_M) { /* the packed panels, then bias and activation */
+        if (a->M >= MISER_KQ_PANEL_MIN_M) { /* the packed panels; bias and activation after the chunks */
             miser_kq_cols_avx2(a, xq, mc, m0, n0, n1);
-            for (int64_t m = m0; m < m0 + mc; m++) {
-                float *y = a->y + m * a->ldy;
-                int64_t n = n0;
-                if (a->act != MISER_ACT_GELU && (!a->bias || a->bdt == MISER_DTYPE_F32)) {
-                    /* the sets' case (their vector GELU follows): y + bias, vectors */
-                    const float *bias = a->bias;
-                    if (bias)
-                        for (; n + 8 <= n1; n += 8)
-                            _mm256_storeu_ps(y + n, _mm256_add_ps(_mm256_loadu_ps(y + n), _mm256_loadu_ps(bias + n)));
-                    if (!bias || n == n1) continue;
-                }
-                for (; n < n1; n++) {
-                    const float v = y[n] + (a->bias ? miser_load_elem(a->bdt, a->bias, n) : 0.0f);
-                    y[n] = a->act == MISER_ACT_GELU ? gelu1(v) : v;
-                }
-            }
             continue;
         }
         for (int64_t n = n0; n < n1; n++) {
@@ -360,6 +344,7 @@ static void linear_k_tiles(const miser_linear_args *a, int ith, int nth)
             }
         }
     }
+    if (a->M >= MISER_KQ_PANEL_MIN_M) miser_q4_cols_epilogue(a, n0, n1);
 }
 
 /* Q4_0 (32-value blocks): the tiled qdot_avx2.c kernel over this thread's
@@ -389,26 +374,26 @@ void miser_q4_linear_avx2(const miser_linear_args *a, int ith, int nth)
 
 int miser_q4_linear_set(const miser_linear_args *a, int ith, int nth, miser_linear_epilogue_fn epi)
 {
+    if (!miser_q4_linear_ok(a)) return 0;
     const int bias_ok =
         !a->bias || a->bdt == MISER_DTYPE_F32 || a->bdt == MISER_DTYPE_F16 || a->bdt == MISER_DTYPE_BF16;
-    if (a->wdt == MISER_DTYPE_Q4_0 && miser_qdot_ok(a) && bias_ok) {
-        q40_linear(a, ith, nth, epi);
-        return 1;
-    }
-    if (!miser_q4_linear_ok(a)) return 0;
-    if (a->act != MISER_ACT_GELU) {
+    if (!bias_ok) { /* a bias the set's epilogue does not read: the plain kernels' scalar one */
         miser_q4_linear_avx2(a, ith, nth);
         return 1;
     }
-    /* Q4_K / Q6_K with GELU: the tiles add the bias, epi's GELU follows */
+    if (a->wdt == MISER_DTYPE_Q4_0) {
+        q40_linear(a, ith, nth, epi);
+        return 1;
+    }
+    /* Q4_K / Q6_K: the dots alone, then epi's bias and activation over the
+     * same columns (miser_split of N, as the tiles split them) */
     if (a->partial && a->phase) return 1;
     miser_linear_args b = *a;
+    b.bias = NULL;
     b.act = MISER_ACT_NONE;
     miser_q4_linear_avx2(&b, ith, nth);
-    b.bias = NULL;
-    b.act = MISER_ACT_GELU;
     int64_t n0, n1;
     miser_split(a->N, ith, nth, &n0, &n1);
-    if (n0 < n1) epi(&b, n0, n1);
+    if (n0 < n1) epi(a, n0, n1);
     return 1;
 }
