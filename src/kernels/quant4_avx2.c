@@ -31,14 +31,14 @@ static inline int32_t hsum8(__m256i v)
     return _mm_cvtsi128_si32(s);
 }
 
-/* Q6_K's sub-block scales s[a] (lanes 0-7) and s[a + 1] (lanes 8-15) as
- * int16, from the 16 signed scale bytes loaded once per block: one pshufb
- * and one widening instead of two broadcasts from memory and an insert. */
-static inline __m256i q6k_scale_pair(__m128i sc8, int a)
+/* Q6_K's sub-block scales s[8h + 2i] (lanes 0-7) and s[8h + 2i + 1]
+ * (lanes 8-15) as int16 from s16h: the half's 8 scales (8h .. 8h + 7) widened to
+ * int16 in both 128-bit lanes, so the pick is one in-lane pshufb: the low
+ * lane takes int16 2i, the high lane 2i + 1. */
+static inline __m256i q6k_scale_pick(__m256i s16h, int i)
 {
-    const __m128i pick = _mm_set_epi64x((long long)(0x0101010101010101ull * (unsigned)(a + 1)),
-                                        (long long)(0x0101010101010101ull * (unsigned)a));
-    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
+    const short lo = (short)(4 * i | (4 * i + 1) << 8), hi = (short)((4 * i + 2) | (4 * i + 3) << 8);
+    return _mm256_shuffle_epi8(s16h, _mm256_setr_epi16(lo, lo, lo, lo, lo, lo, lo, lo, hi, hi, hi, hi, hi, hi, hi, hi));
 }
 
 /* Q4_K's scale j (0-7) in every int16 lane, from the 8 unsigned scales
@@ -51,16 +51,32 @@ static inline __m256i q4k_scale_at(__m256i s16, int j)
 /* One 256-value block's share of a K-quant row dot, as the f32 the row
  * adds (acc += this, block by block): the row dot, the two-row decode and
  * the tiles all add the same values in the same order. */
+/* miser_q4k_scales_mins8 in one vector: bytes 0-7 the 8 scales, 8-15 the
+ * 8 mins. q is the block's 12 scale bytes; 16 are read (the 4 after them
+ * are the block's first quants, inside the block). Scales / mins 0-3 are
+ * the low 6 bits of bytes 0-3 / 4-7; 4-7 take 4 bits from bytes 8-11 (low
+ * nibble: scales, high: mins) and their top 2 from bits 6-7 of bytes 0-3 /
+ * 4-7. Byte shifts are 16-bit shifts whose carry the masks drop. */
+static inline __m128i q4k_scales_mins_v(const uint8_t *q)
+{
+    const __m128i v = _mm_loadu_si128((const __m128i *)q);
+    const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i lo = _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
+    const __m128i hn = _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
+    const __m128i top = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30));
+    return _mm_or_si128(_mm_or_si128(lo, hn), top);
+}
+
 static inline __attribute__((always_inline)) float blk_q4k(const uint8_t *w, const miser_q8k *xb)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const int8_t *q8 = xb->q;
     const uint8_t *qs = w + 16;
-    uint8_t sc[8], mn[8];
-    miser_q4k_scales_mins8(w + 4, sc, mn);
-    const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
+    const __m128i scm = q4k_scales_mins_v(w + 4);
+    const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
     __m256i sv = _mm256_setzero_si256(); /* the scale folded into the widening: exact integers */
-    for (int p = 0; p < 4; p++) {
+    _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
         const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
         const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(raw, m4),
                                                 _mm256_loadu_si256((const __m256i *)(q8 + 64 * p)));
@@ -71,46 +87,50 @@ static inline __attribute__((always_inline)) float blk_q4k(const uint8_t *w, con
     }
     /* sum over sub-blocks j of min_j * (bsums[2j] + bsums[2j+1]): each min
      * twice, as 16 int16 beside the 16 bsums (exact in int32) */
-    const __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
-    const int32_t summ = hsum8(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb->bsums),
-                                                 _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8))));
-    const int32_t sumi = hsum8(sv);
+    const __m256i mv = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb->bsums),
+                                         _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm)));
+    /* both sums in one reduction: hadd pairs them lane by lane, then the
+     * 128-bit halves and one more hadd; exact int32 either way */
+    const __m256i hh = _mm256_hadd_epi32(sv, mv);
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(hh), _mm256_extracti128_si256(hh, 1));
+    s4 = _mm_hadd_epi32(s4, s4);
+    const int32_t sumi = _mm_cvtsi128_si32(s4), summ = _mm_extract_epi32(s4, 1);
     const float t = half(w) * xb->d * (float)sumi, u = half(w + 2) * xb->d * (float)summ;
     return t - u;
 }
 
+/* Q6_K: each value is (4 low bits | 2 high bits << 4) - 32; the 2 high
+ * bits of four groups share one qh byte, moved into bits 4-5 by a 16-bit
+ * shift and the 0x30 mask (the shift's carry into the next byte is masked
+ * off). The -32 comes off as 32 * sum(scale * bsum): one vpmaddwd of the
+ * bsums by the scales, taken from the integer sum before the one hsum. */
 static inline __attribute__((always_inline)) float blk_q6k(const uint8_t *w, const miser_q8k *xb)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     const int8_t *q8 = xb->q;
     const uint8_t *ql = w, *qh = w + 128;
-    const int8_t *sc = (const int8_t *)(w + 192);
-    const __m128i sc8 = _mm_loadu_si128((const __m128i *)sc);
-    __m256i sv = _mm256_setzero_si256();
-    for (int h = 0; h < 2; h++) {
+    const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
+    __m256i sv = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                  _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb->bsums), s16), 5));
+    const __m256i s16lo = _mm256_permute2x128_si256(s16, s16, 0x00), s16hi = _mm256_permute2x128_si256(s16, s16, 0x11);
+    _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
         const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
         const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
         const __m256i hb = _mm256_loadu_si256((const __m256i *)(qh + 32 * h));
+        const __m256i s16h = h ? s16hi : s16lo;
         const __m256i q[4] = {
-            _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4)),
-            _mm256_or_si256(_mm256_and_si256(l1, m4),
-                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4)),
+            _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30)),
+            _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30)),
         };
-        for (int i = 0; i < 4; i++) {
+        _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
             /* bytes 0-15: sub-block 8h + 2i, 16-31: the next; each lane half takes its scale */
-            const __m256i scv = q6k_scale_pair(sc8, 8 * h + 2 * i);
             const __m256i p = _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(q8 + 128 * h + 32 * i)));
-            sv = _mm256_add_epi32(sv, _mm256_madd_epi16(p, scv));
+            sv = _mm256_add_epi32(sv, _mm256_madd_epi16(p, q6k_scale_pick(s16h, i)));
         }
     }
-    int32_t corr = 0;
-    for (int s = 0; s < 16; s++) corr += sc[s] * 32 * xb->bsums[s];
-    const int32_t sumi = hsum8(sv) - corr;
-    const float t = half(w + 208) * xb->d * (float)sumi;
+    const float t = half(w + 208) * xb->d * (float)hsum8(sv);
     return t;
 }
 
@@ -161,20 +181,17 @@ static inline __attribute__((always_inline)) void tile_q4k(const int MR, const u
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     float a[KT_MR] = {0};
     for (int64_t b = 0; b < nb; b++, w += MISER_Q4_K_BYTES) {
-        const uint8_t *scales = w + 4, *qs = w + 16;
-        int16_t mm[16];
+        const uint8_t *qs = w + 16;
+        const __m128i scm = q4k_scales_mins_v(w + 4);
+        const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
+        const __m256i mv = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm)); /* min j beside bsums 2j, 2j+1 */
         __m256i sv[KT_MR];
         _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) sv[r] = _mm256_setzero_si256();
         /* sub-block pairs outermost: one pair's bytes and scales live at a time */
-        for (int p = 0; p < 4; p++) {
-            uint8_t sc0, m0, sc1, m1;
-            miser_q4k_scale_min(2 * p, scales, &sc0, &m0);
-            miser_q4k_scale_min(2 * p + 1, scales, &sc1, &m1);
+        _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
             const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
             const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-            const __m256i s0 = _mm256_set1_epi16(sc0), s1 = _mm256_set1_epi16(sc1);
-            mm[4 * p] = mm[4 * p + 1] = m0; /* bsums 4p, 4p+1 are sub-block 2p's */
-            mm[4 * p + 2] = mm[4 * p + 3] = m1;
+            const __m256i s0 = q4k_scale_at(s16, 2 * p), s1 = q4k_scale_at(s16, 2 * p + 1);
             _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
             {
                 const int8_t *q8 = x[r * nb + b].q + 64 * p;
@@ -182,7 +199,6 @@ static inline __attribute__((always_inline)) void tile_q4k(const int MR, const u
                 sv[r] = _mm256_add_epi32(sv[r], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32))), s1));
             }
         }
-        const __m256i mv = _mm256_loadu_si256((const __m256i *)mm);
         const float dw = half(w), dmin = half(w + 2);
         _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
         {
@@ -196,43 +212,46 @@ static inline __attribute__((always_inline)) void tile_q4k(const int MR, const u
     for (int r = 0; r < MR; r++) acc[r] = a[r];
 }
 
+/* blk_q6k's unpacking and folded -32 correction, each block's values reused
+ * for MR rows of x */
 static inline __attribute__((always_inline)) void tile_q6k(const int MR, const uint8_t *w, const miser_q8k *x,
                                                            int64_t nb, float *acc)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     float a[KT_MR] = {0};
     for (int64_t b = 0; b < nb; b++, w += MISER_Q6_K_BYTES) {
         const uint8_t *ql = w, *qh = w + 128;
-        const int8_t *sc = (const int8_t *)(w + 192);
-        const __m128i sc8 = _mm_loadu_si128((const __m128i *)sc);
-        int16_t c16[16];
+        const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
+        const __m256i s16lo = _mm256_permute2x128_si256(s16, s16, 0x00), s16hi = _mm256_permute2x128_si256(s16, s16, 0x11);
         __m256i sv[KT_MR];
-        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) sv[r] = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
+        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) sv[r] = _mm256_sub_epi32(
+            _mm256_setzero_si256(),
+            _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x[r * nb + b].bsums), s16), 5));
+        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
             const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
             const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
             const __m256i hb = _mm256_loadu_si256((const __m256i *)(qh + 32 * h));
-            for (int i = 0; i < 4; i++) {
-                const __m256i lsrc = i & 1 ? l1 : l0;
-                const __m256i lq = i < 2 ? _mm256_and_si256(lsrc, m4) : _mm256_and_si256(_mm256_srli_epi16(lsrc, 4), m4);
-                const __m256i q = _mm256_or_si256(lq, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * i), m2), 4));
-                const __m256i scv = q6k_scale_pair(sc8, 8 * h + 2 * i);
+            const __m256i s16h = h ? s16hi : s16lo;
+            const __m256i q[4] = {
+                _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30)),
+                _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30)),
+            };
+            _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
+                const __m256i scv = q6k_scale_pick(s16h, i);
                 _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
                 {
                     const int8_t *q8 = x[r * nb + b].q + 128 * h + 32 * i;
-                    sv[r] = _mm256_add_epi32(sv[r], _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)q8)), scv));
+                    sv[r] = _mm256_add_epi32(sv[r], _mm256_madd_epi16(_mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)q8)), scv));
                 }
             }
         }
-        for (int s = 0; s < 16; s++) c16[s] = (int16_t)(sc[s] * 32); /* |32 sc| <= 4096 */
-        const __m256i cv = _mm256_loadu_si256((const __m256i *)c16);
         const float dw = half(w + 208);
         _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
         {
             const miser_q8k *xb = x + r * nb + b;
-            const int32_t corr = hsum8(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb->bsums), cv));
-            const int32_t sumi = hsum8(sv[r]) - corr;
-            const float t = dw * xb->d * (float)sumi;
+            const float t = dw * xb->d * (float)hsum8(sv[r]);
             a[r] += t;
         }
     }
@@ -267,17 +286,20 @@ static void k_rows2(const miser_linear_args *a, const miser_q8k *xq, int64_t n0,
             /* the hardware prefetcher loses two interleaved short rows: the
              * pair K2_PF pairs ahead, 2 * bb bytes per block (qdot_tile.h) */
             const char *pf = (const char *)w0 + K2_PF * 2 * (w1 - w0);
+            /* the block sizes as constants: the prefetch loops unroll */
             if (dt == MISER_DTYPE_Q4_K)
                 for (int64_t b = 0; b < nb; b++) {
-                    for (size_t o = 0; o < 2 * bb; o += 64) _mm_prefetch(pf + b * 2 * bb + o, _MM_HINT_T0);
-                    acc[0] += blk_q4k(w0 + b * bb, xq + b);
-                    acc[1] += blk_q4k(w1 + b * bb, xq + b);
+                    _Pragma("GCC unroll 8") for (int o = 0; o < 2 * MISER_Q4_K_BYTES; o += 64)
+                        _mm_prefetch(pf + b * 2 * MISER_Q4_K_BYTES + o, _MM_HINT_T0);
+                    acc[0] += blk_q4k(w0 + b * MISER_Q4_K_BYTES, xq + b);
+                    acc[1] += blk_q4k(w1 + b * MISER_Q4_K_BYTES, xq + b);
                 }
             else
                 for (int64_t b = 0; b < nb; b++) {
-                    for (size_t o = 0; o < 2 * bb; o += 64) _mm_prefetch(pf + b * 2 * bb + o, _MM_HINT_T0);
-                    acc[0] += blk_q6k(w0 + b * bb, xq + b);
-                    acc[1] += blk_q6k(w1 + b * bb, xq + b);
+                    _Pragma("GCC unroll 8") for (int o = 0; o < 2 * MISER_Q6_K_BYTES; o += 64)
+                        _mm_prefetch(pf + b * 2 * MISER_Q6_K_BYTES + o, _MM_HINT_T0);
+                    acc[0] += blk_q6k(w0 + b * MISER_Q6_K_BYTES, xq + b);
+                    acc[1] += blk_q6k(w1 + b * MISER_Q6_K_BYTES, xq + b);
                 }
         } else
             acc[0] = miser_q4_dot_avx2(dt, w0, xq, a->K);
