@@ -667,6 +667,20 @@ AI void attention_impl(const int f16, const miser_attention_args *a, int ith, in
         float sum = softmax_numer(p, valid, mx);
         /* out = sum_s p[s] v[s] / sum */
         float *o = a->out + t * a->o_row + h * D;
+        if (D == 64) { /* out in registers: no loads and stores of it per position */
+            __m256 ov[8];
+            _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) ov[c] = _mm256_setzero_ps();
+            for (int64_t s = 0; s < valid; s++) {
+                const void *vr = miser_attn_row(a, 1, s);
+                attn_prefetch(a, 1, s, valid, j * D);
+                const __m256 ps = _mm256_set1_ps(p[s]);
+                _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) ov[c] =
+                    _mm256_fmadd_ps(ps, kv8(f16, vr, j * D + 8 * c), ov[c]);
+            }
+            const __m256 inv = _mm256_set1_ps(1.0f / sum);
+            _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) _mm256_storeu_ps(o + 8 * c, _mm256_mul_ps(ov[c], inv));
+            continue;
+        }
         for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
         for (int64_t s = 0; s < valid; s++) {
             __m256 ps = _mm256_set1_ps(p[s]);
@@ -705,6 +719,20 @@ AI void attention_group_impl(const int f16, const miser_attention_args *a, int i
             const void *kr = miser_attn_row(a, 0, s);
             const int64_t kb = j * D;
             attn_prefetch(a, 0, s, valid, kb);
+            if (D == 64) { /* the common head size: the K row converted once for the R heads, in registers */
+                __m256 kv[8];
+                _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) kv[c] = kv8(f16, kr, kb + 8 * c);
+                for (int64_t r = 0; r < R; r++) {
+                    const float *q = q0 + r * D;
+                    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+                    _Pragma("GCC unroll 4") for (int c = 0; c < 8; c += 2) { /* the general loop's order */
+                        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * c), kv[c], acc0);
+                        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * c + 8), kv[c + 1], acc1);
+                    }
+                    p[r * S + s] = hsum(_mm256_add_ps(acc0, acc1)) * a->scale;
+                }
+                continue;
+            }
             for (int64_t r = 0; r < R; r++) {
                 const float *q = q0 + r * D;
                 __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -727,7 +755,26 @@ AI void attention_group_impl(const int f16, const miser_attention_args *a, int i
             float *o = a->out + t * a->o_row + (j * R + r) * D;
             for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
         }
-        /* out_r = sum_s p_r[s] v[s] / sum_r, each V row read once */
+        /* out_r = sum_s p_r[s] v[s] / sum_r */
+        if (D == 64) { /* head by head with out_r in registers: no loads and stores of it per position */
+            for (int64_t r = 0; r < R; r++) {
+                __m256 o[8];
+                _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) o[c] = _mm256_setzero_ps();
+                const float *pr = p + r * S;
+                for (int64_t s = 0; s < valid; s++) {
+                    const void *vr = miser_attn_row(a, 1, s);
+                    if (r == 0) attn_prefetch(a, 1, s, valid, j * D);
+                    const __m256 ps = _mm256_set1_ps(pr[s]);
+                    _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) o[c] =
+                        _mm256_fmadd_ps(ps, kv8(f16, vr, j * D + 8 * c), o[c]);
+                }
+                float *out = a->out + t * a->o_row + (j * R + r) * D;
+                const __m256 inv = _mm256_set1_ps(1.0f / sums[r]);
+                _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) _mm256_storeu_ps(out + 8 * c, _mm256_mul_ps(o[c], inv));
+            }
+            continue;
+        }
+        /* any other head size: each V row read once for the group */
         for (int64_t s = 0; s < valid; s++) {
             const void *vr = miser_attn_row(a, 1, s);
             const int64_t vb = j * D;
