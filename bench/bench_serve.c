@@ -707,7 +707,8 @@ static void sb_usage(FILE *f)
     fprintf(f,
             "usage: miser-bench serve [--model DIR] [--precision LIST] [--threads N] [--tokens N]\n"
             "                         [--streams N] [--rounds N] [--no-peer] [--rate-seconds S]\n"
-            "                         [--engine LIST] [--replicas LIST] [--json FILE] [--miser PATH]\n\n"
+            "                         [--engine LIST] [--kv f16|f32] [--replicas LIST] [--json FILE]\n"
+            "                         [--miser PATH]\n\n"
             "The serving benchmark of issue 16: starts `miser serve` (127.0.0.1, a free port) on the model and,\n"
             "in interleaved rounds (1 stream, S streams, then llama.cpp with 1 and S sequences in one context),\n"
             "sends streaming greedy completions (ignore_eos, N new tokens, distinct prompts given as token ids)\n"
@@ -731,6 +732,8 @@ static void sb_usage(FILE *f)
             "                      installed node-llama-cpp)\n"
             "  --engine LIST       miser serve --engine per server, e.g. batch,slots: one server each, all up at\n"
             "                      once, interleaved within every round (default: the server's default engine)\n"
+            "  --kv f16|f32        the servers' KV cache dtype (miser serve --kv-f16 / --kv-f32; default: the\n"
+            "                      architecture's, f32 for GPT-2; llama.cpp's peer keeps its f16)\n"
             "  --rate-seconds S    seconds of `hey` per route (default 3; 0: no rates)\n"
             "  --replicas LIST     also N servers (e.g. 1,2,4) on the model, --parallel 1 --threads 1, each warmed\n"
             "                      by one request: PSS per process (weights / N + private) from smaps_rollup\n"
@@ -809,6 +812,7 @@ int miser_bench_serve(int argc, char **argv)
     char model[4096] = "", precs[128] = "f32,q8_0", replicas[128] = "", engines[64] = "";
     const char *json_path = NULL, *miser = MISER_BUILD_DIR "/miser";
     int threads = 2, tokens = 128, streams = 16, rounds = 3, peer = 1;
+    const char *kvflag = NULL; /* --kv-f16 / --kv-f32 for every server, or the default */
     double rate_s = 3;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -839,6 +843,9 @@ int miser_bench_serve(int argc, char **argv)
             if (!v || !*v || strlen(v) >= sizeof engines || strspn(v, "abcdefghijklmnopqrstuvwxyz,") != strlen(v))
                 return sb_bad(o, v, "engines separated by commas (batch, slots)");
             snprintf(engines, sizeof engines, "%s", v), i++;
+        } else if (!strcmp(o, "--kv")) {
+            if (!v || (strcmp(v, "f16") && strcmp(v, "f32"))) return sb_bad(o, v, "f16 or f32");
+            kvflag = !strcmp(v, "f16") ? "--kv-f16" : "--kv-f32", i++;
         } else if (!strcmp(o, "--rate-seconds")) {
             int x;
             if (sb_int(v, 0, 600, &x)) return sb_bad(o, v, "seconds, 0..600");
@@ -932,8 +939,9 @@ int miser_bench_serve(int argc, char **argv)
     double la0[3], la1[3];
     sb_loadavg(la0);
     printf("miser-bench serve: %s, --threads %d, %d new tokens per request (greedy, ignore_eos), 1 and %d streams, "
-           "%d round%s; load average %.2f %.2f %.2f\n",
-           model, threads, tokens, streams, rounds, rounds == 1 ? "" : "s", la0[0], la0[1], la0[2]);
+           "%d round%s, KV cache %s; load average %.2f %.2f %.2f\n",
+           model, threads, tokens, streams, rounds, rounds == 1 ? "" : "s",
+           !kvflag ? "the architecture's default" : kvflag[6] == '1' ? "f16" : "f32", la0[0], la0[1], la0[2]);
     if (peer && !have_peer)
         printf("llama.cpp peer: skipped (node-llama-cpp is not installed in tools/peers; install it with `make peers`)\n");
     fflush(stdout);
@@ -965,9 +973,14 @@ int miser_bench_serve(int argc, char **argv)
             snprintf(R->name, sizeof R->name, "%.15s", plist[p]);
             snprintf(R->engine, sizeof R->engine, "%.15s", elist[e]);
             R->idle_anon_mb = R->kv_mb = R->after_anon_mb = R->kv_blocks_total = NAN;
-            const char *args[] = {"--model", model, "--precision", plist[p], "--threads", thr, "--parallel", par,
-                                  "--ctx", ctx, "--queue", "256", "--engine", elist[e]};
-            const int nargs = (int)(sizeof args / sizeof *args) - (elist[e][0] ? 0 : 2);
+            const char *args[16] = {"--model", model, "--precision", plist[p], "--threads", thr, "--parallel", par,
+                                    "--ctx", ctx, "--queue", "256"};
+            int nargs = 12;
+            if (elist[e][0]) {
+                args[nargs++] = "--engine";
+                args[nargs++] = elist[e];
+            }
+            if (kvflag) args[nargs++] = kvflag;
             rc = sb_server_start(&srv[e], miser, args, nargs, 1800);
             if (rc) break;
             R->started = 1;

@@ -568,6 +568,43 @@ static double metric_value(const char *body, const char *name)
     return p ? atof(p + strlen(key)) : -1;
 }
 
+/* --kv-f16 on a model whose default KV cache is f32 (GPT-2): the pool is
+ * exactly half the bytes, and the text is `miser generate --kv-f16`'s */
+Test(serve, kv_f16_halves_the_pool_and_equals_generate_kv_f16, .timeout = 60)
+{
+    char dir[] = "/tmp/miser-serve-kv16-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char pf[256];
+    snprintf(pf, sizeof pf, "%s/p.txt", dir);
+    write_file(pf, "The quick brown fox");
+    char *want = generate_text_with(TINY, pf, 20, "--kv-f16");
+    double kv[2];
+    for (int f16 = 0; f16 < 2; f16++) {
+        server s;
+        start(&s, f16 ? "--model " TINY " --parallel 2 --threads 1 --ctx 64 --kv-f16"
+                      : "--model " TINY " --parallel 2 --threads 1 --ctx 64");
+        char *m = capture(NULL, "curl -s -m 5 %s/metrics", s.base);
+        kv[f16] = metric_value(m, "miser_memory_bytes{category=\"kv\"}");
+        free(m);
+        if (f16) {
+            int code;
+            char *b = post(&s, "/v1/completions", "{\"prompt\":\"The quick brown fox\",\"max_tokens\":20,"
+                                                  "\"temperature\":0,\"ignore_eos\":true}", NULL, &code, NULL);
+            cr_assert_eq(code, 200, "%s", b);
+            char *got = completion_text(b);
+            cr_assert_str_eq(got, want, "server --kv-f16 %s, generate --kv-f16 %s", got, want);
+            free(got);
+            free(b);
+        }
+        cr_assert_eq(stop(&s), 0);
+    }
+    cr_assert(kv[0] > 0 && kv[1] > 0, "kv bytes %g / %g", kv[0], kv[1]);
+    cr_assert_eq(kv[1] * 2, kv[0], "the f16 pool %g bytes against f32 %g", kv[1], kv[0]);
+    free(want);
+    unlink(pf);
+    rmdir(dir);
+}
+
 /* The batched engine's paged pool (issue 16): 16 slots but 24 blocks of 16
  * positions, so with prompt + 30 tokens needing 3 blocks only 8 requests
  * are admitted at a time and the rest wait in the queue; all 16 complete

@@ -50,6 +50,9 @@ static void usage(FILE *f)
             "                          sequences, KV in a paged pool; slots: a KV cache and a pass per sequence\n"
             "  --kv-blocks N           batch engine: the KV pool's blocks of 16 positions (default: --parallel x\n"
             "                          --ctx); a request waits in the queue until its prompt + max_tokens fit\n"
+            "  --kv-f16, --kv-f32      keep the KV cache in f16 / f32 (default: the architecture's, as\n"
+            "                          `miser generate`: f32 for GPT-2, f16 for the Llama family); f16 halves\n"
+            "                          the pool's bytes per position and the attention's reads\n"
             "  -h, --help              this help\n"
             "\n"
             "exit codes: 0 ok (also after SIGTERM/SIGINT), 1 failure (cannot bind, ...),\n"
@@ -73,7 +76,7 @@ static int cmd_serve(int argc, char **argv)
     long long v;
     const char *budget_s = NULL;
     enum { O_HOST = 256, O_PORT, O_PAR, O_CTX, O_THREADS, O_PREC, O_KEY, O_QUEUE, O_CHAT, O_ALIAS, O_BODY, O_CONN,
-           O_RTIME, O_DRAIN, O_BUDGET, O_ENGINE, O_KVB };
+           O_RTIME, O_DRAIN, O_BUDGET, O_ENGINE, O_KVB, O_KV16, O_KV32 };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"host", required_argument, 0, O_HOST},
         {"port", required_argument, 0, O_PORT}, {"parallel", required_argument, 0, O_PAR},
@@ -84,6 +87,7 @@ static int cmd_serve(int argc, char **argv)
         {"max-connections", required_argument, 0, O_CONN}, {"request-timeout", required_argument, 0, O_RTIME},
         {"drain-timeout", required_argument, 0, O_DRAIN}, {"memory-budget", required_argument, 0, O_BUDGET},
         {"engine", required_argument, 0, O_ENGINE}, {"kv-blocks", required_argument, 0, O_KVB},
+        {"kv-f16", no_argument, 0, O_KV16}, {"kv-f32", no_argument, 0, O_KV32},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
@@ -109,6 +113,14 @@ static int cmd_serve(int argc, char **argv)
         case O_DRAIN: bad = miser_cli_parse_f32(optarg, 0, 1e6f, &drain); break;
         case O_BUDGET: budget_s = optarg; break;
         case O_KVB: bad = miser_cli_parse_i64(optarg, 1, 1 << 30, &v); o.kv_blocks = v; break;
+        case O_KV16:
+        case O_KV32:
+            if (o.kv_f16 && o.kv_f16 != (c == O_KV16 ? 1 : -1)) {
+                miser_cli_error(cmd, "--kv-f16 and --kv-f32 contradict each other: give one");
+                return MISER_EXIT_USAGE;
+            }
+            o.kv_f16 = c == O_KV16 ? 1 : -1;
+            break;
         case O_ENGINE:
             if (strcmp(optarg, "batch") && strcmp(optarg, "slots")) {
                 miser_cli_error(cmd, "--engine '%s' is not batch or slots", optarg);
@@ -154,7 +166,7 @@ static int cmd_serve(int argc, char **argv)
         int brc = miser_cli_budget_check(cmd, o.model_dir, budget_s, 0, o.precision != NULL, &prec, o.ctx, o.parallel,
                                          o.engine && !strcmp(o.engine, "slots") ? MISER_BUDGET_SERVE_SLOTS
                                                                                 : MISER_BUDGET_SERVE_BATCH,
-                                         o.threads, 0, &cap);
+                                         o.threads, o.kv_f16, &cap);
         if (brc) return brc;
         if (!o.precision && prec >= 0) o.precision = miser_dtype_name((miser_dtype)prec); /* -1: as stored */
         if (!o.ctx || cap < o.ctx) o.ctx = cap;

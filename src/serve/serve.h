@@ -226,6 +226,7 @@ typedef struct miser_serve_options {
     const char *chat_template; /* NULL: from tokenizer_config.json */
     const char *engine;        /* "batch" (NULL: the default) or "slots"; borrowed until miser_serve_load */
     int64_t kv_blocks;         /* batch engine: KV pool blocks of MISER_KV_BLOCK_TOKENS (0: parallel x ctx) */
+    int kv_f16;                /* KV cache dtype: > 0 f16, < 0 f32, 0 the architecture's (as generate's) */
     const char *alias;         /* model id in responses (NULL: the directory's name) */
     int max_connections;
     size_t max_body;           /* bytes */

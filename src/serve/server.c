@@ -136,8 +136,8 @@ miser_status miser_serve_load(miser_server *s)
      * buffers exist, as in generate (budget.h: what `miser plan` counts on) */
     miser_budget_release_freed();
     miser_serve_engine *e = NULL;
-    if (slots) st = miser_serve_engine_slots(s->plan, s->o.parallel, s->o.ctx, s->o.threads, 0, &e);
-    else st = miser_serve_engine_batch(s->plan, s->o.parallel, s->o.ctx, s->o.threads, 0, s->o.kv_blocks, rows, &e);
+    if (slots) st = miser_serve_engine_slots(s->plan, s->o.parallel, s->o.ctx, s->o.threads, s->o.kv_f16, &e);
+    else st = miser_serve_engine_batch(s->plan, s->o.parallel, s->o.ctx, s->o.threads, s->o.kv_f16, s->o.kv_blocks, rows, &e);
     if (st) return st;
     pthread_mutex_lock(&s->mu);
     s->eng = e;
