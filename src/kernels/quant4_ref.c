@@ -254,6 +254,7 @@ void miser_q32_cols_ref(const miser_linear_args *a, int64_t n0, int64_t n1)
 
 void miser_q4_cols_epilogue(const miser_linear_args *a, int64_t n0, int64_t n1)
 {
+    if (!a->bias && a->act != MISER_ACT_GELU) return; /* nothing to add (the sets' dots-only calls) */
     for (int64_t m = 0; m < a->M; m++)
         for (int64_t n = n0; n < n1; n++) {
             float *y = a->y + m * a->ldy + n;
