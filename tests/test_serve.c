@@ -231,6 +231,14 @@ static void write_file(const char *path, const char *text)
     fclose(f);
 }
 
+/* a fresh directory from the template dir (mkdtemp) holding the prompt file pf */
+static void temp_prompt(char *dir, char pf[256], const char *text)
+{
+    cr_assert(mkdtemp(dir));
+    snprintf(pf, 256, "%s/p.txt", dir);
+    write_file(pf, text);
+}
+
 /* a JSON string literal of s (for building bodies) */
 static char *jstr(const char *s)
 {
@@ -534,11 +542,8 @@ Test(serve, concurrent_greedy_equals_generate_alone, .timeout = 90)
 /* --engine slots (a session per slot) still serves what `miser generate` does */
 Test(serve, engine_slots_equals_generate, .timeout = 60)
 {
-    char dir[] = "/tmp/miser-serve-slots-XXXXXX";
-    cr_assert(mkdtemp(dir));
-    char pf[256];
-    snprintf(pf, sizeof pf, "%s/p.txt", dir);
-    write_file(pf, "The quick brown fox");
+    char dir[] = "/tmp/miser-serve-slots-XXXXXX", pf[256];
+    temp_prompt(dir, pf, "The quick brown fox");
     char *want = generate_text(TINY, pf, 20);
     server s;
     start(&s, "--model " TINY " --parallel 2 --threads 1 --engine slots");
@@ -572,11 +577,8 @@ static double metric_value(const char *body, const char *name)
  * exactly half the bytes, and the text is `miser generate --kv-f16`'s */
 Test(serve, kv_f16_halves_the_pool_and_equals_generate_kv_f16, .timeout = 60)
 {
-    char dir[] = "/tmp/miser-serve-kv16-XXXXXX";
-    cr_assert(mkdtemp(dir));
-    char pf[256];
-    snprintf(pf, sizeof pf, "%s/p.txt", dir);
-    write_file(pf, "The quick brown fox");
+    char dir[] = "/tmp/miser-serve-kv16-XXXXXX", pf[256];
+    temp_prompt(dir, pf, "The quick brown fox");
     char *want = generate_text_with(TINY, pf, 20, "--kv-f16");
     double kv[2];
     for (int f16 = 0; f16 < 2; f16++) {

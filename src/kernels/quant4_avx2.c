@@ -99,31 +99,36 @@ static inline __attribute__((always_inline)) float blk_q4k(const uint8_t *w, con
     return t - u;
 }
 
-/* Q6_K: each value is (4 low bits | 2 high bits << 4) - 32; the 2 high
- * bits of four groups share one qh byte, moved into bits 4-5 by a 16-bit
- * shift and the 0x30 mask (the shift's carry into the next byte is masked
- * off). The -32 comes off as 32 * sum(scale * bsum): one vpmaddwd of the
- * bsums by the scales, taken from the integer sum before the one hsum. */
-static inline __attribute__((always_inline)) float blk_q6k(const uint8_t *w, const miser_q8k *xb)
+/* Q6_K half h's 128 values as 4 x 32 bytes (0..63): low nibbles of the
+ * ql bytes with the qh bits moved into bits 4-5 by a 16-bit shift and the
+ * 0x30 mask (the shift's carry into the next byte is masked off) */
+static inline __attribute__((always_inline)) void q6k_half(const uint8_t *w, int h, __m256i q[4])
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    const __m256i l0 = _mm256_loadu_si256((const __m256i *)(w + 64 * h));
+    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(w + 64 * h + 32));
+    const __m256i hb = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * h));
+    q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
+    q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
+    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30));
+    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
+}
+
+/* Q6_K: each value is (4 low bits | 2 high bits << 4) - 32 (q6k_half
+ * builds the unsigned part). The -32 comes off as 32 * sum(scale * bsum):
+ * one vpmaddwd of the bsums by the scales, taken from the integer sum
+ * before the one hsum. */
+static inline __attribute__((always_inline)) float blk_q6k(const uint8_t *w, const miser_q8k *xb)
+{
     const int8_t *q8 = xb->q;
-    const uint8_t *ql = w, *qh = w + 128;
     const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
     __m256i sv = _mm256_sub_epi32(_mm256_setzero_si256(),
                                   _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb->bsums), s16), 5));
     const __m256i s16lo = _mm256_permute2x128_si256(s16, s16, 0x00), s16hi = _mm256_permute2x128_si256(s16, s16, 0x11);
     _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
-        const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
-        const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
-        const __m256i hb = _mm256_loadu_si256((const __m256i *)(qh + 32 * h));
         const __m256i s16h = h ? s16hi : s16lo;
-        const __m256i q[4] = {
-            _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30)),
-            _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30)),
-        };
+        __m256i q[4];
+        q6k_half(w, h, q);
         _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
             /* bytes 0-15: sub-block 8h + 2i, 16-31: the next; each lane half takes its scale */
             const __m256i p = _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(q8 + 128 * h + 32 * i)));
@@ -217,10 +222,8 @@ static inline __attribute__((always_inline)) void tile_q4k(const int MR, const u
 static inline __attribute__((always_inline)) void tile_q6k(const int MR, const uint8_t *w, const miser_q8k *x,
                                                            int64_t nb, float *acc)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     float a[KT_MR] = {0};
     for (int64_t b = 0; b < nb; b++, w += MISER_Q6_K_BYTES) {
-        const uint8_t *ql = w, *qh = w + 128;
         const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
         const __m256i s16lo = _mm256_permute2x128_si256(s16, s16, 0x00), s16hi = _mm256_permute2x128_si256(s16, s16, 0x11);
         __m256i sv[KT_MR];
@@ -228,16 +231,9 @@ static inline __attribute__((always_inline)) void tile_q6k(const int MR, const u
             _mm256_setzero_si256(),
             _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x[r * nb + b].bsums), s16), 5));
         _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
-            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h));
-            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32));
-            const __m256i hb = _mm256_loadu_si256((const __m256i *)(qh + 32 * h));
             const __m256i s16h = h ? s16hi : s16lo;
-            const __m256i q[4] = {
-                _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30)),
-                _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30)),
-            };
+            __m256i q[4];
+            q6k_half(w, h, q);
             _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
                 const __m256i scv = q6k_scale_pick(s16h, i);
                 _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
