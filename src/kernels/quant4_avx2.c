@@ -48,9 +48,6 @@ static inline __m256i q4k_scale_at(__m256i s16, int j)
     return _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(2 * j | (2 * j + 1) << 8)));
 }
 
-/* One 256-value block's share of a K-quant row dot, as the f32 the row
- * adds (acc += this, block by block): the row dot, the two-row decode and
- * the tiles all add the same values in the same order. */
 /* miser_q4k_scales_mins8 in one vector: bytes 0-7 the 8 scales, 8-15 the
  * 8 mins. q is the block's 12 scale bytes; 16 are read (the 4 after them
  * are the block's first quants, inside the block). Scales / mins 0-3 are
@@ -68,6 +65,9 @@ static inline __m128i q4k_scales_mins_v(const uint8_t *q)
     return _mm_or_si128(_mm_or_si128(lo, hn), top);
 }
 
+/* One 256-value block's share of a K-quant row dot, as the f32 the row
+ * adds (acc += this, block by block): the row dot, the two-row decode and
+ * the tiles all add the same values in the same order. */
 static inline __attribute__((always_inline)) float blk_q4k(const uint8_t *w, const miser_q8k *xb)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
