@@ -94,10 +94,9 @@ static void pack_q4k(const uint8_t *const *r, int64_t b0, int64_t kc, kp_q4k *p,
             miser_tr8x8_epi32(H, p->w[2 * pr + 1]);
         }
         _Pragma("GCC unroll 8") for (int n = 0; n < 8; n++) {
-            uint8_t sc[8], mn[8];
-            miser_q4k_scales_mins8(r[n] + off + 4, sc, mn);
-            L[n] = dup16(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc)));
-            H[n] = dup16(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn)));
+            const __m128i scm = miser_q4k_scales_mins_v(r[n] + off + 4); /* scales | mins */
+            L[n] = dup16(_mm256_cvtepu8_epi32(scm));
+            H[n] = dup16(_mm256_cvtepu8_epi32(_mm_srli_si128(scm, 8)));
         }
         miser_tr8x8_epi32(L, p->sc);
         miser_tr8x8_epi32(H, p->mn);
@@ -108,22 +107,18 @@ static void pack_q4k(const uint8_t *const *r, int64_t b0, int64_t kc, kp_q4k *p,
 
 static void pack_q6k(const uint8_t *const *r, int64_t b0, int64_t kc, kp_q6k *p, const char *pf, int64_t rb)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
     for (int64_t b = 0; b < kc; b++, p++) {
         const int64_t off = (b0 + b) * MISER_Q6_K_BYTES;
         pf8(pf, rb, off, MISER_Q6_K_BYTES);
         __m256i R[8];
         /* unit u = 4h + i: values 128 h + 32 i .. + 31 (quant4_ref.c's q1..q4) */
-        for (int u = 0; u < 8; u++) {
-            const int h = u >> 2, i = u & 3;
-            _Pragma("GCC unroll 8") for (int n = 0; n < 8; n++) {
-                const uint8_t *w = r[n] + off;
-                const __m256i l = _mm256_loadu_si256((const __m256i *)(w + 64 * h + 32 * (i & 1)));
-                const __m256i hb = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * h));
-                const __m256i lq = i < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
-                R[n] = _mm256_or_si256(lq, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * i), m2), 4));
+        for (int h = 0; h < 2; h++) {
+            __m256i Q[8][4];
+            _Pragma("GCC unroll 8") for (int n = 0; n < 8; n++) miser_q6k_half(r[n] + off, h, Q[n]);
+            for (int i = 0; i < 4; i++) {
+                _Pragma("GCC unroll 8") for (int n = 0; n < 8; n++) R[n] = Q[n][i];
+                miser_tr8x8_epi32(R, p->w[4 * h + i]);
             }
-            miser_tr8x8_epi32(R, p->w[u]);
         }
         __m256i S[8];
         _Pragma("GCC unroll 8") for (int n = 0; n < 8; n++) {

@@ -47,22 +47,6 @@ static inline void miser_q4k_scale_min(int j, const uint8_t *q, uint8_t *d, uint
     }
 }
 
-/* The same eight scales and mins all at once, from the 12 packed bytes:
- * bytes 0-3 hold scales 0-3 and the top bits of scales 4-7, bytes 4-7 mins
- * 0-3 and the top bits of mins 4-7, bytes 8-11 the low nibbles of
- * scales / mins 4-7. */
-static inline void miser_q4k_scales_mins8(const uint8_t *q, uint8_t sc[8], uint8_t mn[8])
-{
-    uint32_t u[3], o[4];
-    memcpy(u, q, 12);
-    o[0] = u[0] & 0x3f3f3f3fu;
-    o[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-    o[2] = u[1] & 0x3f3f3f3fu;
-    o[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-    memcpy(sc, o, 8);
-    memcpy(mn, o + 2, 8);
-}
-
 /* Whether the quantised-linear kernels take these arguments: a Q4_0, Q4_K or
  * Q6_K weight in the dot layout. */
 static inline int miser_q4_linear_ok(const miser_linear_args *a)

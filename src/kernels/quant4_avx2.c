@@ -16,6 +16,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "avx2_shared.h"
+
 static inline float half(const uint8_t *p)
 {
     uint16_t h;
@@ -48,23 +50,6 @@ static inline __m256i q4k_scale_at(__m256i s16, int j)
     return _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(2 * j | (2 * j + 1) << 8)));
 }
 
-/* miser_q4k_scales_mins8 in one vector: bytes 0-7 the 8 scales, 8-15 the
- * 8 mins. q is the block's 12 scale bytes; 16 are read (the 4 after them
- * are the block's first quants, inside the block). Scales / mins 0-3 are
- * the low 6 bits of bytes 0-3 / 4-7; 4-7 take 4 bits from bytes 8-11 (low
- * nibble: scales, high: mins) and their top 2 from bits 6-7 of bytes 0-3 /
- * 4-7. Byte shifts are 16-bit shifts whose carry the masks drop. */
-static inline __m128i q4k_scales_mins_v(const uint8_t *q)
-{
-    const __m128i v = _mm_loadu_si128((const __m128i *)q);
-    const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-    const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
-    const __m128i lo = _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0));
-    const __m128i hn = _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15));
-    const __m128i top = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30));
-    return _mm_or_si128(_mm_or_si128(lo, hn), top);
-}
-
 /* One 256-value block's share of a K-quant row dot, as the f32 the row
  * adds (acc += this, block by block): the row dot, the two-row decode and
  * the tiles all add the same values in the same order. */
@@ -73,7 +58,7 @@ static inline __attribute__((always_inline)) float blk_q4k(const uint8_t *w, con
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const int8_t *q8 = xb->q;
     const uint8_t *qs = w + 16;
-    const __m128i scm = q4k_scales_mins_v(w + 4);
+    const __m128i scm = miser_q4k_scales_mins_v(w + 4);
     const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
     __m256i sv = _mm256_setzero_si256(); /* the scale folded into the widening: exact integers */
     _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
@@ -99,22 +84,7 @@ static inline __attribute__((always_inline)) float blk_q4k(const uint8_t *w, con
     return t - u;
 }
 
-/* Q6_K half h's 128 values as 4 x 32 bytes (0..63): low nibbles of the
- * ql bytes with the qh bits moved into bits 4-5 by a 16-bit shift and the
- * 0x30 mask (the shift's carry into the next byte is masked off) */
-static inline __attribute__((always_inline)) void q6k_half(const uint8_t *w, int h, __m256i q[4])
-{
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
-    const __m256i l0 = _mm256_loadu_si256((const __m256i *)(w + 64 * h));
-    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(w + 64 * h + 32));
-    const __m256i hb = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * h));
-    q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
-    q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
-    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30));
-    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
-}
-
-/* Q6_K: each value is (4 low bits | 2 high bits << 4) - 32 (q6k_half
+/* Q6_K: each value is (4 low bits | 2 high bits << 4) - 32 (miser_q6k_half
  * builds the unsigned part). The -32 comes off as 32 * sum(scale * bsum):
  * one vpmaddwd of the bsums by the scales, taken from the integer sum
  * before the one hsum. */
@@ -128,7 +98,7 @@ static inline __attribute__((always_inline)) float blk_q6k(const uint8_t *w, con
     _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
         const __m256i s16h = h ? s16hi : s16lo;
         __m256i q[4];
-        q6k_half(w, h, q);
+        miser_q6k_half(w, h, q);
         _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
             /* bytes 0-15: sub-block 8h + 2i, 16-31: the next; each lane half takes its scale */
             const __m256i p = _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(q8 + 128 * h + 32 * i)));
@@ -187,7 +157,7 @@ static inline __attribute__((always_inline)) void tile_q4k(const int MR, const u
     float a[KT_MR] = {0};
     for (int64_t b = 0; b < nb; b++, w += MISER_Q4_K_BYTES) {
         const uint8_t *qs = w + 16;
-        const __m128i scm = q4k_scales_mins_v(w + 4);
+        const __m128i scm = miser_q4k_scales_mins_v(w + 4);
         const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
         const __m256i mv = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm)); /* min j beside bsums 2j, 2j+1 */
         __m256i sv[KT_MR];
@@ -233,7 +203,7 @@ static inline __attribute__((always_inline)) void tile_q6k(const int MR, const u
         _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
             const __m256i s16h = h ? s16hi : s16lo;
             __m256i q[4];
-            q6k_half(w, h, q);
+            miser_q6k_half(w, h, q);
             _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
                 const __m256i scv = q6k_scale_pick(s16h, i);
                 _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++)
