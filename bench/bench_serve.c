@@ -812,7 +812,7 @@ int miser_bench_serve(int argc, char **argv)
     char model[4096] = "", precs[128] = "f32,q8_0", replicas[128] = "", engines[64] = "";
     const char *json_path = NULL, *miser = MISER_BUILD_DIR "/miser";
     int threads = 2, tokens = 128, streams = 16, rounds = 3, peer = 1;
-    const char *kvflag = NULL; /* --kv-f16 / --kv-f32 for every server, or the default */
+    const char *kv = NULL; /* --kv: "f16" or "f32" for every server (miser serve --kv-f16 / --kv-f32), or the default */
     double rate_s = 3;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -845,7 +845,7 @@ int miser_bench_serve(int argc, char **argv)
             snprintf(engines, sizeof engines, "%s", v), i++;
         } else if (!strcmp(o, "--kv")) {
             if (!v || (strcmp(v, "f16") && strcmp(v, "f32"))) return sb_bad(o, v, "f16 or f32");
-            kvflag = !strcmp(v, "f16") ? "--kv-f16" : "--kv-f32", i++;
+            kv = v, i++;
         } else if (!strcmp(o, "--rate-seconds")) {
             int x;
             if (sb_int(v, 0, 600, &x)) return sb_bad(o, v, "seconds, 0..600");
@@ -941,7 +941,7 @@ int miser_bench_serve(int argc, char **argv)
     printf("miser-bench serve: %s, --threads %d, %d new tokens per request (greedy, ignore_eos), 1 and %d streams, "
            "%d round%s, KV cache %s; load average %.2f %.2f %.2f\n",
            model, threads, tokens, streams, rounds, rounds == 1 ? "" : "s",
-           !kvflag ? "the architecture's default" : kvflag[6] == '1' ? "f16" : "f32", la0[0], la0[1], la0[2]);
+           kv ? kv : "the architecture's default", la0[0], la0[1], la0[2]);
     if (peer && !have_peer)
         printf("llama.cpp peer: skipped (node-llama-cpp is not installed in tools/peers; install it with `make peers`)\n");
     fflush(stdout);
@@ -980,7 +980,7 @@ int miser_bench_serve(int argc, char **argv)
                 args[nargs++] = "--engine";
                 args[nargs++] = elist[e];
             }
-            if (kvflag) args[nargs++] = kvflag;
+            if (kv) args[nargs++] = !strcmp(kv, "f16") ? "--kv-f16" : "--kv-f32";
             rc = sb_server_start(&srv[e], miser, args, nargs, 1800);
             if (rc) break;
             R->started = 1;
